@@ -1,0 +1,489 @@
+"""The vocabulary of AIOS: job specs, statuses, job state, runs, triggers, errors.
+
+Pure: no I/O, no clocks. `parse_job` turns one `[jobs.NAME]` table into a validated
+`JobSpec` or raises `SpecError` with a one-line message naming the job, the field, the
+bad value and what would be accepted. Imports nothing from aios.
+"""
+from __future__ import annotations
+
+import re
+import signal
+import sys
+from dataclasses import dataclass, field
+from datetime import time as Clock
+from enum import Enum
+
+__all__ = [
+    "AiosError", "SpecError", "JobType", "Status", "Outcome", "JobSpec", "JobState",
+    "Run", "Trigger", "Event", "Settings", "parse_job", "parse_duration", "parse_clock",
+    "check_name",
+]
+
+_RECORD = {"frozen": True}
+if sys.version_info >= (3, 10):
+    _RECORD.update(slots=True, kw_only=True)
+
+
+def record(cls):
+    """Frozen plain-data class (slots and keyword-only where Python supports them)."""
+    return dataclass(**_RECORD)(cls)
+
+
+class AiosError(Exception):
+    """Something went wrong in AIOS."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class SpecError(AiosError):
+    """A job specification is invalid; fix the field named in the message."""
+
+
+class JobType(str, Enum):
+    ALWAYS = "always"
+    DAILY = "daily"
+    INTERVAL = "interval"
+    RANDOM_DAILY = "random_daily"
+    TRIGGER = "trigger"
+    IDLE = "idle"
+
+
+class Status(str, Enum):
+    STOPPED = "stopped"        # not running and nothing planned (stopped, or exited cleanly)
+    WAITING = "waiting"        # scheduled: waiting for its time, a trigger or idleness
+    RUNNING = "running"
+    STOPPING = "stopping"      # stop signal sent, waiting for the process group to exit
+    BACKOFF = "backoff"        # waiting to restart or retry after a failure
+    FAILED = "failed"          # crash loop: probed again after a cool-down
+    DISABLED = "disabled"
+    INELIGIBLE = "ineligible"  # its tags are not all in DEVICE_TAGS
+
+    def can_become(self, other: Status) -> bool:
+        return other is self or other in _TRANSITIONS[self]
+
+
+_S = Status
+_TRANSITIONS = {
+    _S.STOPPED: {_S.RUNNING, _S.WAITING, _S.DISABLED, _S.INELIGIBLE},
+    _S.WAITING: {_S.RUNNING, _S.STOPPED, _S.BACKOFF, _S.DISABLED, _S.INELIGIBLE},
+    _S.RUNNING: {_S.STOPPING, _S.STOPPED, _S.WAITING, _S.BACKOFF, _S.FAILED},
+    _S.STOPPING: {_S.STOPPED, _S.WAITING, _S.RUNNING, _S.DISABLED, _S.INELIGIBLE},
+    _S.BACKOFF: {_S.RUNNING, _S.STOPPED, _S.WAITING, _S.DISABLED, _S.INELIGIBLE},
+    _S.FAILED: {_S.RUNNING, _S.STOPPED, _S.WAITING, _S.DISABLED, _S.INELIGIBLE},
+    _S.DISABLED: {_S.STOPPED, _S.WAITING, _S.RUNNING, _S.INELIGIBLE},
+    _S.INELIGIBLE: {_S.STOPPED, _S.WAITING, _S.RUNNING, _S.DISABLED},
+}
+
+
+class Outcome(str, Enum):
+    OK = "ok"                      # exited 0
+    FAILED = "failed"              # exited non-zero
+    KILLED = "killed"              # died of a signal AIOS did not send
+    TIMEOUT = "timeout"            # stopped because it ran past its timeout
+    STOPPED = "stopped"            # stopped on request (stop, restart, shutdown)
+    PREEMPTED = "preempted"        # idle run stopped because other work started
+    SPAWN_FAILED = "spawn_failed"  # the program could not be started
+    LOST = "lost"                  # the daemon died and the process was gone on its return
+
+
+@record
+class JobSpec:
+    name: str
+    type: JobType
+    program: str | None = None              # "file.py:func" inside Programs/
+    command: tuple[str, ...] | None = None  # argv; one string when shell is true
+    shell: bool = False
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    enabled: bool = True
+    priority: int = 0
+    env: dict = field(default_factory=dict)
+    cwd: str | None = None
+    time: Clock | None = None               # daily
+    after: Clock | None = None              # random_daily window start
+    before: Clock | None = None             # random_daily window end
+    interval: float | None = None           # interval, seconds
+    catch_up: str = "once"                  # daily, interval, random_daily
+    catch_up_max: int = 10
+    idle_after: float = 300.0               # idle
+    cooldown: float = 3600.0                # idle
+    max_parallel: int = 1                   # trigger
+    restart: str = "always"                 # always: "always" | "on-failure"
+    min_uptime: float = 1.0
+    retries: int = 0
+    backoff: float = 0.1
+    backoff_factor: float = 2.0
+    backoff_max: float = 60.0
+    failed_cooldown: float = 600.0
+    timeout: float | None = None
+    stop_signal: int = int(signal.SIGTERM)
+    stop_timeout: float = 10.0
+    adopt: bool = True
+
+    @property
+    def is_scheduled(self) -> bool:
+        return self.type in (JobType.DAILY, JobType.INTERVAL, JobType.RANDOM_DAILY)
+
+
+@record
+class JobState:
+    """What one device knows about one job; persisted on every change."""
+
+    job: str
+    status: Status = Status.STOPPED
+    why: str = ""
+    since: float = 0.0                  # epoch seconds when `status` was entered
+    pid: int | None = None
+    run_id: int | None = None
+    attempts: int = 0                   # consecutive quick failures, or the retry attempt
+    restarts: int = 0                   # restarts of an always job since the daemon started it
+    next_due: float | None = None       # epoch seconds of the next planned start
+    last_slot: float | None = None      # scheduled jobs: the last slot run, skipped or anchored
+    draw_day: str | None = None         # random_daily: ISO day of the stored draw
+    draw_at: float | None = None        # random_daily: the drawn moment, epoch seconds
+    enabled: bool | None = None         # runtime enable/disable; None follows the spec
+
+
+@record
+class Run:
+    job: str
+    started: float                      # epoch seconds
+    id: int | None = None
+    device: str = ""
+    attempt: int = 1
+    trigger_id: int | None = None
+    due: float | None = None            # the slot it was started for, epoch seconds
+    pid: int | None = None
+    pid_start: int | None = None        # process start time in clock ticks (/proc/PID/stat)
+    ended: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    outcome: Outcome | None = None
+
+
+@record
+class Trigger:
+    job: str
+    id: int | None = None
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    created: float = 0.0
+    claimed: float | None = None
+    device: str | None = None
+    done: bool = False
+    outcome: str | None = None
+
+
+@record
+class Event:
+    ts: float
+    name: str                           # stable event name, e.g. "restart_scheduled"
+    message: str = ""
+    job: str | None = None
+    device: str = ""
+    id: int | None = None
+
+
+@record
+class Settings:
+    """Device-wide settings from aios.toml and the environment."""
+
+    device_id: str
+    tags: frozenset = frozenset()
+    web_host: str = "127.0.0.1"
+    web_port: int = 8787
+    web_token: str | None = None
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_keep: int = 3
+
+
+# ---------------------------------------------------------------- parsing
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_PROGRAM_RE = re.compile(r"([^:]+\.py):([A-Za-z_][A-Za-z0-9_]*)")
+_PATH_PART_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_CATCH_UP = ("once", "skip", "all")
+_RESTART = ("always", "on-failure")
+
+_COMMON = {
+    "type", "program", "command", "shell", "args", "kwargs", "tags", "enabled", "priority",
+    "env", "cwd", "retries", "backoff", "backoff_factor", "backoff_max", "stop_signal",
+    "stop_timeout", "min_uptime", "adopt",
+}
+_BY_TYPE = {
+    JobType.ALWAYS: {"restart", "failed_cooldown"},
+    JobType.DAILY: {"time", "catch_up", "catch_up_max", "timeout"},
+    JobType.INTERVAL: {"interval", "every", "catch_up", "catch_up_max", "timeout"},
+    JobType.RANDOM_DAILY: {"after", "before", "catch_up", "catch_up_max", "timeout"},
+    JobType.TRIGGER: {"max_parallel", "timeout"},
+    JobType.IDLE: {"idle_after", "cooldown", "timeout"},
+}
+_ALL_FIELDS = _COMMON.union(*_BY_TYPE.values())
+_DEFAULT_RETRIES = {JobType.ALWAYS: 5}
+
+
+def check_name(name: object) -> str:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise SpecError(
+            f"job name {name!r} is not valid: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit")
+    return name
+
+
+def parse_duration(value: object, what: str = "duration") -> float:
+    """Seconds from a number of seconds or a string like "100ms", "30s", "5m", "1h30m"."""
+    if isinstance(value, bool):
+        raise SpecError(f"{what}: {value!r} is not a duration; use seconds or e.g. '30s', '5m'")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        parts = _DURATION_RE.findall(text)
+        if parts and "".join(n + u for n, u in parts) == text:
+            return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    raise SpecError(f"{what}: {value!r} is not a duration; use seconds or e.g. '30s', '5m', '1h30m'")
+
+
+def parse_clock(value: object, what: str) -> Clock:
+    """A local wall-clock time from "HH:MM" (or "HH:MM:SS")."""
+    if isinstance(value, Clock):
+        return value
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", value) if isinstance(value, str) else None
+    if match:
+        hour, minute, second = int(match[1]), int(match[2]), int(match[3] or 0)
+        if hour < 24 and minute < 60 and second < 60:
+            return Clock(hour, minute, second)
+    raise SpecError(f"{what}: {value!r} is not a time of day; use \"HH:MM\" from 00:00 to 23:59")
+
+
+def parse_signal(value: object, what: str) -> int:
+    name = value.upper() if isinstance(value, str) else ""
+    name = name if name.startswith("SIG") else "SIG" + name
+    sig = getattr(signal, name, None) if name.isalnum() else None
+    if isinstance(sig, signal.Signals):
+        return int(sig)
+    raise SpecError(f"{what}: {value!r} is not a signal name; use e.g. \"TERM\", \"INT\", \"HUP\", \"QUIT\"")
+
+
+def parse_job(name: str, table: object) -> JobSpec:
+    """Validate one `[jobs.NAME]` table; raise SpecError naming the first problem."""
+    check_name(name)
+    where = f"job {name!r}"
+    if not isinstance(table, dict):
+        raise SpecError(f"{where}: expected a table of fields, got {table!r}")
+    job_type = _parse_type(where, table.get("type"))
+    _check_fields(where, job_type, table)
+    values = {"name": name, "type": job_type, **_parse_how(where, table)}
+    values.update(_parse_common(where, job_type, table))
+    values.update(_parse_timing(where, job_type, table))
+    return JobSpec(**values)
+
+
+def _parse_type(where: str, value: object) -> JobType:
+    try:
+        return JobType(value)
+    except ValueError:
+        choices = ", ".join(t.value for t in JobType)
+        if value is None:
+            raise SpecError(f"{where}: missing field 'type'; use one of {choices}") from None
+        hint = _close(value, [t.value for t in JobType])
+        raise SpecError(f"{where}: unknown type {value!r}{hint}; use one of {choices}") from None
+
+
+def _check_fields(where: str, job_type: JobType, table: dict) -> None:
+    allowed = _COMMON | _BY_TYPE[job_type]
+    for key in table:
+        if key in allowed:
+            continue
+        if key in _ALL_FIELDS:
+            raise SpecError(f"{where}: field {key!r} does not apply to {job_type.value} jobs")
+        raise SpecError(f"{where}: unknown field {key!r}{_close(key, sorted(_ALL_FIELDS))}")
+
+
+def _close(word: object, choices: list) -> str:
+    import difflib  # only on the error path
+
+    match = difflib.get_close_matches(str(word), choices, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _parse_how(where: str, table: dict) -> dict:
+    program, command = table.get("program"), table.get("command")
+    if (program is None) == (command is None):
+        raise SpecError(f"{where}: give exactly one of 'program' (\"file.py:func\") or 'command' (argv list)")
+    shell = _typed(where, table, "shell", bool, False)
+    if program is not None:
+        return {"program": _parse_program(where, program), "shell": shell}
+    if shell:
+        if not isinstance(command, str) or not command.strip():
+            raise SpecError(f"{where}: with shell = true, 'command' must be one non-empty string")
+        return {"command": (command,), "shell": True}
+    if isinstance(command, str):
+        raise SpecError(f"{where}: 'command' is a string; give an argv list like [\"sleep\", \"60\"] "
+                        "or set shell = true")
+    if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
+        raise SpecError(f"{where}: 'command' must be a non-empty list of strings, got {command!r}")
+    return {"command": tuple(command)}
+
+
+def _parse_program(where: str, value: object) -> str:
+    match = _PROGRAM_RE.fullmatch(value) if isinstance(value, str) else None
+    if not match:
+        raise SpecError(f"{where}: program {value!r} is not \"file.py:function\" (a file inside Programs/)")
+    if any(part in ("", ".", "..") for part in match[1].split("/")):
+        raise SpecError(f"{where}: program {value!r} must stay inside Programs/ (a relative path without '..')")
+    if not all(_PATH_PART_RE.fullmatch(part) for part in match[1].split("/")):
+        raise SpecError(f"{where}: program {value!r}: use letters, digits, '_', '.', '-' and '/' in the file path")
+    return value
+
+
+def _typed(where: str, table: dict, key: str, kind: type, default):
+    value = table.get(key, default)
+    if value is default:
+        return value
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if not ok:
+        raise SpecError(f"{where}: {key} = {value!r} must be {_KIND_NAMES[kind]}")
+    return value
+
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", str: "a string", list: "a list",
+               dict: "a table"}
+
+
+def _parse_common(where: str, job_type: JobType, table: dict) -> dict:
+    out = {
+        "args": tuple(_typed(where, table, "args", list, [])),
+        "kwargs": dict(_typed(where, table, "kwargs", dict, {})),
+        "tags": _parse_tags(where, table.get("tags", [])),
+        "enabled": _typed(where, table, "enabled", bool, True),
+        "priority": _typed(where, table, "priority", int, 0),
+        "env": _parse_env(where, table.get("env", {})),
+        "cwd": _typed(where, table, "cwd", str, None),
+        "retries": _bounded_int(where, table, "retries", _DEFAULT_RETRIES.get(job_type, 0), 0, 1000),
+        "adopt": _typed(where, table, "adopt", bool, True),
+    }
+    for key in ("backoff", "backoff_max", "stop_timeout", "min_uptime"):
+        if key in table:
+            out[key] = _positive_duration(where, key, table[key], allow_zero=key != "stop_timeout")
+    if "backoff_factor" in table:
+        factor = table["backoff_factor"]
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 1 <= factor <= 100:
+            raise SpecError(f"{where}: backoff_factor = {factor!r} must be a number from 1 to 100")
+        out["backoff_factor"] = float(factor)
+    if "stop_signal" in table:
+        out["stop_signal"] = parse_signal(table["stop_signal"], f"{where}: stop_signal")
+    if job_type is JobType.ALWAYS:
+        out.update(_parse_always(where, table))
+    return out
+
+
+def _parse_always(where: str, table: dict) -> dict:
+    out = {}
+    restart = table.get("restart", "always")
+    if restart not in _RESTART:
+        raise SpecError(f"{where}: restart = {restart!r}; use \"always\" or \"on-failure\"")
+    out["restart"] = restart
+    if "failed_cooldown" in table:
+        out["failed_cooldown"] = _positive_duration(where, "failed_cooldown", table["failed_cooldown"])
+    return out
+
+
+def _parse_tags(where: str, value: object) -> tuple:
+    if not isinstance(value, list) or not all(isinstance(t, str) and NAME_RE.fullmatch(t) for t in value):
+        raise SpecError(f"{where}: tags = {value!r} must be a list of names like [\"gpu\", \"lab\"]")
+    return tuple(value)
+
+
+def _parse_env(where: str, value: object) -> dict:
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and k and "=" not in k and isinstance(v, str) for k, v in value.items()):
+        raise SpecError(f"{where}: env must be a table of string values, like {{ LANG = \"C.UTF-8\" }}")
+    return dict(value)
+
+
+def _bounded_int(where: str, table: dict, key: str, default: int, low: int, high: int) -> int:
+    value = _typed(where, table, key, int, default)
+    if not low <= value <= high:
+        raise SpecError(f"{where}: {key} = {value!r} must be an integer from {low} to {high}")
+    return value
+
+
+def _positive_duration(where: str, key: str, value: object, allow_zero: bool = True) -> float:
+    seconds = parse_duration(value, f"{where}: {key}")
+    if seconds < 0 or (seconds == 0 and not allow_zero) or seconds > 366 * 86400:
+        bound = "zero or more" if allow_zero else "more than zero"
+        raise SpecError(f"{where}: {key} = {value!r} must be {bound} and at most a year")
+    return seconds
+
+
+def _parse_timing(where: str, job_type: JobType, table: dict) -> dict:
+    out: dict = {}
+    if "timeout" in table:
+        out["timeout"] = _positive_duration(where, "timeout", table["timeout"], allow_zero=False)
+    if "catch_up" in table:
+        if table["catch_up"] not in _CATCH_UP:
+            raise SpecError(f"{where}: catch_up = {table['catch_up']!r}; use \"once\", \"skip\" or \"all\"")
+        out["catch_up"] = table["catch_up"]
+    if "catch_up_max" in table:
+        out["catch_up_max"] = _bounded_int(where, table, "catch_up_max", 10, 1, 1000)
+    parse = _TIMING_PARSERS.get(job_type)
+    if parse:
+        out.update(parse(where, table))
+    return out
+
+
+def _parse_daily(where: str, table: dict) -> dict:
+    if "time" not in table:
+        raise SpecError(f"{where}: daily jobs need time = \"HH:MM\"")
+    return {"time": parse_clock(table["time"], f"{where}: time")}
+
+
+def _parse_random_daily(where: str, table: dict) -> dict:
+    if "after" not in table or "before" not in table:
+        raise SpecError(f"{where}: random_daily jobs need after = \"HH:MM\" and before = \"HH:MM\"")
+    after = parse_clock(table["after"], f"{where}: after")
+    before = parse_clock(table["before"], f"{where}: before")
+    if after >= before:
+        raise SpecError(f"{where}: after = {table['after']!r} is not earlier than before = "
+                        f"{table['before']!r}; the window must lie within one day")
+    return {"after": after, "before": before}
+
+
+def _parse_interval(where: str, table: dict) -> dict:
+    if ("interval" in table) == ("every" in table):
+        raise SpecError(f"{where}: interval jobs need exactly one of interval = MINUTES or every = \"30s\"")
+    if "interval" in table:
+        minutes = table["interval"]
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
+            raise SpecError(f"{where}: interval = {minutes!r} must be a number of minutes (or use every = \"30s\")")
+        seconds = minutes * 60.0
+        shown = f"interval = {minutes!r}"
+    else:
+        seconds = parse_duration(table["every"], f"{where}: every")
+        shown = f"every = {table['every']!r}"
+    if not 0.01 <= seconds <= 366 * 86400:
+        raise SpecError(f"{where}: {shown} must be more than zero (at least 10ms) and at most a year")
+    return {"interval": seconds}
+
+
+def _parse_idle(where: str, table: dict) -> dict:
+    return {key: _positive_duration(where, key, table[key]) for key in ("idle_after", "cooldown")
+            if key in table}
+
+
+def _parse_trigger(where: str, table: dict) -> dict:
+    return {"max_parallel": _bounded_int(where, table, "max_parallel", 1, 1, 1000)}
+
+
+_TIMING_PARSERS = {
+    JobType.DAILY: _parse_daily,
+    JobType.RANDOM_DAILY: _parse_random_daily,
+    JobType.INTERVAL: _parse_interval,
+    JobType.IDLE: _parse_idle,
+    JobType.TRIGGER: _parse_trigger,
+}

@@ -1,0 +1,133 @@
+"""The Store interface: job specs, per-device job state, runs, the trigger queue, events.
+
+Every backend (sqlite now, postgres for fleets) implements these domain verbs with the
+contracts in their docstrings; tests/test_store.py runs one contract suite on each.
+Only modules under store/ touch a database driver. Imports only `aios.spec`.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from ..spec import AiosError, Event, JobState, Run, Trigger
+
+__all__ = ["Store", "StoreError", "open_store"]
+
+
+class StoreError(AiosError):
+    """The state database could not be read or written."""
+
+
+class Store:
+    """Persistent state of one AIOS home. Times are epoch seconds (float)."""
+
+    device: str
+
+    def close(self) -> None:
+        """Release the connection. The store is unusable afterwards."""
+        raise NotImplementedError
+
+    @contextmanager
+    def batch(self):
+        """Group the writes inside the block into one atomic transaction."""
+        raise NotImplementedError
+        yield
+
+    def changed(self) -> bool:
+        """True if another connection committed since the previous call (cheap)."""
+        raise NotImplementedError
+
+    # ---- job specs: the validated [jobs.NAME] tables, for readers such as the CLI
+    def save_specs(self, tables: dict[str, dict]) -> None:
+        """Replace the stored job tables (name -> TOML table as plain JSON data)."""
+        raise NotImplementedError
+
+    def load_specs(self) -> dict[str, dict]:
+        raise NotImplementedError
+
+    # ---- job state of this device
+    def load_states(self) -> dict[str, JobState]:
+        """Every stored JobState of this device, by job name."""
+        raise NotImplementedError
+
+    def save_state(self, state: JobState) -> None:
+        """Insert or replace the state of `state.job` on this device."""
+        raise NotImplementedError
+
+    def clear_states(self) -> None:
+        """Forget all job state of this device (simple_orchestrator.py --force)."""
+        raise NotImplementedError
+
+    # ---- runs
+    def start_run(self, run: Run) -> Run:
+        """Record a started run; returns it with its new id."""
+        raise NotImplementedError
+
+    def finish_run(self, run: Run, finish_trigger: bool = False) -> None:
+        """Record ended/exit_code/signal/outcome of `run` (by id). With finish_trigger and a
+        run.trigger_id, mark that trigger done with the run's outcome in the same
+        transaction, only if it was not done yet: a trigger is completed exactly once."""
+        raise NotImplementedError
+
+    def open_runs(self) -> list[Run]:
+        """Runs of this device that started and never ended (the daemon died meanwhile)."""
+        raise NotImplementedError
+
+    def recent_runs(self, job: str | None = None, limit: int = 50, since: float | None = None) -> list[Run]:
+        """Newest first; optionally of one job, and only those started at or after `since`."""
+        raise NotImplementedError
+
+    def last_runs(self) -> dict[str, Run]:
+        """The most recent run of each job on this device."""
+        raise NotImplementedError
+
+    # ---- triggers: a durable FIFO queue per job
+    def add_trigger(self, job: str, args: tuple | list = (), kwargs: dict | None = None,
+                    now: float = 0.0) -> Trigger:
+        """Enqueue a trigger; it is durable when this returns (the acknowledgement)."""
+        raise NotImplementedError
+
+    def pending_counts(self) -> dict[str, int]:
+        """Unclaimed, not-done triggers per job name (including rows such as RESTART_ALL
+        that other processes inserted)."""
+        raise NotImplementedError
+
+    def claim_trigger(self, job: str, now: float) -> Trigger | None:
+        """Atomically claim the oldest unclaimed trigger of `job` for this device, or None.
+        A trigger is claimed by at most one caller."""
+        raise NotImplementedError
+
+    def finish_trigger(self, trigger_id: int, outcome: str, now: float) -> bool:
+        """Mark a trigger done (e.g. a RESTART_ command, or one rejected before it ran);
+        False if it was already done."""
+        raise NotImplementedError
+
+    def release_claims(self, keep: set[int] = frozenset()) -> int:
+        """Return this device's claimed, not-done triggers to the queue, except the ids in
+        `keep` (whose runs were adopted). Returns how many were released."""
+        raise NotImplementedError
+
+    def clear_triggers(self) -> int:
+        """Drop every trigger that is not done (simple_orchestrator.py --force)."""
+        raise NotImplementedError
+
+    # ---- events
+    def add_event(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def recent_events(self, limit: int = 100, job: str | None = None,
+                      after_id: int | None = None) -> list[Event]:
+        """Newest first; with after_id, only events with a larger id."""
+        raise NotImplementedError
+
+    # ---- housekeeping
+    def prune(self, before: float) -> int:
+        """Delete ended runs, done triggers and events older than `before`; return rows deleted."""
+        raise NotImplementedError
+
+
+def open_store(url: str, device: str) -> Store:
+    """Open the store at `url`: a file path or sqlite:///path (postgresql:// later)."""
+    if url.startswith(("postgres://", "postgresql://")):
+        raise StoreError(f"{url.split(':', 1)[0]} stores are not supported yet; use a SQLite file path")
+    from .sqlite import SqliteStore
+
+    return SqliteStore(url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url, device)
