@@ -67,6 +67,10 @@ class Store:
         transaction, only if it was not done yet: a trigger is completed exactly once."""
         raise NotImplementedError
 
+    def set_run_pid(self, run_id: int, pid: int, pid_start: int | None) -> None:
+        """Record the process of a started run (known only once it is spawned)."""
+        raise NotImplementedError
+
     def open_runs(self) -> list[Run]:
         """Runs of this device that started and never ended (the daemon died meanwhile)."""
         raise NotImplementedError
@@ -98,6 +102,10 @@ class Store:
     def finish_trigger(self, trigger_id: int, outcome: str, now: float) -> bool:
         """Mark a trigger done (e.g. a RESTART_ command, or one rejected before it ran);
         False if it was already done."""
+        raise NotImplementedError
+
+    def requeue_trigger(self, trigger_id: int) -> None:
+        """Return one claimed, not-done trigger to the queue (its run was cut short)."""
         raise NotImplementedError
 
     def release_claims(self, keep: set[int] = frozenset()) -> int:

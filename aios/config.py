@@ -1,0 +1,517 @@
+"""Configuration: where AIOS_HOME is, aios.toml -> job specs and device settings, the
+default aios.toml with the seven example jobs and their Programs/, a small TOML writer
+for job tables, and the local time zone.
+
+A bad job is reported in `Config.errors` and skipped; only a file that cannot be used
+at all (TOML syntax, a job name defined twice, a bad setting) raises `ConfigError`.
+User programs are checked with `ast`, never imported. Imports only `aios.spec` from
+aios; tomllib, ast, difflib, socket and zoneinfo load only when used.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .spec import NAME_RE, AiosError, JobSpec, Settings, SpecError, parse_job
+
+__all__ = ["ConfigError", "Config", "find_home", "load", "write_default", "dump_toml",
+           "local_zone", "CONFIG_FILE", "PROGRAMS_DIR"]
+
+CONFIG_FILE = "aios.toml"
+PROGRAMS_DIR = "Programs"
+_SECTIONS = ("device", "jobs", "logs", "web")
+_SETTING_KEYS = {"device": ("id", "tags"), "web": ("host", "port", "token"),
+                 "logs": ("max_size", "keep")}
+
+
+class ConfigError(AiosError):
+    """aios.toml cannot be used; fix the line or key named in the message."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """What load() read from one aios.toml."""
+
+    home: Path
+    settings: Settings
+    specs: dict[str, JobSpec]       # valid jobs, in file order
+    tables: dict[str, dict]         # their [jobs.NAME] tables as plain JSON data
+    errors: list[str]               # one formatted line per skipped job or unknown table
+
+
+def find_home(start: str | None = None) -> Path:
+    """$AIOS_HOME, else the nearest folder upward from `start` (default: the current
+    one) holding aios.toml, else ~/.aios."""
+    env = os.environ.get("AIOS_HOME")
+    if env:
+        return Path(os.path.abspath(os.path.expanduser(env)))
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_FILE).is_file():
+            return folder
+    return Path.home() / ".aios"
+
+
+# ---------------------------------------------------------------- load
+
+def load(home: Path) -> Config:
+    """Read home/aios.toml into a Config. Raises ConfigError if the file is unusable."""
+    home = Path(home).absolute()
+    text = _read(home / CONFIG_FILE)
+    data = _parse_toml(text)
+    errors = _unknown_sections(data)
+    settings = _settings(data, errors)
+    jobs = data.get("jobs", {})
+    if not isinstance(jobs, dict):
+        raise ConfigError(f"{CONFIG_FILE}: jobs must be tables like [jobs.backup], got jobs = {jobs!r}")
+    specs, tables = _load_jobs(home, jobs, _job_header_lines(text), errors)
+    return Config(home=home, settings=settings, specs=specs, tables=tables, errors=errors)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist; start AIOS once to write the default") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read: {exc}") from None
+
+
+def _parse_toml(text: str) -> dict:
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _syntax_error(str(exc), text) from None
+
+
+def _syntax_error(message: str, text: str) -> ConfigError:
+    """Reword tomllib's 'Expected ... (at line 7, column 5)' as 'aios.toml line 7: expected ...'."""
+    match = re.fullmatch(r"(.*) \(at (?:line (\d+), column \d+|end of document)\)", message, re.S)
+    what, line = (match[1], int(match[2] or len(text.splitlines()) or 1)) if match else (message, 0)
+    twice = _defined_twice(text, line) if what.startswith("Cannot declare") else None
+    if twice:
+        return ConfigError(twice)
+    what = what.replace(" in a key/value pair", "")
+    what = re.sub(r"\(((?:'[^']*'(?:, )?)+),?\)",
+                  lambda m: "[" + ".".join(re.findall(r"'([^']*)'", m[1])) + "]", what)
+    where = f"{CONFIG_FILE} line {line}" if line else CONFIG_FILE
+    return ConfigError(f"{where}: {what[:1].lower()}{what[1:]}")
+
+
+_JOB_HEADER = re.compile(
+    r"^[ \t]*\[[ \t]*jobs[ \t]*\.[ \t]*(?:([A-Za-z0-9_-]+)|\"([^\"\\\n]*)\"|'([^'\n]*)')"
+    r"[ \t]*\][ \t]*(?:#.*)?$", re.M)
+
+
+def _job_header_lines(text: str) -> dict[str, list[int]]:
+    """Line numbers of each `[jobs.NAME]` header, by NAME as written."""
+    lines: dict[str, list[int]] = {}
+    for match in _JOB_HEADER.finditer(text):
+        name = match[1] or match[2] or match[3] or ""
+        lines.setdefault(name, []).append(text.count("\n", 0, match.start()) + 1)
+    return lines
+
+
+def _defined_twice(text: str, line: int) -> str | None:
+    for name, found in _job_header_lines(text).items():
+        if len(found) > 1 and line in found[1:]:
+            return f"{CONFIG_FILE} line {line}: job {name!r} is defined twice (first at line {found[0]})"
+    return None
+
+
+def _unknown_sections(data: dict) -> list[str]:
+    errors = []
+    for key, value in data.items():
+        if key in _SECTIONS:
+            continue
+        if isinstance(value, dict) and "type" in value:
+            hint = f" (did you mean [jobs.{key}]?)"
+        else:
+            hint = _suggest(key, _SECTIONS, "[{}]")
+        errors.append(f"{CONFIG_FILE}: unknown table [{key}]{hint}; "
+                      "use [device], [web], [logs] or [jobs.NAME]")
+    return errors
+
+
+def _suggest(word: str, choices, form: str = "{!r}") -> str:
+    import difflib  # only on the error path
+
+    match = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {form.format(match[0])}?)" if match else ""
+
+
+# ---------------------------------------------------------------- settings
+
+def _settings(data: dict, errors: list[str]) -> Settings:
+    device, web, logs = (_section(data, name, errors) for name in ("device", "web", "logs"))
+    return Settings(
+        device_id=_device_id(device),
+        tags=_device_tags(device),
+        web_host=_setting(web, "web", "host", str, "127.0.0.1", "a host name or address"),
+        web_port=_port(web),
+        web_token=_setting(web, "web", "token", str, None, "a non-empty string"),
+        log_max_bytes=_size(logs),
+        log_keep=_keep(logs),
+    )
+
+
+def _section(data: dict, name: str, errors: list[str]) -> dict:
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{CONFIG_FILE}: {name} must be a table [{name}], got {name} = {table!r}")
+    for key in table:
+        if key not in _SETTING_KEYS[name]:
+            errors.append(f"{CONFIG_FILE}: unknown key {key!r} in [{name}]"
+                          f"{_suggest(key, _SETTING_KEYS[name])}; use "
+                          + ", ".join(_SETTING_KEYS[name]))
+    return table
+
+
+def _setting(table: dict, section: str, key: str, kind: type, default, accepted: str):
+    value = table.get(key, default)
+    if value is not default and (not isinstance(value, kind) or isinstance(value, bool)
+                                 or value == ""):
+        raise ConfigError(f"{CONFIG_FILE}: [{section}] {key} = {value!r}; use {accepted}")
+    return value
+
+
+def _device_id(device: dict) -> str:
+    env = os.environ.get("DEVICE_ID", "").strip()
+    if env:
+        return env
+    value = _setting(device, "device", "id", str, None, "a non-empty string such as \"lab-pc\"")
+    if value:
+        return value
+    import socket
+
+    return socket.gethostname()
+
+
+def _device_tags(device: dict) -> frozenset:
+    if "DEVICE_TAGS" in os.environ:
+        tags = [t.strip() for t in os.environ["DEVICE_TAGS"].split(",") if t.strip()]
+        where = "DEVICE_TAGS"
+    else:
+        tags = device.get("tags", [])
+        where = f"{CONFIG_FILE}: [device] tags"
+    if not isinstance(tags, list) or not all(isinstance(t, str) and NAME_RE.fullmatch(t) for t in tags):
+        raise ConfigError(f"{where} = {tags!r}: use tag names (letters, digits, '_', '.', '-'), "
+                          "as a list like [\"gpu\", \"lab\"] or comma-separated in DEVICE_TAGS")
+    return frozenset(tags)
+
+
+def _port(web: dict) -> int:
+    port = _setting(web, "web", "port", int, 8787, "a port number from 1 to 65535")
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{CONFIG_FILE}: [web] port = {port!r}; use a port number from 1 to 65535")
+    return port
+
+
+def _keep(logs: dict) -> int:
+    keep = _setting(logs, "logs", "keep", int, 3, "a number of rotated files from 0 to 100")
+    if not 0 <= keep <= 100:
+        raise ConfigError(f"{CONFIG_FILE}: [logs] keep = {keep!r}; use a number of rotated files from 0 to 100")
+    return keep
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+
+
+def _size(logs: dict) -> int:
+    value = logs.get("max_size", 10 * 1024 ** 2)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*", value, re.I) \
+        if isinstance(value, str) else None
+    if match and float(match[1]) > 0:
+        return max(1, int(float(match[1]) * _SIZE_UNITS[match[2].lower()]))
+    raise ConfigError(f"{CONFIG_FILE}: [logs] max_size = {value!r}; use a number of bytes "
+                      "or a size like \"512KB\", \"10MB\", \"1GB\"")
+
+
+# ---------------------------------------------------------------- jobs
+
+def _load_jobs(home: Path, jobs: dict, header_lines: dict, errors: list[str]):
+    specs: dict[str, JobSpec] = {}
+    tables: dict[str, dict] = {}
+    seen: dict[str, str] = {}  # lower-case name -> name as first written
+    for name, table in jobs.items():
+        try:
+            _check_unique(name, seen, header_lines)
+            table = _plain_table(name, table)
+            spec = _check_spec(home, parse_job(name, table))
+        except SpecError as exc:
+            errors.append(str(exc))
+            continue
+        specs[name], tables[name] = spec, table
+    return specs, tables
+
+
+def _check_unique(name: str, seen: dict[str, str], header_lines: dict) -> None:
+    """Names equal ignoring case collide on case-insensitive file systems (logs/<job>.log)."""
+    first = seen.setdefault(name.lower(), name)
+    if first == name:
+        return
+    line, first_line = (header_lines.get(n, [0])[0] for n in (name, first))
+    where = f"{CONFIG_FILE} line {line}" if line else CONFIG_FILE
+    at = f" at line {first_line}" if first_line else ""
+    raise SpecError(f"{where}: job {name!r} is defined twice (first{at} as {first!r}; "
+                    "job names must differ in more than letter case)")
+
+
+def _plain_table(name: str, table: object) -> object:
+    """The table as JSON data: TOML times for time/after/before become "HH:MM[:SS]"
+    strings; any other TOML date or time is refused (jobs receive JSON values)."""
+    if not isinstance(table, dict):
+        return table
+    from datetime import date, time as Clock
+
+    def plain(key: str, value: object) -> object:
+        if isinstance(value, Clock) and key in ("time", "after", "before") and not value.tzinfo:
+            return value.isoformat(timespec="seconds" if value.second else "minutes")
+        if isinstance(value, (date, Clock)):
+            raise SpecError(f"job {name!r}: {key} = {value.isoformat()} is a TOML date or time; "
+                            "quote it as a string")
+        if isinstance(value, list):
+            return [plain(key, item) for item in value]
+        if isinstance(value, dict):
+            return {k: plain(key, v) for k, v in value.items()}
+        return value
+
+    return {key: plain(key, value) for key, value in table.items()}
+
+
+def _check_spec(home: Path, spec: JobSpec) -> JobSpec:
+    if spec.program:
+        _check_program(home, spec)
+    if spec.cwd is not None:
+        spec = replace(spec, cwd=_check_cwd(home, spec))
+    return spec
+
+
+def _check_program(home: Path, spec: JobSpec) -> None:
+    file, func = spec.program.rsplit(":", 1)
+    where, shown = f"job {spec.name!r}: program {spec.program!r}", f"{PROGRAMS_DIR}/{file}"
+    programs = (home / PROGRAMS_DIR).resolve()
+    path = (programs / file).resolve()
+    if not path.is_relative_to(programs):
+        raise SpecError(f"{where}: {shown} resolves to {path}, outside {PROGRAMS_DIR}/; "
+                        f"put the program file itself inside {PROGRAMS_DIR}/")
+    if not path.is_file():
+        raise SpecError(f"{where}: {shown} does not exist")
+    found = _top_level_functions(path, f"{where}: {shown}")
+    if func not in found:
+        raise SpecError(f"{where}: {shown} has no function {func!r} "
+                        f"(found: {', '.join(found) or 'no functions'})")
+
+
+def _top_level_functions(path: Path, where: str) -> list[str]:
+    import ast
+
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError as exc:
+        raise SpecError(f"{where} line {exc.lineno}: {exc.msg}") from None
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"{where} cannot be read: {exc}") from None
+    return [node.name for node in tree.body if isinstance(node, ast.FunctionDef)]
+
+
+def _check_cwd(home: Path, spec: JobSpec) -> str:
+    path = Path(spec.cwd).expanduser()
+    path = path if path.is_absolute() else home / path
+    if not path.is_dir():
+        raise SpecError(f"job {spec.name!r}: cwd {spec.cwd!r} is not an existing folder ({path}); "
+                        "relative paths are taken from AIOS_HOME")
+    return str(path)
+
+
+# ---------------------------------------------------------------- writing
+
+def write_default(home: Path) -> None:
+    """First start: create home (0o750), aios.toml with the seven example jobs unless it
+    exists, and Programs/ with any example program not there yet (user edits are kept)."""
+    home = Path(home)
+    home.mkdir(mode=0o750, parents=True, exist_ok=True)
+    try:
+        with open(home / CONFIG_FILE, "x", encoding="utf-8") as out:
+            out.write(DEFAULT_TOML)
+    except FileExistsError:
+        pass
+    programs = home / PROGRAMS_DIR
+    programs.mkdir(mode=0o750, exist_ok=True)
+    for example in sorted((Path(__file__).parent / "programs").glob("*.py")):
+        try:
+            with open(programs / example.name, "xb") as out:
+                out.write(example.read_bytes())
+        except FileExistsError:
+            pass
+
+
+def dump_toml(tables: dict[str, dict]) -> str:
+    """`[jobs.NAME]` sections for job tables: tomllib.loads(text)["jobs"] == tables.
+    Values: strings, ints, floats, bools, lists, and dicts (as inline tables)."""
+    sections = []
+    for name, table in tables.items():
+        lines = [f"[jobs.{_toml_key(name)}]"]
+        lines += [f"{_toml_key(key)} = {_toml_value(value)}" for key, value in table.items()]
+        sections.append("\n".join(lines) + "\n")
+    return "\n".join(sections)
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
+            "\r": "\\r"}
+
+
+def _toml_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"TOML keys are strings, not {key!r}")
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
+
+
+def _toml_string(text: str) -> str:
+    return '"' + "".join(
+        _ESCAPES.get(c) or (f"\\u{ord(c):04x}" if c < " " or c == "\x7f" else c)
+        for c in text) + '"'
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)  # floats: "1.5", "1e+16", "inf", "nan" are all TOML
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        items = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + items + " }" if items else "{}"
+    raise TypeError(f"cannot write {type(value).__name__} {value!r} as TOML")
+
+
+# ---------------------------------------------------------------- time zone
+
+def local_zone():
+    """The local time zone with its DST rules: $TZ if it names a zone, else the zone
+    /etc/localtime points to (or holds), else UTC."""
+    from zoneinfo import ZoneInfo
+
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if tz:
+        try:
+            if os.path.isabs(tz):
+                with open(tz, "rb") as source:
+                    return ZoneInfo.from_file(source, key=tz)
+            return ZoneInfo(tz)
+        except (ValueError, KeyError, OSError):
+            pass  # not a zone name (e.g. a POSIX rule string): use the system zone
+    return _system_zone() or _utc()
+
+
+def _system_zone():
+    from zoneinfo import ZoneInfo
+
+    real = os.path.realpath("/etc/localtime")
+    if "/zoneinfo/" in real:
+        try:
+            return ZoneInfo(real.split("/zoneinfo/", 1)[1])
+        except (ValueError, KeyError, OSError):
+            pass
+    try:
+        with open("/etc/localtime", "rb") as source:
+            return ZoneInfo.from_file(source, key="localtime")
+    except (ValueError, OSError):
+        return None
+
+
+def _utc():
+    from datetime import timezone
+
+    return timezone.utc
+
+
+DEFAULT_TOML = '''\
+# aios.toml: the jobs AIOS runs on this device, one [jobs.NAME] table each.
+# Written on first start with the seven example jobs; edit freely, AIOS never
+# overwrites it. Their programs are in Programs/ (copies you may change).
+#
+# A job runs as its own process, either
+#   program = "file.py:function"   a function in Programs/file.py, or
+#   command = ["argv", "list"]     any executable (a single string only with shell = true).
+# Types: always, daily, interval, random_daily, trigger, idle.
+# Also: args, kwargs, tags, enabled, priority, env, cwd, timeout, retries, backoff,
+# stop_signal, stop_timeout, min_uptime. Durations are seconds or "100ms", "30s", "1h30m".
+# A job whose tags are not all in this device's tags does not run here.
+
+# [device]
+# id = "lab-pc"          # default: $DEVICE_ID, else the host name
+# tags = ["gpu"]         # $DEVICE_TAGS="gpu,lab" wins over this
+
+# [web]
+# host = "127.0.0.1"
+# port = 8787
+# token = "change-me"    # needed to serve beyond 127.0.0.1
+
+# [logs]
+# max_size = "10MB"      # rotate logs/<job>.log at this size
+# keep = 3               # rotated files kept per job
+
+# The status page on http://127.0.0.1:8787, kept running: restarted whenever it exits.
+[jobs.web_server]
+type = "always"
+program = "web_server.py:main"
+
+# Watches the symbols listed in data/watchlist.csv (no price source is configured yet).
+# Tagged gpu: runs only on devices started with DEVICE_TAGS=gpu.
+[jobs.stock_monitor]
+type = "always"
+program = "stock_monitor.py:main"
+tags = ["gpu"]
+
+# Every day at 09:00 local time: writes reports/morning-YYYY-MM-DD.txt, a summary of the
+# last 24 hours of runs. A 09:00 missed while AIOS was down runs once at start-up.
+[jobs.morning_report]
+type = "daily"
+time = "09:00"
+program = "morning_report.py:main"
+
+# Once a day at a random moment between 14:00 and 18:00 (drawn once per day): appends a
+# disk, memory and load sample to reports/health.csv.
+[jobs.random_check]
+type = "random_daily"
+after = "14:00"
+before = "18:00"
+program = "random_check.py:main"
+
+# Every 30 minutes: an online backup of orchestrator.db into backups/, keeping the newest 5.
+[jobs.backup]
+type = "interval"
+interval = 30            # minutes (or every = "30s")
+program = "backup.py:main"
+kwargs = { keep = 5 }
+
+# Runs only when triggered, with the trigger's arguments: counts the words of its text
+# arguments into results/llm_processor-<run id>.json (no model is installed). Tagged gpu.
+[jobs.llm_processor]
+type = "trigger"
+program = "llm_processor.py:main"
+tags = ["gpu"]
+
+# When no other job has been active for 10 minutes, at most once every 6 hours: prunes
+# runs, triggers and events older than 30 days and old rotated logs. It is stopped
+# gracefully as soon as other work starts.
+[jobs.idle_task]
+type = "idle"
+idle_after = "10m"
+cooldown = "6h"
+program = "idle_task.py:main"
+kwargs = { days = 30 }
+'''

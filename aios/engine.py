@@ -1,0 +1,682 @@
+"""The daemon: one thread, one selector loop, a timer heap; it wakes only on a timer, a
+child exit (pidfd), a store change (inotify), a control request or a signal.
+
+It carries out the decisions of `schedule`, the restart policy and backoff, spawns and
+stops processes only through `supervisor`, and records every change in the store
+through one door, `_set`. Its operations (start, stop, restart, enable, disable,
+trigger, run_now, status) are plain methods that the control socket exposes.
+Imports spec, schedule, config, store, supervisor, logs and loop.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from . import logs, schedule, supervisor
+from .loop import Loop
+from .spec import AiosError, Event, JobSpec, JobState, JobType, Outcome, Run, Status, Trigger
+
+RUNNER = str(Path(__file__).with_name("runner.py"))
+WALL_RECHECK = 60.0     # wall-clock deadlines are re-checked at least this often (clock jumps)
+STORE_RETRY = 1.0       # retry a failed store write after this many seconds
+POLL_FALLBACK = 0.1     # store-change polling period where inotify is missing
+SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_NOT_ALWAYS_BUSY = (JobType.DAILY, JobType.INTERVAL, JobType.RANDOM_DAILY, JobType.TRIGGER)
+
+
+class OperationError(AiosError):
+    """The operation cannot be done; the message says why."""
+
+
+class Active:
+    """One running process of a job."""
+
+    __slots__ = ("run", "proc", "trigger", "started", "stopping", "timers")
+
+    def __init__(self, run: Run, proc, trigger: Trigger | None, started: float):
+        self.run, self.proc, self.trigger, self.started = run, proc, trigger, started
+        self.stopping: Outcome | None = None
+        self.timers: list = []
+
+
+class Job:
+    """The engine's live view of one job."""
+
+    __slots__ = ("spec", "state", "active", "timer", "intent", "held", "owed", "retrying")
+
+    def __init__(self, spec: JobSpec, state: JobState):
+        self.spec, self.state = spec, state
+        self.active: dict[int, Active] = {}   # by pid
+        self.timer = None                     # the job's one pending wake-up
+        self.intent: str | None = None        # after the running processes exit: restart|stop|disable|shutdown
+        self.held = False                     # stopped by request: no automatic start
+        self.owed = 0                         # scheduled runs still owed (catch_up = "all")
+        self.retrying = 0                     # retries waiting in backoff (trigger slots taken)
+
+
+class Engine:
+    def __init__(self, home: Path, *, force: bool = False):
+        self.home = Path(home)
+        self.force = force
+        self.loop = Loop(on_error=self._on_callback_error)
+        self.jobs: dict[str, Job] = {}
+        self.pending: dict[str, int] = {}
+        self.busy: set[int] = set()            # pids of running non-always, non-idle runs
+        self.quiet_since = 0.0
+        self.shutting_down = False
+        self.stopped = False
+        self.watchers: list = []               # callables notified with each Event
+        self.store = None                      # set by daemon.start, as are the following
+        self.settings = None
+        self.device = ""
+        self.lock_fd = None
+        self.log_guard = None
+        self._store_failing = False
+        self._tz = None
+
+    # ================================================================ lifecycle
+    def run(self) -> int:
+        """Start, serve until shut down, stop every job. Returns the exit status."""
+        from . import daemon
+
+        daemon.start(self)
+        try:
+            self.loop.run(until=lambda: self.stopped)
+        finally:
+            daemon.finish(self)
+        return 0
+
+    def shutdown(self, why: str = "requested") -> None:
+        """Stop every job gracefully, then leave the loop."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        self._event("daemon_stopping", None, f"stopping all jobs ({why})")
+        for job in self.jobs.values():
+            self._cancel_timer(job)
+            if job.active:
+                self._stop_runs(job, Outcome.STOPPED, "shutdown")
+        self._maybe_finished()
+
+    def _maybe_finished(self) -> None:
+        if self.shutting_down and not any(job.active for job in self.jobs.values()):
+            self.stopped = True
+
+    def on_signal(self, signum: int) -> None:
+        if signum == signal.SIGCHLD:
+            self._reap_all()
+        elif self.shutting_down and signum == signal.SIGINT:
+            self._kill_everything()
+        else:
+            self.shutdown(f"signal {signal.Signals(signum).name}")
+
+    def _kill_everything(self) -> None:
+        self._log("second interrupt: killing every job now")
+        for job in self.jobs.values():
+            for active in list(job.active.values()):
+                supervisor.signal_group(active.proc, signal.SIGKILL)
+
+    def _on_callback_error(self, exc: Exception) -> None:
+        import traceback
+
+        self._log("internal error (the daemon keeps running):\n" + "".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
+
+    # ================================================================ operations
+    def job(self, name: str) -> Job:
+        try:
+            return self.jobs[name]
+        except KeyError:
+            known = ", ".join(sorted(self.jobs)) or "none"
+            raise OperationError(f"no job named {name!r} (known: {known})") from None
+
+    def start(self, name: str) -> None:
+        """Start a stopped or failed job (an always job runs; others wait for their time)."""
+        job = self.job(name)
+        self._require_runnable(job)
+        job.held = False
+        if job.state.status in (Status.FAILED, Status.BACKOFF):
+            self._cancel_timer(job)
+            self._set(job, Status.STOPPED, "starting on request", attempts=0)
+        self._consider(job)
+
+    def stop(self, name: str) -> None:
+        """Stop a job's processes; it stays stopped until started (or the daemon restarts)."""
+        job = self.job(name)
+        job.held = True
+        self._cancel_timer(job)
+        if job.active:
+            self._stop_runs(job, Outcome.STOPPED, "stop")
+        else:
+            self._set(job, Status.STOPPED, "stopped on request", next_due=None)
+
+    def restart(self, name: str) -> None:
+        """Stop the job's processes and start it again at once."""
+        job = self.job(name)
+        self._require_runnable(job)
+        job.held = False
+        self._cancel_timer(job)
+        if job.active:
+            self._stop_runs(job, Outcome.STOPPED, "restart")
+        else:
+            self._set(job, job.state.status, job.state.why, attempts=0)
+            self._launch_now(job)
+
+    def enable(self, name: str) -> None:
+        job = self.job(name)
+        self._set(job, job.state.status, job.state.why, enabled=True)
+        if job.state.status is Status.DISABLED:
+            self._set(job, Status.STOPPED, "enabled")
+        self._consider(job)
+
+    def disable(self, name: str) -> None:
+        job = self.job(name)
+        self._set(job, job.state.status, job.state.why, enabled=False)
+        self._cancel_timer(job)
+        if job.active:
+            self._stop_runs(job, Outcome.STOPPED, "disable")
+        else:
+            self._set(job, Status.DISABLED, "disabled", next_due=None)
+
+    def trigger(self, name: str, args=(), kwargs=None) -> int:
+        """Queue a run of `name` with args/kwargs; durable once this returns its id."""
+        job = self.job(name)
+        if job.spec.type is JobType.ALWAYS:
+            raise OperationError(f"job {name!r} is an always job; it cannot be triggered (use restart)")
+        trig = self.store.add_trigger(name, list(args), dict(kwargs or {}), self.loop.wall)
+        self.pending[name] = self.pending.get(name, 0) + 1
+        self._event("trigger_added", name, f"trigger {trig.id} queued")
+        self._consider(job)
+        return trig.id
+
+    def run_now(self, name: str) -> None:
+        """Run a scheduled or idle job once now (never beside a run of its own)."""
+        job = self.job(name)
+        if job.spec.type in (JobType.ALWAYS, JobType.TRIGGER):
+            raise OperationError(f"job {name!r} is a {job.spec.type.value} job; use start or trigger")
+        self._require_runnable(job)
+        if job.active:
+            raise OperationError(f"job {name!r} is already running (pid {next(iter(job.active))})")
+        self._launch(job, due=self.loop.wall)
+
+    def status(self) -> list[dict]:
+        """One plain dict per job, for status displays."""
+        return [self._describe(job) for job in self.jobs.values()]
+
+    def _require_runnable(self, job: Job) -> None:
+        if not self._eligible(job):
+            raise OperationError(f"job {job.spec.name!r} does not run on this device: {job.state.why}")
+        if not self._enabled(job):
+            raise OperationError(f"job {job.spec.name!r} is disabled; enable it first")
+
+    def _describe(self, job: Job) -> dict:
+        state = job.state
+        uptime = None
+        if job.active:
+            uptime = self.loop.mono - min(a.started for a in job.active.values())
+        return {
+            "name": job.spec.name, "type": job.spec.type.value, "status": state.status.value,
+            "why": state.why, "since": state.since, "pid": state.pid,
+            "pids": sorted(job.active), "uptime": uptime, "restarts": state.restarts,
+            "attempts": state.attempts, "next_due": state.next_due, "tags": list(job.spec.tags),
+            "enabled": self._enabled(job), "queued": self.pending.get(job.spec.name, 0),
+        }
+
+    # ================================================================ deciding
+    def _eligible(self, job: Job) -> bool:
+        return set(job.spec.tags) <= self.settings.tags
+
+    def _enabled(self, job: Job) -> bool:
+        return job.spec.enabled if job.state.enabled is None else job.state.enabled
+
+    def _consider(self, job: Job) -> None:
+        """Bring the job to what it should be doing now; the one place that starts runs."""
+        if self.shutting_down or job.intent or job.held:
+            return
+        if not self._eligible(job):
+            missing = ", ".join(sorted(set(job.spec.tags) - self.settings.tags))
+            self._set(job, Status.INELIGIBLE, f"tag missing on this device: {missing}", next_due=None)
+            return
+        if not self._enabled(job):
+            self._set(job, Status.DISABLED, "disabled", next_due=None)
+            return
+        if job.state.status in (Status.BACKOFF, Status.FAILED) and job.timer is not None:
+            return
+        _CONSIDER[job.spec.type](self, job)
+
+    def _consider_always(self, job: Job) -> None:
+        if not job.active:
+            self._launch(job)
+
+    def _consider_scheduled(self, job: Job) -> None:
+        if job.active or job.retrying:
+            return
+        if job.owed:
+            job.owed -= 1
+            self._launch(job, due=job.state.last_slot)
+            return
+        plan = schedule.plan(job.spec, job.state, self._local_now(), random.random())
+        self._set(job, Status.WAITING, self._waiting_why(plan), last_slot=plan.last_slot,
+                  next_due=plan.next_due, draw_day=plan.draw_day or job.state.draw_day,
+                  draw_at=plan.draw_at if plan.draw_day else job.state.draw_at)
+        if plan.missed:
+            self._event("runs_missed", job.spec.name,
+                        f"{plan.missed} run(s) missed; catch_up = {job.spec.catch_up!r}: running {plan.runs}")
+        if plan.runs:
+            job.owed = plan.runs - 1
+            self._launch(job, due=plan.due)
+        elif not self._dispatch_triggers(job):
+            self._wake_at_wall(job, plan.next_due)
+
+    def _waiting_why(self, plan: schedule.Plan) -> str:
+        return "next run at " + self._clock_text(plan.next_due) if plan.next_due else "waiting"
+
+    def _consider_trigger(self, job: Job) -> None:
+        self._dispatch_triggers(job)
+        if not job.active and not job.retrying:
+            self._set(job, Status.WAITING, "waiting for a trigger", next_due=None)
+
+    def _consider_idle(self, job: Job) -> None:
+        if job.active or job.retrying:
+            return
+        quiet = None if self.busy else self.quiet_since
+        due = schedule.idle_due(job.spec, job.state, quiet)
+        if due is None:
+            self._set(job, Status.WAITING, "waiting for other jobs to finish", next_due=None)
+        elif due <= self.loop.wall:
+            self._launch(job, due=due)
+        elif not self._dispatch_triggers(job):
+            self._set(job, Status.WAITING, "waiting for idleness", next_due=due)
+            self._wake_at_wall(job, due)
+
+    def _dispatch_triggers(self, job: Job) -> bool:
+        """Start runs for queued triggers while the job has free slots; True if any started."""
+        name, started = job.spec.name, False
+        limit = job.spec.max_parallel if job.spec.type is JobType.TRIGGER else 1
+        while self.pending.get(name) and len(job.active) + job.retrying < limit:
+            trig = self.store.claim_trigger(name, self.loop.wall)
+            if trig is None:
+                self.pending[name] = 0
+                break
+            self.pending[name] -= 1
+            self._launch(job, trigger=trig)
+            started = True
+        return started
+
+    # ================================================================ running
+    def _launch_now(self, job: Job) -> None:
+        if job.spec.type is JobType.ALWAYS:
+            self._launch(job)
+        elif job.spec.type is JobType.TRIGGER:
+            self._consider(job)
+        else:
+            self._launch(job, due=self.loop.wall)
+
+    def _launch(self, job: Job, *, due: float | None = None, trigger: Trigger | None = None,
+                attempt: int = 1) -> None:
+        """Start one run of `job`: record it, spawn it, watch its exit."""
+        spec = job.spec
+        self._cancel_timer(job)
+        if spec.type in _NOT_ALWAYS_BUSY and not self.busy:
+            self._preempt_idle_jobs()
+        run = Run(job=spec.name, started=self.loop.wall, device=self.device, attempt=attempt,
+                  trigger_id=trigger.id if trigger else None, due=due)
+        with self.store.batch():
+            run = self.store.start_run(run)
+            try:
+                proc = self._spawn(job, run, trigger)
+            except OSError as exc:
+                self._spawn_failed(job, run, trigger, exc)
+                return
+            run = replace(run, pid=proc.pid, pid_start=proc.start_ticks)
+            self.store.set_run_pid(run.id, proc.pid, proc.start_ticks)
+            self._watch(job, Active(run, proc, trigger, self.loop.mono))
+            self._set(job, Status.RUNNING, self._running_why(job, run), pid=proc.pid,
+                      run_id=run.id, next_due=None if spec.type is JobType.ALWAYS else job.state.next_due)
+            self._event("job_started", spec.name, f"pid {proc.pid}" + (f", attempt {attempt}" if attempt > 1 else "")
+                        + (f", trigger {trigger.id}" if trigger else ""))
+
+    def _running_why(self, job: Job, run: Run) -> str:
+        if run.trigger_id is not None:
+            return f"trigger {run.trigger_id}"
+        return f"attempt {run.attempt}" if run.attempt > 1 else ""
+
+    def _spawn(self, job: Job, run: Run, trigger: Trigger | None):
+        argv = self._argv(job.spec, trigger)
+        log_path = str(self.log_path(job.spec.name))
+        logs.rotate_if_needed(log_path, self.settings.log_max_bytes, self.settings.log_keep)
+        fd = logs.open_log(log_path)
+        try:
+            proc = supervisor.spawn(argv, self._env(job.spec, run), self._cwd(job.spec), fd)
+        finally:
+            os.close(fd)
+        if self.log_guard is not None:
+            self.log_guard.arm(log_path)
+        return proc
+
+    def log_path(self, name: str) -> Path:
+        return self.home / "logs" / f"{name}.log"
+
+    def _argv(self, spec: JobSpec, trigger: Trigger | None) -> list[str]:
+        args = list(spec.args) + list(trigger.args if trigger else ())
+        if spec.program:
+            import json
+
+            kwargs = {**spec.kwargs, **(trigger.kwargs if trigger else {})}
+            payload = json.dumps({"args": args, "kwargs": kwargs}, separators=(",", ":"))
+            return [sys.executable, RUNNER, str(self.home / "Programs"), spec.program, payload]
+        if spec.shell:  # trigger args become "$1", "$2", ...: never pasted into the string
+            return ["/bin/sh", "-c", spec.command[0], spec.name] + [str(a) for a in args]
+        return list(spec.command) + [str(a) for a in args]
+
+    def _env(self, spec: JobSpec, run: Run) -> dict:
+        env = dict(os.environ)
+        env.update(spec.env)
+        env.update(AIOS_JOB=spec.name, AIOS_RUN_ID=str(run.id), AIOS_DEVICE_ID=self.device,
+                   AIOS_HOME=str(self.home), AIOS_WEB_HOST=self.settings.web_host,
+                   AIOS_WEB_PORT=str(self.settings.web_port))
+        if spec.program:
+            env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _cwd(self, spec: JobSpec) -> str:
+        return str(self.home / spec.cwd) if spec.cwd else str(self.home)
+
+    def _spawn_failed(self, job: Job, run: Run, trigger: Trigger | None, exc: OSError) -> None:
+        self._event("spawn_failed", job.spec.name, f"could not start: {exc}")
+        active = Active(replace(run, ended=self.loop.wall), None, trigger, self.loop.mono)
+        self._finish(job, active, Outcome.SPAWN_FAILED)
+
+    def _watch(self, job: Job, active: Active) -> None:
+        job.active[active.proc.pid] = active
+        if job.spec.type in _NOT_ALWAYS_BUSY:
+            self.busy.add(active.proc.pid)
+        if active.proc.pidfd is not None:
+            self.loop.add_reader(active.proc.pidfd, self._on_exit, job, active)
+        if job.spec.timeout and job.spec.type is not JobType.ALWAYS:
+            active.timers.append(self.loop.call_later(job.spec.timeout, self._on_timeout, job, active))
+
+    def _on_timeout(self, job: Job, active: Active) -> None:
+        self._event("timeout", job.spec.name, f"pid {active.proc.pid} ran past its timeout of "
+                    f"{job.spec.timeout:g} s; stopping it")
+        self._stop_active(job, active, Outcome.TIMEOUT)
+
+    def _stop_runs(self, job: Job, outcome: Outcome, intent: str) -> None:
+        job.intent = intent
+        for active in list(job.active.values()):
+            self._stop_active(job, active, outcome)
+        self._set(job, Status.STOPPING, f"stopping ({intent})")
+
+    def _stop_active(self, job: Job, active: Active, outcome: Outcome) -> None:
+        """stop_signal to the process group; SIGKILL the group after stop_timeout."""
+        if active.stopping is not None:
+            return
+        active.stopping = outcome
+        supervisor.signal_group(active.proc, job.spec.stop_signal)
+        active.timers.append(self.loop.call_later(job.spec.stop_timeout, self._kill, job, active))
+
+    def _kill(self, job: Job, active: Active) -> None:
+        self._event("stop_timeout", job.spec.name, f"pid {active.proc.pid} still running "
+                    f"{job.spec.stop_timeout:g} s after the stop signal; sending SIGKILL to its group")
+        supervisor.signal_group(active.proc, signal.SIGKILL)
+
+    def _preempt_idle_jobs(self) -> None:
+        for job in self.jobs.values():
+            if job.spec.type is JobType.IDLE:
+                for active in list(job.active.values()):
+                    self._event("preempted", job.spec.name, "other work started; stopping the idle run")
+                    self._stop_active(job, active, Outcome.PREEMPTED)
+
+    # ================================================================ exits
+    def _reap_all(self) -> None:
+        """SIGCHLD fallback (no pidfds): look at every process we run."""
+        for job in list(self.jobs.values()):
+            for active in list(job.active.values()):
+                self._on_exit(job, active)
+
+    def _on_exit(self, job: Job, active: Active) -> None:
+        status = supervisor.reap(active.proc)
+        if status is None:
+            return
+        if active.proc.pidfd is not None:
+            self.loop.remove_reader(active.proc.pidfd)
+        supervisor.close(active.proc)
+        del job.active[active.proc.pid]
+        active.run = replace(active.run, ended=self.loop.wall, exit_code=status[0], signal=status[1])
+        self._finish(job, active, self._outcome(active, *status))
+        self._maybe_finished()
+
+    def _outcome(self, active: Active, code: int | None, sig: int | None) -> Outcome:
+        if active.stopping is not None:
+            return active.stopping
+        if code == 0:
+            return Outcome.OK
+        return Outcome.KILLED if sig is not None else Outcome.FAILED
+
+    def _finish(self, job: Job, active: Active, outcome: Outcome) -> None:
+        """Record an ended run and decide what the job does next."""
+        for timer in active.timers:
+            timer.cancel()
+        run = active.run = replace(active.run, outcome=outcome)
+        decision = None
+        if job.intent is None and not self.shutting_down and job.spec.type is not JobType.ALWAYS:
+            decision = schedule.after_run(job.spec, run.attempt, outcome, self.loop.mono, random.random())
+        fate = self._trigger_fate(job, outcome, decision) if active.trigger else None
+        uptime = self.loop.mono - active.started
+        with self.store.batch():
+            self.store.finish_run(run, finish_trigger=fate == "finish")
+            if fate == "requeue":
+                self.store.requeue_trigger(run.trigger_id)
+                self.pending[job.spec.name] = self.pending.get(job.spec.name, 0) + 1
+            self._event("job_exited", job.spec.name, f"pid {run.pid} {describe_exit(run.exit_code, run.signal)}"
+                        f" after {uptime:.3g} s ({outcome.value})")
+            if job.intent is not None:
+                if not job.active:
+                    self._fulfil_intent(job)
+            elif job.spec.type is JobType.ALWAYS:
+                self._after_always(job, active, uptime)
+            else:
+                self._after_other(job, active, outcome, decision)
+            self._after_busy_change(run.pid)
+
+    def _trigger_fate(self, job: Job, outcome: Outcome, decision) -> str:
+        """A trigger cut short by shutdown or restart goes back to the queue; one that will
+        be retried stays claimed; any other is done."""
+        if outcome is Outcome.STOPPED and job.intent in ("shutdown", "restart"):
+            return "requeue"
+        return "keep" if isinstance(decision, schedule.Retry) else "finish"
+
+    def _fulfil_intent(self, job: Job) -> None:
+        intent, job.intent = job.intent, None
+        if intent == "restart":
+            self._set(job, Status.STOPPED, "restarting on request", attempts=0)
+            self._launch_now(job)
+        elif intent == "resume":  # a leftover that could not be adopted is gone
+            self._set(job, Status.STOPPED, "replaced a process left by the previous daemon")
+            self._consider(job)
+        elif intent == "disable":
+            self._set(job, Status.DISABLED, "disabled", pid=None, next_due=None)
+        else:
+            why = "stopped on request" if intent == "stop" else "daemon stopped"
+            self._set(job, Status.STOPPED, why, pid=None, next_due=None)
+
+    def _after_always(self, job: Job, active: Active, uptime: float) -> None:
+        run, spec = active.run, job.spec
+        decision = schedule.after_exit(spec, job.state.attempts, uptime, run.exit_code,
+                                       self.loop.mono, random.random())
+        exit_text = f"{describe_exit(run.exit_code, run.signal)} after {uptime:.3g} s"
+        if isinstance(decision, schedule.Done):
+            self._set(job, Status.STOPPED, f"{exit_text}; {decision.why}", pid=None)
+        elif isinstance(decision, schedule.GiveUp):
+            self._set(job, Status.FAILED, f"{decision.why} (last: {exit_text}); probing again at "
+                      + self._clock_text(self._wall_of(decision.at)), pid=None, attempts=decision.attempts,
+                      next_due=self._wall_of(decision.at))
+            self._event("job_failed", spec.name, job.state.why)
+            job.timer = self.loop.call_at(decision.at, self._probe, job)
+        else:
+            self._restart_after(job, decision, exit_text)
+
+    def _restart_after(self, job: Job, decision: schedule.Restart, exit_text: str) -> None:
+        restarts = job.state.restarts + 1
+        if decision.at <= self.loop.mono:
+            self._set(job, job.state.status, job.state.why, attempts=decision.attempts, restarts=restarts)
+            self._launch(job)
+            return
+        self._set(job, Status.BACKOFF, f"{exit_text}; {decision.why}", pid=None,
+                  attempts=decision.attempts, restarts=restarts, next_due=self._wall_of(decision.at))
+        self._event("restart_scheduled", job.spec.name, job.state.why)
+        job.timer = self.loop.call_at(decision.at, self._timer_launch, job)
+
+    def _probe(self, job: Job) -> None:
+        job.timer = None
+        self._event("job_probe", job.spec.name, "cool-down over; starting the failed job again")
+        self._consider(job)
+
+    def _timer_launch(self, job: Job) -> None:
+        job.timer = None
+        self._consider(job)
+
+    def _after_other(self, job: Job, active: Active, outcome: Outcome, decision) -> None:
+        run, spec = active.run, job.spec
+        if isinstance(decision, schedule.Retry):
+            job.retrying += 1
+            why = f"{outcome.value}; {decision.why}"
+            if not job.active:
+                self._set(job, Status.BACKOFF, why, attempts=run.attempt, next_due=self._wall_of(decision.at))
+            self._event("retry_scheduled", spec.name, why)
+            self.loop.call_at(decision.at, self._retry, job, run, active.trigger, decision.attempt)
+            return
+        if spec.type is JobType.IDLE and outcome is not Outcome.PREEMPTED:
+            self._set(job, job.state.status, job.state.why, last_slot=run.due or run.started)
+        if run.trigger_id is not None:
+            self._event("trigger_done", spec.name, f"trigger {run.trigger_id}: {decision.why}")
+        if not job.active:
+            self._set(job, Status.WAITING, f"last run: {decision.why}", pid=None, attempts=0)
+        self._consider(job)
+
+    def _retry(self, job: Job, run: Run, trig: Trigger | None, attempt: int) -> None:
+        job.retrying -= 1
+        if self.shutting_down or job.held or not self._enabled(job):
+            if trig is not None:
+                self.store.requeue_trigger(trig.id)
+            return
+        self._launch(job, due=run.due, trigger=trig, attempt=attempt)
+
+    def _after_busy_change(self, pid: int) -> None:
+        if pid not in self.busy:
+            return
+        self.busy.discard(pid)
+        if not self.busy:
+            self.quiet_since = self.loop.wall
+            for job in self.jobs.values():
+                if job.spec.type is JobType.IDLE:
+                    self._consider(job)
+
+    # ================================================================ timers and clocks
+    def _cancel_timer(self, job: Job) -> None:
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+
+    def _wake_at_wall(self, job: Job, due: float | None) -> None:
+        """Wake the job at wall-clock `due`, re-checking at least every WALL_RECHECK seconds
+        so that a changed clock or a suspended machine does not make it late."""
+        self._cancel_timer(job)
+        if due is None:
+            return
+        delay = min(max(0.0, due - self.loop.wall), WALL_RECHECK)
+        job.timer = self.loop.call_later(delay, self._timer_launch, job)
+
+    def _wall_of(self, mono: float) -> float:
+        return self.loop.wall + (mono - self.loop.mono)
+
+    def _local_now(self):
+        from datetime import datetime
+
+        if self._tz is None:
+            from .config import local_zone
+
+            self._tz = local_zone()
+        return datetime.fromtimestamp(self.loop.wall, self._tz)
+
+    def _clock_text(self, wall: float) -> str:
+        from datetime import datetime
+
+        moment = datetime.fromtimestamp(wall, self._local_now().tzinfo)
+        fmt = "%H:%M:%S" if abs(wall - self.loop.wall) < 86400 else "%Y-%m-%d %H:%M"
+        return moment.strftime(fmt)
+
+    # ================================================================ the one door for state
+    def _set(self, job: Job, status: Status, why: str, **fields) -> None:
+        """Change a job's state: check the transition, stamp it, persist it, notify."""
+        old = job.state
+        if not old.status.can_become(status):
+            raise AssertionError(f"job {job.spec.name!r}: {old.status.value} -> {status.value} is not allowed")
+        if status is not old.status:
+            fields["since"] = self.loop.wall
+        if status in (Status.STOPPED, Status.WAITING, Status.BACKOFF, Status.FAILED,
+                      Status.DISABLED, Status.INELIGIBLE) and not job.active:
+            fields.setdefault("pid", None)
+        new = replace(old, status=status, why=why, **fields)
+        if new == old:
+            return
+        job.state = new
+        self._save(new)
+        if status is not old.status:
+            self._notify(Event(ts=self.loop.wall, name="status", job=job.spec.name,
+                               message=f"{old.status.value} -> {status.value}" + (f": {why}" if why else "")))
+
+    def _save(self, state: JobState) -> None:
+        from .store import StoreError
+
+        try:
+            self.store.save_state(state)
+        except StoreError as exc:
+            self._store_error(exc)
+
+    def _store_error(self, exc: Exception) -> None:
+        if not self._store_failing:
+            self._store_failing = True
+            self._log(f"store_error: {exc}; jobs keep running, writes are retried")
+
+    def _event(self, name: str, job: str | None, message: str) -> None:
+        event = Event(ts=self.loop.wall, name=name, job=job, message=message, device=self.device)
+        self._log(f"{name} {job or '-'}: {message}")
+        try:
+            self.store.add_event(event)
+        except Exception as exc:
+            self._store_error(exc)
+        self._notify(event)
+
+    def _notify(self, event: Event) -> None:
+        for watcher in list(self.watchers):
+            watcher(event)
+
+    def _log(self, message: str) -> None:
+        import time
+
+        sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        sys.stderr.flush()
+
+
+def describe_exit(code: int | None, sig: int | None) -> str:
+    if sig is not None:
+        try:
+            return f"killed by {signal.Signals(sig).name}"
+        except ValueError:
+            return f"killed by signal {sig}"
+    return "exited (status unknown)" if code is None else f"exited {code}"
+
+
+_CONSIDER = {
+    JobType.ALWAYS: Engine._consider_always,
+    JobType.DAILY: Engine._consider_scheduled,
+    JobType.INTERVAL: Engine._consider_scheduled,
+    JobType.RANDOM_DAILY: Engine._consider_scheduled,
+    JobType.TRIGGER: Engine._consider_trigger,
+    JobType.IDLE: Engine._consider_idle,
+}

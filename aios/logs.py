@@ -1,0 +1,172 @@
+"""Per-job log files: open for a job's output, size-based rotation, tail and follow.
+
+A job writes to its log through one O_APPEND fd that it keeps for its whole life, so
+rotation is copytruncate: the file is copied to PATH.1 (older copies shift to PATH.2 ...
+PATH.KEEP, the oldest dropped) and then truncated in place; the job's next write lands
+at the new end of the file. Lines written between the copy and the truncation are lost,
+which is the price of never having to reopen a running job's output.
+
+`tail` reads backwards in blocks and never the whole file; `follow` runs in the CLI
+process and polls (at most every 100 ms). Imports nothing from aios.
+"""
+from __future__ import annotations
+
+import os
+
+__all__ = ["open_log", "rotate_if_needed", "tail", "follow"]
+
+_BLOCK = 64 * 1024
+_TAIL_LIMIT = 16 * 1024 * 1024   # tail never reads more than this, whatever the lines
+_FOLLOW_CHUNK = 1024 * 1024      # follow reads at most this much per round
+_MIN_POLL = 0.1
+
+
+def open_log(path: str) -> int:
+    """An O_APPEND fd on path (mode 0o640), creating the file and its folders (0o750)."""
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, mode=0o750, exist_ok=True)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    return os.open(path, flags, 0o640)
+
+
+# ---------------------------------------------------------------- rotation
+
+
+def rotate_if_needed(path: str, max_bytes: int, keep: int) -> bool:
+    """Copytruncate path once it is larger than max_bytes; True if it was rotated.
+
+    Keeps at most `keep` copies (PATH.1 newest ... PATH.KEEP oldest); keep 0 truncates
+    without a copy.
+    """
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return False
+    if size <= max_bytes:
+        return False
+    if keep > 0:
+        _shift(path, keep)
+        _copy(path, f"{path}.1")
+    os.truncate(path, 0)
+    return True
+
+
+def _shift(path: str, keep: int) -> None:
+    """PATH.(keep-1) -> PATH.keep ... PATH.1 -> PATH.2, dropping the oldest."""
+    for i in range(keep - 1, 0, -1):
+        try:
+            os.replace(f"{path}.{i}", f"{path}.{i + 1}")
+        except FileNotFoundError:
+            pass
+
+
+def _copy(src: str, dst: str) -> None:
+    """Copy src to dst up to src's current end, in the kernel where it can."""
+    with open(src, "rb") as fin:
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        with open(fd, "wb") as fout:
+            if hasattr(os, "sendfile"):
+                _sendfile_all(fin.fileno(), fd)
+            else:
+                _read_write_all(fin, fout)
+
+
+def _sendfile_all(src_fd: int, dst_fd: int) -> None:
+    offset = 0
+    while True:
+        sent = os.sendfile(dst_fd, src_fd, offset, _BLOCK * 16)
+        if sent == 0:
+            return
+        offset += sent
+
+
+def _read_write_all(fin, fout) -> None:
+    for block in iter(lambda: fin.read(_BLOCK), b""):
+        fout.write(block)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def tail(path: str, n: int) -> list[str]:
+    """The last n lines of path (without their newlines); [] if it does not exist."""
+    if n <= 0:
+        return []
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return []
+    with f:
+        data = _read_tail(f, n)
+    lines = data.decode("utf-8", errors="replace").split("\n")
+    if lines[-1] == "":
+        lines.pop()                 # the file ends with a newline
+    return lines[-n:]
+
+
+def _read_tail(f, n: int) -> bytes:
+    """Blocks from the end of f until they hold n complete lines (or the start)."""
+    end = pos = f.seek(0, os.SEEK_END)
+    chunks: list[bytes] = []
+    newlines = 0
+    while pos > 0 and newlines <= n and end - pos < _TAIL_LIMIT:
+        step = min(_BLOCK, pos)
+        pos -= step
+        f.seek(pos)
+        chunk = f.read(step)
+        chunks.append(chunk)
+        newlines += chunk.count(b"\n")
+    return b"".join(reversed(chunks))
+
+
+def follow(path: str, poll: float = _MIN_POLL):
+    """Yield lines appended to path from now on, forever (a generator).
+
+    The current end is taken when follow is called, not at the first next(). A file
+    that does not exist yet is followed from its start once it appears; a truncated
+    (copytruncated) or replaced file is followed from its new start. A line is yielded
+    once its newline has been written. Polls every `poll` seconds, at least 0.1.
+    """
+    st = _stat(path)
+    pos = st.st_size if st is not None else 0
+    ino = st.st_ino if st is not None else None
+    return _follow(path, pos, ino, max(poll, _MIN_POLL))
+
+
+def _stat(path: str):
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _follow(path: str, pos: int, ino: int | None, poll: float):
+    import time
+    partial = b""
+    while True:
+        st = _stat(path)
+        if st is None or st.st_ino != ino or st.st_size < pos:    # new or truncated
+            pos, ino = 0, (st.st_ino if st is not None else None)
+            if partial:             # the rest of that line went with the old content
+                yield partial.decode("utf-8", errors="replace")
+                partial = b""
+        data = _read_from(path, pos, st.st_size) if st is not None else b""
+        if not data:
+            time.sleep(poll)
+            continue
+        pos += len(data)
+        *lines, partial = (partial + data).split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", errors="replace")
+
+
+def _read_from(path: str, pos: int, size: int) -> bytes:
+    if size <= pos:
+        return b""
+    try:
+        with open(path, "rb") as f:
+            f.seek(pos)
+            return f.read(min(size - pos, _FOLLOW_CHUNK))
+    except FileNotFoundError:
+        return b""

@@ -1,0 +1,130 @@
+"""The daemon's event loop: one selector, one timer heap, signals as fd events.
+
+`timeout = next deadline - now; select(timeout); run what is ready`. Nothing polls: the
+loop sleeps until a timer is due or a file descriptor (pidfd, socket, inotify, the
+signal wake-up fd) is readable. Signal handlers only wake the loop
+(`signal.set_wakeup_fd`); the work happens in the loop. The clocks are read once per
+turn and exposed as `mono` and `wall`. Imports nothing from aios.
+"""
+from __future__ import annotations
+
+import heapq
+import selectors
+import signal
+import socket
+import time
+
+
+class Timer:
+    __slots__ = ("when", "fn", "args", "cancelled")
+
+    def __init__(self, when: float, fn, args: tuple):
+        self.when, self.fn, self.args, self.cancelled = when, fn, args, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __lt__(self, other: Timer) -> bool:
+        return self.when < other.when
+
+
+class Loop:
+    def __init__(self, on_error=None):
+        self.on_error = on_error  # called with the exception when a callback raises
+        self.selector = selectors.DefaultSelector()
+        self.timers: list[Timer] = []
+        self.running = False
+        self.mono = time.monotonic()
+        self.wall = time.time()
+        self._signal_socks: tuple | None = None
+
+    def tick(self) -> None:
+        """Read both clocks; called once per turn."""
+        self.mono, self.wall = time.monotonic(), time.time()
+
+    # ---- timers (monotonic clock)
+    def call_at(self, when: float, fn, *args) -> Timer:
+        timer = Timer(when, fn, args)
+        heapq.heappush(self.timers, timer)
+        return timer
+
+    def call_later(self, delay: float, fn, *args) -> Timer:
+        return self.call_at(self.mono + delay, fn, *args)
+
+    def _run_due(self) -> None:
+        while self.timers and (self.timers[0].cancelled or self.timers[0].when <= self.mono):
+            timer = heapq.heappop(self.timers)
+            if not timer.cancelled:
+                self._call(timer.fn, timer.args)
+
+    def _timeout(self) -> float | None:
+        while self.timers and self.timers[0].cancelled:
+            heapq.heappop(self.timers)
+        if not self.timers:
+            return None
+        return max(0.0, self.timers[0].when - time.monotonic())
+
+    # ---- file descriptors
+    def add_reader(self, fd, fn, *args) -> None:
+        self.selector.register(fd, selectors.EVENT_READ, (fn, args))
+
+    def remove_reader(self, fd) -> None:
+        try:
+            self.selector.unregister(fd)
+        except (KeyError, ValueError):
+            pass
+
+    # ---- signals
+    def watch_signals(self, signums, fn) -> None:
+        """Call fn(signum) from the loop for each of `signums` received."""
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        self._signal_socks = (reader, writer)
+        signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        for signum in signums:
+            signal.signal(signum, _wake_only)
+        self.add_reader(reader, self._read_signals, fn)
+
+    def _read_signals(self, fn) -> None:
+        try:
+            data = self._signal_socks[0].recv(512)
+        except BlockingIOError:
+            return
+        for signum in data:
+            fn(signum)
+
+    def restore_signals(self, signums) -> None:
+        for signum in signums:
+            signal.signal(signum, signal.SIG_DFL)
+        if self._signal_socks:
+            signal.set_wakeup_fd(-1)
+            for sock in self._signal_socks:
+                self.remove_reader(sock)
+                sock.close()
+            self._signal_socks = None
+
+    # ---- the loop
+    def run(self, until) -> None:
+        """Turn until `until()` is true."""
+        while not until():
+            events = self.selector.select(self._timeout())
+            self.tick()
+            for key, _ in events:
+                self._call(*key.data)
+            self._run_due()
+
+    def _call(self, fn, args: tuple) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # one failing callback must not take the daemon down
+            if self.on_error is None:
+                raise
+            self.on_error(exc)
+
+    def close(self) -> None:
+        self.selector.close()
+
+
+def _wake_only(signum, frame) -> None:
+    """The Python-level handler: the wake-up fd already carries the signal number."""

@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""AIOS, started the original way: `python3 simple_orchestrator.py [--force]`.
+
+Runs the orchestrator in the foreground with this folder as its home (or $AIOS_HOME):
+aios.toml, Programs/, orchestrator.db and logs/ live here. Ctrl-C (or SIGTERM) stops
+every job gracefully and exits. Standard library only.
+"""
+import os
+import sys
+from pathlib import Path
+
+USAGE = """usage: python3 simple_orchestrator.py [--force] [--help]
+
+Run AIOS in the foreground, with this folder as its home (or $AIOS_HOME).
+On first start it writes aios.toml and Programs/ with the seven example jobs.
+
+  --force   clear the stored job state and pending triggers first
+  --help    show this message
+
+Ctrl-C or SIGTERM stops every job gracefully; a second Ctrl-C kills them at once.
+"""
+
+
+def main(argv: list) -> int:
+    unknown = [a for a in argv if a not in ("--force", "--help", "-h")]
+    if unknown:
+        sys.stderr.write(f"simple_orchestrator.py: unknown option {unknown[0]!r}; use --force or --help\n")
+        return 2
+    if "--help" in argv or "-h" in argv:
+        sys.stdout.write(USAGE)
+        return 0
+    here = Path(__file__).resolve().parent
+    sys.path.insert(0, str(here))
+    from aios.engine import Engine
+    from aios.spec import AiosError
+
+    home = Path(os.environ.get("AIOS_HOME") or here)
+    try:
+        return Engine(home, force="--force" in argv).run()
+    except AiosError as exc:
+        sys.stderr.write(f"aios: {exc}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

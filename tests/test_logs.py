@@ -1,0 +1,245 @@
+"""logs: real files, and a real child appending while the file is rotated."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from aios import logs
+
+LIVENESS = 30.0
+
+
+@contextmanager
+def deadline(seconds: float = LIVENESS):
+    """Fail instead of hanging if the block (e.g. next() on follow) never returns."""
+    def expired(*_):
+        raise AssertionError(f"no result within {seconds} s")
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def wait_until(condition, timeout=LIVENESS):
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, f"condition not met within {timeout} s"
+        time.sleep(0.01)
+
+
+def append(path, text: str) -> None:
+    with open(path, "a") as f:
+        f.write(text)
+
+
+# ---------------------------------------------------------------- open_log
+
+
+def test_open_log_creates_folders_and_appends(tmp_path):
+    path = tmp_path / "logs" / "deep" / "job.log"
+    fd = logs.open_log(str(path))
+    try:
+        os.write(fd, b"one\n")
+        fd2 = logs.open_log(str(path))
+        os.write(fd2, b"two\n")
+        os.close(fd2)
+        os.write(fd, b"three\n")
+    finally:
+        os.close(fd)
+    assert path.read_text() == "one\ntwo\nthree\n"
+    assert stat.S_IMODE(path.stat().st_mode) & ~0o640 == 0
+    assert stat.S_IMODE(path.parent.stat().st_mode) & ~0o750 == 0
+
+
+def test_open_log_fd_is_close_on_exec(tmp_path):
+    fd = logs.open_log(str(tmp_path / "job.log"))
+    try:
+        assert not os.get_inheritable(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- rotation
+
+
+def test_no_rotation_below_the_limit_or_without_a_file(tmp_path):
+    path = tmp_path / "job.log"
+    assert not logs.rotate_if_needed(str(path), 100, 3)
+    path.write_text("x" * 100)
+    assert not logs.rotate_if_needed(str(path), 100, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.log"]
+
+
+def test_rotation_shifts_copies_and_drops_the_oldest(tmp_path):
+    path = str(tmp_path / "job.log")
+    for i in range(5):
+        with open(path, "w") as f:
+            f.write(f"gen{i}\n" * 10)
+        assert logs.rotate_if_needed(path, 10, 2)
+        assert os.path.getsize(path) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["job.log", "job.log.1", "job.log.2"]
+    assert open(path + ".1").read().startswith("gen4")
+    assert open(path + ".2").read().startswith("gen3")
+
+
+def test_keep_zero_truncates_without_copies(tmp_path):
+    path = tmp_path / "job.log"
+    path.write_text("y" * 50)
+    assert logs.rotate_if_needed(str(path), 10, 0)
+    assert path.stat().st_size == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["job.log"]
+
+
+WRITER = """
+import os, sys, time
+fd, i = int(sys.argv[1]), 0
+while True:
+    os.write(fd, b"line %08d %s\\n" % (i, b"x" * 40))
+    i += 1
+    time.sleep(0.0005)
+"""
+LINE = re.compile(r"line (\d{8}) x{40}")
+
+
+def test_rotation_while_a_child_appends_stays_bounded(tmp_path):
+    path = str(tmp_path / "job.log")
+    fd = logs.open_log(path)
+    child = subprocess.Popen([sys.executable, "-c", WRITER, str(fd)], pass_fds=(fd,))
+    os.close(fd)
+    max_bytes, keep, slack = 4096, 3, 256 * 1024
+    try:
+        rotations = 0
+        while rotations < 12:
+            wait_until(lambda: os.path.getsize(path) > max_bytes)
+            assert logs.rotate_if_needed(path, max_bytes, keep)
+            rotations += 1
+            files = sorted(os.listdir(tmp_path))
+            assert len(files) <= keep + 1 and f"job.log.{keep + 1}" not in files
+            assert sum(os.path.getsize(tmp_path / f) for f in files) <= (keep + 1) * slack
+        wait_until(lambda: os.path.getsize(path) > 0)
+    finally:
+        child.kill()
+        child.wait()
+    for name in os.listdir(tmp_path):
+        check_whole_increasing_lines((tmp_path / name).read_text())
+
+
+def check_whole_increasing_lines(text: str) -> None:
+    """No NUL hole (the writer kept appending at the new end) and no torn line."""
+    assert "\0" not in text
+    numbers = []
+    for line in text.splitlines():
+        match = LINE.fullmatch(line)
+        assert match, f"torn or garbled line {line!r}"
+        numbers.append(int(match.group(1)))
+    assert numbers == sorted(set(numbers))
+
+
+# ---------------------------------------------------------------- tail
+
+
+def test_tail_of_a_large_file(tmp_path):
+    path = tmp_path / "big.log"
+    with open(path, "w") as f:
+        for i in range(200_000):
+            f.write(f"line {i}\n")
+    assert logs.tail(str(path), 3) == ["line 199997", "line 199998", "line 199999"]
+    assert logs.tail(str(path), 1) == ["line 199999"]
+    assert len(logs.tail(str(path), 50_000)) == 50_000
+    assert logs.tail(str(path), 0) == []
+
+
+def test_tail_reads_backwards_not_the_whole_file(tmp_path):
+    path = tmp_path / "sparse.log"
+    with open(path, "wb") as f:
+        f.truncate(64 * 1024 ** 3)      # a 64 GiB hole: reading it all would not end
+        f.seek(0, os.SEEK_END)
+        f.write(b"\nlast but one\nlast\n")
+    with deadline():
+        assert logs.tail(str(path), 2) == ["last but one", "last"]
+
+
+def test_tail_small_and_odd_files(tmp_path):
+    path = tmp_path / "odd.log"
+    assert logs.tail(str(path), 5) == []
+    path.write_bytes(b"a\nb\nno newline at end")
+    assert logs.tail(str(path), 2) == ["b", "no newline at end"]
+    assert logs.tail(str(path), 10) == ["a", "b", "no newline at end"]
+    path.write_bytes(b"ok\nbad \xff\xfe bytes\n")
+    assert logs.tail(str(path), 1) == ["bad \ufffd\ufffd bytes"]
+    path.write_bytes(b"")
+    assert logs.tail(str(path), 3) == []
+
+
+# ---------------------------------------------------------------- follow
+
+
+def test_follow_sees_appended_lines_only(tmp_path):
+    path = tmp_path / "job.log"
+    path.write_text("old 1\nold 2\n")
+    lines = logs.follow(str(path))
+    append(path, "new 1\nnew 2\n")
+    with deadline():
+        assert [next(lines), next(lines)] == ["new 1", "new 2"]
+    append(path, "par")
+    append(path, "tial\n")
+    with deadline():
+        assert next(lines) == "partial"
+
+
+def test_follow_survives_truncation(tmp_path):
+    path = tmp_path / "job.log"
+    path.write_text("x" * 1000 + "\n")
+    lines = logs.follow(str(path))
+    append(path, "before\n")
+    with deadline():
+        assert next(lines) == "before"
+    os.truncate(path, 0)
+    append(path, "after\n")
+    with deadline():
+        assert next(lines) == "after"
+
+
+def test_follow_survives_copytruncate_rotation(tmp_path):
+    path = str(tmp_path / "job.log")
+    fd = logs.open_log(path)
+    try:
+        os.write(fd, b"a" * 200 + b"\n")
+        lines = logs.follow(path)
+        os.write(fd, b"one\n")
+        with deadline():
+            assert next(lines) == "one"
+        assert logs.rotate_if_needed(path, 10, 2)
+        os.write(fd, b"two\n")
+        with deadline():
+            assert next(lines) == "two"
+    finally:
+        os.close(fd)
+
+
+def test_follow_a_file_that_does_not_exist_yet(tmp_path):
+    path = tmp_path / "later.log"
+    lines = logs.follow(str(path))
+    path.write_text("first\nsecond\n")
+    with deadline():
+        assert [next(lines), next(lines)] == ["first", "second"]
+
+
+@pytest.mark.parametrize("poll", [0.0, 0.01])
+def test_follow_never_polls_faster_than_100ms(tmp_path, poll):
+    path = tmp_path / "job.log"
+    path.write_text("")
+    lines = logs.follow(str(path), poll=poll)
+    assert lines.gi_frame.f_locals["poll"] >= 0.1
