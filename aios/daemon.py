@@ -57,7 +57,7 @@ def finish(engine: Engine) -> None:
     if engine.store is not None:
         engine._event("daemon_stopped", None, "all jobs stopped")
         engine.store.close()
-    engine.loop.restore_signals(SHUTDOWN_SIGNALS + (signal.SIGCHLD,))
+    engine.loop.restore_signals()
     engine.loop.close()
     if engine.lock_fd is not None:
         os.close(engine.lock_fd)

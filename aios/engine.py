@@ -439,12 +439,12 @@ class Engine:
                 self._on_exit(job, active)
 
     def _on_exit(self, job: Job, active: Active) -> None:
-        status = supervisor.reap(active.proc)
+        pidfd = active.proc.pidfd
+        status = supervisor.reap(active.proc)  # closes the pidfd once it reports the exit
         if status is None:
             return
-        if active.proc.pidfd is not None:
-            self.loop.remove_reader(active.proc.pidfd)
-        supervisor.close(active.proc)
+        if pidfd is not None:
+            self.loop.remove_reader(pidfd)
         del job.active[active.proc.pid]
         active.run = replace(active.run, ended=self.loop.wall, exit_code=status[0], signal=status[1])
         self._finish(job, active, self._outcome(active, *status))

@@ -37,6 +37,8 @@ class Loop:
         self.mono = time.monotonic()
         self.wall = time.time()
         self._signal_socks: tuple | None = None
+        self._old_handlers: dict = {}
+        self._old_wakeup_fd = -1
 
     def tick(self) -> None:
         """Read both clocks; called once per turn."""
@@ -81,9 +83,9 @@ class Loop:
         reader.setblocking(False)
         writer.setblocking(False)
         self._signal_socks = (reader, writer)
-        signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        self._old_wakeup_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
         for signum in signums:
-            signal.signal(signum, _wake_only)
+            self._old_handlers[signum] = signal.signal(signum, _wake_only)
         self.add_reader(reader, self._read_signals, fn)
 
     def _read_signals(self, fn) -> None:
@@ -94,11 +96,13 @@ class Loop:
         for signum in data:
             fn(signum)
 
-    def restore_signals(self, signums) -> None:
-        for signum in signums:
-            signal.signal(signum, signal.SIG_DFL)
+    def restore_signals(self) -> None:
+        """Put back the handlers and wake-up fd that were there before watch_signals."""
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._old_handlers.clear()
         if self._signal_socks:
-            signal.set_wakeup_fd(-1)
+            signal.set_wakeup_fd(self._old_wakeup_fd)
             for sock in self._signal_socks:
                 self.remove_reader(sock)
                 sock.close()

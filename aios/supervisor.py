@@ -35,6 +35,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Proc:
+    """One process-group leader we spawned or adopted (pgid == pid)."""
+
     pid: int
     pidfd: int | None          # readable once the process has exited; None without pidfd
     start_ticks: int | None    # start time in clock ticks since boot (/proc/PID/stat)
@@ -111,7 +113,7 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int) -> Proc:
     finally:
         if prev is not None:
             os.chdir(prev)
-    return _track(pid)
+    return _track(pid, argv[0])
 
 
 def _enter(cwd: str, argv: list[str]) -> str | None:
@@ -157,18 +159,29 @@ def _lookup(program: str, env: dict[str, str]) -> str:
     raise OSError(errno.ENOENT, f"cannot start {program!r}: not in the job's PATH {path!r}")
 
 
-def _track(pid: int) -> Proc:
-    proc = Proc(pid=pid, pidfd=_open_pidfd(pid), start_ticks=start_ticks(pid), child=True)
+def _track(pid: int, program: str) -> Proc:
+    try:
+        pidfd = _open_pidfd(pid)
+    except OSError as e:            # e.g. EMFILE: a child we could not watch must not run
+        _kill_leftovers(pid)
+        os.waitpid(pid, 0)
+        raise OSError(e.errno, f"cannot watch {program!r}: pidfd_open: {e.strerror}") from None
+    proc = Proc(pid=pid, pidfd=pidfd, start_ticks=start_ticks(pid), child=True)
     _LIVE.add(proc)
     return proc
 
 
 def _open_pidfd(pid: int) -> int | None:
+    """A pidfd for pid, or None without pidfd support or if pid is gone; OSError else.
+
+    With HAS_PIDFD every proc has a pidfd, so a caller that watches pidfds alone never
+    misses an exit.
+    """
     if not HAS_PIDFD:
         return None
     try:
         return os.pidfd_open(pid)
-    except (AttributeError, OSError):
+    except ProcessLookupError:
         return None
 
 

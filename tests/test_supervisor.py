@@ -342,3 +342,22 @@ def test_fallback_signal_and_group_kill_without_pidfd(procs, log, monkeypatch):
     assert supervisor.signal_group(proc, signal.SIGKILL)
     wait_until(lambda: supervisor.reap(proc) is not None)
     wait_until(lambda: gone(grandchild))
+
+
+@pytest.mark.skipif(not supervisor.HAS_PIDFD, reason="no pidfd on this kernel")
+def test_a_child_that_cannot_be_watched_is_not_left_running(log):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fillers = []
+    before = our_zombies()
+    try:
+        fd = os.open(os.devnull, os.O_RDONLY)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (fd + 1, hard))
+        fillers.append(fd)                  # every fd number below the limit is taken
+        with pytest.raises(OSError, match="cannot watch 'sleep'"):
+            supervisor.spawn(["sleep", "1000"], dict(os.environ), os.getcwd(), log[1])
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for fd in fillers:
+            os.close(fd)
+    assert our_zombies() <= before
