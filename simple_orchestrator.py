@@ -31,12 +31,12 @@ def main(argv: list) -> int:
         return 0
     here = Path(__file__).resolve().parent
     sys.path.insert(0, str(here))
-    from aios.engine import Engine
+    from aios.daemon import serve
     from aios.spec import AiosError
 
     home = Path(os.environ.get("AIOS_HOME") or here)
     try:
-        return Engine(home, force="--force" in argv).run()
+        return serve(home, force="--force" in argv)
     except AiosError as exc:
         sys.stderr.write(f"aios: {exc}\n")
         return 1

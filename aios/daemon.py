@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from . import config, supervisor
-from .engine import SHUTDOWN_SIGNALS, WALL_RECHECK, Active, Engine, Job, OperationError
-from .spec import AiosError, JobState, Outcome, Status
+from .engine import SHUTDOWN_SIGNALS, Active, Engine, Job, OperationError
+from .spec import AiosError, JobState, JobType, Outcome, Status, Trigger
 from .store import open_store
 
 LOG_RECHECK = 1.0        # a chatty job's log size is checked at most this often
@@ -20,6 +20,17 @@ STORE_POLL = 0.1         # where inotify is missing, look for store changes this
 
 class AlreadyRunning(AiosError):
     """Another AIOS daemon is running for this home."""
+
+
+def serve(home: Path, force: bool = False) -> int:
+    """Run a daemon for `home` in the foreground until it is shut down."""
+    engine = Engine(home, force=force)
+    start(engine)
+    try:
+        engine.loop.run(until=lambda: engine.stopped)
+    finally:
+        finish(engine)
+    return 0
 
 
 def start(engine: Engine) -> None:
@@ -136,25 +147,17 @@ def _lost(engine: Engine, run, proc) -> None:
 
 
 def _adopt(engine: Engine, job: Job, run, proc) -> None:
-    from .engine import JobType
-
     active = Active(run, proc, None, engine.loop.mono - max(0.0, engine.loop.wall - run.started))
     if run.trigger_id is not None:
-        active.trigger = _trigger_stub(run)
+        active.trigger = Trigger(job=run.job, id=run.trigger_id)
     engine._watch(job, active)
-    if not job.spec.adopt or job.spec.type is not JobType.ALWAYS and job.state.status is Status.FAILED:
+    if not job.spec.adopt:
         engine._event("adopt_refused", job.spec.name, f"pid {run.pid} left running; adopt = false: stopping it")
         engine._set(job, Status.RUNNING, "left by the previous daemon", pid=run.pid, run_id=run.id)
         engine._stop_runs(job, Outcome.STOPPED, "resume")
         return
     engine._set(job, Status.RUNNING, "adopted", pid=run.pid, run_id=run.id)
     engine._event("job_adopted", job.spec.name, f"pid {run.pid} adopted from the previous daemon")
-
-
-def _trigger_stub(run):
-    from .spec import Trigger
-
-    return Trigger(job=run.job, id=run.trigger_id)
 
 
 # ---------------------------------------------------------------- store changes
@@ -218,8 +221,6 @@ def _handle_control_rows(engine: Engine, counts: dict | None = None) -> None:
 
 def _control_row(engine: Engine, name: str) -> str:
     if name == "RESTART_ALL":
-        from .engine import JobType
-
         for job in engine.jobs.values():
             if job.spec.type is JobType.ALWAYS and job.state.status not in (Status.DISABLED, Status.INELIGIBLE):
                 engine.restart(job.spec.name)

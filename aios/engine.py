@@ -22,8 +22,7 @@ from .spec import AiosError, Event, JobSpec, JobState, JobType, Outcome, Run, St
 
 RUNNER = str(Path(__file__).with_name("runner.py"))
 WALL_RECHECK = 60.0     # wall-clock deadlines are re-checked at least this often (clock jumps)
-STORE_RETRY = 1.0       # retry a failed store write after this many seconds
-POLL_FALLBACK = 0.1     # store-change polling period where inotify is missing
+STORE_RETRY = 1.0       # a failed job-state write is retried after this many seconds
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _NOT_ALWAYS_BUSY = (JobType.DAILY, JobType.INTERVAL, JobType.RANDOM_DAILY, JobType.TRIGGER)
 
@@ -76,20 +75,10 @@ class Engine:
         self.lock_fd = None
         self.log_guard = None
         self._store_failing = False
+        self._unsaved: dict[str, JobState] = {}     # job states waiting to be written
         self._tz = None
 
-    # ================================================================ lifecycle
-    def run(self) -> int:
-        """Start, serve until shut down, stop every job. Returns the exit status."""
-        from . import daemon
-
-        daemon.start(self)
-        try:
-            self.loop.run(until=lambda: self.stopped)
-        finally:
-            daemon.finish(self)
-        return 0
-
+    # ================================================================ lifecycle (daemon.serve runs the loop)
     def shutdown(self, why: str = "requested") -> None:
         """Stop every job gracefully, then leave the loop."""
         if self.shutting_down:
@@ -631,17 +620,31 @@ class Engine:
                                message=f"{old.status.value} -> {status.value}" + (f": {why}" if why else "")))
 
     def _save(self, state: JobState) -> None:
+        self._unsaved[state.job] = state
+        if len(self._unsaved) == 1:
+            self._flush_states()
+
+    def _flush_states(self) -> None:
+        """Write the job states not yet stored; on failure, report once and retry later."""
         from .store import StoreError
 
         try:
-            self.store.save_state(state)
+            with self.store.batch():
+                for state in self._unsaved.values():
+                    self.store.save_state(state)
         except StoreError as exc:
             self._store_error(exc)
+            self.loop.call_later(STORE_RETRY, self._flush_states)
+            return
+        self._unsaved.clear()
+        if self._store_failing:
+            self._store_failing = False
+            self._log("store_recovered: job states written again")
 
     def _store_error(self, exc: Exception) -> None:
         if not self._store_failing:
             self._store_failing = True
-            self._log(f"store_error: {exc}; jobs keep running, writes are retried")
+            self._log(f"store_error: {exc}; jobs keep running, job states are retried every {STORE_RETRY:g} s")
 
     def _event(self, name: str, job: str | None, message: str) -> None:
         event = Event(ts=self.loop.wall, name=name, job=job, message=message, device=self.device)

@@ -1,0 +1,74 @@
+"""The import directions of ../shared/DESIGN.md stay true, and the core stays stdlib-only."""
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "aios"
+
+# module -> the aios modules it may import. loop, daemon and fswatch are the engine's own
+# parts (its event loop, its wiring to the world, inotify); store/* counts as "store".
+ENGINE_PARTS = {"spec", "schedule", "config", "store", "supervisor", "control", "logs", "loop", "fswatch"}
+ALLOWED = {
+    "spec": set(), "logs": set(), "runner": set(), "supervisor": set(), "loop": set(), "fswatch": set(),
+    "schedule": {"spec"}, "config": {"spec"}, "store": {"spec"}, "control": {"spec"},
+    "engine": ENGINE_PARTS,
+    "daemon": ENGINE_PARTS | {"engine"},
+    "cli": {"control", "config", "logs", "store", "engine", "daemon", "spec"},
+    "web": {"control", "config"},
+    "__init__": set(), "__main__": {"cli"},
+}
+THIRD_PARTY_ALLOWED = {"tomli"}   # only below Python 3.11, in place of tomllib
+
+
+def modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "programs" in path.parts:
+            continue  # templates copied into the user's Programs/, not part of the package
+        rel = path.relative_to(PACKAGE).with_suffix("")
+        yield rel.parts[0], path
+
+
+def imported(path: Path):
+    """(aios module names, top-level external module names) imported anywhere in the file."""
+    tree = ast.parse(path.read_text())
+    ours, external = set(), set()
+    depth = len(path.relative_to(PACKAGE).parts) - 1
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                top = alias.name.split(".")[0]
+                (ours.add(alias.name.split(".")[1]) if top == "aios" else external.add(top))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                top = node.module.split(".")[0]
+                if top == "aios":
+                    ours.add(node.module.split(".")[1])
+                else:
+                    external.add(top)
+            elif node.level > depth:  # reaches the package root: from . import x / from .x import y
+                ours.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+    return ours, external
+
+
+@pytest.mark.parametrize("name, path", list(modules()), ids=lambda v: str(v))
+def test_imports_follow_the_design(name, path):
+    ours, external = imported(path)
+    ours.discard(name)
+    assert ours <= ALLOWED[name], f"{path.name} imports {sorted(ours - ALLOWED[name])}"
+    if hasattr(sys, "stdlib_module_names"):  # Python 3.10+
+        stdlib = set(sys.stdlib_module_names)
+        assert external <= stdlib | THIRD_PARTY_ALLOWED, f"{path.name}: {external - stdlib}"
+
+
+def test_only_store_touches_sqlite_and_only_supervisor_spawns():
+    for name, path in modules():
+        source = path.read_text()
+        if name != "store":
+            assert "sqlite3" not in imported(path)[1], f"{path.name} imports sqlite3"
+        if name != "supervisor":
+            for call in ("posix_spawn", "subprocess", "os.fork", "os.exec", "os.kill", "killpg"):
+                assert call not in source, f"{path.name} uses {call}"
