@@ -16,10 +16,11 @@ from pathlib import Path
 
 from .spec import NAME_RE, AiosError, JobSpec, Settings, SpecError, parse_job
 
-__all__ = ["ConfigError", "Config", "find_home", "load", "write_default", "dump_toml",
+__all__ = ["ConfigError", "Config", "load", "write_default", "write_config", "dump_toml",
            "local_zone", "CONFIG_FILE", "PROGRAMS_DIR"]
 
-CONFIG_FILE = "aios.toml"
+from .home import CONFIG_FILE
+
 PROGRAMS_DIR = "Programs"
 _SECTIONS = ("device", "jobs", "logs", "web")
 _SETTING_KEYS = {"device": ("id", "tags"), "web": ("host", "port", "token"),
@@ -41,25 +42,14 @@ class Config:
     errors: list[str]               # one formatted line per skipped job or unknown table
 
 
-def find_home(start: str | None = None) -> Path:
-    """$AIOS_HOME, else the nearest folder upward from `start` (default: the current
-    one) holding aios.toml, else ~/.aios."""
-    env = os.environ.get("AIOS_HOME")
-    if env:
-        return Path(os.path.abspath(os.path.expanduser(env)))
-    here = Path(start or os.getcwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / CONFIG_FILE).is_file():
-            return folder
-    return Path.home() / ".aios"
-
-
 # ---------------------------------------------------------------- load
 
-def load(home: Path) -> Config:
-    """Read home/aios.toml into a Config. Raises ConfigError if the file is unusable."""
+def load(home: Path, text: str | None = None) -> Config:
+    """Read home/aios.toml (or `text`, as if it were that file) into a Config. Raises
+    ConfigError if the file is unusable."""
     home = Path(home).absolute()
-    text = _read(home / CONFIG_FILE)
+    if text is None:
+        text = _read(home / CONFIG_FILE)
     data = _parse_toml(text)
     errors = _unknown_sections(data)
     settings = _settings(data, errors)
@@ -352,6 +342,17 @@ def write_default(home: Path) -> None:
                 out.write(example.read_bytes())
         except FileExistsError:
             pass
+
+
+def write_config(home: Path, text: str) -> None:
+    """Replace home/aios.toml by `text` atomically (a crash leaves the old or the new file)."""
+    path = Path(home) / CONFIG_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def dump_toml(tables: dict[str, dict]) -> str:

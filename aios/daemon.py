@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 
 from . import config, supervisor
-from .engine import SHUTDOWN_SIGNALS, Active, Engine, Job, OperationError
-from .spec import AiosError, JobState, JobType, Outcome, Status, Trigger
+from .control import SOCKET_NAME, ControlServer
+from .engine import SHUTDOWN_SIGNALS, Active, Engine, Job
+from .operations import OperationError
+from .spec import AiosError, JobType, Outcome, Status, Trigger
 from .store import open_store
 
 LOG_RECHECK = 1.0        # a chatty job's log size is checked at most this often
@@ -23,12 +25,14 @@ class AlreadyRunning(AiosError):
 
 
 def serve(home: Path, force: bool = False) -> int:
-    """Run a daemon for `home` in the foreground until it is shut down."""
+    """Run a daemon for `home` in the foreground until it is shut down (or re-executed)."""
     engine = Engine(home, force=force)
     start(engine)
     try:
         engine.loop.run(until=lambda: engine.stopped)
     finally:
+        if engine.reexec_requested:
+            _reexec(engine)   # does not return
         finish(engine)
     return 0
 
@@ -36,18 +40,20 @@ def serve(home: Path, force: bool = False) -> int:
 def start(engine: Engine) -> None:
     began = time.monotonic()
     home = engine.home
-    engine.lock_fd = _lock(home)
+    inherited = _inherited_fds()
+    engine.reexecuted = inherited is not None
+    engine.lock_fd = inherited[0] if inherited else _lock(home)
     cfg = _load_config(home)
     engine.settings, engine.device = cfg.settings, cfg.settings.device_id
     engine.store = open_store(str(home / "orchestrator.db"), engine.device)
-    if engine.force:
+    if engine.force and not engine.reexecuted:
         engine.store.clear_states()
         dropped = engine.store.clear_triggers()
         engine._log(f"--force: cleared job state and {dropped} pending trigger(s)")
     engine.store.save_specs(cfg.tables)
     _build_jobs(engine, cfg)
     engine.loop.tick()
-    engine.quiet_since = engine.loop.wall
+    engine.started = engine.quiet_since = engine.loop.wall
     signums = SHUTDOWN_SIGNALS + (() if supervisor.HAS_PIDFD else (signal.SIGCHLD,))
     engine.loop.watch_signals(signums, engine.on_signal)
     with engine.store.batch():
@@ -58,13 +64,19 @@ def start(engine: Engine) -> None:
         for job in sorted(engine.jobs.values(), key=lambda j: -j.spec.priority):
             engine._consider(job)
         _handle_control_rows(engine)
+    engine.control = ControlServer(engine, str(home / SOCKET_NAME), inherited[1] if inherited else None)
     _watch_store(engine)
-    engine._event("daemon_started", None, f"pid {os.getpid()}, {len(engine.jobs)} jobs, home {home}, "
-                  f"ready in {(time.monotonic() - began) * 1000:.1f} ms")
+    took = (time.monotonic() - began) * 1000
+    engine._event("daemon_reexecuted" if engine.reexecuted else "daemon_started", None,
+                  f"pid {os.getpid()}, {len(engine.jobs)} jobs, home {home}, ready in {took:.1f} ms")
+    _notify_ready(took)
 
 
 def finish(engine: Engine) -> None:
     """After the loop: every job has exited (or we are failing); release everything."""
+    if engine.control is not None:
+        engine.control.close()
+        _unlink(engine.home / SOCKET_NAME)
     if engine.store is not None:
         engine._event("daemon_stopped", None, "all jobs stopped")
         engine.store.close()
@@ -72,6 +84,65 @@ def finish(engine: Engine) -> None:
     engine.loop.close()
     if engine.lock_fd is not None:
         os.close(engine.lock_fd)
+
+
+# ---------------------------------------------------------------- re-exec and readiness
+
+def _reexec(engine: Engine) -> None:
+    """Replace this process's code with a fresh copy of the daemon, keeping its pid, its
+    children, the pid lock and the listening socket (clients wait in its backlog)."""
+    engine._event("daemon_reexec", None, f"re-executing pid {os.getpid()}; {len(engine.jobs)} jobs keep running")
+    engine.store.close()
+    fds = (engine.lock_fd, engine.control.sock.fileno())
+    for fd in fds:
+        os.set_inheritable(fd, True)
+    os.environ[_INHERIT_ENV] = ",".join(map(str, fds))
+    argv = _own_argv()
+    os.execv(argv[0], argv)
+
+
+_INHERIT_ENV = "AIOS_REEXEC_FDS"
+_READY_ENV = "AIOS_READY_FD"
+
+
+def _inherited_fds() -> tuple[int, int] | None:
+    """(lock fd, listening socket fd) handed over by the daemon that re-executed us."""
+    value = os.environ.pop(_INHERIT_ENV, None)
+    if not value:
+        return None
+    fds = tuple(int(fd) for fd in value.split(","))
+    for fd in fds:
+        os.set_inheritable(fd, False)
+    return fds
+
+
+def _own_argv() -> list[str]:
+    """The command line that started this interpreter, to exec it again."""
+    import sys
+
+    if hasattr(sys, "orig_argv"):
+        return [sys.executable] + list(sys.orig_argv[1:])
+    if sys.argv[0].endswith("__main__.py"):
+        return [sys.executable, "-m", "aios"] + sys.argv[1:]
+    return [sys.executable] + sys.argv
+
+
+def _notify_ready(took_ms: float) -> None:
+    """Tell `aios up -d`, waiting on an inherited pipe, that the daemon is ready."""
+    value = os.environ.pop(_READY_ENV, None)
+    if value:
+        try:
+            os.write(int(value), f"ready {took_ms:.1f}\n".encode())
+            os.close(int(value))
+        except OSError:
+            pass
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def _lock(home: Path) -> int:
@@ -99,20 +170,9 @@ def _load_config(home: Path):
 
 
 def _build_jobs(engine: Engine, cfg) -> None:
-    stored = engine.store.load_states()
+    stored, last = engine.store.load_states(), engine.store.last_runs()
     for name, spec in cfg.specs.items():
-        engine.jobs[name] = Job(spec, _fresh_state(stored.get(name) or JobState(job=name), engine.loop.wall))
-
-
-def _fresh_state(state: JobState, now: float) -> JobState:
-    """What survives a daemon restart: counters, schedule memory, enable flags, and a
-    crash-loop verdict whose cool-down has not run out."""
-    from dataclasses import replace
-
-    failed = state.status is Status.FAILED and (state.next_due or 0) > now
-    return replace(state, status=Status.FAILED if failed else Status.STOPPED,
-                   why=state.why if failed else "", pid=None, run_id=None,
-                   next_due=state.next_due if failed else None)
+        engine._add_job(spec, stored.get(name), last.get(name))
 
 
 # ---------------------------------------------------------------- adoption
@@ -156,7 +216,8 @@ def _adopt(engine: Engine, job: Job, run, proc) -> None:
         engine._set(job, Status.RUNNING, "left by the previous daemon", pid=run.pid, run_id=run.id)
         engine._stop_runs(job, Outcome.STOPPED, "resume")
         return
-    engine._set(job, Status.RUNNING, "adopted", pid=run.pid, run_id=run.id)
+    engine._set(job, Status.RUNNING, "" if engine.reexecuted else "adopted after a daemon crash",
+                pid=run.pid, run_id=run.id)
     engine._event("job_adopted", job.spec.name, f"pid {run.pid} adopted from the previous daemon")
 
 

@@ -16,19 +16,16 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from . import logs, schedule, supervisor
+from . import logs, schedule, show, supervisor
 from .loop import Loop
-from .spec import AiosError, Event, JobSpec, JobState, JobType, Outcome, Run, Status, Trigger
+from .operations import Operations
+from .spec import Event, JobSpec, JobState, JobType, Outcome, Run, Status, Trigger
 
 RUNNER = str(Path(__file__).with_name("runner.py"))
 WALL_RECHECK = 60.0     # wall-clock deadlines are re-checked at least this often (clock jumps)
 STORE_RETRY = 1.0       # a failed job-state write is retried after this many seconds
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _NOT_ALWAYS_BUSY = (JobType.DAILY, JobType.INTERVAL, JobType.RANDOM_DAILY, JobType.TRIGGER)
-
-
-class OperationError(AiosError):
-    """The operation cannot be done; the message says why."""
 
 
 class Active:
@@ -45,19 +42,18 @@ class Active:
 class Job:
     """The engine's live view of one job."""
 
-    __slots__ = ("spec", "state", "active", "timer", "intent", "held", "owed", "retrying")
+    __slots__ = ("spec", "state", "active", "timer", "intent", "owed", "retrying", "last_run")
 
-    def __init__(self, spec: JobSpec, state: JobState):
-        self.spec, self.state = spec, state
+    def __init__(self, spec: JobSpec, state: JobState, last_run: Run | None = None):
+        self.spec, self.state, self.last_run = spec, state, last_run
         self.active: dict[int, Active] = {}   # by pid
         self.timer = None                     # the job's one pending wake-up
-        self.intent: str | None = None        # after the running processes exit: restart|stop|disable|shutdown
-        self.held = False                     # stopped by request: no automatic start
+        self.intent: str | None = None        # after the running processes exit: restart|stop|disable|shutdown|remove|resume
         self.owed = 0                         # scheduled runs still owed (catch_up = "all")
         self.retrying = 0                     # retries waiting in backoff (trigger slots taken)
 
 
-class Engine:
+class Engine(Operations):
     def __init__(self, home: Path, *, force: bool = False):
         self.home = Path(home)
         self.force = force
@@ -69,11 +65,16 @@ class Engine:
         self.shutting_down = False
         self.stopped = False
         self.watchers: list = []               # callables notified with each Event
+        self.waiters: dict[int, list] = {}     # trigger id -> callables given its result
+        self.reexec_requested = False
+        self.reexecuted = False                # this process was started by a re-exec
+        self.started = 0.0                     # wall clock at start-up
         self.store = None                      # set by daemon.start, as are the following
         self.settings = None
         self.device = ""
         self.lock_fd = None
         self.log_guard = None
+        self.control = None
         self._store_failing = False
         self._unsaved: dict[str, JobState] = {}     # job states waiting to be written
         self._tz = None
@@ -89,6 +90,8 @@ class Engine:
             self._cancel_timer(job)
             if job.active:
                 self._stop_runs(job, Outcome.STOPPED, "shutdown")
+            elif job.state.status not in (Status.DISABLED, Status.INELIGIBLE, Status.FAILED):
+                self._set(job, Status.STOPPED, "daemon stopped", next_due=None)
         self._maybe_finished()
 
     def _maybe_finished(self) -> None:
@@ -98,6 +101,9 @@ class Engine:
     def on_signal(self, signum: int) -> None:
         if signum == signal.SIGCHLD:
             self._reap_all()
+        elif signum == signal.SIGHUP:
+            if not self.shutting_down:
+                self.request_reexec()
         elif self.shutting_down and signum == signal.SIGINT:
             self._kill_everything()
         else:
@@ -115,105 +121,10 @@ class Engine:
         self._log("internal error (the daemon keeps running):\n" + "".join(
             traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
 
-    # ================================================================ operations
-    def job(self, name: str) -> Job:
-        try:
-            return self.jobs[name]
-        except KeyError:
-            known = ", ".join(sorted(self.jobs)) or "none"
-            raise OperationError(f"no job named {name!r} (known: {known})") from None
-
-    def start(self, name: str) -> None:
-        """Start a stopped or failed job (an always job runs; others wait for their time)."""
-        job = self.job(name)
-        self._require_runnable(job)
-        job.held = False
-        if job.state.status in (Status.FAILED, Status.BACKOFF):
-            self._cancel_timer(job)
-            self._set(job, Status.STOPPED, "starting on request", attempts=0)
-        self._consider(job)
-
-    def stop(self, name: str) -> None:
-        """Stop a job's processes; it stays stopped until started (or the daemon restarts)."""
-        job = self.job(name)
-        job.held = True
-        self._cancel_timer(job)
-        if job.active:
-            self._stop_runs(job, Outcome.STOPPED, "stop")
-        else:
-            self._set(job, Status.STOPPED, "stopped on request", next_due=None)
-
-    def restart(self, name: str) -> None:
-        """Stop the job's processes and start it again at once."""
-        job = self.job(name)
-        self._require_runnable(job)
-        job.held = False
-        self._cancel_timer(job)
-        if job.active:
-            self._stop_runs(job, Outcome.STOPPED, "restart")
-        else:
-            self._set(job, job.state.status, job.state.why, attempts=0)
-            self._launch_now(job)
-
-    def enable(self, name: str) -> None:
-        job = self.job(name)
-        self._set(job, job.state.status, job.state.why, enabled=True)
-        if job.state.status is Status.DISABLED:
-            self._set(job, Status.STOPPED, "enabled")
-        self._consider(job)
-
-    def disable(self, name: str) -> None:
-        job = self.job(name)
-        self._set(job, job.state.status, job.state.why, enabled=False)
-        self._cancel_timer(job)
-        if job.active:
-            self._stop_runs(job, Outcome.STOPPED, "disable")
-        else:
-            self._set(job, Status.DISABLED, "disabled", next_due=None)
-
-    def trigger(self, name: str, args=(), kwargs=None) -> int:
-        """Queue a run of `name` with args/kwargs; durable once this returns its id."""
-        job = self.job(name)
-        if job.spec.type is JobType.ALWAYS:
-            raise OperationError(f"job {name!r} is an always job; it cannot be triggered (use restart)")
-        trig = self.store.add_trigger(name, list(args), dict(kwargs or {}), self.loop.wall)
-        self.pending[name] = self.pending.get(name, 0) + 1
-        self._event("trigger_added", name, f"trigger {trig.id} queued")
-        self._consider(job)
-        return trig.id
-
-    def run_now(self, name: str) -> None:
-        """Run a scheduled or idle job once now (never beside a run of its own)."""
-        job = self.job(name)
-        if job.spec.type in (JobType.ALWAYS, JobType.TRIGGER):
-            raise OperationError(f"job {name!r} is a {job.spec.type.value} job; use start or trigger")
-        self._require_runnable(job)
-        if job.active:
-            raise OperationError(f"job {name!r} is already running (pid {next(iter(job.active))})")
-        self._launch(job, due=self.loop.wall)
-
-    def status(self) -> list[dict]:
-        """One plain dict per job, for status displays."""
-        return [self._describe(job) for job in self.jobs.values()]
-
-    def _require_runnable(self, job: Job) -> None:
-        if not self._eligible(job):
-            raise OperationError(f"job {job.spec.name!r} does not run on this device: {job.state.why}")
-        if not self._enabled(job):
-            raise OperationError(f"job {job.spec.name!r} is disabled; enable it first")
-
-    def _describe(self, job: Job) -> dict:
-        state = job.state
-        uptime = None
-        if job.active:
-            uptime = self.loop.mono - min(a.started for a in job.active.values())
-        return {
-            "name": job.spec.name, "type": job.spec.type.value, "status": state.status.value,
-            "why": state.why, "since": state.since, "pid": state.pid,
-            "pids": sorted(job.active), "uptime": uptime, "restarts": state.restarts,
-            "attempts": state.attempts, "next_due": state.next_due, "tags": list(job.spec.tags),
-            "enabled": self._enabled(job), "queued": self.pending.get(job.spec.name, 0),
-        }
+    def _add_job(self, spec: JobSpec, stored: JobState | None, last_run: Run | None = None) -> Job:
+        state = _fresh_state(stored or JobState(job=spec.name), self.loop.wall, keep_held=self.reexecuted)
+        job = self.jobs[spec.name] = Job(spec, state, last_run)
+        return job
 
     # ================================================================ deciding
     def _eligible(self, job: Job) -> bool:
@@ -224,7 +135,7 @@ class Engine:
 
     def _consider(self, job: Job) -> None:
         """Bring the job to what it should be doing now; the one place that starts runs."""
-        if self.shutting_down or job.intent or job.held:
+        if self.shutting_down or job.intent or job.state.held:
             return
         if not self._eligible(job):
             missing = ", ".join(sorted(set(job.spec.tags) - self.settings.tags))
@@ -456,13 +367,17 @@ class Engine:
             decision = schedule.after_run(job.spec, run.attempt, outcome, self.loop.mono, random.random())
         fate = self._trigger_fate(job, outcome, decision) if active.trigger else None
         uptime = self.loop.mono - active.started
+        job.last_run = run
         with self.store.batch():
             self.store.finish_run(run, finish_trigger=fate == "finish")
+            if fate == "finish":
+                for reply in self.waiters.pop(run.trigger_id, []):
+                    reply(self._trigger_result(run.trigger_id, outcome.value, run))
             if fate == "requeue":
                 self.store.requeue_trigger(run.trigger_id)
                 self.pending[job.spec.name] = self.pending.get(job.spec.name, 0) + 1
             self._event("job_exited", job.spec.name, f"pid {run.pid} {describe_exit(run.exit_code, run.signal)}"
-                        f" after {uptime:.3g} s ({outcome.value})")
+                        f" after {show.duration(uptime)} ({outcome.value})")
             if job.intent is not None:
                 if not job.active:
                     self._fulfil_intent(job)
@@ -487,6 +402,9 @@ class Engine:
         elif intent == "resume":  # a leftover that could not be adopted is gone
             self._set(job, Status.STOPPED, "replaced a process left by the previous daemon")
             self._consider(job)
+        elif intent == "remove":
+            self._set(job, Status.STOPPED, "removed from the configuration", pid=None, next_due=None)
+            del self.jobs[job.spec.name]
         elif intent == "disable":
             self._set(job, Status.DISABLED, "disabled", pid=None, next_due=None)
         else:
@@ -497,7 +415,7 @@ class Engine:
         run, spec = active.run, job.spec
         decision = schedule.after_exit(spec, job.state.attempts, uptime, run.exit_code,
                                        self.loop.mono, random.random())
-        exit_text = f"{describe_exit(run.exit_code, run.signal)} after {uptime:.3g} s"
+        exit_text = f"{describe_exit(run.exit_code, run.signal)} after {show.duration(uptime)}"
         if isinstance(decision, schedule.Done):
             self._set(job, Status.STOPPED, f"{exit_text}; {decision.why}", pid=None)
         elif isinstance(decision, schedule.GiveUp):
@@ -549,7 +467,7 @@ class Engine:
 
     def _retry(self, job: Job, run: Run, trig: Trigger | None, attempt: int) -> None:
         job.retrying -= 1
-        if self.shutting_down or job.held or not self._enabled(job):
+        if self.shutting_down or job.state.held or not self._enabled(job):
             if trig is not None:
                 self.store.requeue_trigger(trig.id)
             return
@@ -664,6 +582,15 @@ class Engine:
 
         sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
         sys.stderr.flush()
+
+
+def _fresh_state(state: JobState, now: float, keep_held: bool) -> JobState:
+    """What survives a daemon restart: counters, schedule memory, enable flags, a crash-loop
+    verdict whose cool-down has not run out, and (across a re-exec only) a requested stop."""
+    failed = state.status is Status.FAILED and (state.next_due or 0) > now
+    return replace(state, status=Status.FAILED if failed else Status.STOPPED,
+                   why=state.why if failed else "", pid=None, run_id=None,
+                   next_due=state.next_due if failed else None, held=state.held and keep_held)
 
 
 def describe_exit(code: int | None, sig: int | None) -> str:

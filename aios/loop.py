@@ -66,15 +66,47 @@ class Loop:
             return None
         return max(0.0, self.timers[0].when - time.monotonic())
 
-    # ---- file descriptors
+    # ---- file descriptors: a reader and/or a writer callback per fd
     def add_reader(self, fd, fn, *args) -> None:
-        self.selector.register(fd, selectors.EVENT_READ, (fn, args))
+        self._set_callback(fd, 0, (fn, args))
 
     def remove_reader(self, fd) -> None:
+        self._set_callback(fd, 0, None)
+
+    def add_writer(self, fd, fn, *args) -> None:
+        self._set_callback(fd, 1, (fn, args))
+
+    def remove_writer(self, fd) -> None:
+        self._set_callback(fd, 1, None)
+
+    def _set_callback(self, fd, which: int, callback) -> None:
         try:
-            self.selector.unregister(fd)
+            key = self.selector.get_key(fd)
         except (KeyError, ValueError):
-            pass
+            key = None
+        callbacks = list(key.data) if key else [None, None]
+        callbacks[which] = callback
+        mask = (selectors.EVENT_READ if callbacks[0] else 0) | (selectors.EVENT_WRITE if callbacks[1] else 0)
+        if key is None:
+            if mask:
+                self.selector.register(fd, mask, callbacks)
+        elif mask:
+            self.selector.modify(fd, mask, callbacks)
+        else:
+            self.selector.unregister(fd)
+
+    def _dispatch(self, key, mask: int) -> None:
+        reader, writer = key.data
+        if mask & selectors.EVENT_READ and reader:
+            self._call(*reader)
+        if mask & selectors.EVENT_WRITE and writer and self._still_writer(key.fileobj, writer):
+            self._call(*writer)
+
+    def _still_writer(self, fd, writer) -> bool:
+        try:
+            return self.selector.get_key(fd).data[1] is writer
+        except (KeyError, ValueError):
+            return False
 
     # ---- signals
     def watch_signals(self, signums, fn) -> None:
@@ -114,8 +146,8 @@ class Loop:
         while not until():
             events = self.selector.select(self._timeout())
             self.tick()
-            for key, _ in events:
-                self._call(*key.data)
+            for key, mask in events:
+                self._dispatch(key, mask)
             self._run_due()
 
     def _call(self, fn, args: tuple) -> None:

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from datetime import time as Clock
 from enum import Enum
 
+from .errors import AiosError
+
 __all__ = [
     "AiosError", "SpecError", "JobType", "Status", "Outcome", "JobSpec", "JobState",
     "Run", "Trigger", "Event", "Settings", "parse_job", "parse_duration", "parse_clock",
-    "check_name",
+    "check_name", "plain",
 ]
 
 _RECORD = {"frozen": True}
@@ -27,13 +29,6 @@ if sys.version_info >= (3, 10):
 def record(cls):
     """Frozen plain-data class (slots and keyword-only where Python supports them)."""
     return dataclass(**_RECORD)(cls)
-
-
-class AiosError(Exception):
-    """Something went wrong in AIOS."""
-
-    def __init__(self, message: str = ""):
-        super().__init__(message or (self.__doc__ or "").strip())
 
 
 class SpecError(AiosError):
@@ -144,6 +139,7 @@ class JobState:
     draw_day: str | None = None         # random_daily: ISO day of the stored draw
     draw_at: float | None = None        # random_daily: the drawn moment, epoch seconds
     enabled: bool | None = None         # runtime enable/disable; None follows the spec
+    held: bool = False                  # stopped on request: not started again until asked
 
 
 @record
@@ -174,6 +170,7 @@ class Trigger:
     device: str | None = None
     done: bool = False
     outcome: str | None = None
+    run_id: int | None = None           # the run that completed it
 
 
 @record
@@ -197,6 +194,14 @@ class Settings:
     web_token: str | None = None
     log_max_bytes: int = 10 * 1024 * 1024
     log_keep: int = 3
+
+
+def plain(item) -> dict:
+    """A record as plain JSON-able data (enums as their values), as the protocol sends it."""
+    from dataclasses import fields
+
+    values = {f.name: getattr(item, f.name) for f in fields(item)}
+    return {k: v.value if isinstance(v, Enum) else v for k, v in values.items()}
 
 
 # ---------------------------------------------------------------- parsing

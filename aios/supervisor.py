@@ -301,17 +301,19 @@ def close(proc: Proc) -> None:
 
 
 def adopt(pid: int, ticks: int) -> Proc | None:
-    """Take back a process a dead daemon left running, if pid still is that process.
+    """Take back a process a dead daemon (or this one before a re-exec) left running, if
+    pid still is that process.
 
     The pidfd is opened before start_ticks is compared, so the pidfd cannot refer to a
     process that took the pid over after the check.
     """
     pidfd = _open_pidfd(pid)
     st = _stat(pid)
-    if st is None or st[2] != ticks or st[0] in ("Z", "X"):
+    ours = st is not None and st[1] == os.getpid()   # after a re-exec: exited or not, reap it
+    if st is None or st[2] != ticks or (st[0] in ("Z", "X") and not ours):
         if pidfd is not None:
             os.close(pidfd)
         return None
-    proc = Proc(pid=pid, pidfd=pidfd, start_ticks=ticks, child=st[1] == os.getpid())
+    proc = Proc(pid=pid, pidfd=pidfd, start_ticks=ticks, child=ours)
     _LIVE.add(proc)
     return proc

@@ -240,6 +240,18 @@ def test_finish_run_completes_its_trigger_once(store):
     assert store.pending_counts() == {}
 
 
+def test_get_trigger_and_get_run_show_how_a_trigger_ended(store):
+    added = store.add_trigger("j", ["a", 1], {"k": "v"}, now=T0)
+    assert store.get_trigger(added.id) == replace(added, done=False)
+    claimed = store.claim_trigger("j", T0 + 1)
+    run = store.start_run(run_of("j", T0 + 1, trigger_id=claimed.id))
+    store.finish_run(_ended(run, T0 + 2, Outcome.FAILED), finish_trigger=True)
+    done = store.get_trigger(added.id)
+    assert (done.done, done.outcome, done.run_id, done.claimed) == (True, "failed", run.id, T0 + 1)
+    assert store.get_run(run.id).outcome is Outcome.FAILED
+    assert store.get_trigger(added.id + 100) is None and store.get_run(run.id + 100) is None
+
+
 def test_finish_run_without_finish_trigger_leaves_it_claimed(store):
     store.add_trigger("j", now=T0)
     claimed = store.claim_trigger("j", T0)

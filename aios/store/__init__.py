@@ -79,6 +79,9 @@ class Store:
         """Newest first; optionally of one job, and only those started at or after `since`."""
         raise NotImplementedError
 
+    def get_run(self, run_id: int) -> Run | None:
+        raise NotImplementedError
+
     def last_runs(self) -> dict[str, Run]:
         """The most recent run of each job on this device."""
         raise NotImplementedError
@@ -87,6 +90,10 @@ class Store:
     def add_trigger(self, job: str, args: tuple | list = (), kwargs: dict | None = None,
                     now: float = 0.0) -> Trigger:
         """Enqueue a trigger; it is durable when this returns (the acknowledgement)."""
+        raise NotImplementedError
+
+    def get_trigger(self, trigger_id: int) -> Trigger | None:
+        """The trigger with its state (done, outcome, run_id), or None if there is none."""
         raise NotImplementedError
 
     def pending_counts(self) -> dict[str, int]:

@@ -36,7 +36,7 @@ _SCHEMA_V1 = (
         device TEXT NOT NULL, job TEXT NOT NULL, status TEXT NOT NULL, why TEXT,
         since REAL, pid INTEGER, run_id INTEGER, attempts INTEGER, restarts INTEGER,
         next_due REAL, last_slot REAL, draw_day TEXT, draw_at REAL, enabled INTEGER,
-        PRIMARY KEY (device, job))""",
+        held INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (device, job))""",
     """CREATE TABLE IF NOT EXISTS runs (
         id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL, device TEXT,
         attempt INTEGER, trigger_id INTEGER, due REAL, pid INTEGER, pid_start INTEGER,
@@ -110,6 +110,8 @@ _LAST_RUNS = f"""{_SELECT_RUNS} WHERE id IN (
 _ADD_TRIGGER = "INSERT INTO triggers (job, args, kwargs, created) VALUES (?, ?, ?, ?)"
 _PENDING = ("SELECT job, COUNT(*) FROM triggers WHERE done = 0 AND claimed IS NULL "
             "GROUP BY job")
+_GET_TRIGGER = ("SELECT id, job, args, kwargs, created, claimed, device, done, outcome, run_id "
+                "FROM triggers WHERE id = ?")
 _OLDEST = ("SELECT id, args, kwargs, created FROM triggers "
            "WHERE job = ? AND done = 0 AND claimed IS NULL ORDER BY id LIMIT 1")
 _CLAIM = "UPDATE triggers SET claimed = ?, device = ? WHERE id = ?"
@@ -266,6 +268,10 @@ class SqliteStore(Store):
                                 ("job = ?", job), ("started >= ?", since))
         return [_run(row) for row in self._read("loading recent runs", sql, params)]
 
+    def get_run(self, run_id: int) -> Run | None:
+        rows = self._read(f"loading run {run_id}", f"{_SELECT_RUNS} WHERE id = ?", (run_id,))
+        return _run(rows[0]) if rows else None
+
     def last_runs(self) -> dict[str, Run]:
         rows = self._read("loading the last runs", _LAST_RUNS, {"device": self.device})
         return {run.job: run for run in map(_run, rows)}
@@ -278,6 +284,15 @@ class SqliteStore(Store):
         with self._transaction(f"adding a trigger of {job!r}") as db:
             trigger_id = db.execute(_ADD_TRIGGER, values).lastrowid
         return Trigger(job=job, id=trigger_id, args=args, kwargs=kwargs, created=now)
+
+    def get_trigger(self, trigger_id: int) -> Trigger | None:
+        rows = self._read(f"loading trigger {trigger_id}", _GET_TRIGGER, (trigger_id,))
+        if not rows:
+            return None
+        tid, job, args, kwargs, created, claimed, device, done, outcome, run_id = rows[0]
+        return Trigger(job=job, id=tid, args=_parse_args(args), kwargs=_parse_kwargs(kwargs) or {},
+                       created=_parse_created(created), claimed=claimed, device=device,
+                       done=bool(done), outcome=outcome, run_id=run_id)
 
     def pending_counts(self) -> dict[str, int]:
         return dict(self._read("counting pending triggers", _PENDING))
@@ -373,6 +388,7 @@ def _state(row: tuple) -> JobState:
     values = dict(zip(_STATE_FIELDS, row))
     values["status"] = Status(values["status"])
     values["enabled"] = None if values["enabled"] is None else bool(values["enabled"])
+    values["held"] = bool(values["held"])
     return JobState(**values)
 
 

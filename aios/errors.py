@@ -1,0 +1,9 @@
+"""AiosError, the one base of every error AIOS reports. Imports nothing (the CLI loads it
+on its fast path)."""
+
+
+class AiosError(Exception):
+    """Something went wrong in AIOS."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(message or (self.__doc__ or "").strip())

@@ -1,0 +1,204 @@
+"""The systems under test: process managers (AIOS today; supervisord, circus and pm2
+later) and the interpreter floors they are compared with.
+
+A process manager is a `System`: it writes its own configuration for a list of `Job`s
+into a fresh work folder (`prepare`), starts its daemon as a user would (`launch`), says
+when that daemon reports ready (`is_ready`), names the processes it manages
+(`managed_pids`) and stops as a user would stop it (`stop`). Everything else (timing,
+polling, memory, CPU) is done by the scenarios from the kernel's view, the same way
+for every system. A peer implements `argv`, `write_config` and `is_ready`, and overrides
+`managed_pids` if its managed processes are not direct children of its daemon.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
+
+from .. import measure
+
+SLEEP = ("sleep", "100000")
+STOP_GRACE = 10.0                  # cleanup: seconds to wait after SIGTERM before SIGKILL
+
+
+class Job(NamedTuple):
+    """One managed program: kept running, or (with `every`) started every so many seconds."""
+
+    name: str
+    argv: Tuple[str, ...] = SLEEP
+    every: Optional[float] = None
+
+
+def sleepers(n: int) -> List[Job]:
+    """n always jobs, each running `sleep 100000` (it honours SIGTERM)."""
+    return [Job(f"sleep{i:03d}") for i in range(n)]
+
+
+class System:
+    """A process manager under test. Subclasses set the class attributes and implement
+    `argv`, `write_config` and `is_ready`."""
+
+    name = "?"
+    kind = "manager"
+    interpreter = "python"                   # the floor its start-up and memory are compared with
+    features: FrozenSet[str] = frozenset({"always"})   # what scenarios it can take part in
+
+    def __init__(self, env: Dict[str, str], scratch: Path):
+        self.env, self.scratch = env, scratch
+        self.proc: Optional[subprocess.Popen] = None
+        self.workdir: Optional[Path] = None
+        self.children: Optional[measure.Children] = None
+        self._execd: Dict[int, bool] = {}
+        self._seen: set = set()              # identities of every managed process seen
+        self._daemon_cmdline: Optional[bytes] = None
+        self._log_fd: Optional[int] = None
+        self._log = b""
+
+    # ---- to implement
+    def argv(self) -> List[str]:
+        raise NotImplementedError
+
+    def write_config(self, jobs: Optional[Sequence[Job]]) -> None:
+        """Write the configuration for `jobs` into self.workdir; None: the system's own
+        default configuration (only with the "default_config" feature)."""
+        raise NotImplementedError
+
+    def is_ready(self) -> bool:
+        raise NotImplementedError
+
+    def process_env(self) -> Dict[str, str]:
+        return dict(self.env)
+
+    def describe(self) -> str:
+        return self.name
+
+    def unavailable(self) -> Optional[str]:
+        """Why this system cannot be measured here (e.g. not installed), or None."""
+        return None
+
+    def self_reported_ready_ms(self) -> Optional[float]:
+        return None
+
+    # ---- life cycle
+    def prepare(self, jobs: Optional[Sequence[Job]]) -> None:
+        """A fresh work folder with the configuration; not part of any timing."""
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=self.scratch))
+        self.write_config(jobs)
+        self.children = measure.Children()
+
+    def launch(self) -> None:
+        """Start the daemon as a user would; its stdout and stderr go to a file."""
+        log_path = self.workdir / "daemon.out"
+        out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            self.proc = subprocess.Popen(self.argv(), env=self.process_env(), cwd=str(self.workdir),
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        finally:
+            os.close(out)
+        self._log_fd = os.open(log_path, os.O_RDONLY | os.O_CLOEXEC)
+        self._daemon_cmdline = measure.cmdline(self.proc.pid)   # Popen returns once it has exec'd
+
+    @property
+    def daemon_pid(self) -> int:
+        return self.proc.pid
+
+    def managed_pids(self) -> List[int]:
+        """Managed processes now running their own program: children of the daemon that
+        have exec'd (a forked child that has not exec'd yet still shows the daemon's
+        command line)."""
+        running = [pid for pid in self.children.of(self.daemon_pid) if self._has_execd(pid)]
+        self._execd = {pid: True for pid in running}
+        return running
+
+    def _has_execd(self, pid: int) -> bool:
+        if self._execd.get(pid):
+            return True
+        line = measure.cmdline(pid)
+        if not line or line == self._daemon_cmdline:
+            return False
+        ident = measure.identity(pid)
+        if ident is not None:
+            self._seen.add(ident)
+        return True
+
+    def stop(self) -> None:
+        """Ask the daemon to stop everything, as a user would."""
+        self.proc.send_signal(signal.SIGTERM)
+
+    def exited(self) -> bool:
+        """The daemon has exited (and is reaped, so its pid is gone)."""
+        return self.proc is not None and self.proc.poll() is not None
+
+    def died(self) -> Optional[str]:
+        """Why the daemon is no longer running, if it is not (for aborting waits)."""
+        if not self.exited():
+            return None
+        return f"{self.name} daemon exited with status {self.proc.returncode}: {self.log_tail()}"
+
+    def leftovers(self) -> List[measure.Ident]:
+        """Managed processes seen during this launch that are still running."""
+        return [ident for ident in self._seen if measure.alive(ident)]
+
+    # ---- the daemon's output
+    def log_text(self) -> bytes:
+        """Everything the daemon wrote to stdout/stderr so far (read incrementally)."""
+        if self._log_fd is not None:
+            while True:
+                chunk = os.read(self._log_fd, 65536)
+                if not chunk:
+                    break
+                self._log += chunk
+        return self._log
+
+    def log_tail(self, lines: int = 3) -> str:
+        tail = self.log_text().decode(errors="replace").strip().splitlines()[-lines:]
+        return " | ".join(tail) or "(no output)"
+
+    # ---- cleanup
+    def cleanup(self) -> None:
+        """Stop the daemon (SIGTERM, then SIGKILL), kill every managed process left,
+        remove the work folder. Safe to call in any state."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.managed_pids()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for ident in self.leftovers():
+            _kill_group(ident)
+        if self._log_fd is not None:
+            os.close(self._log_fd)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self.proc, self.workdir, self.children, self._log_fd, self._log = None, None, None, None, b""
+        self._execd, self._seen, self._daemon_cmdline = {}, set(), None
+
+
+def _kill_group(ident: measure.Ident) -> None:
+    for kill, target in ((os.killpg, ident.pid), (os.kill, ident.pid)):
+        try:
+            if measure.alive(ident):
+                kill(target, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def process_env(pycache: Optional[Path]) -> Tuple[Dict[str, str], str]:
+    """The environment of every measured Python process, and a sentence saying what it
+    means for bytecode. With `pycache`, .pyc files are written to and read from that
+    private folder (PYTHONPYCACHEPREFIX), as a normal install would use its __pycache__,
+    without writing into the repository; without it the caller's environment is kept."""
+    env = dict(os.environ)
+    inherited = "PYTHONDONTWRITEBYTECODE=1 set" if env.get("PYTHONDONTWRITEBYTECODE") else "bytecode writes allowed"
+    if pycache is None:
+        return env, f"inherited environment ({inherited})"
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env, (f".pyc files cached in a private PYTHONPYCACHEPREFIX, filled by an untimed warm-up run "
+                 f"(caller's environment: {inherited}; PYTHONDONTWRITEBYTECODE removed for measured processes)")
