@@ -160,12 +160,29 @@ def cmd_reexec(args, home: str) -> int:
     began = time.perf_counter()
     before = control.call(home, "ping")
     control.call(home, "reexec")
-    after = control.call(home, "ping")
-    while after["started"] == before["started"]:  # answered by the old image, just in time
-        after = control.call(home, "ping")
+    after = _new_image(home, before["started"], began + 30.0)
+    if after is None:
+        tail = _log_tail(os.path.join(home, "orchestrator.log"), 5)
+        return _fail(f"the daemon did not come back within 30 s; its jobs keep running and `aios up -d` "
+                     f"adopts them. orchestrator.log says:\n{tail}")
     _out(f"aios: daemon pid {after['pid']} re-executed in {(time.perf_counter() - began) * 1000:.1f} ms; "
          f"{after['jobs']} jobs kept running")
     return EXIT_OK
+
+
+def _new_image(home: str, started: float, deadline: float) -> dict | None:
+    """Ping until a daemon started after `started` answers (the re-executed one)."""
+    import time
+
+    while time.perf_counter() < deadline:
+        try:
+            about = control.call(home, "ping")
+        except control.DaemonNotRunning:  # caught in the exec itself, or the new code failed
+            time.sleep(0.01)
+            continue
+        if about["started"] != started:
+            return about
+    return None
 
 
 # ================================================================ reading

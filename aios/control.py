@@ -174,8 +174,12 @@ class ControlServer:
                 continue
             Connection(self, conn)
 
-    def close(self) -> None:
+    def pause(self) -> None:
+        """Stop accepting; connections queue in the listen backlog."""
         self.engine.loop.remove_reader(self.sock.fileno())
+
+    def close(self) -> None:
+        self.pause()
         self.sock.close()
 
 
@@ -349,9 +353,12 @@ class Client:
     def receive(self) -> dict:
         """The next line from the daemon, decoded; DaemonNotRunning if it hung up."""
         while b"\n" not in self.buffer:
-            data = self.sock.recv(_CHUNK)
+            try:
+                data = self.sock.recv(_CHUNK)
+            except ConnectionResetError:
+                data = b""
             if not data:
-                raise DaemonNotRunning("the daemon closed the connection (it is stopping or stopped)")
+                raise DaemonNotRunning("the daemon closed the connection (it is stopping, stopped or re-executing)")
             self.buffer += data
         line, self.buffer = self.buffer.split(b"\n", 1)
         return json.loads(line)

@@ -151,6 +151,8 @@ class Operations:
         if self.shutting_down:
             raise OperationError("the daemon is shutting down")
         self.reexec_requested = self.stopped = True
+        if self.control is not None:
+            self.control.pause()  # new connections wait in the backlog for the new image
         return {"pid": os.getpid()}
 
     def apply(self, text: str | None = None) -> dict:
