@@ -16,12 +16,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from . import logs, schedule, show, supervisor
+from . import launch, logs, schedule, show, supervisor
 from .loop import Loop
 from .operations import Operations
 from .spec import Event, JobSpec, JobState, JobType, Outcome, Run, Status, Trigger
 
-RUNNER = str(Path(__file__).with_name("runner.py"))
 WALL_RECHECK = 60.0     # wall-clock deadlines are re-checked at least this often (clock jumps)
 STORE_RETRY = 1.0       # a failed job-state write is retried after this many seconds
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -246,12 +245,14 @@ class Engine(Operations):
         return f"attempt {run.attempt}" if run.attempt > 1 else ""
 
     def _spawn(self, job: Job, run: Run, trigger: Trigger | None):
-        argv = self._argv(job.spec, trigger)
-        log_path = str(self.log_path(job.spec.name))
+        spec = job.spec
+        log_path = str(self.log_path(spec.name))
         logs.rotate_if_needed(log_path, self.settings.log_max_bytes, self.settings.log_keep)
         fd = logs.open_log(log_path)
         try:
-            proc = supervisor.spawn(argv, self._env(job.spec, run), self._cwd(job.spec), fd)
+            proc = supervisor.spawn(launch.argv(spec, trigger, self.home),
+                                    launch.environment(spec, run.id, os.environ, self.home, self.settings),
+                                    launch.working_dir(spec, self.home), fd)
         finally:
             os.close(fd)
         if self.log_guard is not None:
@@ -260,31 +261,6 @@ class Engine(Operations):
 
     def log_path(self, name: str) -> Path:
         return self.home / "logs" / f"{name}.log"
-
-    def _argv(self, spec: JobSpec, trigger: Trigger | None) -> list[str]:
-        args = list(spec.args) + list(trigger.args if trigger else ())
-        if spec.program:
-            import json
-
-            kwargs = {**spec.kwargs, **(trigger.kwargs if trigger else {})}
-            payload = json.dumps({"args": args, "kwargs": kwargs}, separators=(",", ":"))
-            return [sys.executable, RUNNER, str(self.home / "Programs"), spec.program, payload]
-        if spec.shell:  # trigger args become "$1", "$2", ...: never pasted into the string
-            return ["/bin/sh", "-c", spec.command[0], spec.name] + [str(a) for a in args]
-        return list(spec.command) + [str(a) for a in args]
-
-    def _env(self, spec: JobSpec, run: Run) -> dict:
-        env = dict(os.environ)
-        env.update(spec.env)
-        env.update(AIOS_JOB=spec.name, AIOS_RUN_ID=str(run.id), AIOS_DEVICE_ID=self.device,
-                   AIOS_HOME=str(self.home), AIOS_WEB_HOST=self.settings.web_host,
-                   AIOS_WEB_PORT=str(self.settings.web_port))
-        if spec.program:
-            env.setdefault("PYTHONUNBUFFERED", "1")
-        return env
-
-    def _cwd(self, spec: JobSpec) -> str:
-        return str(self.home / spec.cwd) if spec.cwd else str(self.home)
 
     def _spawn_failed(self, job: Job, run: Run, trigger: Trigger | None, exc: OSError) -> None:
         self._event("spawn_failed", job.spec.name, f"could not start: {exc}")

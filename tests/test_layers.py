@@ -13,11 +13,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "aios"
 # engine's own parts (its event loop, its wiring to the world, the operations it offers,
 # inotify); home is config's light part (where AIOS_HOME is); store/* counts as "store".
 ENGINE_PARTS = {"spec", "schedule", "config", "store", "supervisor", "control", "logs", "loop",
-                "fswatch", "home", "show"}
+                "fswatch", "home", "show", "launch"}
 ALLOWED = {
     "spec": set(), "logs": set(), "runner": set(), "supervisor": set(), "loop": set(), "fswatch": set(),
     "schedule": {"spec"}, "config": {"spec", "home"}, "store": {"spec"}, "control": {"spec"},
-    "home": set(), "show": set(),
+    "home": set(), "show": set(), "launch": {"spec"},
     "engine": ENGINE_PARTS | {"operations"},
     "operations": ENGINE_PARTS,
     "daemon": ENGINE_PARTS | {"engine", "operations"},
