@@ -30,12 +30,10 @@ def command(*names: str):
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command in ("start", "stop", "restart") and bool(args.jobs) == bool(args.all):
-        parser.error(f"{args.command}: name one or more jobs, or give --all")
+    args = _parse(parser, argv)
     home = os.path.abspath(args.home) if args.home else find_home()
     try:
-        return _COMMANDS[args.command](args, home) or EXIT_OK
+        return _COMMANDS[args.cmd](args, home) or EXIT_OK
     except control.DaemonNotRunning as exc:
         return _fail(str(exc), EXIT_NOT_RUNNING)
     except AiosError as exc:
@@ -45,6 +43,24 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `aios logs x | head`
         sys.stderr.close()
         return EXIT_OK
+
+
+def _parse(parser, argv):
+    """parse_args, except that the arguments of `trigger` and the command of `add` may
+    also follow options (`aios trigger job --wait a b`, `aios add x --type ... -- cmd`)."""
+    args, extra = parser.parse_known_args(argv)
+    trailing = {"trigger": "args", "add": "command"}.get(args.cmd)
+    if extra and trailing:
+        if extra[0] == "--":
+            extra = extra[1:]
+        elif any(e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)} (put -- before arguments that start with -)")
+        getattr(args, trailing).extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.cmd in ("start", "stop", "restart") and bool(args.jobs) == bool(args.all):
+        parser.error(f"{args.cmd}: name one or more jobs, or give --all")
+    return args
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> int:
@@ -349,7 +365,7 @@ def cmd_logs(args, home: str) -> int:
     if args.follow:
         sys.stdout.flush()
         for line in logs.follow(path):
-            sys.stdout.write(line)
+            sys.stdout.write(line + "\n")  # follow() yields lines without their newline
             sys.stdout.flush()
     return EXIT_OK
 
@@ -453,11 +469,16 @@ def _key_value(text: str, flag: str) -> tuple[str, str]:
 @command("apply")
 def cmd_apply(args, home: str) -> int:
     """Reload aios.toml (or load FILE in its place) without stopping the daemon."""
-    text = None
-    if args.file:
-        with open(args.file, encoding="utf-8") as f:
-            text = f.read()
-    return _print_diff(control.call(home, "apply", **({"text": text} if text is not None else {})))
+    if not args.file:
+        return _print_diff(control.call(home, "apply"))
+    with open(args.file, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        return _print_diff(control.call(home, "apply", text=text))
+    except control.DaemonNotRunning:
+        raise
+    except AiosError as exc:
+        raise AiosError(f"{args.file} (applied as aios.toml): {exc}") from None
 
 
 def _print_diff(diff: dict) -> int:
@@ -580,7 +601,7 @@ def _parser():
         epilog="Exit codes: 0 ok, 1 the operation failed, 2 usage, 3 no daemon is running.")
     parser.add_argument("--home", help="the AIOS home (default: $AIOS_HOME, else the nearest "
                         "folder upward with aios.toml, else ~/.aios)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     add = _adder(sub)
     _lifecycle_commands(add)
     _reading_commands(add)

@@ -77,6 +77,9 @@ class Operations:
         job = self.job(name)
         if job.spec.type is JobType.ALWAYS:
             raise OperationError(f"job {name!r} is an always job; it cannot be triggered (use restart)")
+        if kwargs and not job.spec.program:
+            raise OperationError(f"job {name!r} runs a command, which takes positional arguments only; "
+                                 "keyword arguments are for program jobs")
         _check_argument_size(name, args, kwargs)
         trig = self.store.add_trigger(name, list(args), dict(kwargs or {}), self.loop.wall)
         self.pending[name] = self.pending.get(name, 0) + 1
@@ -88,7 +91,9 @@ class Operations:
         """Run a scheduled or idle job once now (never beside a run of its own)."""
         job = self.job(name)
         if job.spec.type in (JobType.ALWAYS, JobType.TRIGGER):
-            raise OperationError(f"job {name!r} is a {job.spec.type.value} job; use start or trigger")
+            kind = "an always job; use start or restart" if job.spec.type is JobType.ALWAYS else \
+                "a trigger job; use trigger"
+            raise OperationError(f"job {name!r} is {kind}")
         self._require_runnable(job)
         if job.active:
             raise OperationError(f"job {name!r} is already running (pid {next(iter(job.active))})")

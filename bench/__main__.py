@@ -13,16 +13,15 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import List
 
 from . import ROOT, report, scenarios
-from .systems import floor, process_env
+from .systems import floor, process_env, sleepers
 from .systems.aios import Aios
 
 MIN_FULL_ROUNDS = 5
 
 
-def parse(argv: List[str]) -> argparse.Namespace:
+def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__.split("\n\n")[1])
     parser.add_argument("--quick", action="store_true",
                         help="1 round, small counts, short windows (the test suite runs this)")
@@ -41,7 +40,7 @@ def settings_of(args) -> scenarios.Settings:
     return base._replace(rounds=args.rounds) if args.rounds else base
 
 
-def select(plan: List[scenarios.Scenario], only) -> List[scenarios.Scenario]:
+def select(plan: list[scenarios.Scenario], only) -> list[scenarios.Scenario]:
     if not only:
         return plan
     known = {s.key for s in plan} | {s.family for s in plan}
@@ -51,7 +50,7 @@ def select(plan: List[scenarios.Scenario], only) -> List[scenarios.Scenario]:
     return [s for s in plan if s.family == "floor" or s.key in only or s.family in only]
 
 
-def main(argv: List[str]) -> int:
+def main(argv: list[str]) -> int:
     args = parse(argv)
     settings = settings_of(args)
     chosen = select(scenarios.plan(settings), args.only)
@@ -64,6 +63,7 @@ def main(argv: List[str]) -> int:
                 "floor_of": {s.name: s.interpreter for s in systems if s.kind == "manager"},
                 "scenarios": [_describe(s) for s in chosen],
                 "results": run_rounds(settings, chosen, systems)}
+        data["meta"]["machine"]["loadavg_at_end"] = report.loadavg()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return finish(data, args, settings)
@@ -82,7 +82,7 @@ def finish(data: dict, args, settings) -> int:
         _say(f"raw results: {path}; BENCHMARKS.md not written (only a full run of at least "
              f"{MIN_FULL_ROUNDS} rounds writes it)")
     else:
-        (ROOT / "BENCHMARKS.md").write_text(text)
+        (ROOT / "BENCHMARKS.md").write_text(text + "\n")
         _say(f"raw results: {path}; table written to {ROOT / 'BENCHMARKS.md'}")
     failed = any(e["failures"] for r in data["results"].values() for e in r.values())
     return 1 if failed else 0
@@ -108,10 +108,12 @@ def warm_up(systems, settings: scenarios.Settings) -> None:
             continue
         try:
             if system.kind == "manager":
-                scenarios.cold_start(system, scenarios.sleepers(1), 1, settings)
+                scenarios.cold_start(system, sleepers(1), 1, settings)
+                if "default_config" in system.features:
+                    scenarios.cold_start(system, None, 1, settings)
             else:
                 scenarios.floor(system)
-        except Exception as exc:  # reported again, with its round, by the scenarios themselves
+        except Exception as exc:  # noqa: BLE001 -- reported again, with its round, by the scenarios
             _say(f"warm-up of {system.name} failed: {exc}")
 
 
@@ -122,13 +124,13 @@ def run_one(bucket: dict, scenario, system, number: int, rounds: int) -> None:
         if reason:
             raise RuntimeError(f"unavailable: {reason}")
         got = scenario.run(system)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- any failure is a result: reported, never dropped
         entry["failures"].append({"round": number, "error": f"{type(exc).__name__}: {exc}"})
         _say(f"[{number}/{rounds}] {scenario.key} {system.name}: FAILED {exc}")
         return
     for key, values in got.items():
         entry["samples"].setdefault(key, []).extend(values)
-    shown = ", ".join(f"{k}={report.fmt(v[0])}" for k, v in got.items() if len(v) == 1)
+    shown = ", ".join(f"{k}={'/'.join(report.fmt(x) for x in v)}" for k, v in got.items() if len(v) <= 5)
     _say(f"[{number}/{rounds}] {scenario.key} {system.name}: {shown}")
 
 

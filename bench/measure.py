@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Callable, Dict, List, NamedTuple, Optional
+from typing import Callable, NamedTuple
 
 POLL = 0.001                      # the polling period: 1 ms
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -43,7 +43,7 @@ def ms_since(t0: float) -> float:
 
 # ---------------------------------------------------------------- /proc readers
 
-def _read(path: str, size: int = 65536) -> Optional[bytes]:
+def _read(path: str, size: int = 65536) -> bytes | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -56,7 +56,7 @@ def _read(path: str, size: int = 65536) -> Optional[bytes]:
         os.close(fd)
 
 
-def stat(pid: int) -> Optional[Stat]:
+def stat(pid: int) -> Stat | None:
     """Fields of /proc/PID/stat, or None if the process is gone (reaped)."""
     data = _read(f"/proc/{pid}/stat", 4096)
     if not data:
@@ -66,7 +66,7 @@ def stat(pid: int) -> Optional[Stat]:
     return Stat(fields[0].decode(), int(fields[1]), int(fields[11]), int(fields[12]), int(fields[19]))
 
 
-def identity(pid: int) -> Optional[Ident]:
+def identity(pid: int) -> Ident | None:
     st = stat(pid)
     return None if st is None else Ident(pid, st.ticks)
 
@@ -77,7 +77,7 @@ def alive(ident: Ident) -> bool:
     return st is not None and st.ticks == ident.ticks and st.state not in ("Z", "X")
 
 
-def cmdline(pid: int) -> Optional[bytes]:
+def cmdline(pid: int) -> bytes | None:
     return _read(f"/proc/{pid}/cmdline")
 
 
@@ -90,7 +90,7 @@ def age(pid: int) -> float:
     return uptime - st.ticks / CLK_TCK
 
 
-def memory_mib(pid: int) -> Dict[str, float]:
+def memory_mib(pid: int) -> dict[str, float]:
     """VmRSS and VmHWM of /proc/PID/status, in MiB."""
     text = (_read(f"/proc/{pid}/status") or b"").decode()
     found = {}
@@ -122,22 +122,22 @@ class Children:
 
     def __init__(self):
         self.from_task = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
-        self.ppids: Dict[int, int] = {}
+        self.ppids: dict[int, int] = {}
         if not self.from_task:
             self._refresh()
 
-    def of(self, pid: int) -> List[int]:
+    def of(self, pid: int) -> list[int]:
         if self.from_task:
             return self._from_task(pid)
         self._refresh()
         return [child for child, ppid in self.ppids.items() if ppid == pid]
 
-    def _from_task(self, pid: int) -> List[int]:
+    def _from_task(self, pid: int) -> list[int]:
         try:
             tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
             return []
-        found: List[int] = []
+        found: list[int] = []
         for tid in tids:
             found.extend(int(c) for c in (_read(f"/proc/{pid}/task/{tid}/children") or b"").split())
         return found
@@ -154,16 +154,16 @@ class Children:
 
 # ---------------------------------------------------------------- waiting and timing
 
-def watch(conditions: Dict[str, Callable[[], bool]], t0: float, timeout: float,
-          abort: Callable[[], Optional[str]] = lambda: None) -> Dict[str, float]:
+def watch(conditions: dict[str, Callable[[], bool]], t0: float, timeout: float,
+          abort: Callable[[], str | None] = lambda: None) -> dict[str, float]:
     """Poll every condition each millisecond until all have held once; return, for each,
     the ms from t0 until it was first seen true. `abort` returning a reason stops the
     wait with a MeasureError (e.g. the daemon died)."""
-    marks: Dict[str, float] = {}
+    marks: dict[str, float] = {}
     while True:
-        for name, condition in conditions.items():
-            if name not in marks and condition():
-                marks[name] = ms_since(t0)
+        seen = [name for name, condition in conditions.items() if name not in marks and condition()]
+        stamp = ms_since(t0)          # one stamp per poll, taken after looking: never early
+        marks.update((name, stamp) for name in seen)
         if len(marks) == len(conditions):
             return marks
         _check_wait(conditions, marks, t0, timeout, abort)
@@ -180,25 +180,25 @@ def _check_wait(conditions, marks, t0: float, timeout: float, abort) -> None:
 
 
 def wait_for(condition: Callable[[], bool], t0: float, timeout: float, what: str,
-             abort: Callable[[], Optional[str]] = lambda: None) -> float:
+             abort: Callable[[], str | None] = lambda: None) -> float:
     """ms from t0 until `condition` was first seen true (1 ms polling)."""
     return watch({what: condition}, t0, timeout, abort)[what]
 
 
 # ---------------------------------------------------------------- statistics
 
-def median(values: List[float]) -> float:
+def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def percentile(values: List[float], p: float) -> float:
+def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile (p in 0..100): a value that was actually observed."""
     ordered = sorted(values)
     rank = max(1, math.ceil(p / 100 * len(ordered)))
     return ordered[rank - 1]
 
 
-def spread(values: List[float]) -> Dict[str, float]:
+def spread(values: list[float]) -> dict[str, float]:
     return {"median": median(values), "min": min(values), "max": max(values), "n": len(values)}

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
 
 from . import ROOT, measure
 from .scenarios import MIN_AGE
@@ -30,17 +29,36 @@ def meta(command: str, settings, bytecode: str, systems) -> dict:
         "python": {"version": platform.python_version(), "implementation": platform.python_implementation(),
                    "executable": sys.executable,
                    "site": "imported by every measured Python process (no -S), as `python3 "
-                           "simple_orchestrator.py` does; the floor is also shown with -S"},
+                           "simple_orchestrator.py` does; the floor is also shown with -S",
+                   "pth_imports": pth_imports()},
         "bytecode": bytecode,
         "aios": git_state(),
         "systems": {system.name: system.describe() for system in systems},
     }
 
 
+def pth_imports() -> list[str]:
+    """.pth files that run code whenever `site` is imported: they add to the floor and
+    to every Python daemon's start-up, and differ from machine to machine."""
+    import site
+
+    folders = site.getsitepackages() + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])
+    found = []
+    for folder in map(Path, folders):
+        for pth in sorted(folder.glob("*.pth")) if folder.is_dir() else ():
+            if any(line.startswith(("import ", "import\t")) for line in pth.read_text(errors="replace").splitlines()):
+                found.append(str(pth))
+    return found
+
+
 def machine() -> dict:
     return {"nproc": len(os.sched_getaffinity(0)), "cpu_model": _cpu_model(),
             "kernel": f"{platform.system()} {platform.release()}",
-            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
+            "loadavg_at_start": loadavg()}
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def _cpu_model() -> str:
@@ -63,7 +81,7 @@ def git_state() -> dict:
 
 def _git(*args: str) -> str:
     try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -83,26 +101,29 @@ def markdown(data: dict) -> str:
     return "\n".join(_header(data["meta"]) + [""] + table(data) + [""] + _failures(data) + _notes(data["meta"]))
 
 
-def _header(m: dict) -> List[str]:
+def _header(m: dict) -> list[str]:
     mach, py, git = m["machine"], m["python"], m["aios"]
     dirty = f"; uncommitted changes in {', '.join(git['uncommitted'])}" if git["uncommitted"] else ""
     systems = "; ".join(f"{name} = `{text}`" for name, text in m["systems"].items())
+    pth = ", ".join(f"`{Path(p).name}`" for p in py["pth_imports"]) or "none"
+    rounds = m["settings"]["rounds"]
     return [
         "# Benchmarks", "",
-        f"- Command: `{m['command']}` ({m['settings']['rounds']} round(s); within a round each scenario runs "
-        "once per system, systems alternating A B A B)",
+        (f"- Command: `{m['command']}` ({rounds} round(s); within a round each scenario runs once per "
+         "system, systems alternating A B A B)"),
         f"- Date: {m['date']}",
-        f"- Machine: {mach['nproc']} CPU(s) (nproc), {mach['cpu_model']}, {mach['kernel']}, "
-        f"load average {' '.join(map(str, mach['loadavg_at_start']))} at start",
-        f"- Python: {py['implementation']} {py['version']} at `{py['executable']}` (sys.executable, not a "
-        f"PATH shim); `site` {py['site']}",
+        (f"- Machine: {mach['nproc']} CPU(s) (nproc), {mach['cpu_model']}, {mach['kernel']}, "
+         f"load average {' '.join(map(str, mach['loadavg_at_start']))} at start, "
+         f"{' '.join(map(str, mach.get('loadavg_at_end', [])))} at end"),
+        (f"- Python: {py['implementation']} {py['version']} at `{py['executable']}` (sys.executable, not a "
+         f"PATH shim); `site` {py['site']}; .pth files that run code at start-up: {pth}"),
         f"- Bytecode: {m['bytecode']}",
         f"- AIOS: commit {git['commit']}{dirty}",
         f"- Systems: {systems}",
     ]
 
 
-def table(data: dict) -> List[str]:
+def table(data: dict) -> list[str]:
     peers = _has_peers(data)
     head = "| Scenario: measure | System | Median | Min–max | n | × floor |" + (" AIOS / best peer |" if peers else "")
     lines = [head, "|" + "---|" * (7 if peers else 6)]
@@ -118,7 +139,7 @@ def _line(data, scenario, row, system, entry, peers: bool) -> str:
     failed = len(entry["failures"])
     label = f"{scenario['title']}: {row['label']}"
     if not samples:
-        what = f"failed: {entry['failures'][0]['error']}" if failed else "n/a"
+        what = f"failed: {_short(entry['failures'][0]['error'])}" if failed else "n/a"
         cells = [label, system, what, "", f"0 of {failed}" if failed else "", ""]
     else:
         s = measure.spread(samples)
@@ -130,23 +151,28 @@ def _line(data, scenario, row, system, entry, peers: bool) -> str:
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
+def _short(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def fmt(value: float) -> str:
     if abs(value) >= 100:
         return f"{value:.0f}"
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
 
 
-def _ratio(value: float, base: Optional[float]) -> str:
+def _ratio(value: float, base: float | None) -> str:
     return f"{value / base:.2f}×" if base else ""
 
 
-def _median_of(data, scenario_key: str, system: str, row_key: str) -> Optional[float]:
+def _median_of(data, scenario_key: str, system: str, row_key: str) -> float | None:
     entry = data["results"].get(scenario_key, {}).get(system)
     samples = entry and entry["samples"].get(row_key)
     return measure.median(samples) if samples else None
 
 
-def _floor_median(data, row: dict, system: str) -> Optional[float]:
+def _floor_median(data, row: dict, system: str) -> float | None:
     interpreter = data["floor_of"].get(system)
     if not row["floor"] or not interpreter:
         return None
@@ -154,7 +180,7 @@ def _floor_median(data, row: dict, system: str) -> Optional[float]:
 
 
 def _has_peers(data) -> bool:
-    managers = set(data["floor_of"])
+    managers = set(data["floor_of"])     # every process manager has a floor
     return any(len(managers & set(results)) > 1 for results in data["results"].values())
 
 
@@ -165,25 +191,25 @@ def _peer_ratio(data, scenario_key: str, row_key: str) -> str:
     return _ratio(lead, min(peers)) if lead is not None and peers else ""
 
 
-def _failures(data) -> List[str]:
+def _failures(data) -> list[str]:
     lines = []
     for key, results in data["results"].items():
         for system, entry in results.items():
-            lines += [f"- {key} / {system}, round {f['round']}: {f['error']}" for f in entry["failures"]]
+            lines += [f"- {key} / {system}, round {f['round']}: {' '.join(f['error'].split())}"
+                      for f in entry["failures"]]
     return (["Failures:", ""] + lines + [""]) if lines else ["Failures: none.", ""]
 
 
-def _notes(m: dict) -> List[str]:
+def _notes(m: dict) -> list[str]:
     s = m["settings"]
-    return [
+    return [(
         "How it is measured (../shared/BENCH.md): every time runs from the moment the command is spawned "
         "(before the interpreter exists) until the effect is visible in /proc, polled every 1 ms; "
         "\"running\" means the managed process has exec'd its program. Memory is VmRSS/VmHWM from "
-        "/proc/PID/status (the floor's peak RSS is the kernel's ru_maxrss of `python -c pass`); CPU is "
-        f"utime+stime from /proc/PID/stat (resolution 10 ms) over {s['cpu_window']:g} s after a "
-        f"{s['settle']:g} s settle. A managed process is killed only after it has run {MIN_AGE:g} s, so "
-        "crash recovery is not a crash-loop backoff. × floor divides the median by the median of the "
-        "system's interpreter floor measured in the same run. The every-1s lateness is started − due as "
-        "the daemon records them in its runs table.",
-    ]
-
+        "/proc/PID/status (for the floor: of the interpreter started and idle, blocked reading stdin); CPU is "
+        f"utime+stime from /proc/PID/stat (resolution {1000 / measure.CLK_TCK:g} ms) over "
+        f"{s['cpu_window']:g} s after a {s['settle']:g} s settle. A managed process is killed only after it "
+        f"has run {MIN_AGE:g} s, so crash recovery is not a crash-loop backoff. × floor divides the median "
+        "by the median of the system's interpreter floor measured in the same run. The every-1s lateness is "
+        "started − due as the daemon records them in its runs table."
+    )]

@@ -12,14 +12,15 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, NamedTuple
 
 from . import measure
 from .systems import Job, System, sleepers
 
-Samples = Dict[str, List[float]]
+Samples = dict[str, list[float]]
 MIN_AGE = 1.5     # a managed process killed younger than min_uptime (1 s for AIOS, supervisord's
                   # startsecs, pm2) would count as a crash loop and be restarted after a backoff
 
@@ -45,7 +46,7 @@ class Row(NamedTuple):
     key: str
     label: str
     unit: str
-    floor: Optional[str] = None    # the floor row (of the system's interpreter) this row is divided by
+    floor: str | None = None    # the floor row (of the system's interpreter) this row is divided by
 
 
 class Scenario(NamedTuple):
@@ -53,26 +54,26 @@ class Scenario(NamedTuple):
     family: str                    # for --only, e.g. "shutdown"
     title: str
     needs: str
-    rows: Tuple[Row, ...]
+    rows: tuple[Row, ...]
     run: Callable[..., Samples]    # run(system) -> samples of one round
 
 
 # ---------------------------------------------------------------- floor
 
 def floor(interpreter) -> Samples:
-    """Spawn to exit of the interpreter's empty program, and its peak RSS."""
-    once = interpreter.run_once(interpreter.argv)
-    samples = {"wall_ms": [once["wall_ms"]], "maxrss_mib": [once["maxrss_mib"]]}
+    """Spawn to exit of the interpreter's empty program, and its memory when idle."""
+    samples = {"wall_ms": [interpreter.wall_ms(interpreter.argv)]}
     if interpreter.no_site:
-        samples["nosite_wall_ms"] = [interpreter.run_once(interpreter.no_site)["wall_ms"]]
+        samples["nosite_wall_ms"] = [interpreter.wall_ms(interpreter.no_site)]
+    samples["rss_mib"] = [interpreter.idle_memory_mib()["VmRSS"]]
     return samples
 
 
 # ---------------------------------------------------------------- a running daemon
 
 @contextmanager
-def launched(system: System, jobs: Optional[Sequence[Job]], children: int,
-             timeout: float) -> Iterator[Dict[str, float]]:
+def launched(system: System, jobs: Sequence[Job] | None, children: int,
+             timeout: float) -> Iterator[dict[str, float]]:
     """Start `system` with `jobs` (None: its default configuration) and yield the ms from
     the launch until it reported ready ("ready") and, if `children`, until its first
     ("first") and all `children` ("all") managed processes ran. Always cleans up."""
@@ -85,7 +86,7 @@ def launched(system: System, jobs: Optional[Sequence[Job]], children: int,
         system.cleanup()
 
 
-def _start_conditions(system: System, children: int) -> Dict[str, Callable[[], bool]]:
+def _start_conditions(system: System, children: int) -> dict[str, Callable[[], bool]]:
     conditions = {"ready": system.is_ready}
     if children >= 1:
         conditions["first"] = lambda: len(system.managed_pids()) >= 1
@@ -100,30 +101,32 @@ def _require_running(system: System) -> None:
         raise measure.MeasureError(reason)
 
 
-def _stop_and_wait(system: System, timeout: float) -> float:
-    """Stop the daemon as a user would; ms until it and every managed process it ran
-    are gone (exited and reaped, or zombies whose program has ended)."""
+def _stop_and_wait(system: System, timeout: float) -> dict[str, float]:
+    """Stop the daemon as a user would; ms until every managed process it ran is gone
+    ("children": exited, whether reaped or not) and until the daemon is gone too ("all")."""
     procs = [i for i in map(measure.identity, system.managed_pids()) if i is not None]
     t0 = measure.now()
     system.stop()
-    elapsed = measure.wait_for(lambda: system.exited() and _all_gone(procs), t0, timeout,
-                               "the daemon and every managed process to be gone")
+    marks = measure.watch({"children": lambda: _all_gone(procs),
+                           "all": lambda: system.exited() and _all_gone(procs)}, t0, timeout)
     left = system.leftovers()
     if left:
         raise measure.MeasureError(f"{len(left)} managed process(es) still running after the daemon "
                                    f"exited: pids {sorted(i.pid for i in left)[:5]}")
-    return elapsed
+    return marks
 
 
-def _all_gone(procs: List[measure.Ident]) -> bool:
-    """True once no process of `procs` runs; drops the ones seen gone (they stay gone)."""
-    procs[:] = [ident for ident in procs if measure.alive(ident)]
+def _all_gone(procs: list[measure.Ident]) -> bool:
+    """True once no process of `procs` runs. Drops the ones seen gone (they stay gone),
+    and looks no further than the first still running: one /proc read per poll."""
+    while procs and not measure.alive(procs[0]):
+        procs.pop(0)
     return not procs
 
 
 # ---------------------------------------------------------------- the manager scenarios
 
-def cold_start(system: System, jobs: Optional[Sequence[Job]], children: int, s: Settings) -> Samples:
+def cold_start(system: System, jobs: Sequence[Job] | None, children: int, s: Settings) -> Samples:
     with launched(system, jobs, children, s.timeout) as marks:
         samples = {"first_child_ms": [marks["first"]], "ready_ms": [marks["ready"]]}
         if "all" in marks:
@@ -155,7 +158,8 @@ def _replaced(system: System, victim: measure.Ident) -> bool:
 
 def shutdown(system: System, n: int, s: Settings) -> Samples:
     with launched(system, sleepers(n), n, s.timeout):
-        return {"stop_ms": [_stop_and_wait(system, s.timeout)]}
+        marks = _stop_and_wait(system, s.timeout)
+        return {"children_ms": [marks["children"]], "stop_ms": [marks["all"]]}
 
 
 def rss(system: System, n: int, s: Settings) -> Samples:
@@ -195,14 +199,15 @@ def interval_lateness(system: System, s: Settings) -> Samples:
 FLOOR_ROWS = (
     Row("wall_ms", "spawn → exit", "ms"),
     Row("nosite_wall_ms", "spawn → exit without site (-S)", "ms"),
-    Row("maxrss_mib", "peak RSS", "MiB"),
+    Row("rss_mib", "VmRSS once started, idle", "MiB"),
 )
-_SHUTDOWN_ROWS = (Row("stop_ms", "SIGTERM → daemon and every child gone", "ms"),)
-_RSS_ROWS = (Row("rss_mib", "daemon VmRSS", "MiB", "maxrss_mib"),
-             Row("hwm_mib", "daemon VmHWM (peak)", "MiB", "maxrss_mib"))
+_SHUTDOWN_ROWS = (Row("children_ms", "SIGTERM → every child gone", "ms"),
+                  Row("stop_ms", "SIGTERM → daemon and every child gone", "ms"))
+_RSS_ROWS = (Row("rss_mib", "daemon VmRSS", "MiB", "rss_mib"),
+             Row("hwm_mib", "daemon VmHWM (peak)", "MiB", "rss_mib"))
 
 
-def _cold_rows(children: int) -> Tuple[Row, ...]:
+def _cold_rows(children: int) -> tuple[Row, ...]:
     rows = [Row("first_child_ms", "launch → first managed process running", "ms", "wall_ms")]
     if children > 1:
         rows.append(Row("all_children_ms", f"launch → all {children} running", "ms", "wall_ms"))
@@ -211,22 +216,22 @@ def _cold_rows(children: int) -> Tuple[Row, ...]:
     return tuple(rows)
 
 
-def _cold(key: str, title: str, jobs: Optional[Sequence[Job]], children: int, s: Settings) -> Scenario:
+def _cold(key: str, title: str, jobs: Sequence[Job] | None, children: int, s: Settings) -> Scenario:
     needs = "default_config" if jobs is None else "always"
     return Scenario(key, "cold_start", title, needs, _cold_rows(children),
                     partial(cold_start, jobs=jobs, children=children, s=s))
 
 
-def _sized(family: str, n: int, title: str, rows: Tuple[Row, ...], fn, s: Settings) -> Scenario:
+def _sized(family: str, n: int, title: str, rows: tuple[Row, ...], fn, s: Settings) -> Scenario:
     return Scenario(f"{family}_{n}", family, title, "always", rows, partial(fn, n=n, s=s))
 
 
-def plan(s: Settings) -> List[Scenario]:
+def plan(s: Settings) -> list[Scenario]:
     few, many = s.few, s.many
     return [
         Scenario("floor", "floor", "Interpreter floor, empty program", "floor", FLOOR_ROWS, floor),
         _cold("cold_start_1", "Cold start, 1 always job", sleepers(1), 1, s),
-        _cold("cold_start_default", "Cold start, empty home (writes and runs the 7 example jobs)", None, 1, s),
+        _cold("cold_start_default", "Cold start, empty home (writes the default 7 example jobs; DEVICE_TAGS empty)", None, 1, s),
         _cold(f"cold_start_{many}", f"Cold start, {many} always jobs", sleepers(many), many, s),
         Scenario("crash_recovery", "crash_recovery", "Crash recovery", "always",
                  (Row("recovery_ms", "kill -9 of a managed `sleep` → replacement running", "ms"),),

@@ -16,8 +16,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
+from typing import NamedTuple
 
 from .. import measure
 
@@ -29,11 +30,11 @@ class Job(NamedTuple):
     """One managed program: kept running, or (with `every`) started every so many seconds."""
 
     name: str
-    argv: Tuple[str, ...] = SLEEP
-    every: Optional[float] = None
+    argv: tuple[str, ...] = SLEEP
+    every: float | None = None
 
 
-def sleepers(n: int) -> List[Job]:
+def sleepers(n: int) -> list[Job]:
     """n always jobs, each running `sleep 100000` (it honours SIGTERM)."""
     return [Job(f"sleep{i:03d}") for i in range(n)]
 
@@ -45,24 +46,24 @@ class System:
     name = "?"
     kind = "manager"
     interpreter = "python"                   # the floor its start-up and memory are compared with
-    features: FrozenSet[str] = frozenset({"always"})   # what scenarios it can take part in
+    features: frozenset[str] = frozenset({"always"})   # what scenarios it can take part in
 
-    def __init__(self, env: Dict[str, str], scratch: Path):
+    def __init__(self, env: dict[str, str], scratch: Path):
         self.env, self.scratch = env, scratch
-        self.proc: Optional[subprocess.Popen] = None
-        self.workdir: Optional[Path] = None
-        self.children: Optional[measure.Children] = None
-        self._execd: Dict[int, bool] = {}
+        self.proc: subprocess.Popen | None = None
+        self.workdir: Path | None = None
+        self.children: measure.Children | None = None
+        self._execd: set = set()              # pids of children seen running their own program
         self._seen: set = set()              # identities of every managed process seen
-        self._daemon_cmdline: Optional[bytes] = None
-        self._log_fd: Optional[int] = None
+        self._daemon_cmdline: bytes | None = None
+        self._log_fd: int | None = None
         self._log = b""
 
     # ---- to implement
-    def argv(self) -> List[str]:
+    def argv(self) -> list[str]:
         raise NotImplementedError
 
-    def write_config(self, jobs: Optional[Sequence[Job]]) -> None:
+    def write_config(self, jobs: Sequence[Job] | None) -> None:
         """Write the configuration for `jobs` into self.workdir; None: the system's own
         default configuration (only with the "default_config" feature)."""
         raise NotImplementedError
@@ -70,21 +71,21 @@ class System:
     def is_ready(self) -> bool:
         raise NotImplementedError
 
-    def process_env(self) -> Dict[str, str]:
+    def process_env(self) -> dict[str, str]:
         return dict(self.env)
 
     def describe(self) -> str:
         return self.name
 
-    def unavailable(self) -> Optional[str]:
+    def unavailable(self) -> str | None:
         """Why this system cannot be measured here (e.g. not installed), or None."""
         return None
 
-    def self_reported_ready_ms(self) -> Optional[float]:
+    def self_reported_ready_ms(self) -> float | None:
         return None
 
     # ---- life cycle
-    def prepare(self, jobs: Optional[Sequence[Job]]) -> None:
+    def prepare(self, jobs: Sequence[Job] | None) -> None:
         """A fresh work folder with the configuration; not part of any timing."""
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=self.scratch))
         self.write_config(jobs)
@@ -106,16 +107,16 @@ class System:
     def daemon_pid(self) -> int:
         return self.proc.pid
 
-    def managed_pids(self) -> List[int]:
+    def managed_pids(self) -> list[int]:
         """Managed processes now running their own program: children of the daemon that
         have exec'd (a forked child that has not exec'd yet still shows the daemon's
         command line)."""
         running = [pid for pid in self.children.of(self.daemon_pid) if self._has_execd(pid)]
-        self._execd = {pid: True for pid in running}
+        self._execd = set(running)
         return running
 
     def _has_execd(self, pid: int) -> bool:
-        if self._execd.get(pid):
+        if pid in self._execd:
             return True
         line = measure.cmdline(pid)
         if not line or line == self._daemon_cmdline:
@@ -133,13 +134,13 @@ class System:
         """The daemon has exited (and is reaped, so its pid is gone)."""
         return self.proc is not None and self.proc.poll() is not None
 
-    def died(self) -> Optional[str]:
+    def died(self) -> str | None:
         """Why the daemon is no longer running, if it is not (for aborting waits)."""
         if not self.exited():
             return None
         return f"{self.name} daemon exited with status {self.proc.returncode}: {self.log_tail()}"
 
-    def leftovers(self) -> List[measure.Ident]:
+    def leftovers(self) -> list[measure.Ident]:
         """Managed processes seen during this launch that are still running."""
         return [ident for ident in self._seen if measure.alive(ident)]
 
@@ -177,7 +178,7 @@ class System:
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
         self.proc, self.workdir, self.children, self._log_fd, self._log = None, None, None, None, b""
-        self._execd, self._seen, self._daemon_cmdline = {}, set(), None
+        self._execd, self._seen, self._daemon_cmdline = set(), set(), None
 
 
 def _kill_group(ident: measure.Ident) -> None:
@@ -189,7 +190,7 @@ def _kill_group(ident: measure.Ident) -> None:
             pass
 
 
-def process_env(pycache: Optional[Path]) -> Tuple[Dict[str, str], str]:
+def process_env(pycache: Path | None) -> tuple[dict[str, str], str]:
     """The environment of every measured Python process, and a sentence saying what it
     means for bytecode. With `pycache`, .pyc files are written to and read from that
     private folder (PYTHONPYCACHEPREFIX), as a normal install would use its __pycache__,

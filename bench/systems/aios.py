@@ -10,8 +10,8 @@ import json
 import re
 import sqlite3
 import sys
+from collections.abc import Sequence
 from contextlib import closing
-from typing import Dict, List, Optional, Sequence
 
 from .. import ROOT
 from . import Job, System
@@ -25,10 +25,10 @@ class Aios(System):
     interpreter = "python"
     features = frozenset({"always", "default_config", "interval"})
 
-    def argv(self) -> List[str]:
+    def argv(self) -> list[str]:
         return [sys.executable, str(ENTRY)]
 
-    def process_env(self) -> Dict[str, str]:
+    def process_env(self) -> dict[str, str]:
         env = dict(self.env)
         env.pop("AIOS_DB", None)
         env.update(AIOS_HOME=str(self.home), DEVICE_TAGS="")   # no tags: gpu-tagged examples stay off
@@ -42,7 +42,7 @@ class Aios(System):
         version = re.search(r'__version__ = "([^"]+)"', (ROOT / "aios" / "__init__.py").read_text())
         return f"AIOS {version[1] if version else '?'}: {sys.executable} {ENTRY.name}"
 
-    def write_config(self, jobs: Optional[Sequence[Job]]) -> None:
+    def write_config(self, jobs: Sequence[Job] | None) -> None:
         """An aios.toml with one [jobs.NAME] table per job; None leaves the home empty,
         so that the daemon writes its default configuration (the seven example jobs)."""
         self.home.mkdir()
@@ -52,13 +52,13 @@ class Aios(System):
     def is_ready(self) -> bool:
         return READY.search(self.log_text()) is not None
 
-    def self_reported_ready_ms(self) -> Optional[float]:
+    def self_reported_ready_ms(self) -> float | None:
         """The daemon's own `ready in X ms`: timed inside the daemon after the interpreter
         started and imported AIOS, so not a whole-operation time."""
         found = READY.search(self.log_text())
         return float(found[1]) if found else None
 
-    def interval_lateness_ms(self, job: str) -> List[float]:
+    def interval_lateness_ms(self, job: str) -> list[float]:
         """started - due of each run of `job`, in ms, oldest first (runs table)."""
         uri = (self.home / "orchestrator.db").as_uri() + "?mode=ro"
         with closing(sqlite3.connect(uri, uri=True)) as db:

@@ -137,9 +137,13 @@ def processes_with_home(home: Path) -> list[int]:
 
 
 class DaemonProcess:
-    """`python3 simple_orchestrator.py` with AIOS_HOME=home, as a user starts it."""
+    """`python3 simple_orchestrator.py` with AIOS_HOME=home, as a user starts it. Every
+    one started is killed at the end of its test if it still runs (see `home`)."""
+
+    started: list = []
 
     def __init__(self, home: Path, *args: str, env: dict | None = None):
+        DaemonProcess.started.append(self)
         self.home = home
         self.stderr_path = home / "daemon.stderr"
         self.offset = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
@@ -176,7 +180,11 @@ class DaemonProcess:
 def home(tmp_path) -> Path:
     home = tmp_path / "home"
     yield home
-    for pid in processes_with_home(home):  # never leave a job of a failed test behind
+    for daemon in DaemonProcess.started:  # never leave a daemon or a job of a failed test behind
+        if daemon.proc.poll() is None:
+            daemon.kill()
+    DaemonProcess.started.clear()
+    for pid in processes_with_home(home):
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
