@@ -45,7 +45,8 @@ def _field(req: dict, key: str, kind: type, default=...):
 
 
 def op_ping(engine, req):
-    """ping -> {"pid", "version", "home", "device", "started"}. Cheap liveness check."""
+    """ping -> {"pid", "version", "python", "home", "device", "tags", "started", "jobs",
+    "rss_kib", "cpu_seconds"}. Cheap liveness check and the daemon's own figures."""
     return engine.about()
 
 
@@ -53,6 +54,11 @@ def op_status(engine, req):
     """status [job] -> [{name, type, status, why, pid, uptime, restarts, next_due, last_run,
     tags, ...}]: every job, or one."""
     return engine.status(_field(req, "job", str, None))
+
+
+def op_job(engine, req):
+    """job job -> {"status": {...as in status}, "spec": {its aios.toml table}, "log": path}."""
+    return engine.job_detail(_job(req))
 
 
 def op_start(engine, req):
@@ -140,7 +146,7 @@ def op_watch(engine, req, send):
 
 
 COMMANDS = {
-    "ping": op_ping, "status": op_status, "start": op_start, "stop": op_stop,
+    "ping": op_ping, "status": op_status, "job": op_job, "start": op_start, "stop": op_stop,
     "restart": op_restart, "enable": op_enable, "disable": op_disable, "trigger": op_trigger,
     "run": op_run, "history": op_history, "events": op_events, "apply": op_apply,
     "reexec": op_reexec, "shutdown": op_shutdown,

@@ -44,7 +44,7 @@ def start(engine: Engine) -> None:
     engine.reexecuted = inherited is not None
     engine.lock_fd = inherited[0] if inherited else _lock(home)
     cfg = _load_config(home)
-    engine.settings, engine.device = cfg.settings, cfg.settings.device_id
+    engine.settings, engine.device, engine.tables = cfg.settings, cfg.settings.device_id, cfg.tables
     engine.store = open_store(str(home / "orchestrator.db"), engine.device)
     if engine.force and not engine.reexecuted:
         engine.store.clear_states()

@@ -70,6 +70,7 @@ class Engine(Operations):
         self.started = 0.0                     # wall clock at start-up
         self.store = None                      # set by daemon.start, as are the following
         self.settings = None
+        self.tables: dict[str, dict] = {}      # the aios.toml table of each job
         self.device = ""
         self.lock_fd = None
         self.log_guard = None

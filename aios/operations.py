@@ -115,11 +115,21 @@ class Operations:
 
     # ---- reading
     def about(self) -> dict:
+        import sys
+
         from . import __version__
 
-        return {"pid": os.getpid(), "version": __version__, "home": str(self.home),
-                "device": self.device, "tags": sorted(self.settings.tags), "started": self.started,
-                "jobs": len(self.jobs)}
+        times = os.times()
+        return {"pid": os.getpid(), "version": __version__, "python": sys.version.split()[0],
+                "home": str(self.home), "device": self.device, "tags": sorted(self.settings.tags),
+                "started": self.started, "jobs": len(self.jobs), "rss_kib": _rss_kib(),
+                "cpu_seconds": times.user + times.system}
+
+    def job_detail(self, name: str) -> dict:
+        """A job's status, its aios.toml table, and its log file's path."""
+        job = self.job(name)
+        return {"status": self._describe(job), "spec": self.tables.get(name, {}),
+                "log": str(self.log_path(name))}
 
     def status(self, name: str | None = None) -> list[dict]:
         """One plain dict per job (or for one job), for status displays."""
@@ -173,7 +183,7 @@ class Operations:
         if text is not None:
             config.write_config(self.home, text)
         diff = self._apply_specs(cfg.specs)
-        self.settings = cfg.settings
+        self.settings, self.tables = cfg.settings, cfg.tables
         for job in list(self.jobs.values()):
             self._consider(job)
         self.store.save_specs(cfg.tables)
@@ -227,3 +237,12 @@ def _check_argument_size(name: str, args, kwargs) -> None:
 
 
 MAX_ARGUMENT_BYTES = 100_000   # program jobs get them as one argv string (Linux: 128 KiB)
+
+
+def _rss_kib() -> int | None:
+    """The daemon's resident memory (VmRSS) in KiB, where /proc has it."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration, ValueError):
+        return None

@@ -8,7 +8,8 @@ aios can shadow a job's imports):
 
 PAYLOAD_JSON is {"args": [...], "kwargs": {...}}. FILE must stay inside PROGRAMS_DIR
 once symlinks are resolved. The job sees sys.argv == [path of FILE] and has
-PROGRAMS_DIR first on sys.path (in place of this script's own folder).
+PROGRAMS_DIR first on sys.path (in place of this script's own folder), and the folder
+holding the aios package last, so a program may use `aios.control` to talk to its daemon.
 
 Exit codes: 0 when func returns (or the int it returns), 1 with the traceback on stderr
 when it raises, 2 with a one-line error when the file, the function or the payload is
@@ -81,6 +82,8 @@ def prepare(argv: list[str]):
     if sys.path and os.path.realpath(sys.path[0] or ".") == here:
         del sys.path[0]             # aios/ itself must not shadow the job's imports
     sys.path.insert(0, os.path.abspath(programs))
+    if os.path.dirname(here) not in sys.path:
+        sys.path.append(os.path.dirname(here))   # last: programs may `import aios` (its client)
     sys.argv = [os.path.join(programs, file)]
     name = os.path.splitext(os.path.basename(file))[0]
     return path, name, func, args, kwargs

@@ -185,3 +185,15 @@ def test_symlink_inside_programs_is_fine(programs):
     (programs / "alias.py").symlink_to(programs / "sub" / "nested.py")
     result = run(programs, "alias.py:hello", {"args": ["again"]})
     assert result.returncode == 0 and result.stdout == "hello again from alias\n"
+
+
+def test_programs_can_import_the_aios_package(tmp_path):
+    """The folder holding aios is appended to sys.path, so a program can use its client."""
+    programs = tmp_path / "Programs"
+    programs.mkdir()
+    (programs / "uses_aios.py").write_text(
+        "import sys\n\ndef main():\n    import aios.control\n    print(aios.control.SOCKET_NAME, sys.path[-1])\n")
+    done = subprocess.run([sys.executable, RUNNER, str(programs), "uses_aios.py:main", '{"args": [], "kwargs": {}}'],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["aios.sock", str(Path(RUNNER).resolve().parent.parent)]
