@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .spec import NAME_RE, AiosError, JobSpec, Settings, SpecError, parse_job
+from .spec import NAME_RE, AiosError, JobSpec, Settings, SpecError, fields, parse_job, record, replace
 
 __all__ = ["ConfigError", "Config", "load", "write_default", "write_config", "dump_toml",
            "local_zone", "CONFIG_FILE", "PROGRAMS_DIR"]
@@ -31,7 +30,7 @@ class ConfigError(AiosError):
     """aios.toml cannot be used; fix the line or key named in the message."""
 
 
-@dataclass(frozen=True)
+@record
 class Config:
     """What load() read from one aios.toml."""
 
@@ -44,20 +43,101 @@ class Config:
 
 # ---------------------------------------------------------------- load
 
-def load(home: Path, text: str | None = None) -> Config:
+def load(home: Path, text: str | None = None, *, cache: bool = False) -> Config:
     """Read home/aios.toml (or `text`, as if it were that file) into a Config. Raises
-    ConfigError if the file is unusable."""
+    ConfigError if the file is unusable. With `cache`, reuse the result of the last load
+    while aios.toml, the programs and cwds it names and the environment are unchanged
+    (the daemon starts without parsing TOML or Python), and refresh it otherwise."""
     home = Path(home).absolute()
-    if text is None:
-        text = _read(home / CONFIG_FILE)
-    data = _parse_toml(text)
+    if cache and text is None:
+        hit = _cached(home)
+        if hit is not None:
+            return hit
+    source = _read(home / CONFIG_FILE) if text is None else text
+    data = _parse_toml(source)
     errors = _unknown_sections(data)
     settings = _settings(data, errors)
     jobs = data.get("jobs", {})
     if not isinstance(jobs, dict):
         raise ConfigError(f"{CONFIG_FILE}: jobs must be tables like [jobs.backup], got jobs = {jobs!r}")
-    specs, tables = _load_jobs(home, jobs, _job_header_lines(text), errors)
-    return Config(home=home, settings=settings, specs=specs, tables=tables, errors=errors)
+    specs, tables = _load_jobs(home, jobs, _job_header_lines(source), errors)
+    cfg = Config(home=home, settings=settings, specs=specs, tables=tables, errors=errors)
+    if cache and text is None:
+        _save_cache(home, cfg, _dependencies(home, jobs))
+    return cfg
+
+
+# ---------------------------------------------------------------- the cache of the last load
+# One JSON file beside aios.toml; its key is everything a load depends on. A stale or
+# unreadable cache is simply not used.
+
+CACHE_FILE = ".aios.toml.cache"
+
+
+def _stat(path) -> list | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino]
+
+
+def _cache_key(home: Path) -> dict:
+    from . import __version__
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    return {"code": [__version__, _stat(os.path.join(here, "spec.py")), _stat(os.path.join(here, "config.py"))],
+            "toml": _stat(home / CONFIG_FILE),
+            "env": [os.environ.get("DEVICE_ID"), os.environ.get("DEVICE_TAGS"), os.uname().nodename]}
+
+
+def _dependencies(home: Path, jobs: dict) -> dict:
+    """The files and folders the jobs' validity depends on, with their current stat."""
+    paths = set()
+    for table in jobs.values():
+        if isinstance(table, dict):
+            program, cwd = table.get("program"), table.get("cwd")
+            if isinstance(program, str):
+                paths.add(str(home / PROGRAMS_DIR / program.rpartition(":")[0]))
+            if isinstance(cwd, str):
+                paths.add(str(home / os.path.expanduser(cwd)))
+    return {path: _stat(path) for path in sorted(paths)}
+
+
+def _cached(home: Path) -> Config | None:
+    import json
+
+    try:
+        with open(home / CACHE_FILE, encoding="utf-8") as f:
+            saved = json.load(f)
+        if saved["key"] != _cache_key(home) or any(_stat(p) != st for p, st in saved["deps"].items()):
+            return None
+        settings = Settings(**{**saved["settings"], "tags": frozenset(saved["settings"]["tags"])})
+        specs = {name: _with_cwd(parse_job(name, table), saved["cwd"].get(name))
+                 for name, table in saved["tables"].items()}
+    except (OSError, ValueError, KeyError, TypeError, SpecError):
+        return None
+    return Config(home=home, settings=settings, specs=specs, tables=saved["tables"], errors=saved["errors"])
+
+
+def _with_cwd(spec: JobSpec, cwd: str | None) -> JobSpec:
+    return spec if cwd is None else replace(spec, cwd=cwd)
+
+
+def _save_cache(home: Path, cfg: Config, deps: dict) -> None:
+    import json
+
+    settings = {name: getattr(cfg.settings, name) for name in fields(Settings)}
+    saved = {"key": _cache_key(home), "deps": deps, "tables": cfg.tables, "errors": cfg.errors,
+             "settings": {**settings, "tags": sorted(cfg.settings.tags)},
+             "cwd": {name: spec.cwd for name, spec in cfg.specs.items() if spec.cwd is not None}}
+    tmp = home / f"{CACHE_FILE}.{os.getpid()}"
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
+            json.dump(saved, f)
+        os.replace(tmp, home / CACHE_FILE)
+    except OSError:
+        pass  # a read-only home only loses the speed-up
 
 
 def _read(path: Path) -> str:
@@ -176,11 +256,7 @@ def _device_id(device: dict) -> str:
     if env:
         return env
     value = _setting(device, "device", "id", str, None, "a non-empty string such as \"lab-pc\"")
-    if value:
-        return value
-    import socket
-
-    return socket.gethostname()
+    return value or os.uname().nodename
 
 
 def _device_tags(device: dict) -> frozenset:
@@ -331,7 +407,7 @@ def write_default(home: Path) -> None:
     home.mkdir(mode=0o750, parents=True, exist_ok=True)
     try:
         with open(home / CONFIG_FILE, "x", encoding="utf-8") as out:
-            out.write(DEFAULT_TOML)
+            out.write((Path(__file__).parent / "default.toml").read_text(encoding="utf-8"))
     except FileExistsError:
         pass
     programs = home / PROGRAMS_DIR
@@ -437,82 +513,3 @@ def _utc():
     from datetime import timezone
 
     return timezone.utc
-
-
-DEFAULT_TOML = '''\
-# aios.toml: the jobs AIOS runs on this device, one [jobs.NAME] table each.
-# Written on first start with the seven example jobs; edit freely, AIOS never
-# overwrites it. Their programs are in Programs/ (copies you may change).
-#
-# A job runs as its own process, either
-#   program = "file.py:function"   a function in Programs/file.py, or
-#   command = ["argv", "list"]     any executable (a single string only with shell = true).
-# Types: always, daily, interval, random_daily, trigger, idle.
-# Also: args, kwargs, tags, enabled, priority, env, cwd, timeout, retries, backoff,
-# stop_signal, stop_timeout, min_uptime. Durations are seconds or "100ms", "30s", "1h30m".
-# A job whose tags are not all in this device's tags does not run here.
-
-# [device]
-# id = "lab-pc"          # default: $DEVICE_ID, else the host name
-# tags = ["gpu"]         # $DEVICE_TAGS="gpu,lab" wins over this
-
-# [web]
-# host = "127.0.0.1"
-# port = 8787
-# token = "change-me"    # needed to serve beyond 127.0.0.1
-
-# [logs]
-# max_size = "10MB"      # rotate logs/<job>.log at this size
-# keep = 3               # rotated files kept per job
-
-# The status page on http://127.0.0.1:8787, kept running: restarted whenever it exits.
-[jobs.web_server]
-type = "always"
-program = "web_server.py:main"
-
-# Watches the symbols listed in data/watchlist.csv (no price source is configured yet).
-# Tagged gpu: runs only on devices started with DEVICE_TAGS=gpu.
-[jobs.stock_monitor]
-type = "always"
-program = "stock_monitor.py:main"
-tags = ["gpu"]
-
-# Every day at 09:00 local time: writes reports/morning-YYYY-MM-DD.txt, a summary of the
-# last 24 hours of runs. A 09:00 missed while AIOS was down runs once at start-up.
-[jobs.morning_report]
-type = "daily"
-time = "09:00"
-program = "morning_report.py:main"
-
-# Once a day at a random moment between 14:00 and 18:00 (drawn once per day): appends a
-# disk, memory and load sample to reports/health.csv.
-[jobs.random_check]
-type = "random_daily"
-after = "14:00"
-before = "18:00"
-program = "random_check.py:main"
-
-# Every 30 minutes: an online backup of orchestrator.db into backups/, keeping the newest 5.
-[jobs.backup]
-type = "interval"
-interval = 30            # minutes (or every = "30s")
-program = "backup.py:main"
-kwargs = { keep = 5 }
-
-# Runs only when triggered, with the trigger's arguments: counts the words of its text
-# arguments into results/llm_processor-<run id>.json (no model is installed). Tagged gpu.
-[jobs.llm_processor]
-type = "trigger"
-program = "llm_processor.py:main"
-tags = ["gpu"]
-
-# When no other job has been active for 10 minutes, at most once every 6 hours: prunes
-# runs, triggers and events older than 30 days and old rotated logs. It is stopped
-# gracefully as soon as other work starts.
-[jobs.idle_task]
-type = "idle"
-idle_after = "10m"
-cooldown = "6h"
-program = "idle_task.py:main"
-kwargs = { days = 30 }
-'''

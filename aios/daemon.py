@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 from . import config, supervisor
-from .control import SOCKET_NAME, ControlServer
 from .engine import SHUTDOWN_SIGNALS, Active, Engine, Job
 from .operations import OperationError
-from .spec import AiosError, JobType, Outcome, Status, Trigger
+from .spec import AiosError, JobType, Outcome, Status, Trigger, replace
 from .store import open_store
 
 LOG_RECHECK = 1.0        # a chatty job's log size is checked at most this often
@@ -64,6 +63,8 @@ def start(engine: Engine) -> None:
         for job in sorted(engine.jobs.values(), key=lambda j: -j.spec.priority):
             engine._consider(job)
         _handle_control_rows(engine)
+    from .control import SOCKET_NAME, ControlServer  # after the jobs started: not on their path
+
     engine.control = ControlServer(engine, str(home / SOCKET_NAME), inherited[1] if inherited else None)
     _watch_store(engine)
     took = (time.monotonic() - began) * 1000
@@ -76,7 +77,7 @@ def finish(engine: Engine) -> None:
     """After the loop: every job has exited (or we are failing); release everything."""
     if engine.control is not None:
         engine.control.close()
-        _unlink(engine.home / SOCKET_NAME)
+        _unlink(Path(engine.control.path))
     if engine.store is not None:
         engine._event("daemon_stopped", None, "all jobs stopped")
         engine.store.close()
@@ -166,7 +167,7 @@ def _lock(home: Path) -> int:
 def _load_config(home: Path):
     if not (home / "aios.toml").exists():
         config.write_default(home)
-    return config.load(home)
+    return config.load(home, cache=True)
 
 
 def _build_jobs(engine: Engine, cfg) -> None:
@@ -197,8 +198,6 @@ def _adopt_leftovers(engine: Engine) -> None:
 
 
 def _lost(engine: Engine, run, proc) -> None:
-    from dataclasses import replace
-
     if proc is not None:  # still running but its job is gone from the configuration
         supervisor.signal_group(proc, signal.SIGTERM)
         supervisor.close(proc)

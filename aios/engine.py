@@ -13,13 +13,12 @@ import os
 import random
 import signal
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from . import launch, logs, schedule, show, supervisor
 from .loop import Loop
 from .operations import Operations
-from .spec import Event, JobSpec, JobState, JobType, Outcome, Run, Status, Trigger
+from .spec import Event, JobSpec, JobState, JobType, Outcome, Run, Status, Trigger, replace
 
 WALL_RECHECK = 60.0     # wall-clock deadlines are re-checked at least this often (clock jumps)
 STORE_RETRY = 1.0       # a failed job-state write is retried after this many seconds

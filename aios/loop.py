@@ -9,9 +9,9 @@ turn and exposed as `mono` and `wall`. Imports nothing from aios.
 from __future__ import annotations
 
 import heapq
+import os
 import selectors
 import signal
-import socket
 import time
 
 
@@ -36,7 +36,7 @@ class Loop:
         self.running = False
         self.mono = time.monotonic()
         self.wall = time.time()
-        self._signal_socks: tuple | None = None
+        self._signal_pipe: tuple | None = None
         self._old_handlers: dict = {}
         self._old_wakeup_fd = -1
 
@@ -111,18 +111,18 @@ class Loop:
     # ---- signals
     def watch_signals(self, signums, fn) -> None:
         """Call fn(signum) from the loop for each of `signums` received."""
-        reader, writer = socket.socketpair()
-        reader.setblocking(False)
-        writer.setblocking(False)
-        self._signal_socks = (reader, writer)
-        self._old_wakeup_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        reader, writer = os.pipe()
+        for fd in (reader, writer):
+            os.set_blocking(fd, False)
+        self._signal_pipe = (reader, writer)
+        self._old_wakeup_fd = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
         for signum in signums:
             self._old_handlers[signum] = signal.signal(signum, _wake_only)
         self.add_reader(reader, self._read_signals, fn)
 
     def _read_signals(self, fn) -> None:
         try:
-            data = self._signal_socks[0].recv(512)
+            data = os.read(self._signal_pipe[0], 512)
         except BlockingIOError:
             return
         for signum in data:
@@ -133,12 +133,12 @@ class Loop:
         for signum, handler in self._old_handlers.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._old_handlers.clear()
-        if self._signal_socks:
+        if self._signal_pipe:
             signal.set_wakeup_fd(self._old_wakeup_fd)
-            for sock in self._signal_socks:
-                self.remove_reader(sock)
-                sock.close()
-            self._signal_socks = None
+            self.remove_reader(self._signal_pipe[0])
+            for fd in self._signal_pipe:
+                os.close(fd)
+            self._signal_pipe = None
 
     # ---- the loop
     def run(self, until) -> None:

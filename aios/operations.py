@@ -176,7 +176,7 @@ class Operations:
         other changed jobs take their new spec from their next run."""
         from . import config
 
-        cfg = config.load(self.home, text)
+        cfg = config.load(self.home, text, cache=text is None)
         if cfg.settings.device_id != self.settings.device_id:
             raise OperationError(f"the device id changed ({self.settings.device_id!r} -> "
                                  f"{cfg.settings.device_id!r}); restart the daemon to change it")

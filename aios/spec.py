@@ -8,28 +8,17 @@ from __future__ import annotations
 
 import re
 import signal
-import sys
-from dataclasses import dataclass, field
 from datetime import time as Clock
 from enum import Enum
 
 from .errors import AiosError
+from .record import factory, fields, record, replace
 
 __all__ = [
     "AiosError", "SpecError", "JobType", "Status", "Outcome", "JobSpec", "JobState",
     "Run", "Trigger", "Event", "Settings", "parse_job", "parse_duration", "parse_clock",
-    "check_name", "plain",
+    "check_name", "plain", "record", "replace", "fields",
 ]
-
-_RECORD = {"frozen": True}
-if sys.version_info >= (3, 10):
-    _RECORD.update(slots=True, kw_only=True)
-
-
-def record(cls):
-    """Frozen plain-data class (slots and keyword-only where Python supports them)."""
-    return dataclass(**_RECORD)(cls)
-
 
 class SpecError(AiosError):
     """A job specification is invalid; fix the field named in the message."""
@@ -90,11 +79,11 @@ class JobSpec:
     command: tuple[str, ...] | None = None  # argv; one string when shell is true
     shell: bool = False
     args: tuple = ()
-    kwargs: dict = field(default_factory=dict)
+    kwargs: dict = factory(dict)
     tags: tuple[str, ...] = ()
     enabled: bool = True
     priority: int = 0
-    env: dict = field(default_factory=dict)
+    env: dict = factory(dict)
     cwd: str | None = None
     time: Clock | None = None               # daily
     after: Clock | None = None              # random_daily window start
@@ -164,7 +153,7 @@ class Trigger:
     job: str
     id: int | None = None
     args: tuple = ()
-    kwargs: dict = field(default_factory=dict)
+    kwargs: dict = factory(dict)
     created: float = 0.0
     claimed: float | None = None
     device: str | None = None
@@ -198,9 +187,7 @@ class Settings:
 
 def plain(item) -> dict:
     """A record as plain JSON-able data (enums as their values), as the protocol sends it."""
-    from dataclasses import fields
-
-    values = {f.name: getattr(item, f.name) for f in fields(item)}
+    values = {name: getattr(item, name) for name in fields(item)}
     return {k: v.value if isinstance(v, Enum) else v for k, v in values.items()}
 
 

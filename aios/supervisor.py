@@ -25,7 +25,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from dataclasses import dataclass
 
 __all__ = [
     "Proc", "HAS_PIDFD", "spawn", "start_ticks", "signal_group", "reap", "adopt",
@@ -33,14 +32,24 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
 class Proc:
-    """One process-group leader we spawned or adopted (pgid == pid)."""
+    """One process-group leader we spawned or adopted (pgid == pid): a read-only handle.
 
-    pid: int
-    pidfd: int | None          # readable once the process has exited; None without pidfd
-    start_ticks: int | None    # start time in clock ticks since boot (/proc/PID/stat)
-    child: bool                # False for an adopted process that is not our child
+    pidfd: readable once the process has exited (None without pidfds); start_ticks: its
+    start time in clock ticks since boot (/proc/PID/stat); child: False for an adopted
+    process that is not our child."""
+
+    __slots__ = ("pid", "pidfd", "start_ticks", "child")
+
+    def __init__(self, *, pid: int, pidfd: int | None, start_ticks: int | None, child: bool):
+        for name, value in (("pid", pid), ("pidfd", pidfd), ("start_ticks", start_ticks), ("child", child)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value) -> None:
+        raise AttributeError("Proc is read-only")
+
+    def __repr__(self) -> str:
+        return f"Proc(pid={self.pid}, pidfd={self.pidfd}, start_ticks={self.start_ticks}, child={self.child})"
 
 
 def _probe_pidfd() -> bool:

@@ -432,3 +432,52 @@ def test_local_zone_without_tz_is_a_usable_zone():
     zone = local_zone()
     now = datetime.now(timezone.utc).astimezone(zone)
     assert now.utcoffset() is not None
+
+
+# ---------------------------------------------------------------- the cache of the last load
+
+def _cached_home(tmp_path):
+    home = tmp_path / "home"
+    write_default(home)
+    first = load(home, cache=True)
+    assert (home / ".aios.toml.cache").exists()
+    return home, first
+
+
+def test_cached_load_gives_the_same_config(tmp_path):
+    home, first = _cached_home(tmp_path)
+    again = load(home, cache=True)
+    assert again == first and again.specs == load(home).specs
+
+
+def test_cache_is_not_used_once_aios_toml_changes(tmp_path):
+    home, _ = _cached_home(tmp_path)
+    text = (home / "aios.toml").read_text()
+    (home / "aios.toml").write_text(text + '\n[jobs.extra]\ntype = "always"\ncommand = ["sleep", "1"]\n')
+    assert "extra" in load(home, cache=True).specs
+
+
+def test_cache_is_not_used_once_a_program_changes_or_appears(tmp_path):
+    home, _ = _cached_home(tmp_path)
+    (home / "Programs" / "backup.py").write_text("def other():\n    pass\n")
+    broken = load(home, cache=True)
+    assert "backup" not in broken.specs
+    assert any("backup.py has no function 'main'" in e for e in broken.errors)
+    (home / "aios.toml").write_text('[jobs.late]\ntype = "always"\nprogram = "late.py:main"\n')
+    assert load(home, cache=True).specs == {}
+    (home / "Programs" / "late.py").write_text("def main():\n    pass\n")
+    assert list(load(home, cache=True).specs) == ["late"]
+
+
+def test_cache_is_not_used_once_the_environment_changes(tmp_path, monkeypatch):
+    home, first = _cached_home(tmp_path)
+    monkeypatch.setenv("DEVICE_TAGS", "gpu")
+    monkeypatch.setenv("DEVICE_ID", "elsewhere")
+    settings = load(home, cache=True).settings
+    assert settings.tags == frozenset({"gpu"}) and settings.device_id == "elsewhere"
+
+
+def test_a_corrupt_cache_is_ignored(tmp_path):
+    home, first = _cached_home(tmp_path)
+    (home / ".aios.toml.cache").write_text("{not json")
+    assert load(home, cache=True) == first

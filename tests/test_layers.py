@@ -23,10 +23,10 @@ ALLOWED = {
     "daemon": ENGINE_PARTS | {"engine", "operations"},
     "cli": {"control", "config", "home", "show", "logs", "store", "engine", "daemon", "spec"},
     "web": {"control", "config", "home"},
-    "__init__": set(), "__main__": {"cli"}, "errors": set(),
+    "__init__": set(), "__main__": {"cli"}, "errors": set(), "record": set(),
 }
 for _allowed in ALLOWED.values():
-    _allowed.add("errors")   # the one error base, importable from anywhere
+    _allowed.update({"errors", "record"})   # the error base and frozen records: importable anywhere
 THIRD_PARTY_ALLOWED = {"tomli"}   # only below Python 3.11, in place of tomllib
 
 

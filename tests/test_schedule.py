@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import replace
+from aios.spec import replace
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 

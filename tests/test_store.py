@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 from calendar import timegm
-from dataclasses import replace
+from aios.spec import replace
 from pathlib import Path
 
 import pytest

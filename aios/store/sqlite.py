@@ -14,10 +14,9 @@ import os
 import sqlite3
 import threading
 from contextlib import contextmanager, suppress
-from dataclasses import fields, replace
 from datetime import datetime, timezone
 
-from ..spec import Event, JobState, Outcome, Run, Status, Trigger
+from ..spec import Event, JobState, Outcome, Run, Status, Trigger, fields, replace
 from . import Store, StoreError
 
 __all__ = ["SqliteStore"]
@@ -88,9 +87,9 @@ def _insert(into: str, columns: tuple) -> str:
     return f"{into} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
 
 
-_STATE_FIELDS = tuple(f.name for f in fields(JobState))
-_RUN_FIELDS = tuple(f.name for f in fields(Run))
-_EVENT_FIELDS = tuple(f.name for f in fields(Event))
+_STATE_FIELDS = fields(JobState)
+_RUN_FIELDS = fields(Run)
+_EVENT_FIELDS = fields(Event)
 _RUN_INSERT_FIELDS = tuple(name for name in _RUN_FIELDS if name != "id")
 
 _SAVE_STATE = _insert("INSERT OR REPLACE INTO job_state", ("device",) + _STATE_FIELDS)

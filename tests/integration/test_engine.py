@@ -5,7 +5,7 @@ import json
 import os
 import signal
 import time
-from dataclasses import replace
+from aios.spec import replace
 from pathlib import Path
 
 from aios.spec import JobState, Status
