@@ -22,7 +22,7 @@ ALLOWED = {
     "operations": ENGINE_PARTS,
     "daemon": ENGINE_PARTS | {"engine", "operations"},
     "cli": {"control", "config", "home", "show", "logs", "store", "engine", "daemon", "spec"},
-    "web": {"control", "config", "home"},
+    "web": {"control", "config", "home", "errors"},
     "__init__": set(), "__main__": {"cli"}, "errors": set(), "record": set(),
 }
 for _allowed in ALLOWED.values():

@@ -118,7 +118,7 @@ def test_first_start_writes_the_seven_jobs_and_serves_the_status_page(home, tmp_
     assert len(states) == 7
     page = wait_until(lambda: _fetch("http://127.0.0.1:8787/healthz"), what="the status page")
     assert page.strip() == "ok"
-    assert "morning_report" in _fetch("http://127.0.0.1:8787/")
+    assert "morning_report" in _fetch("http://127.0.0.1:8787/api/status")
     wait_until(lambda: list((home / "backups").glob("orchestrator-*.db")), what="the first backup")
     assert daemon.terminate() == 0
 
