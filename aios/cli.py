@@ -439,7 +439,7 @@ def cmd_trigger(args, home: str) -> int:
     """Queue a run of a job with arguments; --wait waits for it and exits with its code."""
     kwargs = dict(_key_value(kv, "--kw") for kv in args.kw)
     with control.Client(home, timeout=None if args.wait else 30.0) as client:
-        trigger_id = client.call("trigger", job=args.job, args=args.args, kwargs=kwargs)
+        trigger_id = client.call("trigger", job=args.job, args=args.args + args.more_args, kwargs=kwargs)
         _out(str(trigger_id))
         if not args.wait:
             return EXIT_OK
@@ -652,6 +652,8 @@ def _acting_commands(add) -> None:
     trigger = add("trigger")
     trigger.add_argument("job")
     trigger.add_argument("args", nargs="*", metavar="ARG", help="positional arguments (strings)")
+    trigger.add_argument("--arg", action="append", default=[], dest="more_args", metavar="ARG",
+                         help="a positional argument, after those given as ARG (repeatable)")
     trigger.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="a keyword argument")
     trigger.add_argument("--wait", action="store_true", help="wait for the run; exit with its exit code")
 

@@ -425,6 +425,9 @@ def test_trigger_and_run(home, daemon):
     wait_until(lambda: (home / "out.txt").exists() and (home / "out.txt").read_text() == "a\nb c\n",
                what="out.txt with the two arguments")
     assert [r["trigger_id"] for r in runs(home, "echo")] == [trigger_id]
+    as_options = aios(home, "trigger", "echo", "first", "--arg", "x y", "--arg", "z", "--wait")
+    assert as_options.returncode == 0, as_options.stderr
+    assert (home / "out.txt").read_text() == "first\nx y\nz\n", "--arg values follow the positional ones"
 
     nasty = aios(home, "trigger", "echo", *NASTY, "--wait")
     assert nasty.returncode == 0, nasty.stderr
