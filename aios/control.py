@@ -41,7 +41,12 @@ def _field(req: dict, key: str, kind: type, default=...):
     if value is not default and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
         name = {str: "a string", int: "an integer", list: "a list", dict: "an object", bool: "true or false"}[kind]
         raise RequestError(f"op {req['op']!r}: field {key!r} must be {name}")
+    if kind is int and value is not default and not -_INT64 <= value < _INT64:
+        raise RequestError(f"op {req['op']!r}: field {key!r} is out of range (at most {_INT64 - 1})")
     return value
+
+
+_INT64 = 1 << 63            # integers the store can hold
 
 
 def op_ping(engine, req):
@@ -245,6 +250,10 @@ class Connection:
             self.send({"ok": True, "result": COMMANDS[op](self.server.engine, req), **tag})
         except AiosError as exc:
             self.send({"ok": False, "error": str(exc), **tag})
+        except Exception as exc:   # a bug: answer all the same (no client may hang), then report it
+            self.send({"ok": False, "error": f"internal error in op {op!r} ({type(exc).__name__}: "
+                       f"{str(exc)[:200]}); the daemon keeps running", **tag})
+            raise
 
     def send_event(self, event) -> None:
         self.send({"event": {"id": event.id, "ts": event.ts, "name": event.name, "job": event.job,

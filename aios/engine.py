@@ -13,15 +13,18 @@ import os
 import random
 import signal
 import sys
+from collections import deque
 from pathlib import Path
 
 from . import launch, logs, schedule, show, supervisor
 from .loop import Loop
 from .operations import Operations
 from .spec import Event, JobSpec, JobState, JobType, Outcome, Run, Status, Trigger, replace
+from .store import StoreError
 
 WALL_RECHECK = 60.0     # wall-clock deadlines are re-checked at least this often (clock jumps)
-STORE_RETRY = 1.0       # a failed job-state write is retried after this many seconds
+STORE_RETRY = 1.0       # while the store fails, the waiting writes are retried this often
+MAX_BACKLOG = 10_000    # writes waiting for the store beyond which new events are dropped (counted)
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _NOT_ALWAYS_BUSY = (JobType.DAILY, JobType.INTERVAL, JobType.RANDOM_DAILY, JobType.TRIGGER)
 
@@ -74,8 +77,13 @@ class Engine(Operations):
         self.lock_fd = None
         self.log_guard = None
         self.control = None
+        self.unclean = False                   # the last daemon died without a clean exit
+        self.on_caught_up = None               # called once the store works again (daemon: re-read the queue)
         self._store_failing = False
         self._unsaved: dict[str, JobState] = {}     # job states waiting to be written
+        self._backlog: deque = deque()              # (fn, args): other writes waiting, in order
+        self._retry_timer = None
+        self._written_late = self._dropped_events = 0
         self._tz = None
 
     # ================================================================ lifecycle (daemon.serve runs the loop)
@@ -196,8 +204,12 @@ class Engine(Operations):
         """Start runs for queued triggers while the job has free slots; True if any started."""
         name, started = job.spec.name, False
         limit = job.spec.max_parallel if job.spec.type is JobType.TRIGGER else 1
-        while self.pending.get(name) and len(job.active) + job.retrying < limit:
-            trig = self.store.claim_trigger(name, self.loop.wall)
+        while self.pending.get(name) and len(job.active) + job.retrying < limit and not self._store_failing:
+            try:
+                trig = self.store.claim_trigger(name, self.loop.wall)
+            except StoreError as exc:   # claimed once the store works again (_caught_up)
+                self._store_failed(exc)
+                break
             if trig is None:
                 self.pending[name] = 0
                 break
@@ -217,27 +229,31 @@ class Engine(Operations):
 
     def _launch(self, job: Job, *, due: float | None = None, trigger: Trigger | None = None,
                 attempt: int = 1) -> None:
-        """Start one run of `job`: record it, spawn it, watch its exit."""
+        """Start one run of `job`: record it, spawn it, watch its exit. The run is committed
+        before its process exists, so that a daemon killed in between leaves a record the
+        next one can match (by the AIOS_RUN_ID in the process's environment); while the
+        store fails, the run starts anyway and is recorded when the store is back."""
         spec = job.spec
         self._cancel_timer(job)
         if spec.type in _NOT_ALWAYS_BUSY and not self.busy:
             self._preempt_idle_jobs()
-        run = Run(job=spec.name, started=self.loop.wall, device=self.device, attempt=attempt,
-                  trigger_id=trigger.id if trigger else None, due=due)
-        with self.store.batch():
-            run = self.store.start_run(run)
-            try:
-                proc = self._spawn(job, run, trigger)
-            except OSError as exc:
-                self._spawn_failed(job, run, trigger, exc)
-                return
-            run = replace(run, pid=proc.pid, pid_start=proc.start_ticks)
-            self.store.set_run_pid(run.id, proc.pid, proc.start_ticks)
-            self._watch(job, Active(run, proc, trigger, self.loop.mono))
-            self._set(job, Status.RUNNING, self._running_why(job, run), pid=proc.pid,
-                      run_id=run.id, next_due=None if spec.type is JobType.ALWAYS else job.state.next_due)
-            self._event("job_started", spec.name, f"pid {proc.pid}" + (f", attempt {attempt}" if attempt > 1 else "")
-                        + (f", trigger {trigger.id}" if trigger else ""))
+        run = self._record_start(Run(job=spec.name, started=self.loop.wall, device=self.device, attempt=attempt,
+                                     trigger_id=trigger.id if trigger else None, due=due))
+        try:
+            proc = self._spawn(job, run, trigger)
+        except OSError as exc:
+            self._spawn_failed(job, run, trigger, exc)
+            return
+        active = Active(replace(run, pid=proc.pid, pid_start=proc.start_ticks), proc, trigger, self.loop.mono)
+        if run.id is None:
+            self._write(self._insert_run, active)
+        else:
+            self._write(self.store.set_run_pid, run.id, proc.pid, proc.start_ticks)
+        self._watch(job, active)
+        self._set(job, Status.RUNNING, self._running_why(job, run), pid=proc.pid,
+                  run_id=run.id, next_due=None if spec.type is JobType.ALWAYS else job.state.next_due)
+        self._event("job_started", spec.name, f"pid {proc.pid}" + (f", attempt {attempt}" if attempt > 1 else "")
+                    + (f", trigger {trigger.id}" if trigger else ""))
 
     def _running_why(self, job: Job, run: Run) -> str:
         if run.trigger_id is not None:
@@ -344,24 +360,23 @@ class Engine(Operations):
         fate = self._trigger_fate(job, outcome, decision) if active.trigger else None
         uptime = self.loop.mono - active.started
         job.last_run = run
-        with self.store.batch():
-            self.store.finish_run(run, finish_trigger=fate == "finish")
-            if fate == "finish":
-                for reply in self.waiters.pop(run.trigger_id, []):
-                    reply(self._trigger_result(run.trigger_id, outcome.value, run))
-            if fate == "requeue":
-                self.store.requeue_trigger(run.trigger_id)
-                self.pending[job.spec.name] = self.pending.get(job.spec.name, 0) + 1
-            self._event("job_exited", job.spec.name, f"pid {run.pid} {describe_exit(run.exit_code, run.signal)}"
-                        f" after {show.duration(uptime)} ({outcome.value})")
-            if job.intent is not None:
-                if not job.active:
-                    self._fulfil_intent(job)
-            elif job.spec.type is JobType.ALWAYS:
-                self._after_always(job, active, uptime)
-            else:
-                self._after_other(job, active, outcome, decision)
-            self._after_busy_change(run.pid)
+        self._write(self._record_end, active, fate == "finish")
+        if fate == "finish":
+            for reply in self.waiters.pop(run.trigger_id, []):
+                reply(self._trigger_result(run.trigger_id, outcome.value, run))
+        if fate == "requeue":
+            self._write(self.store.requeue_trigger, run.trigger_id)
+            self.pending[job.spec.name] = self.pending.get(job.spec.name, 0) + 1
+        self._event("job_exited", job.spec.name, f"pid {run.pid} {describe_exit(run.exit_code, run.signal)}"
+                    f" after {show.duration(uptime)} ({outcome.value})")
+        if job.intent is not None:
+            if not job.active:
+                self._fulfil_intent(job)
+        elif job.spec.type is JobType.ALWAYS:
+            self._after_always(job, active, uptime)
+        else:
+            self._after_other(job, active, outcome, decision)
+        self._after_busy_change(run.pid)
 
     def _trigger_fate(self, job: Job, outcome: Outcome, decision) -> str:
         """A trigger cut short by shutdown or restart goes back to the queue; one that will
@@ -445,7 +460,7 @@ class Engine(Operations):
         job.retrying -= 1
         if self.shutting_down or job.state.held or not self._enabled(job):
             if trig is not None:
-                self.store.requeue_trigger(trig.id)
+                self._write(self.store.requeue_trigger, trig.id)
             return
         self._launch(job, due=run.due, trigger=trig, attempt=attempt)
 
@@ -514,39 +529,114 @@ class Engine(Operations):
                                message=f"{old.status.value} -> {status.value}" + (f": {why}" if why else "")))
 
     def _save(self, state: JobState) -> None:
-        self._unsaved[state.job] = state
-        if len(self._unsaved) == 1:
-            self._flush_states()
+        self._unsaved[state.job] = state   # the latest state of each job: written now, or once the store is back
+        if not self._store_failing:
+            try:
+                self._write_states()
+            except StoreError as exc:
+                self._store_failed(exc)
 
-    def _flush_states(self) -> None:
-        """Write the job states not yet stored; on failure, report once and retry later."""
-        from .store import StoreError
-
-        try:
+    def _write_states(self) -> None:
+        if self._unsaved:
             with self.store.batch():
                 for state in self._unsaved.values():
                     self.store.save_state(state)
-        except StoreError as exc:
-            self._store_error(exc)
-            self.loop.call_later(STORE_RETRY, self._flush_states)
-            return
-        self._unsaved.clear()
-        if self._store_failing:
-            self._store_failing = False
-            self._log("store_recovered: job states written again")
+            self._unsaved.clear()
 
-    def _store_error(self, exc: Exception) -> None:
+    # ================================================================ writes while the store fails
+    # The daemon keeps supervising when its database is full, locked or broken: a write
+    # that fails waits in memory (runs, trigger outcomes and events in order in _backlog,
+    # the latest state of each job in _unsaved), the error is reported once, and every
+    # STORE_RETRY seconds the waiting writes are tried again, in order, until they pass.
+    # Meanwhile nothing is written out of order and no trigger is claimed; a trigger is
+    # acknowledged only once add_trigger committed it (Operations.trigger).
+
+    def _write(self, fn, *args) -> None:
+        """Do one store write now, or queue it behind the writes already waiting."""
+        if not self._store_failing:
+            try:
+                fn(*args)
+                return
+            except StoreError as exc:
+                self._store_failed(exc)
+        self._backlog.append((fn, args))
+
+    def _record_start(self, run: Run) -> Run:
+        """The run with its id, recorded now; without an id while the store fails (the
+        caller queues _insert_run or _record_end, which record it later)."""
+        if not self._store_failing:
+            try:
+                return self.store.start_run(run)
+            except StoreError as exc:
+                self._store_failed(exc)
+        return run
+
+    def _insert_run(self, active: Active) -> None:
+        if active.run.id is None:
+            active.run = self.store.start_run(active.run)
+
+    def _record_end(self, active: Active, finish_trigger: bool) -> None:
+        self._insert_run(active)
+        self.store.finish_run(active.run, finish_trigger=finish_trigger)
+
+    def _store_failed(self, exc: Exception) -> None:
+        """Report the first failure of an outage (once), and retry until the store is back."""
         if not self._store_failing:
             self._store_failing = True
-            self._log(f"store_error: {exc}; jobs keep running, job states are retried every {STORE_RETRY:g} s")
+            self._log(f"store_error: {exc}; jobs keep running and their records wait in memory "
+                      f"(retried every {STORE_RETRY:g} s)")
+            self._backlog.append((self.store.add_event, (Event(
+                ts=self.loop.wall, name="store_error", message=str(exc), device=self.device),)))
+        if self._retry_timer is None:
+            self._retry_timer = self.loop.call_later(STORE_RETRY, self._retry_writes)
+
+    def _retry_writes(self) -> None:
+        self._retry_timer = None
+        if self.flush_writes():
+            self._caught_up()
+        else:
+            self._retry_timer = self.loop.call_later(STORE_RETRY, self._retry_writes)
+
+    def flush_writes(self) -> bool:
+        """Write what is waiting, in order; False if the store still fails."""
+        done = 0
+        try:
+            while self._backlog:
+                fn, args = self._backlog[0]
+                try:
+                    fn(*args)
+                except StoreError:
+                    raise
+                except Exception as exc:  # a bug, not the store: report it, do not retry it forever
+                    self._on_callback_error(exc)
+                self._backlog.popleft()
+                done += 1
+            self._write_states()
+        except StoreError:
+            return False
+        finally:
+            self._written_late += done
+        return True
+
+    def _caught_up(self) -> None:
+        written, self._written_late = self._written_late, 0
+        dropped, self._dropped_events = self._dropped_events, 0
+        self._store_failing = False
+        self._event("store_recovered", None, f"the state database works again; {written} delayed write(s) done"
+                    + (f", {dropped} event(s) dropped" if dropped else ""))
+        if self.on_caught_up is not None:
+            self.on_caught_up()
+        for job in list(self.jobs.values()):
+            if self.pending.get(job.spec.name):
+                self._consider(job)
 
     def _event(self, name: str, job: str | None, message: str) -> None:
         event = Event(ts=self.loop.wall, name=name, job=job, message=message, device=self.device)
         self._log(f"{name} {job or '-'}: {message}")
-        try:
-            self.store.add_event(event)
-        except Exception as exc:
-            self._store_error(exc)
+        if len(self._backlog) < MAX_BACKLOG:
+            self._write(self.store.add_event, event)
+        else:
+            self._dropped_events += 1
         self._notify(event)
 
     def _notify(self, event: Event) -> None:
@@ -556,8 +646,11 @@ class Engine(Operations):
     def _log(self, message: str) -> None:
         import time
 
-        sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
-        sys.stderr.flush()
+        try:
+            sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):   # its own log on a full disk (or closed) must not stop the daemon
+            pass
 
 
 def _fresh_state(state: JobState, now: float, keep_held: bool) -> JobState:

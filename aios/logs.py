@@ -19,6 +19,8 @@ _BLOCK = 64 * 1024
 _TAIL_LIMIT = 16 * 1024 * 1024   # tail never reads more than this, whatever the lines
 _FOLLOW_CHUNK = 1024 * 1024      # follow reads at most this much per round
 _MIN_POLL = 0.1
+_FLOOD_SLACK = 1024 * 1024       # rotation copies a whole log unless it passed max_bytes by more
+_FLOOD_KEPT = 4 * 1024 * 1024     # what a flooded log keeps, at most, of what was dropped
 
 
 def open_log(path: str) -> int:
@@ -37,7 +39,10 @@ def rotate_if_needed(path: str, max_bytes: int, keep: int) -> bool:
     """Copytruncate path once it is larger than max_bytes; True if it was rotated.
 
     Keeps at most `keep` copies (PATH.1 newest ... PATH.KEEP oldest); keep 0 truncates
-    without a copy.
+    without a copy. A log that passed max_bytes by more than max_bytes (and more than
+    1 MiB) is being flooded faster than rotation looks at it: it is truncated first and
+    PATH.1 keeps only its last bytes (at most max_bytes, and 4 MiB), after a line saying
+    how much was dropped, so that a flood costs one small copy and the disk stays bounded.
     """
     try:
         size = os.stat(path).st_size
@@ -45,11 +50,32 @@ def rotate_if_needed(path: str, max_bytes: int, keep: int) -> bool:
         return False
     if size <= max_bytes:
         return False
+    if size - max_bytes > max(max_bytes, _FLOOD_SLACK):
+        _rotate_flood(path, size, min(max_bytes, _FLOOD_KEPT), keep)
+        return True
     if keep > 0:
         _shift(path, keep)
         _copy(path, f"{path}.1")
     os.truncate(path, 0)
     return True
+
+
+def _rotate_flood(path: str, size: int, kept: int, keep: int) -> None:
+    """Read the tail, truncate at once (the job goes on writing), then write the copy."""
+    with open(path, "rb") as f:
+        f.seek(size - kept)
+        tail = f.read(kept)
+    os.truncate(path, 0)
+    if keep == 0:
+        return
+    newline = tail.find(b"\n")
+    tail = tail[newline + 1:] if 0 <= newline < len(tail) - 1 else tail
+    _shift(path, keep)
+    fd = os.open(f"{path}.1", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+    with open(fd, "wb") as out:
+        out.write(b"[aios: %d bytes of output dropped: the job wrote faster than its log is rotated]\n"
+                  % (size - len(tail)))
+        out.write(tail)
 
 
 def _shift(path: str, keep: int) -> None:
@@ -62,28 +88,35 @@ def _shift(path: str, keep: int) -> None:
 
 
 def _copy(src: str, dst: str) -> None:
-    """Copy src to dst up to src's current end, in the kernel where it can."""
+    """Copy src to dst up to the end src has now, in the kernel where it can. Not up to
+    wherever its end moved meanwhile: a job writing faster than the copy goes would keep
+    it going (and the copy growing) for as long as it writes."""
     with open(src, "rb") as fin:
+        size = os.fstat(fin.fileno()).st_size
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
         with open(fd, "wb") as fout:
             if hasattr(os, "sendfile"):
-                _sendfile_all(fin.fileno(), fd)
+                _sendfile_all(fin.fileno(), fd, size)
             else:
-                _read_write_all(fin, fout)
+                _read_write_all(fin, fout, size)
 
 
-def _sendfile_all(src_fd: int, dst_fd: int) -> None:
+def _sendfile_all(src_fd: int, dst_fd: int, size: int) -> None:
     offset = 0
-    while True:
-        sent = os.sendfile(dst_fd, src_fd, offset, _BLOCK * 16)
+    while offset < size:
+        sent = os.sendfile(dst_fd, src_fd, offset, min(_BLOCK * 16, size - offset))
         if sent == 0:
             return
         offset += sent
 
 
-def _read_write_all(fin, fout) -> None:
-    for block in iter(lambda: fin.read(_BLOCK), b""):
+def _read_write_all(fin, fout, size: int) -> None:
+    while size > 0:
+        block = fin.read(min(_BLOCK, size))
+        if not block:
+            return
         fout.write(block)
+        size -= len(block)
 
 
 # ---------------------------------------------------------------- reading

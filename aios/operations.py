@@ -22,7 +22,8 @@ class Operations:
             return self.jobs[name]
         except KeyError:
             known = ", ".join(sorted(self.jobs)) or "none"
-            raise OperationError(f"no job named {name!r} (known: {known})") from None
+            shown = repr(name) if len(name) <= 64 else repr(name[:60]) + "..."
+            raise OperationError(f"no job named {shown} (known: {known})") from None
 
     def start(self, name: str) -> None:
         """Start a stopped or failed job (an always job runs; others wait for their time)."""
@@ -186,7 +187,7 @@ class Operations:
         self.settings, self.tables = cfg.settings, cfg.tables
         for job in list(self.jobs.values()):
             self._consider(job)
-        self.store.save_specs(cfg.tables)
+        self._write(self.store.save_specs, cfg.tables)
         self._event("config_applied", None, ", ".join(f"{k}: {len(v)}" for k, v in diff.items()))
         return {**diff, "errors": cfg.errors}
 

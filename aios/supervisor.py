@@ -28,7 +28,7 @@ import signal
 
 __all__ = [
     "Proc", "HAS_PIDFD", "spawn", "start_ticks", "signal_group", "reap", "adopt",
-    "alive", "close",
+    "alive", "close", "find_leaders",
 ]
 
 
@@ -307,6 +307,52 @@ def close(proc: Proc) -> None:
 
 
 # ---------------------------------------------------------------- adopt
+
+
+def find_leaders(marks: dict[str, str], keys: tuple[str, ...]) -> list[tuple[int, int, dict]]:
+    """Live process-group leaders (pgid == pid, not zombies) of this user whose
+    environment holds every NAME=VALUE of `marks`: (pid, start ticks, {key: value} for
+    the `keys` they have). How a daemon finds what a dead one left running even where
+    nothing recorded it (killed between a spawn and its record). Reads /proc only."""
+    wanted = {f"{k}={v}".encode() for k, v in marks.items()}
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        env = _leader_environ(int(entry), wanted)
+        if env is None or not wanted <= env[1]:
+            continue
+        values = {}
+        for item in env[1]:
+            key, _, value = item.partition(b"=")
+            if key.decode(errors="replace") in keys:
+                values[key.decode()] = value.decode(errors="replace")
+        found.append((int(entry), env[0], values))
+    return found
+
+
+def _leader_environ(pid: int, wanted: set) -> tuple[int, set] | None:
+    """(start ticks, set of NAME=VALUE) of a live group leader whose environment we may
+    read (our own processes; every one for root) and mentions all of `wanted`, else None."""
+    try:
+        env = _read_proc(f"/proc/{pid}/environ", 1 << 20)
+        if not all(mark in env for mark in wanted):   # first, and cheap: most processes are not ours
+            return None
+        data = _read_proc(f"/proc/{pid}/stat", 4096)
+        fields = data[data.rindex(b")") + 2:].split()
+        if fields[0] in (b"Z", b"X") or int(fields[2]) != pid:
+            return None
+        return int(fields[19]), set(env.split(b"\0"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _read_proc(path: str, limit: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
 
 
 def adopt(pid: int, ticks: int) -> Proc | None:

@@ -2,11 +2,16 @@
 measured as ../shared/BENCH.md says: whole operations as the user waits for them, from
 the kernel's view, alternating systems A B A B within each round.
 
-    python3 -m bench [--quick] [--rounds N] [--only SCENARIO ...] [--out DIR]
+    python3 -m bench [--quick] [--rounds N] [--only SCENARIO ...] [--no-peers] [--out DIR]
 
-Layout: `measure` (kernel-based helpers), `systems/` (one module per system under test,
-plus the interpreter floors), `scenarios` (one function per scenario), `report`
-(JSON and the Markdown table), `__main__` (the command line and the round loop).
+Layout: `measure` (kernel-based helpers), `peers` (installs supervisord and circus into
+bench/.peers, pm2 into bench/.node), `systems/` (one module per system under test, the
+interpreter floors, and `probe`: readiness checks), `probes/` (programs run by the peers'
+own interpreters: readiness probes, the spawn row's Python program), `scenarios` (one
+function per scenario every system takes part in), `aios_only` (scheduling, triggers and
+the control plane), `plan` (the rows of the table), `report` (JSON and the Markdown
+table), `__main__` (the command line and the round loop), `profiling` (where AIOS's
+time and memory go: `python3 -m bench.profiling`, see PROFILE.md).
 """
 from pathlib import Path
 

@@ -1,9 +1,11 @@
-"""python3 -m bench [--quick] [--rounds N] [--only SCENARIO ...] [--out DIR]
+"""python3 -m bench [--quick] [--rounds N] [--only SCENARIO ...] [--no-peers] [--out DIR]
 
 Runs every scenario on every system, round after round (systems alternating A B A B
 within a round), writes the raw JSON to bench/results/<timestamp>.json (or --out) and
-prints the Markdown table. A full run (not --quick, no --only, at least 5 rounds) also
-writes BENCHMARKS.md at the repository root.
+prints the Markdown table. A full run (not --quick, no --only, peers included, at least
+5 rounds) also writes BENCHMARKS.md at the repository root. Peers (supervisord, circus,
+pm2) are installed into bench/.peers and bench/.node when missing; --quick measures
+AIOS alone and installs nothing.
 """
 from __future__ import annotations
 
@@ -14,9 +16,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import ROOT, report, scenarios
-from .systems import floor, process_env, sleepers
+from . import ROOT, peers, plan, report, scenarios
+from .systems import floor, process_env
 from .systems.aios import Aios
+from .systems.circus import Circus
+from .systems.pm2 import Pm2
+from .systems.supervisord import Supervisord
 
 MIN_FULL_ROUNDS = 5
 
@@ -28,6 +33,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="rounds (default: 5, or 1 with --quick)")
     parser.add_argument("--only", nargs="+", metavar="SCENARIO",
                         help="scenario families or keys, e.g. cold_start shutdown_100 (the floor always runs)")
+    parser.add_argument("--no-peers", action="store_true", help="measure AIOS alone (implied by --quick)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="folder for the JSON results")
     parser.add_argument("--no-bytecode-cache", action="store_true",
                         help="keep the caller's environment as is (e.g. PYTHONDONTWRITEBYTECODE=1: "
@@ -53,13 +59,14 @@ def select(plan: list[scenarios.Scenario], only) -> list[scenarios.Scenario]:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     settings = settings_of(args)
-    chosen = select(scenarios.plan(settings), args.only)
+    chosen = select(plan.plan(settings), args.only)
     command = "python3 -m bench" + (" " + shlex.join(argv) if argv else "")
     scratch = Path(tempfile.mkdtemp(prefix="aios-bench-"))
     try:
         env, bytecode = process_env(None if args.no_bytecode_cache else scratch / "pycache")
-        systems = [floor.python(env), Aios(env, scratch)]
-        data = {"meta": report.meta(command, settings, bytecode, systems),
+        installs = {} if settings.quick or args.no_peers else peers.ensure_all(_say)
+        systems = make_systems(env, scratch, installs)
+        data = {"meta": report.meta(command, settings, bytecode, systems, installs),
                 "floor_of": {s.name: s.interpreter for s in systems if s.kind == "manager"},
                 "scenarios": [_describe(s) for s in chosen],
                 "results": run_rounds(settings, chosen, systems)}
@@ -67,6 +74,17 @@ def main(argv: list[str]) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return finish(data, args, settings)
+
+
+def make_systems(env: dict, scratch: Path, installs: dict[str, peers.Install]) -> list:
+    """The floors first, then AIOS, then each peer (installed or not: an uninstallable
+    peer stays in the table with its reason)."""
+    systems = [floor.python(env)]
+    if installs.get("pm2") and peers.node():
+        systems.append(floor.node(env, peers.node()))
+    systems.append(Aios(env, scratch))
+    kinds = {"supervisord": Supervisord, "circus": Circus, "pm2": Pm2}
+    return systems + [kinds[name](env, scratch, install) for name, install in installs.items()]
 
 
 def _describe(scenario: scenarios.Scenario) -> dict:
@@ -78,9 +96,9 @@ def finish(data: dict, args, settings) -> int:
     path = report.write_json(data, args.out)
     text = report.markdown(data)
     print(text)
-    if settings.quick or args.only or settings.rounds < MIN_FULL_ROUNDS:
-        _say(f"raw results: {path}; BENCHMARKS.md not written (only a full run of at least "
-             f"{MIN_FULL_ROUNDS} rounds writes it)")
+    if settings.quick or args.only or args.no_peers or settings.rounds < MIN_FULL_ROUNDS:
+        _say(f"raw results: {path}; BENCHMARKS.md not written (only a full run with the peers, of at "
+             f"least {MIN_FULL_ROUNDS} rounds, writes it)")
     else:
         (ROOT / "BENCHMARKS.md").write_text(text + "\n")
         _say(f"raw results: {path}; table written to {ROOT / 'BENCHMARKS.md'}")
@@ -108,7 +126,7 @@ def warm_up(systems, settings: scenarios.Settings) -> None:
             continue
         try:
             if system.kind == "manager":
-                scenarios.cold_start(system, sleepers(1), 1, settings)
+                scenarios.warm_up(system, settings)
                 if "default_config" in system.features:
                     scenarios.cold_start(system, None, 1, settings)
             else:

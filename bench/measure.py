@@ -43,13 +43,19 @@ def ms_since(t0: float) -> float:
 
 # ---------------------------------------------------------------- /proc readers
 
-def _read(path: str, size: int = 65536) -> bytes | None:
+def _read(path: str, size: int = 1 << 20) -> bytes | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        return os.read(fd, size)
+        data = b""
+        while len(data) < size:   # /proc files come a page at a time (e.g. 1,000 children)
+            chunk = os.read(fd, size - len(data))
+            if not chunk:
+                break
+            data += chunk
+        return data
     except OSError:               # e.g. ESRCH: the process went away between open and read
         return None
     finally:

@@ -3,22 +3,23 @@ its samples, {row key: [values]} in ms, MiB or CPU ms. Every figure is a whole o
 as the user waits for it, timed from the moment the command starts (before the
 interpreter exists) until the effect is visible in /proc (../shared/BENCH.md).
 
-`plan(settings)` lists them with the rows they report. A scenario `needs` a feature
-("floor", "always", "default_config", "interval"); a system without it is skipped for
-that scenario (not applicable), never silently for any other reason.
+`plan.plan(settings)` lists them with the rows they report. A scenario `needs` a feature
+("floor", "always", "cli", "default_config", "interval", "aios"); a system without it is
+skipped for that scenario (not applicable), never silently for any other reason. The
+AIOS-only scenarios (scheduling, triggers, the control plane) are in `aios_only`.
 """
 from __future__ import annotations
 
 import os
 import signal
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import partial
 from typing import Callable, NamedTuple
 
 from . import measure
-from .systems import Job, System, sleepers
+from .systems import Job, System, python_job, sleepers
 
 Samples = dict[str, list[float]]
 MIN_AGE = 1.5     # a managed process killed younger than min_uptime (1 s for AIOS, supervisord's
@@ -29,17 +30,22 @@ class Settings(NamedTuple):
     quick: bool = False
     rounds: int = 5
     few: int = 10                  # children for shutdown, RSS and idle CPU
-    many: int = 100                # jobs for cold start, shutdown and RSS at scale
+    many: int = 100                # jobs for cold start, CLI status, shutdown, RSS, adoption
+    scale: int = 1000              # always jobs of the scale row
     cpu_window: float = 30.0       # seconds of idle CPU measured
     lateness_window: float = 30.0  # seconds an every-1s job runs
-    kills: int = 3                 # crash recoveries per round
+    kills: int = 3                 # crash recoveries and CLI restarts per round
+    repeats: int = 3               # CLI commands (--help, status) per round
+    triggers: int = 1000           # triggers sent / rows inserted / runs dispatched per round
+    pings: int = 1000              # control round trips per round
     settle: float = 1.0            # seconds after start-up before memory or CPU is read
     timeout: float = 60.0          # liveness limit of any one wait
+    scale_timeout: float = 300.0   # ... of the scale row's start-up
 
 
 FULL = Settings()
-QUICK = Settings(quick=True, rounds=1, few=5, many=20, cpu_window=2.0, lateness_window=4.0,
-                 kills=1, settle=0.2)
+QUICK = Settings(quick=True, rounds=1, few=5, many=20, scale=50, cpu_window=2.0, lateness_window=4.0,
+                 kills=1, repeats=1, triggers=50, pings=200, settle=0.2)
 
 
 class Row(NamedTuple):
@@ -72,16 +78,19 @@ def floor(interpreter) -> Samples:
 # ---------------------------------------------------------------- a running daemon
 
 @contextmanager
-def launched(system: System, jobs: Sequence[Job] | None, children: int,
-             timeout: float) -> Iterator[dict[str, float]]:
+def launched(system: System, jobs: Sequence[Job] | None, children: int, timeout: float,
+             extra: dict[str, Callable[[], bool]] | None = None) -> Iterator[dict[str, float]]:
     """Start `system` with `jobs` (None: its default configuration) and yield the ms from
-    the launch until it reported ready ("ready") and, if `children`, until its first
-    ("first") and all `children` ("all") managed processes ran. Always cleans up."""
-    system.prepare(jobs)
+    the launch until its control endpoint answered ("ready") and, if `children`, until its
+    first ("first") and all `children` ("all") managed processes ran (and until each
+    `extra` condition held). Always cleans up, whatever happened."""
     try:
+        system.prepare(jobs)
+        system.before_launch()
         t0 = measure.now()
         system.launch()
-        yield measure.watch(_start_conditions(system, children), t0, timeout, system.died)
+        conditions = {**_start_conditions(system, children), **(extra or {})}
+        yield measure.watch(conditions, t0, timeout, system.died)
     finally:
         system.cleanup()
 
@@ -144,8 +153,7 @@ def crash_recovery(system: System, s: Settings) -> Samples:
 
 def _kill_and_wait(system: System, timeout: float) -> float:
     """kill -9 the managed process; ms until a replacement runs its program."""
-    victim = measure.identity(system.managed_pids()[0])
-    time.sleep(max(0.0, MIN_AGE - measure.age(victim.pid)))   # waiting out a duration, not a condition
+    victim = _aged_victim(system, timeout)
     t0 = measure.now()
     os.kill(victim.pid, signal.SIGKILL)
     return measure.wait_for(lambda: _replaced(system, victim), t0, timeout,
@@ -153,11 +161,19 @@ def _kill_and_wait(system: System, timeout: float) -> float:
 
 
 def _replaced(system: System, victim: measure.Ident) -> bool:
-    return any(measure.identity(pid) not in (None, victim) for pid in system.managed_pids())
+    return any(ident != victim for ident in _running(system))
+
+
+def _running(system: System) -> list[measure.Ident]:
+    """The managed processes that run now (not a zombie its manager has yet to reap)."""
+    idents = [measure.identity(pid) for pid in system.managed_pids()]
+    return [ident for ident in idents if ident is not None and measure.alive(ident)]
 
 
 def shutdown(system: System, n: int, s: Settings) -> Samples:
     with launched(system, sleepers(n), n, s.timeout):
+        time.sleep(s.settle)     # circus loses a SIGTERM that arrives while it still starts watchers
+        _require_running(system)
         marks = _stop_and_wait(system, s.timeout)
         return {"children_ms": [marks["children"]], "stop_ms": [marks["all"]]}
 
@@ -180,72 +196,89 @@ def idle_cpu(system: System, n: int, s: Settings) -> Samples:
         return {"cpu_ms": [used * 1000.0], "window_s": [window]}
 
 
-def interval_lateness(system: System, s: Settings) -> Samples:
-    """An every-1s job running `true`: started - due of each timer-driven run, as the
-    daemon records them (the first run, at start-up, is not a timer wake and is left out)."""
-    with launched(system, [Job("tick", ("true",), every=1.0)], 0, s.timeout):
-        time.sleep(s.lateness_window)
+def warm_up(system: System, s: Settings) -> None:
+    """Untimed: one start with one job and one run of each CLI command (fills the
+    bytecode and page caches)."""
+    with launched(system, sleepers(1), 1, s.timeout):
+        for action in ("help", "status"):
+            system.run_cli(action).communicate(timeout=s.timeout)
+
+
+def spawn_python(system: System, s: Settings) -> Samples:
+    """One always job running a Python program: launch -> the program's own code runs."""
+    marker = system.scratch / f"{system.name}-{uuid.uuid4().hex}.started"
+    try:
+        with launched(system, [python_job("py000", marker)], 1, s.timeout,
+                      extra={"code": marker.exists}) as marks:
+            return {"code_ms": [marks["code"]], "first_child_ms": [marks["first"]]}
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def cli_commands(system: System, s: Settings) -> Samples:
+    """`--help` and `status` through the system's own CLI with `many` jobs running: wall
+    time of the whole command (its interpreter's start included)."""
+    with launched(system, sleepers(s.many), s.many, s.timeout):
+        time.sleep(MIN_AGE)      # every tool now reports its processes as running
+        samples: Samples = {"help_ms": [], "status_ms": []}
+        for _ in range(s.repeats):
+            samples["help_ms"].append(_cli_wall(system, "help", s.timeout))
+            samples["status_ms"].append(_cli_wall(system, "status", s.timeout))
+        return samples
+
+
+def _cli_wall(system: System, action: str, timeout: float, job: str | None = None) -> float:
+    t0 = measure.now()
+    proc = system.run_cli(action, job)
+    _, err = proc.communicate(timeout=timeout)
+    took = measure.ms_since(t0)
+    if proc.returncode != 0:
+        tail = " ".join(err.decode(errors="replace").split())[-200:]
+        raise measure.MeasureError(f"`{system.name} {action}` exited {proc.returncode}: {tail}")
+    return took
+
+
+def restart_cli(system: System, s: Settings) -> Samples:
+    """Restart the one job through the system's own CLI: ms until the new process runs,
+    and until the command returned."""
+    samples: Samples = {"restart_ms": [], "cli_ms": []}
+    with launched(system, sleepers(1), 1, s.timeout):
+        for _ in range(s.kills):
+            restart_ms, cli_ms = _restart_once(system, s.timeout)
+            samples["restart_ms"].append(restart_ms)
+            samples["cli_ms"].append(cli_ms)
+    return samples
+
+
+def _restart_once(system: System, timeout: float) -> tuple[float, float]:
+    victim = _aged_victim(system, timeout)
+    t0 = measure.now()
+    proc = system.run_cli("restart", "sleep000")
+    try:
+        marks = measure.watch({"new": lambda: _replaced(system, victim), "cli": lambda: proc.poll() is not None},
+                              t0, timeout, system.died)
+    finally:
+        _, err = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        tail = " ".join(err.decode(errors="replace").split())[-200:]
+        raise measure.MeasureError(f"`{system.name} restart` exited {proc.returncode}: {tail}")
+    return marks["new"], marks["cli"]
+
+
+def _aged_victim(system: System, timeout: float) -> measure.Ident:
+    """The managed process, once it has run MIN_AGE seconds."""
+    t0 = measure.now()
+    measure.wait_for(lambda: len(_running(system)) >= 1, t0, timeout, "a managed process", system.died)
+    victim = _running(system)[0]
+    time.sleep(max(0.0, MIN_AGE - measure.age(victim.pid)))   # waiting out a duration, not a condition
+    return victim
+
+
+def scale(system: System, s: Settings) -> Samples:
+    """`scale` always jobs: launch -> all running, and the daemon's memory then."""
+    with launched(system, sleepers(s.scale), s.scale, s.scale_timeout) as marks:
+        time.sleep(s.settle)
         _require_running(system)
-        _stop_and_wait(system, s.timeout)
-        late = system.interval_lateness_ms("tick")[1:]
-        if not late:
-            raise measure.MeasureError(f"no timer-driven run of the every-1s job in {s.lateness_window:g} s")
-        return {"p50_ms": [measure.percentile(late, 50)], "p99_ms": [measure.percentile(late, 99)],
-                "runs": [float(len(late))], "all_runs_ms": late}
-
-
-# ---------------------------------------------------------------- the plan
-
-FLOOR_ROWS = (
-    Row("wall_ms", "spawn → exit", "ms"),
-    Row("nosite_wall_ms", "spawn → exit without site (-S)", "ms"),
-    Row("rss_mib", "VmRSS once started, idle", "MiB"),
-)
-_SHUTDOWN_ROWS = (Row("children_ms", "SIGTERM → every child gone", "ms"),
-                  Row("stop_ms", "SIGTERM → daemon and every child gone", "ms"))
-_RSS_ROWS = (Row("rss_mib", "daemon VmRSS", "MiB", "rss_mib"),
-             Row("hwm_mib", "daemon VmHWM (peak)", "MiB", "rss_mib"))
-
-
-def _cold_rows(children: int) -> tuple[Row, ...]:
-    rows = [Row("first_child_ms", "launch → first managed process running", "ms", "wall_ms")]
-    if children > 1:
-        rows.append(Row("all_children_ms", f"launch → all {children} running", "ms", "wall_ms"))
-    rows += [Row("ready_ms", "launch → daemon reports ready", "ms", "wall_ms"),
-             Row("self_ready_ms", "the daemon's own 'ready in' figure (excludes interpreter start)", "ms")]
-    return tuple(rows)
-
-
-def _cold(key: str, title: str, jobs: Sequence[Job] | None, children: int, s: Settings) -> Scenario:
-    needs = "default_config" if jobs is None else "always"
-    return Scenario(key, "cold_start", title, needs, _cold_rows(children),
-                    partial(cold_start, jobs=jobs, children=children, s=s))
-
-
-def _sized(family: str, n: int, title: str, rows: tuple[Row, ...], fn, s: Settings) -> Scenario:
-    return Scenario(f"{family}_{n}", family, title, "always", rows, partial(fn, n=n, s=s))
-
-
-def plan(s: Settings) -> list[Scenario]:
-    few, many = s.few, s.many
-    return [
-        Scenario("floor", "floor", "Interpreter floor, empty program", "floor", FLOOR_ROWS, floor),
-        _cold("cold_start_1", "Cold start, 1 always job", sleepers(1), 1, s),
-        _cold("cold_start_default", "Cold start, empty home (writes the default 7 example jobs; DEVICE_TAGS empty)", None, 1, s),
-        _cold(f"cold_start_{many}", f"Cold start, {many} always jobs", sleepers(many), many, s),
-        Scenario("crash_recovery", "crash_recovery", "Crash recovery", "always",
-                 (Row("recovery_ms", "kill -9 of a managed `sleep` → replacement running", "ms"),),
-                 partial(crash_recovery, s=s)),
-        _sized("shutdown", few, f"Shutdown, {few} children", _SHUTDOWN_ROWS, shutdown, s),
-        _sized("shutdown", many, f"Shutdown, {many} children", _SHUTDOWN_ROWS, shutdown, s),
-        _sized("rss", few, f"Daemon memory, {few} children", _RSS_ROWS, rss, s),
-        _sized("rss", many, f"Daemon memory, {many} children", _RSS_ROWS, rss, s),
-        Scenario("idle_cpu", "idle_cpu", f"Idle CPU, {few} children", "always",
-                 (Row("cpu_ms", f"daemon utime+stime over {s.cpu_window:g} s", "CPU ms"),),
-                 partial(idle_cpu, n=few, s=s)),
-        Scenario("interval_lateness", "interval_lateness", "Every-1s interval job", "interval",
-                 (Row("p50_ms", f"lateness (started − due) p50 over {s.lateness_window:g} s", "ms"),
-                  Row("p99_ms", "lateness p99 (nearest rank)", "ms")),
-                 partial(interval_lateness, s=s)),
-    ]
-
+        memory = measure.memory_mib(system.daemon_pid)
+        return {"all_children_ms": [marks["all"]], "ready_ms": [marks["ready"]],
+                "rss_mib": [memory["VmRSS"]], "hwm_mib": [memory["VmHWM"]]}

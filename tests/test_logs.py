@@ -243,3 +243,18 @@ def test_follow_never_polls_faster_than_100ms(tmp_path, poll):
     path.write_text("")
     lines = logs.follow(str(path), poll=poll)
     assert lines.gi_frame.f_locals["poll"] >= 0.1
+
+
+def test_a_flooded_log_is_truncated_and_keeps_only_its_tail(tmp_path):
+    """A log that passed max_bytes by far (a job writing faster than rotation looks)
+    costs one bounded copy: PATH.1 holds its last lines after a line saying how much
+    was dropped, whatever the log had grown to."""
+    path = tmp_path / "job.log"
+    path.write_bytes(b"".join(b"line %08d\n" % i for i in range(400_000)))   # 5.6 MB
+    assert logs.rotate_if_needed(str(path), 100_000, 2)
+    assert path.stat().st_size == 0
+    head, _, kept = (tmp_path / "job.log.1").read_bytes().partition(b"\n")
+    dropped = int(head.split()[1])
+    assert head == b"[aios: %d bytes of output dropped: the job wrote faster than its log is rotated]" % dropped
+    assert len(kept) <= 100_000 and kept.endswith(b"line 00399999\n") and kept.startswith(b"line ")
+    assert dropped + len(kept) == 400_000 * 14

@@ -1,13 +1,15 @@
 """AIOS as a system under test: `python3 simple_orchestrator.py` with AIOS_HOME set to a
 fresh folder, started with the real interpreter (sys.executable) and stopped with
-SIGTERM, exactly as README.md tells a user. Its ready signal today is the
-`daemon_started ... ready in X ms` line on stderr (the control socket does not exist
-yet). Reads `orchestrator.db` only to get the scheduled `due` of interval runs.
+SIGTERM, exactly as README.md tells a user. It is ready when its control socket
+(AIOS_HOME/aios.sock) answers a `ping`; its CLI is `sys.executable -m aios --home H`.
+Reads `orchestrator.db` only to get the scheduled `due` of interval runs and to count
+trigger rows and runs.
 """
 from __future__ import annotations
 
 import json
 import re
+import socket
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -15,15 +17,18 @@ from contextlib import closing
 
 from .. import ROOT
 from . import Job, System
+from .probe import Asker
 
 ENTRY = ROOT / "simple_orchestrator.py"
-READY = re.compile(rb"daemon_started .*ready in ([0-9.]+) ms")
+READY = re.compile(rb"daemon_(?:started|reexecuted) .*ready in ([0-9.]+) ms")
+PING = b'{"op":"ping"}\n'
 
 
 class Aios(System):
     name = "aios"
     interpreter = "python"
-    features = frozenset({"always", "default_config", "interval"})
+    features = frozenset({"always", "cli", "default_config", "interval", "aios"})
+    stop_how = "SIGTERM to the daemon (Ctrl-C does the same)"
 
     def argv(self) -> list[str]:
         return [sys.executable, str(ENTRY)]
@@ -34,9 +39,21 @@ class Aios(System):
         env.update(AIOS_HOME=str(self.home), DEVICE_TAGS="")   # no tags: gpu-tagged examples stay off
         return env
 
+    def cli(self, action: str, job: str | None = None) -> list[str]:
+        base = [sys.executable, "-m", "aios", "--home", str(self.home)]
+        return base + {"help": ["--help"], "status": ["status"], "restart": ["restart", str(job)],
+                       "reexec": ["reexec"]}[action]
+
+    def cli_cwd(self) -> str:
+        return str(ROOT)          # where `python -m aios` finds the package, as in a clone
+
     @property
     def home(self):
         return self.workdir / "home"
+
+    @property
+    def socket_path(self) -> str:
+        return str(self.home / "aios.sock")
 
     def describe(self) -> str:
         version = re.search(r'__version__ = "([^"]+)"', (ROOT / "aios" / "__init__.py").read_text())
@@ -49,8 +66,8 @@ class Aios(System):
         if jobs is not None:
             (self.home / "aios.toml").write_text("".join(_table(job) for job in jobs))
 
-    def is_ready(self) -> bool:
-        return READY.search(self.log_text()) is not None
+    def readiness(self) -> Asker:
+        return Asker(self.socket_path, PING, lambda reply: reply.endswith(b"\n") and b'"ok":true' in reply)
 
     def self_reported_ready_ms(self) -> float | None:
         """The daemon's own `ready in X ms`: timed inside the daemon after the interpreter
@@ -58,20 +75,44 @@ class Aios(System):
         found = READY.search(self.log_text())
         return float(found[1]) if found else None
 
+    def count_events(self, name: str) -> int:
+        """How many `name` events the daemon has logged on stderr since its launch."""
+        return len(re.findall(rb" " + name.encode() + rb" ", self.log_text()))
+
+    def query(self, sql: str, params=()) -> list[tuple]:
+        """A read-only query of orchestrator.db (another process, as a user's script)."""
+        uri = (self.home / "orchestrator.db").as_uri() + "?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True, timeout=5.0)) as db:
+            return db.execute(sql, params).fetchall()
+
     def interval_lateness_ms(self, job: str) -> list[float]:
         """started - due of each run of `job`, in ms, oldest first (runs table)."""
-        uri = (self.home / "orchestrator.db").as_uri() + "?mode=ro"
-        with closing(sqlite3.connect(uri, uri=True)) as db:
-            rows = db.execute("SELECT started, due FROM runs WHERE job = ? AND due IS NOT NULL ORDER BY id",
-                              (job,)).fetchall()
+        rows = self.query("SELECT started, due FROM runs WHERE job = ? AND due IS NOT NULL ORDER BY id", (job,))
         return [(started - due) * 1000.0 for started, due in rows]
 
 
+def ping(path: str, timeout: float = 2.0) -> dict | None:
+    """The daemon's answer to one `ping` on a fresh connection, or None if none answers."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(PING)
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return None
+                data += chunk
+    except OSError:
+        return None
+    reply = json.loads(data)
+    return reply.get("result") if reply.get("ok") else None
+
+
 def _table(job: Job) -> str:
-    lines = [f"[jobs.{job.name}]"]
-    if job.every is None:
-        lines.append('type = "always"')
-    else:
-        lines += ['type = "interval"', f'every = "{job.every:g}s"']
+    lines = [f"[jobs.{job.name}]", f'type = "{job.kind}"']
+    if job.kind == "interval":
+        lines.append(f'every = "{job.every:g}s"')
     lines.append(f"command = {json.dumps(list(job.argv))}")
     return "\n".join(lines) + "\n\n"

@@ -1,6 +1,6 @@
 """Interpreter floors: the cost of starting the bare interpreter a process manager runs
-on (`python -c pass` today; `node -e 0` when pm2 joins). Start-up and memory rows of a
-manager are quoted as a ratio to its interpreter's floor."""
+on (`python -c pass` for AIOS, supervisord and circus; `node -e 0` for pm2). Start-up
+and memory rows of a manager are quoted as a ratio to its interpreter's floor."""
 from __future__ import annotations
 
 import subprocess
@@ -9,6 +9,7 @@ import sys
 from .. import measure
 
 PY_IDLE = "import os; os.write(1, b'.'); os.read(0, 1)"   # started, then blocked reading stdin
+NODE_IDLE = "process.stdout.write('.'); process.stdin.on('data', () => {}); process.stdin.on('end', () => process.exit(0))"
 
 
 class Interpreter:
@@ -60,3 +61,8 @@ def python(env: dict[str, str]) -> Interpreter:
     exe = sys.executable
     return Interpreter("python", [exe, "-c", "pass"], [exe, "-c", PY_IDLE], env,
                        no_site=[exe, "-S", "-c", "pass"])
+
+
+def node(env: dict[str, str], exe: str) -> Interpreter:
+    """The node binary pm2 runs on (resolved, not a PATH shim)."""
+    return Interpreter("node", [exe, "-e", "0"], [exe, "-e", NODE_IDLE], env)

@@ -142,10 +142,10 @@ class DaemonProcess:
 
     started: list = []
 
-    def __init__(self, home: Path, *args: str, env: dict | None = None):
+    def __init__(self, home: Path, *args: str, env: dict | None = None, stderr_path: Path | None = None):
         DaemonProcess.started.append(self)
         self.home = home
-        self.stderr_path = home / "daemon.stderr"
+        self.stderr_path = stderr_path or home / "daemon.stderr"
         self.offset = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
         full_env = {**os.environ, "AIOS_HOME": str(home), **(env or {})}
         with open(self.stderr_path, "ab") as err:

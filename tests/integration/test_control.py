@@ -180,12 +180,16 @@ def _as_nobody(path: Path) -> str:
     nobody, so no exec): returns what the connection saw."""
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: drop to nobody, try, report through the pipe
-        os.close(read_end)
-        os.setgid(65534)
-        os.setuid(65534)
-        os.write(write_end, _try_status(path).encode())
-        os._exit(0)
+    if pid == 0:  # the child: drop to nobody, try, report through the pipe; never return into pytest
+        try:
+            os.close(read_end)
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write_end, _try_status(path).encode())
+        except BaseException as exc:
+            os.write(write_end, f"child failed: {exc!r}".encode())
+        finally:
+            os._exit(0)
     os.close(write_end)
     with os.fdopen(read_end) as pipe:
         seen = pipe.read()
@@ -200,7 +204,10 @@ def _try_status(path: Path) -> str:
         sock.connect(str(path))
     except PermissionError as exc:
         return f"connect refused: {exc.strerror}"
-    sock.sendall(b'{"op": "status"}\n')
+    try:
+        sock.sendall(b'{"op": "status"}\n')
+    except OSError:
+        pass  # the daemon may have refused and hung up before we sent: its line is still there
     return sock.recv(4096).decode().strip()
 
 

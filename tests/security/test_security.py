@@ -1,0 +1,280 @@
+"""Security promises against real daemons:
+
+- no trigger argument ever reaches a shell (program, command and shell = true jobs; over
+  the socket, from the CLI and as rows in the triggers table);
+- a Programs path cannot escape Programs/ (the config refuses it; the runner refuses a
+  file swapped for a symlink after the check);
+- files the daemon creates are not world-writable (and which are readable by whom);
+- the dashboard refuses a mutating POST without its token or CSRF token.
+
+The socket refusing another uid is proved by
+tests/integration/test_control.py::test_another_user_is_refused_by_the_file_and_by_the_daemon.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aios import control
+from tests.integration.conftest import ROOT, DaemonProcess, processes_with_home, wait_until, write_home
+
+RUNNER = ROOT / "aios" / "runner.py"
+
+
+def payloads(marker: Path) -> list[str]:
+    """Arguments that would create a file named marker-N if any shell interpreted them."""
+    return [f"$(touch {marker}-1)", f"`touch {marker}-2`", f"; touch {marker}-3", f"&& touch {marker}-4",
+            f"| touch {marker}-5", f"\ntouch {marker}-6", f"' ; touch {marker}-7 ; '", f'" ; touch {marker}-8 ; "',
+            f"$(IFS=_;cmd=touch_{marker}-9;$cmd)", f"> {marker}-10", "*", "~", "$HOME", "${PATH}"]
+
+
+def test_no_trigger_argument_reaches_a_shell(home):
+    write_home(home, """
+[jobs.prog]
+type = "trigger"
+program = "echo.py:main"
+max_parallel = 4
+
+[jobs.cmd]
+type = "trigger"
+command = ["printf", "[%s]\\\\n"]
+max_parallel = 4
+
+[jobs.sh]
+type = "trigger"
+shell = true
+command = 'echo $1 $2 $3 $4 $5 $6 $7 $8 $9 >> "$AIOS_HOME/sh.txt"; printf "[%s]\\\\n" "$@"'
+max_parallel = 4
+""", {"echo.py": """
+    import json, os
+
+    def main(*args, **kwargs):
+        with open(os.path.join(os.environ["AIOS_HOME"], "prog.jsonl"), "a") as f:
+            f.write(json.dumps({"args": list(args), "kwargs": kwargs}) + "\\n")
+"""})
+    marker = home / "pwned"
+    args = payloads(marker)
+    daemon = DaemonProcess(home)
+    daemon.wait_ready()
+    ids = [control.call(home, "trigger", job=job, args=args) for job in ("prog", "cmd", "sh")]
+    ids.append(control.call(home, "trigger", job="prog", args=[], kwargs={"k": args[0], args[1]: args[2]}))
+    for job in ("cmd", "sh"):   # the CLI passes its arguments through no shell either
+        done = subprocess.run([sys.executable, "-m", "aios", "--home", str(home), "trigger", job, "--", *args],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert done.returncode == 0, done.stderr
+        ids.append(int(done.stdout))
+    with sqlite3.connect(home / "orchestrator.db") as db:   # and neither do rows other programs insert
+        for job in ("prog", "cmd", "sh"):
+            ids.append(db.execute("INSERT INTO triggers (job, args) VALUES (?, ?)", (job, json.dumps(args))).lastrowid)
+    for trigger_id in ids:
+        assert control.call(home, "wait", trigger=trigger_id)["outcome"] == "ok"
+    assert sorted(p.name for p in home.iterdir() if p.name.startswith("pwned")) == []
+    calls = [json.loads(line) for line in (home / "prog.jsonl").read_text().splitlines()]
+    assert calls.count({"args": args, "kwargs": {}}) == 2
+    assert {"args": [], "kwargs": {"k": args[0], args[1]: args[2]}} in calls
+    for job in ("cmd", "sh"):
+        assert (home / "logs" / f"{job}.log").read_text() == "".join(f"[{a}]\n" for a in args) * 3
+    assert daemon.terminate() == 0
+
+
+def test_the_runner_refuses_a_program_swapped_for_a_symlink_out_of_programs(home, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "swap.py").write_text(f"def main():\n    open({str(outside / 'ran')!r}, 'w').close()\n")
+    write_home(home, """
+[jobs.swap]
+type = "trigger"
+program = "swap.py:main"
+""", {"swap.py": "def main():\n    pass\n"})
+    daemon = DaemonProcess(home)
+    daemon.wait_ready()
+    (home / "Programs" / "swap.py").unlink()
+    (home / "Programs" / "swap.py").symlink_to(outside / "swap.py")   # after the config was checked
+    result = control.call(home, "wait", trigger=control.call(home, "trigger", job="swap"))
+    assert (result["outcome"], result["exit_code"]) == ("failed", 2)
+    assert not (outside / "ran").exists()
+    programs = home / "Programs"
+    assert (home / "logs" / "swap.log").read_text() == (
+        f"aios runner: 'swap.py' is outside {programs}; programs must live in that folder\n")
+    assert control.call(home, "apply")["errors"] == [   # and the config check refuses it from now on
+        f"job 'swap': program 'swap.py:main': Programs/swap.py resolves to {outside / 'swap.py'}, outside "
+        "Programs/; put the program file itself inside Programs/"]
+    assert daemon.terminate() == 0
+
+
+@pytest.mark.parametrize("target, error", [
+    ("../x.py:main", "aios runner: '../x.py' is outside {programs}; programs must live in that folder"),
+    ("sub/../../x.py:main", "aios runner: 'sub/../../x.py' is outside {programs}; programs must live in that folder"),
+    ("/etc/x.py:main", "aios runner: '/etc/x.py' must be a path relative to {programs}"),
+    ("link.py:main", "aios runner: 'link.py' is outside {programs}; programs must live in that folder"),
+])
+def test_the_runner_refuses_paths_out_of_programs(tmp_path, target, error):
+    programs = tmp_path / "Programs"
+    programs.mkdir()
+    (tmp_path / "x.py").write_text(f"def main():\n    open({str(tmp_path / 'ran')!r}, 'w').close()\n")
+    (programs / "link.py").symlink_to(tmp_path / "x.py")
+    done = subprocess.run([sys.executable, str(RUNNER), str(programs), target, '{"args": [], "kwargs": {}}'],
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (2, error.format(programs=programs) + "\n")
+    assert not (tmp_path / "ran").exists()
+
+
+# ---------------------------------------------------------------- file modes
+
+PRIVATE = ("orchestrator.db", "orchestrator.db-wal", "orchestrator.db-shm", "aios.sock", "aios.pid",
+           "logs/svc.log", "logs/svc.log.1", ".aios.toml.cache")
+WRITTEN_BY_CONFIG_AND_CLI = ("aios.toml", "Programs/web_server.py", "orchestrator.log")
+
+
+def daemon_files(tmp_path, umask: int) -> dict[str, int]:
+    """Start a daemon the way a user does (`aios up -d` on a new home, which writes the
+    default aios.toml and Programs/; our jobs then replace the example ones), make it
+    rotate a log, and return the mode of every file and folder it created."""
+    home = tmp_path / "home"
+    script = f"""
+import os, subprocess, sys, time
+os.umask({umask:#o})
+sys.path.insert(0, {str(ROOT)!r})
+from pathlib import Path
+from aios import config
+config.write_default(Path({str(home)!r}))
+with open({str(home / 'aios.toml')!r}, 'w') as f:
+    f.write('[logs]\\nmax_size = "1KB"\\nkeep = 1\\n[jobs.svc]\\ntype = "always"\\n'
+            'command = ["sh", "-c", "while :; do echo 0123456789012345678901234567890123456789; sleep 0.01; done"]\\n')
+subprocess.run([sys.executable, "-m", "aios", "--home", {str(home)!r}, "up", "-d"], check=True, cwd={str(ROOT)!r})
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=60)
+    try:
+        wait_until(lambda: (home / "logs" / "svc.log.1").exists(), what="a rotated log")
+        modes = {str(p.relative_to(home)): stat.S_IMODE(os.lstat(p).st_mode) for p in [home, *home.rglob("*")]}
+    finally:
+        subprocess.run([sys.executable, "-m", "aios", "--home", str(home), "down"], cwd=ROOT, capture_output=True,
+                       timeout=60)
+        assert processes_with_home(home) == []
+    return modes
+
+
+def show_modes(modes: dict[str, int]) -> str:
+    return ", ".join(f"{name} {mode:04o}" for name, mode in sorted(modes.items()))
+
+
+def test_nothing_the_daemon_creates_is_world_writable(tmp_path):
+    modes = daemon_files(tmp_path, 0o022)
+    print(f"\n[security figures] modes under umask 022: {show_modes(modes)}")
+    assert [name for name, mode in modes.items() if mode & 0o002] == []
+    for name in PRIVATE:
+        assert modes.get(name, 0o600) & 0o077 == 0 or name.startswith("logs/"), f"{name} {modes[name]:04o}"
+    assert modes["."] == 0o750 and modes["logs"] == 0o750 and modes["logs/svc.log"] == 0o640
+    assert modes["aios.sock"] == modes["aios.pid"] == modes["orchestrator.db"] == 0o600
+
+
+def test_under_umask_000_the_daemons_own_files_stay_private(tmp_path):
+    """The state, the socket, the pid file and the logs have explicit modes, whatever the
+    umask the daemon was started with."""
+    modes = daemon_files(tmp_path, 0)
+    print(f"\n[security figures] modes under umask 000: {show_modes(modes)}")
+    for name in PRIVATE:
+        if name in modes:
+            assert not modes[name] & 0o002, f"{name} {modes[name]:04o}"
+    assert modes["."] & 0o007 == 0 and modes["Programs"] & 0o007 == 0, "others cannot even reach the files"
+    if any(modes[name] & 0o002 for name in WRITTEN_BY_CONFIG_AND_CLI):
+        pytest.xfail("defect outside this suite's files: aios/config.py (write_default, write_config) and "
+                     "aios/cli.py (orchestrator.log of `aios up -d`) create files with the umask's mode, so "
+                     "umask 000 makes aios.toml, Programs/*.py and orchestrator.log world-writable: "
+                     + ", ".join(f"{n} {modes[n]:04o}" for n in WRITTEN_BY_CONFIG_AND_CLI))
+
+
+# ---------------------------------------------------------------- the dashboard
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def post(port: int, path: str, body: dict, headers: dict | None = None) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json", **(headers or {})})
+        reply = conn.getresponse()
+        return reply.status, json.loads(reply.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def page_csrf(port: int) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/")
+        page = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    return re.search(r'<meta name="csrf-token" content="([^"]+)"', page)[1]
+
+
+def serving(port: int) -> bool:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", "/healthz")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+
+
+def dashboard(home, token: str | None) -> tuple[DaemonProcess, int]:
+    port = free_port()
+    web = f'[web]\nport = {port}\n' + (f'token = "{token}"\n' if token else "")
+    write_home(home, web + """
+[jobs.svc]
+type = "always"
+command = ["sleep", "100000"]
+
+[jobs.web_server]
+type = "always"
+program = "web_server.py:main"
+""", {"web_server.py": (ROOT / "aios" / "programs" / "web_server.py").read_text()})
+    daemon = DaemonProcess(home)
+    daemon.wait_ready()
+    wait_until(lambda: serving(port), what="the dashboard")
+    return daemon, port
+
+
+def svc_pid(home) -> int | None:
+    return control.call(home, "status", job="svc")[0]["pid"]
+
+
+def test_the_dashboard_refuses_a_mutating_post_without_csrf_token(home):
+    daemon, port = dashboard(home, token=None)
+    pid = wait_until(lambda: svc_pid(home))
+    origin = {"Origin": f"http://127.0.0.1:{port}"}
+    csrf = {"X-CSRF-Token": page_csrf(port)}
+    for headers in ({}, origin, csrf, {"Origin": "http://evil.example", **csrf}, {**origin, "X-CSRF-Token": "guess"}):
+        status, reply = post(port, "/api/stop", {"job": "svc"}, headers)
+        assert (status, reply["ok"]) == (403, False), (headers, status, reply)
+    assert svc_pid(home) == pid and control.call(home, "status", job="svc")[0]["status"] == "running"
+    assert post(port, "/api/stop", {"job": "svc"}, {**origin, **csrf})[0] == 200, "the page itself may"
+    wait_until(lambda: control.call(home, "status", job="svc")[0]["status"] == "stopped")
+    assert daemon.terminate() == 0
+
+
+def test_the_dashboard_with_a_token_refuses_a_post_without_it(home):
+    daemon, port = dashboard(home, token="s3cret-token")
+    pid = wait_until(lambda: svc_pid(home))
+    origin = {"Origin": f"http://127.0.0.1:{port}"}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {**origin, "X-CSRF-Token": page_csrf(port)}):
+        status, reply = post(port, "/api/restart", {"job": "svc"}, headers)
+        assert (status, reply["ok"]) == (401, False), (headers, status, reply)
+    assert svc_pid(home) == pid
+    assert post(port, "/api/restart", {"job": "svc"}, {"Authorization": "Bearer s3cret-token"})[0] == 200
+    wait_until(lambda: svc_pid(home) not in (None, pid), what="the restart the token allowed")
+    assert daemon.terminate() == 0
