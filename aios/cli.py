@@ -104,7 +104,8 @@ def _up_detached(home: str, force: bool) -> int:
     began = time.perf_counter()
     read_end, write_end = os.pipe()
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with open(os.path.join(home, "orchestrator.log"), "ab") as log:
+    log_fd = os.open(os.path.join(home, "orchestrator.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    with open(log_fd, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "aios", "--home", home, "up"] + (["--force"] if force else []),
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=package_parent, start_new_session=True,
@@ -471,8 +472,11 @@ def cmd_apply(args, home: str) -> int:
     """Reload aios.toml (or load FILE in its place) without stopping the daemon."""
     if not args.file:
         return _print_diff(control.call(home, "apply"))
-    with open(args.file, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AiosError(f"cannot read {args.file}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         return _print_diff(control.call(home, "apply", text=text))
     except control.DaemonNotRunning:

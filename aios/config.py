@@ -13,7 +13,8 @@ import os
 import re
 from pathlib import Path
 
-from .spec import NAME_RE, AiosError, JobSpec, Settings, SpecError, fields, parse_job, record, replace
+from .spec import (NAME_RE, AiosError, JobSpec, Settings, SpecError, fields, parse_job, record, replace,
+                   show_value)
 
 __all__ = ["ConfigError", "Config", "load", "write_default", "write_config", "dump_toml",
            "local_zone", "CONFIG_FILE", "PROGRAMS_DIR"]
@@ -59,7 +60,7 @@ def load(home: Path, text: str | None = None, *, cache: bool = False) -> Config:
     settings = _settings(data, errors)
     jobs = data.get("jobs", {})
     if not isinstance(jobs, dict):
-        raise ConfigError(f"{CONFIG_FILE}: jobs must be tables like [jobs.backup], got jobs = {jobs!r}")
+        raise ConfigError(f"{CONFIG_FILE}: jobs must be tables like [jobs.backup], got jobs = {show_value(jobs)}")
     specs, tables = _load_jobs(home, jobs, _job_header_lines(source), errors)
     cfg = Config(home=home, settings=settings, specs=specs, tables=tables, errors=errors)
     if cache and text is None:
@@ -234,7 +235,7 @@ def _settings(data: dict, errors: list[str]) -> Settings:
 def _section(data: dict, name: str, errors: list[str]) -> dict:
     table = data.get(name, {})
     if not isinstance(table, dict):
-        raise ConfigError(f"{CONFIG_FILE}: {name} must be a table [{name}], got {name} = {table!r}")
+        raise ConfigError(f"{CONFIG_FILE}: {name} must be a table [{name}], got {name} = {show_value(table)}")
     for key in table:
         if key not in _SETTING_KEYS[name]:
             errors.append(f"{CONFIG_FILE}: unknown key {key!r} in [{name}]"
@@ -247,7 +248,7 @@ def _setting(table: dict, section: str, key: str, kind: type, default, accepted:
     value = table.get(key, default)
     if value is not default and (not isinstance(value, kind) or isinstance(value, bool)
                                  or value == ""):
-        raise ConfigError(f"{CONFIG_FILE}: [{section}] {key} = {value!r}; use {accepted}")
+        raise ConfigError(f"{CONFIG_FILE}: [{section}] {key} = {show_value(value)}; use {accepted}")
     return value
 
 
@@ -267,7 +268,7 @@ def _device_tags(device: dict) -> frozenset:
         tags = device.get("tags", [])
         where = f"{CONFIG_FILE}: [device] tags"
     if not isinstance(tags, list) or not all(isinstance(t, str) and NAME_RE.fullmatch(t) for t in tags):
-        raise ConfigError(f"{where} = {tags!r}: use tag names (letters, digits, '_', '.', '-'), "
+        raise ConfigError(f"{where} = {show_value(tags)}: use tag names (letters, digits, '_', '.', '-'), "
                           "as a list like [\"gpu\", \"lab\"] or comma-separated in DEVICE_TAGS")
     return frozenset(tags)
 
@@ -275,14 +276,14 @@ def _device_tags(device: dict) -> frozenset:
 def _port(web: dict) -> int:
     port = _setting(web, "web", "port", int, 8787, "a port number from 1 to 65535")
     if not 1 <= port <= 65535:
-        raise ConfigError(f"{CONFIG_FILE}: [web] port = {port!r}; use a port number from 1 to 65535")
+        raise ConfigError(f"{CONFIG_FILE}: [web] port = {show_value(port)}; use a port number from 1 to 65535")
     return port
 
 
 def _keep(logs: dict) -> int:
     keep = _setting(logs, "logs", "keep", int, 3, "a number of rotated files from 0 to 100")
     if not 0 <= keep <= 100:
-        raise ConfigError(f"{CONFIG_FILE}: [logs] keep = {keep!r}; use a number of rotated files from 0 to 100")
+        raise ConfigError(f"{CONFIG_FILE}: [logs] keep = {show_value(keep)}; use a number of rotated files from 0 to 100")
     return keep
 
 
@@ -297,7 +298,7 @@ def _size(logs: dict) -> int:
         if isinstance(value, str) else None
     if match and float(match[1]) > 0:
         return max(1, int(float(match[1]) * _SIZE_UNITS[match[2].lower()]))
-    raise ConfigError(f"{CONFIG_FILE}: [logs] max_size = {value!r}; use a number of bytes "
+    raise ConfigError(f"{CONFIG_FILE}: [logs] max_size = {show_value(value)}; use a number of bytes "
                       "or a size like \"512KB\", \"10MB\", \"1GB\"")
 
 
@@ -402,29 +403,33 @@ def _check_cwd(home: Path, spec: JobSpec) -> str:
 
 def write_default(home: Path) -> None:
     """First start: create home (0o750), aios.toml with the seven example jobs unless it
-    exists, and Programs/ with any example program not there yet (user edits are kept)."""
+    exists, and Programs/ with any example program not there yet (user edits are kept).
+    Modes are explicit (0o640 files), whatever the umask."""
     home = Path(home)
     home.mkdir(mode=0o750, parents=True, exist_ok=True)
-    try:
-        with open(home / CONFIG_FILE, "x", encoding="utf-8") as out:
-            out.write((Path(__file__).parent / "default.toml").read_text(encoding="utf-8"))
-    except FileExistsError:
-        pass
+    package = Path(__file__).parent
+    _create(home / CONFIG_FILE, (package / "default.toml").read_bytes())
     programs = home / PROGRAMS_DIR
     programs.mkdir(mode=0o750, exist_ok=True)
-    for example in sorted((Path(__file__).parent / "programs").glob("*.py")):
-        try:
-            with open(programs / example.name, "xb") as out:
-                out.write(example.read_bytes())
-        except FileExistsError:
-            pass
+    for example in sorted((package / "programs").glob("*.py")):
+        _create(programs / example.name, example.read_bytes())
+
+
+def _create(path: Path, data: bytes) -> None:
+    """Write a new file with mode 0o640; leave an existing one alone."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+    except FileExistsError:
+        return
+    with open(fd, "wb") as out:
+        out.write(data)
 
 
 def write_config(home: Path, text: str) -> None:
     """Replace home/aios.toml by `text` atomically (a crash leaves the old or the new file)."""
     path = Path(home) / CONFIG_FILE
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640), "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())

@@ -345,6 +345,8 @@ class Engine(Operations):
     def _outcome(self, active: Active, code: int | None, sig: int | None) -> Outcome:
         if active.stopping is not None:
             return active.stopping
+        if code is None and sig is None:
+            return Outcome.UNKNOWN
         if code == 0:
             return Outcome.OK
         return Outcome.KILLED if sig is not None else Outcome.FAILED

@@ -218,7 +218,7 @@ def after_exit(spec: JobSpec, attempts: int, uptime: float, exit_code: int | Non
 
 def after_run(spec: JobSpec, attempt: int, outcome: Outcome, now: float, u: float) -> Retry | Done:
     """What a non-always job does after attempt `attempt` (1-based) ended with `outcome`."""
-    if outcome in (Outcome.OK, Outcome.STOPPED, Outcome.PREEMPTED):
+    if outcome in (Outcome.OK, Outcome.STOPPED, Outcome.PREEMPTED, Outcome.UNKNOWN):  # unknown: it did run
         return Done(why=outcome.value)
     if attempt > spec.retries:
         return Done(why=f"{outcome.value} after {attempt} attempt{'s' * (attempt > 1)}")

@@ -10,7 +10,7 @@ _COLORS = {"green": "32", "red": "31", "yellow": "33", "blue": "34", "dim": "2",
 STATUS_COLORS = {"running": "green", "failed": "red", "backoff": "yellow", "stopping": "yellow",
                  "waiting": "blue", "stopped": "dim", "disabled": "dim", "ineligible": "dim"}
 OUTCOME_COLORS = {"ok": "green", "failed": "red", "killed": "red", "timeout": "red",
-                  "spawn_failed": "red", "lost": "yellow", "stopped": "dim", "preempted": "dim"}
+                  "spawn_failed": "red", "lost": "yellow", "unknown": "yellow", "stopped": "dim", "preempted": "dim"}
 
 
 def use_color(stream) -> bool:

@@ -17,7 +17,7 @@ from .record import factory, fields, record, replace
 __all__ = [
     "AiosError", "SpecError", "JobType", "Status", "Outcome", "JobSpec", "JobState",
     "Run", "Trigger", "Event", "Settings", "parse_job", "parse_duration", "parse_clock",
-    "check_name", "plain", "record", "replace", "fields",
+    "check_name", "plain", "record", "replace", "fields", "show_value",
 ]
 
 class SpecError(AiosError):
@@ -69,6 +69,7 @@ class Outcome(str, Enum):
     PREEMPTED = "preempted"        # idle run stopped because other work started
     SPAWN_FAILED = "spawn_failed"  # the program could not be started
     LOST = "lost"                  # the daemon died and the process was gone on its return
+    UNKNOWN = "unknown"            # adopted after a crash, it ended; its exit status is unknowable
 
 
 @record
@@ -218,7 +219,7 @@ _ALL_FIELDS = _COMMON.union(*_BY_TYPE.values())
 _DEFAULT_RETRIES = {JobType.ALWAYS: 5}
 
 
-def _show(value: object, limit: int = 40) -> str:
+def show_value(value: object, limit: int = 40) -> str:
     """repr() for error messages, shortened so huge input cannot flood a log line."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
@@ -227,7 +228,7 @@ def _show(value: object, limit: int = 40) -> str:
 def check_name(name: object) -> str:
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise SpecError(
-            f"job name {_show(name)} is not valid: use 1-64 letters, digits, '_', '.' or '-', "
+            f"job name {show_value(name)} is not valid: use 1-64 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit")
     return name
 
@@ -235,17 +236,17 @@ def check_name(name: object) -> str:
 def parse_duration(value: object, what: str = "duration") -> float:
     """Seconds from a number of seconds or a string like "100ms", "30s", "5m", "1h30m"."""
     if isinstance(value, bool):
-        raise SpecError(f"{what}: {_show(value)} is not a duration; use seconds or e.g. '30s', '5m'")
+        raise SpecError(f"{what}: {show_value(value)} is not a duration; use seconds or e.g. '30s', '5m'")
     if isinstance(value, (int, float)):
         if not -1e12 < value < 1e12:  # also refuses nan, inf and integers beyond float range
-            raise SpecError(f"{what}: {_show(value)} is not a usable duration; use at most a year")
+            raise SpecError(f"{what}: {show_value(value)} is not a usable duration; use at most a year")
         return float(value)
     if isinstance(value, str):
         text = value.strip().replace(" ", "")
         parts = _DURATION_RE.findall(text)
         if parts and "".join(n + u for n, u in parts) == text:
             return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-    raise SpecError(f"{what}: {_show(value)} is not a duration; use seconds or e.g. '30s', '5m', '1h30m'")
+    raise SpecError(f"{what}: {show_value(value)} is not a duration; use seconds or e.g. '30s', '5m', '1h30m'")
 
 
 def parse_clock(value: object, what: str) -> Clock:
@@ -257,7 +258,7 @@ def parse_clock(value: object, what: str) -> Clock:
         hour, minute, second = int(match[1]), int(match[2]), int(match[3] or 0)
         if hour < 24 and minute < 60 and second < 60:
             return Clock(hour, minute, second)
-    raise SpecError(f"{what}: {_show(value)} is not a time of day; use \"HH:MM\" from 00:00 to 23:59")
+    raise SpecError(f"{what}: {show_value(value)} is not a time of day; use \"HH:MM\" from 00:00 to 23:59")
 
 
 def parse_signal(value: object, what: str) -> int:
@@ -266,15 +267,15 @@ def parse_signal(value: object, what: str) -> int:
     sig = getattr(signal, name, None) if name.isalnum() else None
     if isinstance(sig, signal.Signals):
         return int(sig)
-    raise SpecError(f"{what}: {_show(value)} is not a signal name; use e.g. \"TERM\", \"INT\", \"HUP\", \"QUIT\"")
+    raise SpecError(f"{what}: {show_value(value)} is not a signal name; use e.g. \"TERM\", \"INT\", \"HUP\", \"QUIT\"")
 
 
 def parse_job(name: str, table: object) -> JobSpec:
     """Validate one `[jobs.NAME]` table; raise SpecError naming the first problem."""
     check_name(name)
-    where = f"job {_show(name)}"
+    where = f"job {show_value(name)}"
     if not isinstance(table, dict):
-        raise SpecError(f"{where}: expected a table of fields, got {_show(table)}")
+        raise SpecError(f"{where}: expected a table of fields, got {show_value(table)}")
     job_type = _parse_type(where, table.get("type"))
     _check_fields(where, job_type, table)
     values = {"name": name, "type": job_type, **_parse_how(where, table)}
@@ -291,7 +292,7 @@ def _parse_type(where: str, value: object) -> JobType:
         if value is None:
             raise SpecError(f"{where}: missing field 'type'; use one of {choices}") from None
         hint = _close(value, [t.value for t in JobType])
-        raise SpecError(f"{where}: unknown type {_show(value)}{hint}; use one of {choices}") from None
+        raise SpecError(f"{where}: unknown type {show_value(value)}{hint}; use one of {choices}") from None
 
 
 def _check_fields(where: str, job_type: JobType, table: dict) -> None:
@@ -300,15 +301,15 @@ def _check_fields(where: str, job_type: JobType, table: dict) -> None:
         if key in allowed:
             continue
         if key in _ALL_FIELDS:
-            raise SpecError(f"{where}: field {_show(key)} does not apply to {job_type.value} jobs")
-        raise SpecError(f"{where}: unknown field {_show(key)}{_close(key, sorted(_ALL_FIELDS))}")
+            raise SpecError(f"{where}: field {show_value(key)} does not apply to {job_type.value} jobs")
+        raise SpecError(f"{where}: unknown field {show_value(key)}{_close(key, sorted(_ALL_FIELDS))}")
 
 
 def _close(word: object, choices: list) -> str:
     import difflib  # only on the error path
 
     match = difflib.get_close_matches(str(word), choices, n=1)
-    return f" (did you mean {_show(match[0])}?)" if match else ""
+    return f" (did you mean {show_value(match[0])}?)" if match else ""
 
 
 def _parse_how(where: str, table: dict) -> dict:
@@ -326,18 +327,18 @@ def _parse_how(where: str, table: dict) -> dict:
         raise SpecError(f"{where}: 'command' is a string; give an argv list like [\"sleep\", \"60\"] "
                         "or set shell = true")
     if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
-        raise SpecError(f"{where}: 'command' must be a non-empty list of strings, got {_show(command)}")
+        raise SpecError(f"{where}: 'command' must be a non-empty list of strings, got {show_value(command)}")
     return {"command": tuple(command)}
 
 
 def _parse_program(where: str, value: object) -> str:
     match = _PROGRAM_RE.fullmatch(value) if isinstance(value, str) else None
     if not match:
-        raise SpecError(f"{where}: program {_show(value)} is not \"file.py:function\" (a file inside Programs/)")
+        raise SpecError(f"{where}: program {show_value(value)} is not \"file.py:function\" (a file inside Programs/)")
     if any(part in ("", ".", "..") for part in match[1].split("/")):
-        raise SpecError(f"{where}: program {_show(value)} must stay inside Programs/ (a relative path without '..')")
+        raise SpecError(f"{where}: program {show_value(value)} must stay inside Programs/ (a relative path without '..')")
     if not all(_PATH_PART_RE.fullmatch(part) for part in match[1].split("/")):
-        raise SpecError(f"{where}: program {_show(value)}: use letters, digits, '_', '.', '-' and '/' in the file path")
+        raise SpecError(f"{where}: program {show_value(value)}: use letters, digits, '_', '.', '-' and '/' in the file path")
     return value
 
 
@@ -347,7 +348,7 @@ def _typed(where: str, table: dict, key: str, kind: type, default):
         return value
     ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
     if not ok:
-        raise SpecError(f"{where}: {key} = {_show(value)} must be {_KIND_NAMES[kind]}")
+        raise SpecError(f"{where}: {key} = {show_value(value)} must be {_KIND_NAMES[kind]}")
     return value
 
 
@@ -373,7 +374,7 @@ def _parse_common(where: str, job_type: JobType, table: dict) -> dict:
     if "backoff_factor" in table:
         factor = table["backoff_factor"]
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 1 <= factor <= 100:
-            raise SpecError(f"{where}: backoff_factor = {_show(factor)} must be a number from 1 to 100")
+            raise SpecError(f"{where}: backoff_factor = {show_value(factor)} must be a number from 1 to 100")
         out["backoff_factor"] = float(factor)
     if "stop_signal" in table:
         out["stop_signal"] = parse_signal(table["stop_signal"], f"{where}: stop_signal")
@@ -386,7 +387,7 @@ def _parse_always(where: str, table: dict) -> dict:
     out = {}
     restart = table.get("restart", "always")
     if restart not in _RESTART:
-        raise SpecError(f"{where}: restart = {_show(restart)}; use \"always\" or \"on-failure\"")
+        raise SpecError(f"{where}: restart = {show_value(restart)}; use \"always\" or \"on-failure\"")
     out["restart"] = restart
     if "failed_cooldown" in table:
         out["failed_cooldown"] = _positive_duration(where, "failed_cooldown", table["failed_cooldown"])
@@ -395,7 +396,7 @@ def _parse_always(where: str, table: dict) -> dict:
 
 def _parse_tags(where: str, value: object) -> tuple:
     if not isinstance(value, list) or not all(isinstance(t, str) and NAME_RE.fullmatch(t) for t in value):
-        raise SpecError(f"{where}: tags = {_show(value)} must be a list of names like [\"gpu\", \"lab\"]")
+        raise SpecError(f"{where}: tags = {show_value(value)} must be a list of names like [\"gpu\", \"lab\"]")
     return tuple(value)
 
 
@@ -409,7 +410,7 @@ def _parse_env(where: str, value: object) -> dict:
 def _bounded_int(where: str, table: dict, key: str, default: int, low: int, high: int) -> int:
     value = _typed(where, table, key, int, default)
     if not low <= value <= high:
-        raise SpecError(f"{where}: {key} = {_show(value)} must be an integer from {low} to {high}")
+        raise SpecError(f"{where}: {key} = {show_value(value)} must be an integer from {low} to {high}")
     return value
 
 
@@ -417,7 +418,7 @@ def _positive_duration(where: str, key: str, value: object, allow_zero: bool = T
     seconds = parse_duration(value, f"{where}: {key}")
     if seconds < 0 or (seconds == 0 and not allow_zero) or seconds > 366 * 86400:
         bound = "zero or more" if allow_zero else "more than zero"
-        raise SpecError(f"{where}: {key} = {_show(value)} must be {bound} and at most a year")
+        raise SpecError(f"{where}: {key} = {show_value(value)} must be {bound} and at most a year")
     return seconds
 
 
@@ -427,7 +428,7 @@ def _parse_timing(where: str, job_type: JobType, table: dict) -> dict:
         out["timeout"] = _positive_duration(where, "timeout", table["timeout"], allow_zero=False)
     if "catch_up" in table:
         if table["catch_up"] not in _CATCH_UP:
-            raise SpecError(f"{where}: catch_up = {_show(table['catch_up'])}; use \"once\", \"skip\" or \"all\"")
+            raise SpecError(f"{where}: catch_up = {show_value(table['catch_up'])}; use \"once\", \"skip\" or \"all\"")
         out["catch_up"] = table["catch_up"]
     if "catch_up_max" in table:
         out["catch_up_max"] = _bounded_int(where, table, "catch_up_max", 10, 1, 1000)
@@ -449,8 +450,8 @@ def _parse_random_daily(where: str, table: dict) -> dict:
     after = parse_clock(table["after"], f"{where}: after")
     before = parse_clock(table["before"], f"{where}: before")
     if after >= before:
-        raise SpecError(f"{where}: after = {_show(table['after'])} is not earlier than before = "
-                        f"{_show(table['before'])}; the window must lie within one day")
+        raise SpecError(f"{where}: after = {show_value(table['after'])} is not earlier than before = "
+                        f"{show_value(table['before'])}; the window must lie within one day")
     return {"after": after, "before": before}
 
 
@@ -460,12 +461,12 @@ def _parse_interval(where: str, table: dict) -> dict:
     if "interval" in table:
         minutes = table["interval"]
         if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not -1e12 < minutes < 1e12:
-            raise SpecError(f"{where}: interval = {_show(minutes)} must be a number of minutes (or use every = \"30s\")")
+            raise SpecError(f"{where}: interval = {show_value(minutes)} must be a number of minutes (or use every = \"30s\")")
         seconds = minutes * 60.0
-        shown = f"interval = {_show(minutes)}"
+        shown = f"interval = {show_value(minutes)}"
     else:
         seconds = parse_duration(table["every"], f"{where}: every")
-        shown = f"every = {_show(table['every'])}"
+        shown = f"every = {show_value(table['every'])}"
     if not 0.01 <= seconds <= 366 * 86400:
         raise SpecError(f"{where}: {shown} must be more than zero (at least 10ms) and at most a year")
     return {"interval": seconds}

@@ -303,3 +303,9 @@ def test_other_jobs_retry_up_to_retries_then_finish():
     assert isinstance(second, Retry) and second.attempt == 3
     assert schedule.after_run(spec, 3, Outcome.FAILED, 10.0, 0.0) == Done(why="failed after 3 attempts")
     assert schedule.after_run(spec, 1, Outcome.OK, 10.0, 0.0) == Done(why="ok")
+
+
+def test_a_run_whose_exit_no_one_could_read_is_not_retried():
+    """Adopted after a daemon crash, it ran; re-running it could do the work twice."""
+    spec = job("trigger", retries=3)
+    assert schedule.after_run(spec, 1, Outcome.UNKNOWN, 0.0, 0.0) == Done(why="unknown")
