@@ -13,18 +13,16 @@ import os
 import random
 import signal
 import sys
-from collections import deque
 from pathlib import Path
 
-from . import launch, logs, schedule, show, supervisor
+from . import launch, logs, schedule, supervisor
 from .loop import Loop
+from .exits import Exits
 from .operations import Operations
 from .spec import Event, JobSpec, JobState, JobType, Outcome, Run, Status, Trigger, replace
 from .store import StoreError
 
 WALL_RECHECK = 60.0     # wall-clock deadlines are re-checked at least this often (clock jumps)
-STORE_RETRY = 1.0       # while the store fails, the waiting writes are retried this often
-MAX_BACKLOG = 10_000    # writes waiting for the store beyond which new events are dropped (counted)
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _NOT_ALWAYS_BUSY = (JobType.DAILY, JobType.INTERVAL, JobType.RANDOM_DAILY, JobType.TRIGGER)
 
@@ -54,7 +52,7 @@ class Job:
         self.retrying = 0                     # retries waiting in backoff (trigger slots taken)
 
 
-class Engine(Operations):
+class Engine(Operations, Exits):
     def __init__(self, home: Path, *, force: bool = False):
         self.home = Path(home)
         self.force = force
@@ -77,13 +75,11 @@ class Engine(Operations):
         self.lock_fd = None
         self.log_guard = None
         self.control = None
+        self.recorder = None                   # every store write goes through it (daemon.start)
         self.unclean = False                   # the last daemon died without a clean exit
         self.on_caught_up = None               # called once the store works again (daemon: re-read the queue)
-        self._store_failing = False
-        self._unsaved: dict[str, JobState] = {}     # job states waiting to be written
-        self._backlog: deque = deque()              # (fn, args): other writes waiting, in order
-        self._retry_timer = None
-        self._written_late = self._dropped_events = 0
+        self.base_env: dict = {}               # the environment jobs start from (a snapshot)
+        self.running = 0                       # processes of all jobs
         self._tz = None
 
     # ================================================================ lifecycle (daemon.serve runs the loop)
@@ -102,7 +98,7 @@ class Engine(Operations):
         self._maybe_finished()
 
     def _maybe_finished(self) -> None:
-        if self.shutting_down and not any(job.active for job in self.jobs.values()):
+        if self.shutting_down and not self.running:
             self.stopped = True
 
     def on_signal(self, signum: int) -> None:
@@ -204,11 +200,11 @@ class Engine(Operations):
         """Start runs for queued triggers while the job has free slots; True if any started."""
         name, started = job.spec.name, False
         limit = job.spec.max_parallel if job.spec.type is JobType.TRIGGER else 1
-        while self.pending.get(name) and len(job.active) + job.retrying < limit and not self._store_failing:
+        while self.pending.get(name) and len(job.active) + job.retrying < limit and not self.recorder.failing:
             try:
                 trig = self.store.claim_trigger(name, self.loop.wall)
-            except StoreError as exc:   # claimed once the store works again (_caught_up)
-                self._store_failed(exc)
+            except StoreError as exc:   # claimed once the store works again (_recovered)
+                self.recorder.failed(exc)
                 break
             if trig is None:
                 self.pending[name] = 0
@@ -237,8 +233,8 @@ class Engine(Operations):
         self._cancel_timer(job)
         if spec.type in _NOT_ALWAYS_BUSY and not self.busy:
             self._preempt_idle_jobs()
-        run = self._record_start(Run(job=spec.name, started=self.loop.wall, device=self.device, attempt=attempt,
-                                     trigger_id=trigger.id if trigger else None, due=due))
+        run = self.recorder.start_run(Run(job=spec.name, started=self.loop.wall, device=self.device,
+                                          attempt=attempt, trigger_id=trigger.id if trigger else None, due=due))
         try:
             proc = self._spawn(job, run, trigger)
         except OSError as exc:
@@ -246,9 +242,9 @@ class Engine(Operations):
             return
         active = Active(replace(run, pid=proc.pid, pid_start=proc.start_ticks), proc, trigger, self.loop.mono)
         if run.id is None:
-            self._write(self._insert_run, active)
-        else:
-            self._write(self.store.set_run_pid, run.id, proc.pid, proc.start_ticks)
+            self.recorder.write(self.recorder.insert_run, active)
+        else:   # the pid may wait for the end of the turn: AIOS_RUN_ID in its environment finds it too
+            self.recorder.later(self.store.set_run_pid, run.id, proc.pid, proc.start_ticks)
         self._watch(job, active)
         self._set(job, Status.RUNNING, self._running_why(job, run), pid=proc.pid,
                   run_id=run.id, next_due=None if spec.type is JobType.ALWAYS else job.state.next_due)
@@ -267,7 +263,7 @@ class Engine(Operations):
         fd = logs.open_log(log_path)
         try:
             proc = supervisor.spawn(launch.argv(spec, trigger, self.home),
-                                    launch.environment(spec, run.id, os.environ, self.home, self.settings),
+                                    launch.environment(spec, run.id, self.base_env, self.home, self.settings),
                                     launch.working_dir(spec, self.home), fd)
         finally:
             os.close(fd)
@@ -285,6 +281,7 @@ class Engine(Operations):
 
     def _watch(self, job: Job, active: Active) -> None:
         job.active[active.proc.pid] = active
+        self.running += 1
         if job.spec.type in _NOT_ALWAYS_BUSY:
             self.busy.add(active.proc.pid)
         if active.proc.pidfd is not None:
@@ -322,159 +319,6 @@ class Engine(Operations):
                 for active in list(job.active.values()):
                     self._event("preempted", job.spec.name, "other work started; stopping the idle run")
                     self._stop_active(job, active, Outcome.PREEMPTED)
-
-    # ================================================================ exits
-    def _reap_all(self) -> None:
-        """SIGCHLD fallback (no pidfds): look at every process we run."""
-        for job in list(self.jobs.values()):
-            for active in list(job.active.values()):
-                self._on_exit(job, active)
-
-    def _on_exit(self, job: Job, active: Active) -> None:
-        pidfd = active.proc.pidfd
-        status = supervisor.reap(active.proc)  # closes the pidfd once it reports the exit
-        if status is None:
-            return
-        if pidfd is not None:
-            self.loop.remove_reader(pidfd)
-        del job.active[active.proc.pid]
-        active.run = replace(active.run, ended=self.loop.wall, exit_code=status[0], signal=status[1])
-        self._finish(job, active, self._outcome(active, *status))
-        self._maybe_finished()
-
-    def _outcome(self, active: Active, code: int | None, sig: int | None) -> Outcome:
-        if active.stopping is not None:
-            return active.stopping
-        if code is None and sig is None:
-            return Outcome.UNKNOWN
-        if code == 0:
-            return Outcome.OK
-        return Outcome.KILLED if sig is not None else Outcome.FAILED
-
-    def _finish(self, job: Job, active: Active, outcome: Outcome) -> None:
-        """Record an ended run and decide what the job does next."""
-        for timer in active.timers:
-            timer.cancel()
-        run = active.run = replace(active.run, outcome=outcome)
-        decision = None
-        if job.intent is None and not self.shutting_down and job.spec.type is not JobType.ALWAYS:
-            decision = schedule.after_run(job.spec, run.attempt, outcome, self.loop.mono, random.random())
-        fate = self._trigger_fate(job, outcome, decision) if active.trigger else None
-        uptime = self.loop.mono - active.started
-        job.last_run = run
-        self._write(self._record_end, active, fate == "finish")
-        if fate == "finish":
-            for reply in self.waiters.pop(run.trigger_id, []):
-                reply(self._trigger_result(run.trigger_id, outcome.value, run))
-        if fate == "requeue":
-            self._write(self.store.requeue_trigger, run.trigger_id)
-            self.pending[job.spec.name] = self.pending.get(job.spec.name, 0) + 1
-        self._event("job_exited", job.spec.name, f"pid {run.pid} {describe_exit(run.exit_code, run.signal)}"
-                    f" after {show.duration(uptime)} ({outcome.value})")
-        if job.intent is not None:
-            if not job.active:
-                self._fulfil_intent(job)
-        elif job.spec.type is JobType.ALWAYS:
-            self._after_always(job, active, uptime)
-        else:
-            self._after_other(job, active, outcome, decision)
-        self._after_busy_change(run.pid)
-
-    def _trigger_fate(self, job: Job, outcome: Outcome, decision) -> str:
-        """A trigger cut short by shutdown or restart goes back to the queue; one that will
-        be retried stays claimed; any other is done."""
-        if outcome is Outcome.STOPPED and job.intent in ("shutdown", "restart"):
-            return "requeue"
-        return "keep" if isinstance(decision, schedule.Retry) else "finish"
-
-    def _fulfil_intent(self, job: Job) -> None:
-        intent, job.intent = job.intent, None
-        if intent == "restart":
-            self._set(job, Status.STOPPED, "restarting on request", attempts=0)
-            self._launch_now(job)
-        elif intent == "resume":  # a leftover that could not be adopted is gone
-            self._set(job, Status.STOPPED, "replaced a process left by the previous daemon")
-            self._consider(job)
-        elif intent == "remove":
-            self._set(job, Status.STOPPED, "removed from the configuration", pid=None, next_due=None)
-            del self.jobs[job.spec.name]
-        elif intent == "disable":
-            self._set(job, Status.DISABLED, "disabled", pid=None, next_due=None)
-        else:
-            why = "stopped on request" if intent == "stop" else "daemon stopped"
-            self._set(job, Status.STOPPED, why, pid=None, next_due=None)
-
-    def _after_always(self, job: Job, active: Active, uptime: float) -> None:
-        run, spec = active.run, job.spec
-        decision = schedule.after_exit(spec, job.state.attempts, uptime, run.exit_code,
-                                       self.loop.mono, random.random())
-        exit_text = f"{describe_exit(run.exit_code, run.signal)} after {show.duration(uptime)}"
-        if isinstance(decision, schedule.Done):
-            self._set(job, Status.STOPPED, f"{exit_text}; {decision.why}", pid=None)
-        elif isinstance(decision, schedule.GiveUp):
-            self._set(job, Status.FAILED, f"{decision.why} (last: {exit_text}); probing again at "
-                      + self._clock_text(self._wall_of(decision.at)), pid=None, attempts=decision.attempts,
-                      next_due=self._wall_of(decision.at))
-            self._event("job_failed", spec.name, job.state.why)
-            job.timer = self.loop.call_at(decision.at, self._probe, job)
-        else:
-            self._restart_after(job, decision, exit_text)
-
-    def _restart_after(self, job: Job, decision: schedule.Restart, exit_text: str) -> None:
-        restarts = job.state.restarts + 1
-        if decision.at <= self.loop.mono:
-            self._set(job, job.state.status, job.state.why, attempts=decision.attempts, restarts=restarts)
-            self._launch(job)
-            return
-        self._set(job, Status.BACKOFF, f"{exit_text}; {decision.why}", pid=None,
-                  attempts=decision.attempts, restarts=restarts, next_due=self._wall_of(decision.at))
-        self._event("restart_scheduled", job.spec.name, job.state.why)
-        job.timer = self.loop.call_at(decision.at, self._timer_launch, job)
-
-    def _probe(self, job: Job) -> None:
-        job.timer = None
-        self._event("job_probe", job.spec.name, "cool-down over; starting the failed job again")
-        self._consider(job)
-
-    def _timer_launch(self, job: Job) -> None:
-        job.timer = None
-        self._consider(job)
-
-    def _after_other(self, job: Job, active: Active, outcome: Outcome, decision) -> None:
-        run, spec = active.run, job.spec
-        if isinstance(decision, schedule.Retry):
-            job.retrying += 1
-            why = f"{outcome.value}; {decision.why}"
-            if not job.active:
-                self._set(job, Status.BACKOFF, why, attempts=run.attempt, next_due=self._wall_of(decision.at))
-            self._event("retry_scheduled", spec.name, why)
-            self.loop.call_at(decision.at, self._retry, job, run, active.trigger, decision.attempt)
-            return
-        if spec.type is JobType.IDLE and outcome is not Outcome.PREEMPTED:
-            self._set(job, job.state.status, job.state.why, last_slot=run.due or run.started)
-        if run.trigger_id is not None:
-            self._event("trigger_done", spec.name, f"trigger {run.trigger_id}: {decision.why}")
-        if not job.active:
-            self._set(job, Status.WAITING, f"last run: {decision.why}", pid=None, attempts=0)
-        self._consider(job)
-
-    def _retry(self, job: Job, run: Run, trig: Trigger | None, attempt: int) -> None:
-        job.retrying -= 1
-        if self.shutting_down or job.state.held or not self._enabled(job):
-            if trig is not None:
-                self._write(self.store.requeue_trigger, trig.id)
-            return
-        self._launch(job, due=run.due, trigger=trig, attempt=attempt)
-
-    def _after_busy_change(self, pid: int) -> None:
-        if pid not in self.busy:
-            return
-        self.busy.discard(pid)
-        if not self.busy:
-            self.quiet_since = self.loop.wall
-            for job in self.jobs.values():
-                if job.spec.type is JobType.IDLE:
-                    self._consider(job)
 
     # ================================================================ timers and clocks
     def _cancel_timer(self, job: Job) -> None:
@@ -525,105 +369,13 @@ class Engine(Operations):
         if new == old:
             return
         job.state = new
-        self._save(new)
+        self.recorder.save_state(new)
         if status is not old.status:
             self._notify(Event(ts=self.loop.wall, name="status", job=job.spec.name,
                                message=f"{old.status.value} -> {status.value}" + (f": {why}" if why else "")))
 
-    def _save(self, state: JobState) -> None:
-        self._unsaved[state.job] = state   # the latest state of each job: written now, or once the store is back
-        if not self._store_failing:
-            try:
-                self._write_states()
-            except StoreError as exc:
-                self._store_failed(exc)
-
-    def _write_states(self) -> None:
-        if self._unsaved:
-            with self.store.batch():
-                for state in self._unsaved.values():
-                    self.store.save_state(state)
-            self._unsaved.clear()
-
-    # ================================================================ writes while the store fails
-    # The daemon keeps supervising when its database is full, locked or broken: a write
-    # that fails waits in memory (runs, trigger outcomes and events in order in _backlog,
-    # the latest state of each job in _unsaved), the error is reported once, and every
-    # STORE_RETRY seconds the waiting writes are tried again, in order, until they pass.
-    # Meanwhile nothing is written out of order and no trigger is claimed; a trigger is
-    # acknowledged only once add_trigger committed it (Operations.trigger).
-
-    def _write(self, fn, *args) -> None:
-        """Do one store write now, or queue it behind the writes already waiting."""
-        if not self._store_failing:
-            try:
-                fn(*args)
-                return
-            except StoreError as exc:
-                self._store_failed(exc)
-        self._backlog.append((fn, args))
-
-    def _record_start(self, run: Run) -> Run:
-        """The run with its id, recorded now; without an id while the store fails (the
-        caller queues _insert_run or _record_end, which record it later)."""
-        if not self._store_failing:
-            try:
-                return self.store.start_run(run)
-            except StoreError as exc:
-                self._store_failed(exc)
-        return run
-
-    def _insert_run(self, active: Active) -> None:
-        if active.run.id is None:
-            active.run = self.store.start_run(active.run)
-
-    def _record_end(self, active: Active, finish_trigger: bool) -> None:
-        self._insert_run(active)
-        self.store.finish_run(active.run, finish_trigger=finish_trigger)
-
-    def _store_failed(self, exc: Exception) -> None:
-        """Report the first failure of an outage (once), and retry until the store is back."""
-        if not self._store_failing:
-            self._store_failing = True
-            self._log(f"store_error: {exc}; jobs keep running and their records wait in memory "
-                      f"(retried every {STORE_RETRY:g} s)")
-            self._backlog.append((self.store.add_event, (Event(
-                ts=self.loop.wall, name="store_error", message=str(exc), device=self.device),)))
-        if self._retry_timer is None:
-            self._retry_timer = self.loop.call_later(STORE_RETRY, self._retry_writes)
-
-    def _retry_writes(self) -> None:
-        self._retry_timer = None
-        if self.flush_writes():
-            self._caught_up()
-        else:
-            self._retry_timer = self.loop.call_later(STORE_RETRY, self._retry_writes)
-
-    def flush_writes(self) -> bool:
-        """Write what is waiting, in order; False if the store still fails."""
-        done = 0
-        try:
-            while self._backlog:
-                fn, args = self._backlog[0]
-                try:
-                    fn(*args)
-                except StoreError:
-                    raise
-                except Exception as exc:  # a bug, not the store: report it, do not retry it forever
-                    self._on_callback_error(exc)
-                self._backlog.popleft()
-                done += 1
-            self._write_states()
-        except StoreError:
-            return False
-        finally:
-            self._written_late += done
-        return True
-
-    def _caught_up(self) -> None:
-        written, self._written_late = self._written_late, 0
-        dropped, self._dropped_events = self._dropped_events, 0
-        self._store_failing = False
+    def _recovered(self, written: int, dropped: int) -> None:
+        """The store works again: say so, and pick up the triggers that waited meanwhile."""
         self._event("store_recovered", None, f"the state database works again; {written} delayed write(s) done"
                     + (f", {dropped} event(s) dropped" if dropped else ""))
         if self.on_caught_up is not None:
@@ -635,10 +387,7 @@ class Engine(Operations):
     def _event(self, name: str, job: str | None, message: str) -> None:
         event = Event(ts=self.loop.wall, name=name, job=job, message=message, device=self.device)
         self._log(f"{name} {job or '-'}: {message}")
-        if len(self._backlog) < MAX_BACKLOG:
-            self._write(self.store.add_event, event)
-        else:
-            self._dropped_events += 1
+        self.recorder.event(event)
         self._notify(event)
 
     def _notify(self, event: Event) -> None:
@@ -662,15 +411,6 @@ def _fresh_state(state: JobState, now: float, keep_held: bool) -> JobState:
     return replace(state, status=Status.FAILED if failed else Status.STOPPED,
                    why=state.why if failed else "", pid=None, run_id=None,
                    next_due=state.next_due if failed else None, held=state.held and keep_held)
-
-
-def describe_exit(code: int | None, sig: int | None) -> str:
-    if sig is not None:
-        try:
-            return f"killed by {signal.Signals(sig).name}"
-        except ValueError:
-            return f"killed by signal {sig}"
-    return "exited (status unknown)" if code is None else f"exited {code}"
 
 
 _CONSIDER = {

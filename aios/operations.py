@@ -82,7 +82,7 @@ class Operations:
             raise OperationError(f"job {name!r} runs a command, which takes positional arguments only; "
                                  "keyword arguments are for program jobs")
         _check_argument_size(name, args, kwargs)
-        trig = self.store.add_trigger(name, list(args), dict(kwargs or {}), self.loop.wall)
+        trig = self.store.add_trigger(name, list(args), dict(kwargs or {}), self.loop.wall)  # the acknowledgement
         self.pending[name] = self.pending.get(name, 0) + 1
         self._event("trigger_added", name, f"trigger {trig.id} queued")
         self._consider(job)
@@ -115,16 +115,18 @@ class Operations:
                 "exit_code": run.exit_code if run else None, "signal": run.signal if run else None}
 
     # ---- reading
+    def ping(self) -> dict:
+        from . import __version__
+
+        return {"pid": os.getpid(), "version": __version__, "home": str(self.home), "device": self.device,
+                "started": self.started, "jobs": len(self.jobs)}
+
     def about(self) -> dict:
         import sys
 
-        from . import __version__
-
         times = os.times()
-        return {"pid": os.getpid(), "version": __version__, "python": sys.version.split()[0],
-                "home": str(self.home), "device": self.device, "tags": sorted(self.settings.tags),
-                "started": self.started, "jobs": len(self.jobs), "rss_kib": _rss_kib(),
-                "cpu_seconds": times.user + times.system}
+        return {**self.ping(), "python": sys.version.split()[0], "tags": sorted(self.settings.tags),
+                "rss_kib": _rss_kib(), "cpu_seconds": times.user + times.system}
 
     def job_detail(self, name: str) -> dict:
         """A job's status, its aios.toml table, and its log file's path."""
@@ -187,7 +189,7 @@ class Operations:
         self.settings, self.tables = cfg.settings, cfg.tables
         for job in list(self.jobs.values()):
             self._consider(job)
-        self._write(self.store.save_specs, cfg.tables)
+        self.recorder.write(self.store.save_specs, cfg.tables)
         self._event("config_applied", None, ", ".join(f"{k}: {len(v)}" for k, v in diff.items()))
         return {**diff, "errors": cfg.errors}
 

@@ -9,18 +9,23 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "aios"
 
-# module -> the aios modules it may import. loop, daemon, operations and fswatch are the
-# engine's own parts (its event loop, its wiring to the world, the operations it offers,
-# inotify); home is config's light part (where AIOS_HOME is); store/* counts as "store".
+# module -> the aios modules it may import. loop, daemon, operations, exits, recorder,
+# recovery, watches and fswatch are the engine's own parts (its event loop, its wiring to
+# the world, the operations it offers, what happens when a run ends, its writes, adoption,
+# what it watches, inotify); home is config's light part; store/* counts as "store".
 ENGINE_PARTS = {"spec", "schedule", "config", "store", "supervisor", "control", "logs", "loop",
-                "fswatch", "home", "show", "launch"}
+                "fswatch", "home", "show", "launch", "recorder"}
 ALLOWED = {
     "spec": set(), "logs": set(), "runner": set(), "supervisor": set(), "loop": set(), "fswatch": set(),
     "schedule": {"spec"}, "config": {"spec", "home"}, "store": {"spec"}, "control": {"spec"},
     "home": set(), "show": set(), "launch": {"spec"},
-    "engine": ENGINE_PARTS | {"operations"},
+    "engine": ENGINE_PARTS | {"operations", "exits"},
     "operations": ENGINE_PARTS,
-    "daemon": ENGINE_PARTS | {"engine", "operations"},
+    "exits": ENGINE_PARTS,
+    "recorder": {"spec", "store"},
+    "recovery": ENGINE_PARTS | {"engine"},
+    "watches": ENGINE_PARTS | {"engine", "operations"},
+    "daemon": ENGINE_PARTS | {"engine", "operations", "recovery", "watches"},
     "cli": {"control", "config", "home", "show", "logs", "store", "engine", "daemon", "spec"},
     "web": {"control", "config", "home", "errors"},
     "__init__": set(), "__main__": {"cli"}, "errors": set(), "record": set(),

@@ -306,10 +306,12 @@ def test_clear_triggers_drops_every_trigger_not_done(store):
 
 def test_events_newest_first_with_filters(make_store):
     store, other = make_store("one"), make_store("two")
-    store.add_event(Event(ts=T0, name="job_started", job="a", message="pid 1"))
-    store.add_event(Event(ts=T0 + 1, name="daemon_started"))
-    other.add_event(Event(ts=T0 + 2, name="job_failed", job="a"))
+    first = store.add_event(Event(ts=T0, name="job_started", job="a", message="pid 1"))
+    second = store.add_event(Event(ts=T0 + 1, name="daemon_started"))
+    third = other.add_event(Event(ts=T0 + 2, name="job_failed", job="a"))
+    assert first < second < third, "add_event returns the new event's id"
     events = store.recent_events()
+    assert [e.id for e in events] == [third, second, first]
     assert [e.name for e in events] == ["job_failed", "daemon_started", "job_started"]
     assert events[2] == Event(ts=T0, name="job_started", job="a", message="pid 1",
                               device="one", id=events[2].id)

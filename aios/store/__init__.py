@@ -125,7 +125,8 @@ class Store:
         raise NotImplementedError
 
     # ---- events
-    def add_event(self, event: Event) -> None:
+    def add_event(self, event: Event) -> int:
+        """Record an event; returns its id (ids grow with time)."""
         raise NotImplementedError
 
     def recent_events(self, limit: int = 100, job: str | None = None,

@@ -331,10 +331,10 @@ class SqliteStore(Store):
             return db.execute(_CLEAR_TRIGGERS).rowcount
 
     # ---- events
-    def add_event(self, event: Event) -> None:
+    def add_event(self, event: Event) -> int:
         values = (event.ts, event.device or self.device, event.job, event.name, event.message)
         with self._transaction(f"recording event {event.name!r}") as db:
-            db.execute(_ADD_EVENT, values)
+            return db.execute(_ADD_EVENT, values).lastrowid
 
     def recent_events(self, limit: int = 100, job: str | None = None,
                       after_id: int | None = None) -> list[Event]:

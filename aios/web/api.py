@@ -19,7 +19,7 @@ from ..control import Client, DaemonNotRunning
 from ..errors import AiosError
 from .security import Refused
 
-READS = {"ping": (), "status": ("job",), "job": ("job",), "history": ("job", "limit"),
+READS = {"ping": (), "about": (), "status": ("job",), "job": ("job",), "history": ("job", "limit"),
          "events": ("job", "limit", "after_id"), "wait": ("trigger",)}
 WRITES = ("start", "stop", "restart", "enable", "disable", "trigger", "run", "apply", "reexec",
           "shutdown")

@@ -140,7 +140,7 @@ class Hub:
                     return      # close() came before self.watcher was there to shut down
                 watcher.call("watch")   # before the snapshot, so nothing falls between them
                 with self.fetching:
-                    self._reset(reader.call("status"), reader.call("ping"))
+                    self._reset(reader.call("status"), reader.call("about"))
                 self.streaming = True
                 self.ready.set()
                 while not self.closed.is_set():
@@ -154,7 +154,7 @@ class Hub:
         self.publish("event", event)
         if event["name"] in RESYNC:
             with self.fetching:
-                self._reset(reader.call("status"), reader.call("ping"))
+                self._reset(reader.call("status"), reader.call("about"))
         elif event.get("job"):
             self.refresh(reader, event["job"])
 

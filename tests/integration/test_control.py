@@ -83,7 +83,8 @@ def test_every_op(daemon, home):
     detail = client.call("job", job="work")
     assert detail["spec"] == {"type": "trigger", "command": ["sh", "-c", "exit $1", "work"]}
     assert detail["status"]["name"] == "work" and detail["log"] == str(home / "logs" / "work.log")
-    assert about["rss_kib"] > 1000 and about["cpu_seconds"] >= 0
+    about = client.call("about")
+    assert about["pid"] == daemon.pid and about["rss_kib"] > 1000 and about["cpu_seconds"] >= 0
     assert client.call("events", job="work", limit=3)[0]["name"] in ("trigger_done", "job_exited")
     assert client.call("apply") == {"added": [], "removed": [], "changed": [], "unchanged": ["svc", "tick", "work"],
                                     "errors": []}
@@ -113,7 +114,7 @@ def test_errors_name_the_problem_and_keep_the_connection(daemon, home):
     assert errors[1:4] == [
         'malformed request: expected a JSON object like {"op": "status"}',
         'malformed request: missing "op" (a string such as "status")',
-        "unknown op 'frobnicate'; known ops: apply, disable, enable, events, history, job, ping, reexec, restart, "
+        "unknown op 'frobnicate'; known ops: about, apply, disable, enable, events, history, job, ping, reexec, restart, "
         "run, shutdown, start, status, stop, trigger, wait, watch"]
     assert errors[4:11] == [
         "op 'start': missing field 'job'",

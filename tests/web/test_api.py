@@ -35,7 +35,7 @@ def test_read_errors_name_the_problem(web):
     code, _, reply = request(f"{web.url}/api/status?name=work")
     assert code == 400 and reply["error"] == "unknown parameter 'name'; accepted: job"
     code, _, reply = request(f"{web.url}/api/restart?job=sleeper")
-    assert code == 405 and reply["error"].startswith("GET /api/restart: not an op for GET; GET ops: events,")
+    assert code == 405 and reply["error"].startswith("GET /api/restart: not an op for GET; GET ops: about, events,")
     assert request(f"{web.url}/api/frobnicate")[0] == 404
     assert request(f"{web.url}/api/ping", "POST", {}, {"Origin": web.url})[0] == 405
 

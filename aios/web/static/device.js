@@ -26,7 +26,7 @@ export function hide() {
 async function load() {
   lastRead = now();
   try {
-    device.about = await read("ping");
+    device.about = await read("about");
   } catch (error) {
     device.about = null;
   }
