@@ -123,19 +123,51 @@ def _read_write_all(fin, fout, size: int) -> None:
 
 
 def tail(path: str, n: int) -> list[str]:
-    """The last n lines of path (without their newlines); [] if it does not exist."""
-    if n <= 0:
-        return []
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        return []
-    with f:
-        data = _read_tail(f, n)
-    lines = data.decode("utf-8", errors="replace").split("\n")
-    if lines[-1] == "":
-        lines.pop()                 # the file ends with a newline
-    return lines[-n:]
+    """The last n lines of path (without their newlines), the unfinished last one
+    included; [] if it does not exist."""
+    follower = Follower(path)
+    lines = follower.last(n) + ([follower.partial] if follower.partial else [])
+    return [_text(line) for line in lines[-n:]] if n > 0 else []
+
+
+class Follower:
+    """What is appended to a log file, a complete line at a time, from where it was when
+    the Follower was made (or from its start, if it did not exist yet). A truncated
+    (copytruncated) or replaced file is followed from its new start; at most
+    _FOLLOW_CHUNK bytes are read per call. Lines are bytes, without their newline."""
+
+    def __init__(self, path: str):
+        st = _stat(path)
+        self.path, self.partial = path, b""
+        self.pos, self.ino = (st.st_size, st.st_ino) if st is not None else (0, None)
+
+    def last(self, n: int) -> list[bytes]:
+        """The last n complete lines, read backwards in blocks; following goes on from
+        the end they were read up to."""
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            return []
+        with f:
+            self.ino = os.fstat(f.fileno()).st_ino
+            data = _read_tail(f, n)
+            self.pos = f.seek(0, os.SEEK_END)
+        *lines, self.partial = data.split(b"\n")
+        return lines[-n:] if n > 0 else []
+
+    def read(self) -> list[bytes]:
+        """The lines completed since the last call ([] if none)."""
+        st = _stat(self.path)
+        lines = []
+        if st is None or st.st_ino != self.ino or st.st_size < self.pos:    # new, replaced or truncated
+            self.pos, self.ino = 0, (st.st_ino if st is not None else None)
+            if self.partial:        # the rest of that line went with the old content
+                lines.append(self.partial)
+                self.partial = b""
+        data = _read_from(self.path, self.pos, st.st_size) if st is not None else b""
+        self.pos += len(data)
+        *new, self.partial = (self.partial + data).split(b"\n")
+        return lines + new
 
 
 def _read_tail(f, n: int) -> bytes:
@@ -154,17 +186,25 @@ def _read_tail(f, n: int) -> bytes:
 
 
 def follow(path: str, poll: float = _MIN_POLL):
-    """Yield lines appended to path from now on, forever (a generator).
+    """The lines appended to path from now (when follow is called, not at the first
+    next()), as text, forever: a generator that looks every `poll` seconds (at least
+    0.1) while nothing new was written."""
+    return _follow(Follower(path), max(poll, _MIN_POLL))
 
-    The current end is taken when follow is called, not at the first next(). A file
-    that does not exist yet is followed from its start once it appears; a truncated
-    (copytruncated) or replaced file is followed from its new start. A line is yielded
-    once its newline has been written. Polls every `poll` seconds, at least 0.1.
-    """
-    st = _stat(path)
-    pos = st.st_size if st is not None else 0
-    ino = st.st_ino if st is not None else None
-    return _follow(path, pos, ino, max(poll, _MIN_POLL))
+
+def _follow(follower: Follower, poll: float):
+    import time
+
+    while True:
+        lines = follower.read()
+        for line in lines:
+            yield _text(line)
+        if not lines:
+            time.sleep(poll)
+
+
+def _text(line: bytes) -> str:
+    return line.decode("utf-8", errors="replace")
 
 
 def _stat(path: str):
@@ -172,26 +212,6 @@ def _stat(path: str):
         return os.stat(path)
     except FileNotFoundError:
         return None
-
-
-def _follow(path: str, pos: int, ino: int | None, poll: float):
-    import time
-    partial = b""
-    while True:
-        st = _stat(path)
-        if st is None or st.st_ino != ino or st.st_size < pos:    # new or truncated
-            pos, ino = 0, (st.st_ino if st is not None else None)
-            if partial:             # the rest of that line went with the old content
-                yield partial.decode("utf-8", errors="replace")
-                partial = b""
-        data = _read_from(path, pos, st.st_size) if st is not None else b""
-        if not data:
-            time.sleep(poll)
-            continue
-        pos += len(data)
-        *lines, partial = (partial + data).split(b"\n")
-        for line in lines:
-            yield line.decode("utf-8", errors="replace")
 
 
 def _read_from(path: str, pos: int, size: int) -> bytes:

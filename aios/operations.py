@@ -37,13 +37,7 @@ class Operations:
 
     def stop(self, name: str) -> None:
         """Stop a job's processes; it stays stopped until started (a re-exec keeps that)."""
-        job = self.job(name)
-        self._set(job, job.state.status, job.state.why, held=True)
-        self._cancel_timer(job)
-        if job.active:
-            self._stop_runs(job, Outcome.STOPPED, "stop")
-        else:
-            self._set(job, Status.STOPPED, "stopped on request", next_due=None)
+        self._halt(self.job(name), "stop", Status.STOPPED, "stopped on request", held=True)
 
     def restart(self, name: str) -> None:
         """Stop the job's processes and start it again at once."""
@@ -58,6 +52,7 @@ class Operations:
             self._launch_now(job)
 
     def enable(self, name: str) -> None:
+        """Persistently enable a job and start it as its type says."""
         job = self.job(name)
         self._set(job, job.state.status, job.state.why, enabled=True)
         if job.state.status is Status.DISABLED:
@@ -65,13 +60,18 @@ class Operations:
         self._consider(job)
 
     def disable(self, name: str) -> None:
-        job = self.job(name)
-        self._set(job, job.state.status, job.state.why, enabled=False)
+        """Persistently disable a job, stopping its processes."""
+        self._halt(self.job(name), "disable", Status.DISABLED, "disabled", enabled=False)
+
+    def _halt(self, job, intent: str, status: Status, why: str, **flag) -> None:
+        """Record `flag` (held or enabled), then stop the job's processes (the engine
+        fulfils `intent` when they have exited) or, with none running, take `status`."""
+        self._set(job, job.state.status, job.state.why, **flag)
         self._cancel_timer(job)
         if job.active:
-            self._stop_runs(job, Outcome.STOPPED, "disable")
+            self._stop_runs(job, Outcome.STOPPED, intent)
         else:
-            self._set(job, Status.DISABLED, "disabled", next_due=None)
+            self._set(job, status, why, next_due=None)
 
     def trigger(self, name: str, args=(), kwargs=None) -> int:
         """Queue a run of `name` with args/kwargs; durable once this returns its id."""

@@ -9,22 +9,16 @@ import shlex
 from collections.abc import Sequence
 
 from .. import ROOT, peers
-from . import Job, System
+from . import Job
+from .peer import Peer
 from .probe import Probe
 
 PROBE = ROOT / "bench" / "probes" / "circus_probe.py"
 
 
-class Circus(System):
+class Circus(Peer):
     name = "circus"
     interpreter = "python"
-
-    def __init__(self, env, scratch, install: peers.Install):
-        super().__init__(env, scratch)
-        self.install = install
-
-    def unavailable(self) -> str | None:
-        return self.install.error
 
     def describe(self) -> str:
         return f"circus {self.install.version}: {peers.rel(peers.venv_bin('circusd'))} circus.ini ({self.install.note})"

@@ -15,25 +15,22 @@ import subprocess
 from collections.abc import Sequence
 
 from .. import ROOT, measure, peers
-from . import STOP_GRACE, Job, System
+from . import STOP_GRACE, Job
+from .peer import Peer
 from .probe import Probe
 
 PROBE = ROOT / "bench" / "probes" / "pm2_probe.js"
 
 
-class Pm2(System):
+class Pm2(Peer):
     name = "pm2"
     interpreter = "node"
     stop_how = "`pm2 kill`"
 
     def __init__(self, env, scratch, install: peers.Install):
-        super().__init__(env, scratch)
-        self.install = install
+        super().__init__(env, scratch, install)
         self.killer: subprocess.Popen | None = None
         self._daemon: measure.Ident | None = None
-
-    def unavailable(self) -> str | None:
-        return self.install.error
 
     def describe(self) -> str:
         return f"pm2 {self.install.version}: {peers.node()} {peers.rel(peers.pm2_bin())} start ecosystem.config.js ({self.install.note})"

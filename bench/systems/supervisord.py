@@ -10,7 +10,8 @@ import shlex
 from collections.abc import Sequence
 
 from .. import peers
-from . import Job, System
+from . import Job
+from .peer import Peer
 from .probe import Asker
 
 _CALL = (b"<?xml version='1.0'?><methodCall><methodName>supervisor.getState</methodName>"
@@ -19,16 +20,9 @@ GET_STATE = (b"POST /RPC2 HTTP/1.0\r\nHost: localhost\r\nContent-Type: text/xml\
              b"Content-Length: %d\r\n\r\n" % len(_CALL)) + _CALL
 
 
-class Supervisord(System):
+class Supervisord(Peer):
     name = "supervisord"
     interpreter = "python"
-
-    def __init__(self, env, scratch, install: peers.Install):
-        super().__init__(env, scratch)
-        self.install = install
-
-    def unavailable(self) -> str | None:
-        return self.install.error
 
     def describe(self) -> str:
         return f"supervisor {self.install.version}: {peers.rel(peers.venv_bin('supervisord'))} -n ({self.install.note})"

@@ -1,10 +1,12 @@
-"""Following a job's log file for the live tail: the last lines, then whole new lines,
-across a copytruncate rotation and a file that appears late."""
+"""Following a job's log file for the live tail (aios.logs.Follower, as the dashboard uses
+it): the last lines, then whole new lines, across a copytruncate rotation and a file that
+appears late; long lines are cut and CRs dropped before they are sent."""
 from __future__ import annotations
 
 import os
 
-from aios.web.logtail import LINE_LIMIT, TAIL_BYTES, LogFollower
+from aios.logs import Follower
+from aios.web.logtail import LINE_LIMIT, _text
 
 
 def append(path, text: str) -> None:
@@ -12,36 +14,40 @@ def append(path, text: str) -> None:
         f.write(text)
 
 
+def texts(lines: list[bytes]) -> list[str]:
+    return [_text(line) for line in lines]
+
+
 def test_the_last_lines_then_whole_new_ones(tmp_path):
     log = tmp_path / "job.log"
     append(log, "one\ntwo\nthree\n")
-    follower = LogFollower(str(log))
-    assert follower.start(2) == ["two", "three"]
-    assert follower.read_new() == []
+    follower = Follower(str(log))
+    assert texts(follower.last(2)) == ["two", "three"]
+    assert follower.read() == []
     append(log, "four\nfi")
-    assert follower.read_new() == ["four"]
+    assert texts(follower.read()) == ["four"]
     append(log, "ve\r\n<script>alert(1)</script>\n")
-    assert follower.read_new() == ["five", "<script>alert(1)</script>"]
+    assert texts(follower.read()) == ["five", "<script>alert(1)</script>"]
 
 
 def test_rotation_and_a_late_file(tmp_path):
     log = tmp_path / "job.log"
-    follower = LogFollower(str(log))
-    assert follower.start(10) == [] and follower.read_new() == []
+    follower = Follower(str(log))
+    assert follower.last(10) == [] and follower.read() == []
     append(log, "first\n")
-    assert follower.read_new() == ["first"]
+    assert texts(follower.read()) == ["first"]
     append(log, "x" * 100 + "\n")
-    follower.read_new()
+    follower.read()
     os.truncate(log, 0)                     # what logs.rotate_if_needed does after copying
     append(log, "after\n")
-    assert follower.read_new() == ["after"]
+    assert texts(follower.read()) == ["after"]
 
 
 def test_a_big_file_and_a_long_line(tmp_path):
     log = tmp_path / "job.log"
-    append(log, "".join(f"line {i}\n" for i in range(TAIL_BYTES // 5)))
-    assert LogFollower(str(log)).start(3)[-1] == f"line {TAIL_BYTES // 5 - 1}"
-    follower = LogFollower(str(log))
-    follower.start(0)
+    append(log, "".join(f"line {i}\n" for i in range(60_000)))
+    assert texts(Follower(str(log)).last(3)) == ["line 59997", "line 59998", "line 59999"]
+    follower = Follower(str(log))
+    follower.last(0)
     append(log, "y" * (LINE_LIMIT + 10) + "\n")
-    assert follower.read_new() == ["y" * LINE_LIMIT + " [line cut]"]
+    assert texts(follower.read()) == ["y" * LINE_LIMIT + " [line cut]"]
