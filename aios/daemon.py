@@ -92,7 +92,7 @@ def _start_rest(engine: Engine, rest: list) -> None:
     (RESTART_...) that waited in the store."""
     _consider(engine, rest[:START_PER_TURN])
     if rest[START_PER_TURN:]:
-        engine.loop.call_later(0, _start_rest, engine, rest[START_PER_TURN:])
+        engine.loop.call_soon(_start_rest, engine, rest[START_PER_TURN:])
     else:
         watches.handle_control_rows(engine)
 

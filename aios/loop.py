@@ -33,6 +33,7 @@ class Loop:
         self.on_error = on_error  # called with the exception when a callback raises
         self.selector = selectors.DefaultSelector()
         self.timers: list[Timer] = []
+        self._soon: list = []             # (fn, args) for the next turn
         self.running = False
         self.mono = time.monotonic()
         self.wall = time.time()
@@ -141,13 +142,21 @@ class Loop:
             self._signal_pipe = None
 
     # ---- the loop
+    def call_soon(self, fn, *args) -> None:
+        """Call fn(*args) in the next turn, after that turn's events: a long piece of work
+        split this way lets the loop answer its file descriptors in between."""
+        self._soon.append((fn, args))
+
     def run(self, until) -> None:
         """Turn until `until()` is true."""
         while not until():
-            events = self.selector.select(self._timeout())
+            events = self.selector.select(0 if self._soon else self._timeout())
             self.tick()
+            soon, self._soon = self._soon, []
             for key, mask in events:
                 self._dispatch(key, mask)
+            for fn, args in soon:
+                self._call(fn, args)
             self._run_due()
 
     def _call(self, fn, args: tuple) -> None:
