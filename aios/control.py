@@ -205,6 +205,7 @@ class Connection:
         self.closed = self.closing = False
         self.watching = None
         self.loop.add_reader(conn.fileno(), self._readable)
+        self._readable()   # a client usually sends its request with the connect: answer in this turn
 
     def _readable(self) -> None:
         try:

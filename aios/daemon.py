@@ -15,7 +15,7 @@ from .recorder import Recorder
 from .spec import AiosError
 from .store import open_store
 
-START_PER_TURN = 25      # jobs started per loop turn at start-up: the control socket answers in between
+START_PER_TURN = 10      # jobs started per loop turn at start-up: the control socket answers in between
 
 
 class AlreadyRunning(AiosError):
