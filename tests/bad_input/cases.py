@@ -121,10 +121,6 @@ CONFIG = [  # (id, kind, aios.toml lines, error)
      "aios.toml: jobs must be tables like [jobs.backup], got jobs = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, ..."),
 ]
 
-# Known defect, in aios/config.py (not this suite's file): a bad [device]/[web]/[logs]
-# setting, or `jobs = ...` that is not a table, is echoed whole in its error (job fields
-# are shortened): a 30,000-item list gives a 150 kB "one-line" message.
-
 CLI = [  # (id, argv, exit code, stderr)
     ("unknown-command", ["frobnicate"], 2,
      "usage: aios [-h] [--home HOME] COMMAND ...\naios: error: argument COMMAND: invalid choice: 'frobnicate' "
@@ -156,8 +152,6 @@ CLI = [  # (id, argv, exit code, stderr)
     ("apply-missing-file", ["apply", "/nonexistent/aios.toml"], 1,
      "aios: cannot read /nonexistent/aios.toml: No such file or directory\n"),
 ]
-# Known defect, not in a file of this suite's owner: aios/cli.py cmd_apply opens FILE
-# without catching OSError, so a missing file ends in a traceback instead of one line.
 
 
 def _line(value) -> bytes:
