@@ -20,11 +20,13 @@ class Exits:
 
     def _on_exit(self, job, active) -> None:
         pidfd = active.proc.pidfd
-        status = supervisor.reap(active.proc)  # closes the pidfd once it reports the exit
-        if status is None:
-            return
         if pidfd is not None:
-            self.loop.remove_reader(pidfd)
+            self.loop.remove_reader(pidfd)      # while it is open: reap closes it
+        status = supervisor.reap(active.proc)
+        if status is None:
+            if pidfd is not None:
+                self.loop.add_reader(pidfd, self._on_exit, job, active)
+            return
         del job.active[active.proc.pid]
         self.running -= 1
         active.run = replace(active.run, ended=self.loop.wall, exit_code=status[0], signal=status[1])
