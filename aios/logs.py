@@ -6,8 +6,9 @@ PATH.KEEP, the oldest dropped) and then truncated in place; the job's next write
 at the new end of the file. Lines written between the copy and the truncation are lost,
 which is the price of never having to reopen a running job's output.
 
-`tail` reads backwards in blocks and never the whole file; `follow` runs in the CLI
-process and polls (at most every 100 ms). Imports nothing from aios.
+`tail` reads backwards in blocks and never the whole file. `follow` (the CLI's
+`logs -f`) and the dashboard's live tail wait on inotify for the file to change, or
+look every 100 ms where inotify is missing. Imports only aios.fswatch, when following.
 """
 from __future__ import annotations
 
@@ -140,6 +141,8 @@ class Follower:
         st = _stat(path)
         self.path, self.partial = path, b""
         self.pos, self.ino = (st.st_size, st.st_ino) if st is not None else (0, None)
+        self._watch = None       # a _FileWatch once wait() is called; False: none to be had
+        self.behind = False      # the last read() stopped before the end of the file
 
     def last(self, n: int) -> list[bytes]:
         """The last n complete lines, read backwards in blocks; following goes on from
@@ -166,8 +169,90 @@ class Follower:
                 self.partial = b""
         data = _read_from(self.path, self.pos, st.st_size) if st is not None else b""
         self.pos += len(data)
+        self.behind = st is not None and self.pos < st.st_size
         *new, self.partial = (self.partial + data).split(b"\n")
         return lines + new
+
+    def wait(self, timeout: float | None, also: tuple = ()) -> list:
+        """Block until the file may hold new lines (written, truncated, created or
+        replaced), `timeout` seconds pass (None: no limit) or one of `also` (objects
+        with fileno()) is readable; return the readable ones of `also`. Where inotify is
+        missing, the file is looked at every _MIN_POLL seconds instead."""
+        import select
+        import time
+
+        if self._watch is None:
+            self._watch = _FileWatch.open(self.path) or False
+            timeout = 0      # what was written before the watch existed: read it first
+        if self.behind:
+            timeout = 0      # read() left some for the next call
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._watch:
+                left = _MIN_POLL if left is None else min(left, _MIN_POLL)
+            readable, _, _ = select.select([*also, self._watch] if self._watch else list(also), [], [], left)
+            ours = [r for r in readable if r is not self._watch]
+            if ours or not readable or self._watch.changed():
+                return ours
+
+    def close(self) -> None:
+        if self._watch:
+            self._watch.close()
+        self._watch = None
+
+
+class _FileWatch:
+    """inotify on one file (writes and truncation) and on its folder (the file created,
+    or replaced by a rename), so that a follower wakes for this file only."""
+
+    @classmethod
+    def open(cls, path: str):
+        """A _FileWatch, or None where inotify or the folder is missing."""
+        from . import fswatch
+
+        watcher = fswatch.open_watcher()
+        if watcher is None:
+            return None
+        try:
+            return cls(watcher, path)
+        except OSError:
+            watcher.close()
+            return None
+
+    def __init__(self, watcher, path: str):
+        from .fswatch import IN_CREATE, IN_MOVED_TO
+
+        self.watcher, self.path, self.name = watcher, path, os.path.basename(path)
+        self.folder = watcher.add(os.path.dirname(path) or ".", IN_CREATE | IN_MOVED_TO)
+        self.file = self._watch_file()
+
+    def _watch_file(self) -> int | None:
+        from .fswatch import IN_MODIFY
+
+        try:
+            return self.watcher.add(self.path, IN_MODIFY)
+        except OSError:
+            return None      # not there yet: the folder's watch reports its creation
+
+    def fileno(self) -> int:
+        return self.watcher.fileno()
+
+    def changed(self) -> bool:
+        """Consume the queued events; True if one concerns the file."""
+        from .fswatch import IN_Q_OVERFLOW
+
+        hit = False
+        for wd, mask, name in self.watcher.read():
+            if wd == self.folder and name == self.name:
+                self.file = self._watch_file()
+                hit = True
+            elif wd == self.file or mask & IN_Q_OVERFLOW:
+                hit = True
+        return hit
+
+    def close(self) -> None:
+        self.watcher.close()
 
 
 def _read_tail(f, n: int) -> bytes:
@@ -185,22 +270,22 @@ def _read_tail(f, n: int) -> bytes:
     return b"".join(reversed(chunks))
 
 
-def follow(path: str, poll: float = _MIN_POLL):
+def follow(path: str):
     """The lines appended to path from now (when follow is called, not at the first
-    next()), as text, forever: a generator that looks every `poll` seconds (at least
-    0.1) while nothing new was written."""
-    return _follow(Follower(path), max(poll, _MIN_POLL))
+    next()), as text, forever: a generator that sleeps until the file changes."""
+    return _follow(Follower(path))
 
 
-def _follow(follower: Follower, poll: float):
-    import time
-
-    while True:
-        lines = follower.read()
-        for line in lines:
-            yield _text(line)
-        if not lines:
-            time.sleep(poll)
+def _follow(follower: Follower):
+    try:
+        while True:
+            lines = follower.read()
+            for line in lines:
+                yield _text(line)
+            if not lines:
+                follower.wait(None)
+    finally:
+        follower.close()
 
 
 def _text(line: bytes) -> str:

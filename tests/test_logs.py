@@ -4,9 +4,11 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 
@@ -237,12 +239,84 @@ def test_follow_a_file_that_does_not_exist_yet(tmp_path):
         assert [next(lines), next(lines)] == ["first", "second"]
 
 
-@pytest.mark.parametrize("poll", [0.0, 0.01])
-def test_follow_never_polls_faster_than_100ms(tmp_path, poll):
+def _write_later(path, data: bytes, after: float, mode: str = "ab") -> threading.Thread:
+    def write():
+        time.sleep(after)
+        with open(path, mode) as f:
+            f.write(data)
+    thread = threading.Thread(target=write)
+    thread.start()
+    return thread
+
+
+def _timed_wait(follower, timeout):
+    started = time.monotonic()
+    follower.wait(timeout)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def follower(tmp_path):
     path = tmp_path / "job.log"
-    path.write_text("")
-    lines = logs.follow(str(path), poll=poll)
-    assert lines.gi_frame.f_locals["poll"] >= 0.1
+    path.write_text("old\n")
+    follower = logs.Follower(str(path))
+    follower.wait(0)                 # the first wait sets up the watch and returns at once
+    if not follower._watch:
+        pytest.skip("no inotify here: followers look every 100 ms instead")
+    yield follower
+    follower.close()
+
+
+def test_a_follower_sleeps_until_its_file_is_written(follower):
+    """Event-driven, not polled: a wait with a long timeout ends when the line is
+    written (0.3 s later), not before and not at its timeout."""
+    writer = _write_later(follower.path, b"new\n", 0.3)
+    took = _timed_wait(follower, 60)
+    writer.join()
+    assert 0.25 <= took < 30
+    assert follower.read() == [b"new"]
+
+
+def test_a_follower_is_not_woken_by_other_files_in_its_folder(follower, tmp_path):
+    writer = _write_later(tmp_path / "other.log", b"noise\n" * 1000, 0.05)
+    assert _timed_wait(follower, 0.5) >= 0.45
+    writer.join()
+    assert follower.read() == []
+
+
+def test_a_follower_wakes_when_its_file_is_replaced(follower, tmp_path):
+    fresh = tmp_path / "fresh"
+    fresh.write_text("replaced\n")
+    threading.Timer(0.2, os.rename, (fresh, follower.path)).start()
+    assert 0.15 <= _timed_wait(follower, 60) < 30
+    assert follower.read() == [b"replaced"]
+    writer = _write_later(follower.path, b"after\n", 0.2)    # the new file is watched too
+    assert 0.15 <= _timed_wait(follower, 60) < 30
+    writer.join()
+    assert follower.read() == [b"after"]
+
+
+def test_a_follower_returns_when_another_fd_is_readable(follower):
+    reader, writer = socket.socketpair()
+    with reader, writer:
+        threading.Timer(0.2, writer.send, (b"x",)).start()
+        started = time.monotonic()
+        assert follower.wait(60, also=(reader,)) == [reader]
+        assert time.monotonic() - started < 30
+
+
+def test_a_follower_behind_its_file_does_not_wait(tmp_path):
+    """read() takes at most _FOLLOW_CHUNK bytes: the rest must not wait for another write."""
+    path = tmp_path / "big.log"
+    follower = logs.Follower(str(path))
+    follower.wait(0)
+    path.write_bytes(b"x" * (logs._FOLLOW_CHUNK + 10) + b"\nend\n")
+    follower.wait(0)                 # takes the write's events
+    follower.read()
+    assert follower.behind
+    assert _timed_wait(follower, 60) < 30
+    assert follower.read() == [b"x" * (logs._FOLLOW_CHUNK + 10), b"end"]
+    follower.close()
 
 
 def test_a_flooded_log_is_truncated_and_keeps_only_its_tail(tmp_path):

@@ -2,19 +2,16 @@
 daemon): the last lines, then each line as it is written, until the browser leaves.
 
 aios.logs.Follower does the reading (copytruncate rotation and replaced files
-included); this module frames the lines for Server-Sent Events and checks the file
-every POLL seconds while a browser watches it (the control protocol carries no log
-output).
+included) and wakes this thread when the file changes (the control protocol carries no
+log output); this module frames the lines for Server-Sent Events.
 """
 from __future__ import annotations
 
-import select
 import time
 
 from ..logs import Follower
 from .sse import KEEPALIVE, frame
 
-POLL = 0.1
 LINE_LIMIT = 16 * 1024        # longer lines are cut (with a marker) before they are sent
 
 
@@ -27,19 +24,23 @@ def stream_log(path: str, lines: int, connection, write) -> None:
     """Send the last lines, then new ones, as `lines` messages, until the client closes
     `connection` (the request's socket) or a write fails."""
     follower = Follower(path)
-    write(b"retry: 1000\n\n" + frame("lines", [_text(line) for line in follower.last(lines)]))
-    quiet_since = time.monotonic()
-    while not _closed(connection):
-        new = follower.read()
-        if new:
-            write(frame("lines", [_text(line) for line in new]))
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since > KEEPALIVE:
-            write(b": keepalive\n\n")
-            quiet_since = time.monotonic()
+    try:
+        write(b"retry: 1000\n\n" + frame("lines", [_text(line) for line in follower.last(lines)]))
+        quiet_since = time.monotonic()
+        while True:
+            if follower.wait(KEEPALIVE, also=(connection,)) and _closed(connection):
+                return
+            new = follower.read()
+            if new:
+                write(frame("lines", [_text(line) for line in new]))
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= KEEPALIVE:
+                write(b": keepalive\n\n")
+                quiet_since = time.monotonic()
+    finally:
+        follower.close()
 
 
 def _closed(connection) -> bool:
-    """Wait up to POLL for the client to hang up (it sends nothing else on this stream)."""
-    readable, _, _ = select.select([connection], [], [], POLL)
-    return bool(readable) and not connection.recv(1)
+    """The client hung up (it sends nothing else on this stream)."""
+    return not connection.recv(1)

@@ -178,4 +178,5 @@ class EventStream:
                 return kind, data
 
     def close(self) -> None:
+        self.response.close()    # holds the socket open too
         self.conn.close()

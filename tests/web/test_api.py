@@ -2,6 +2,7 @@
 POST must pass, and the live streams (jobs, events, logs)."""
 from __future__ import annotations
 
+import os
 import re
 
 from aios import control
@@ -147,6 +148,32 @@ def test_the_log_stream_sends_the_tail_then_new_lines(web, daemon):
         stream.close()
     code, _, reply = request(f"{web.url}/api/log?job=nope")
     assert code == 400 and reply["error"].startswith("no job named 'nope'")
+
+
+def _inotify_fds() -> int:
+    return sum(os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify" for fd in _fds())
+
+
+def _fds() -> list[str]:
+    fds = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        fds.append(fd)
+    return fds
+
+
+def test_a_log_stream_ends_when_the_browser_leaves(web, daemon):
+    """The log tail sleeps on inotify, not on a poll; a client that hangs up still ends
+    its thread at once, and the inotify instance with it."""
+    before = _inotify_fds()
+    stream = EventStream(web.url, "/api/log?job=hostile&lines=5")
+    stream.until(lambda k, d: k == "lines" and d, "the first lines")
+    wait_until(lambda: _inotify_fds() == before + 1, what="the log stream's inotify watch")
+    stream.close()
+    wait_until(lambda: _inotify_fds() == before, what="the log stream's end")
 
 
 def test_the_stream_reconnects_after_a_reexec(web, daemon):
