@@ -4,7 +4,8 @@ wake on a changed file instead of polling it.
 A `Watcher` is one non-blocking, close-on-exec inotify fd: put `fileno()` in a selector
 and call `read()` when it is readable. `open_watcher()` returns None where inotify is
 not available (not Linux, no libc symbol, or inotify_init1 failing, e.g. out of
-instances); callers then poll. ctypes is imported only when a Watcher is made.
+instances); callers then poll. `watch_file()` gives a watch of one file by its path that
+also sees the file created or replaced. ctypes is imported only when a Watcher is made.
 Imports nothing from aios.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import struct
 import sys
 
 __all__ = [
-    "Watcher", "open_watcher", "IN_ACCESS", "IN_MODIFY", "IN_ATTRIB", "IN_CLOSE_WRITE",
+    "Watcher", "FileWatch", "open_watcher", "watch_file", "IN_ACCESS", "IN_MODIFY", "IN_ATTRIB", "IN_CLOSE_WRITE",
     "IN_MOVED_FROM", "IN_MOVED_TO", "IN_CREATE", "IN_DELETE", "IN_DELETE_SELF",
     "IN_MOVE_SELF", "IN_IGNORED", "IN_Q_OVERFLOW", "IN_ISDIR", "IN_ONLYDIR", "IN_ONESHOT",
 ]
@@ -116,4 +117,50 @@ def open_watcher() -> Watcher | None:
     try:
         return Watcher()
     except (OSError, AttributeError, ImportError):
+        return None
+
+
+class FileWatch:
+    """A Watcher of one file (writes and truncation) and of its folder (the file created,
+    or replaced by a rename): readable when anything happened there; `changed()` says
+    whether it concerned this file."""
+
+    def __init__(self, watcher: Watcher, path: str):
+        self.watcher, self.path, self.name = watcher, path, os.path.basename(path)
+        self.folder = watcher.add(os.path.dirname(path) or ".", IN_CREATE | IN_MOVED_TO)
+        self.file = self._watch_file()
+
+    def _watch_file(self) -> int | None:
+        try:
+            return self.watcher.add(self.path, IN_MODIFY)
+        except OSError:
+            return None      # not there yet: the folder's watch reports its creation
+
+    def fileno(self) -> int:
+        return self.watcher.fileno()
+
+    def changed(self) -> bool:
+        """Consume the queued events; True if one concerns the file."""
+        hit = False
+        for wd, mask, name in self.watcher.read():
+            if wd == self.folder and name == self.name:
+                self.file = self._watch_file()
+                hit = True
+            elif wd == self.file or mask & IN_Q_OVERFLOW:
+                hit = True
+        return hit
+
+    def close(self) -> None:
+        self.watcher.close()
+
+
+def watch_file(path: str) -> FileWatch | None:
+    """A FileWatch of path, or None where inotify or the file's folder is missing."""
+    watcher = open_watcher()
+    if watcher is None:
+        return None
+    try:
+        return FileWatch(watcher, path)
+    except OSError:
+        watcher.close()
         return None

@@ -141,7 +141,7 @@ class Follower:
         st = _stat(path)
         self.path, self.partial = path, b""
         self.pos, self.ino = (st.st_size, st.st_ino) if st is not None else (0, None)
-        self._watch = None       # a _FileWatch once wait() is called; False: none to be had
+        self._watch = None       # a fswatch.FileWatch once wait() is called; False: none to be had
         self.behind = False      # the last read() stopped before the end of the file
 
     def last(self, n: int) -> list[bytes]:
@@ -182,7 +182,9 @@ class Follower:
         import time
 
         if self._watch is None:
-            self._watch = _FileWatch.open(self.path) or False
+            from .fswatch import watch_file
+
+            self._watch = watch_file(self.path) or False
             timeout = 0      # what was written before the watch existed: read it first
         if self.behind:
             timeout = 0      # read() left some for the next call
@@ -200,59 +202,6 @@ class Follower:
         if self._watch:
             self._watch.close()
         self._watch = None
-
-
-class _FileWatch:
-    """inotify on one file (writes and truncation) and on its folder (the file created,
-    or replaced by a rename), so that a follower wakes for this file only."""
-
-    @classmethod
-    def open(cls, path: str):
-        """A _FileWatch, or None where inotify or the folder is missing."""
-        from . import fswatch
-
-        watcher = fswatch.open_watcher()
-        if watcher is None:
-            return None
-        try:
-            return cls(watcher, path)
-        except OSError:
-            watcher.close()
-            return None
-
-    def __init__(self, watcher, path: str):
-        from .fswatch import IN_CREATE, IN_MOVED_TO
-
-        self.watcher, self.path, self.name = watcher, path, os.path.basename(path)
-        self.folder = watcher.add(os.path.dirname(path) or ".", IN_CREATE | IN_MOVED_TO)
-        self.file = self._watch_file()
-
-    def _watch_file(self) -> int | None:
-        from .fswatch import IN_MODIFY
-
-        try:
-            return self.watcher.add(self.path, IN_MODIFY)
-        except OSError:
-            return None      # not there yet: the folder's watch reports its creation
-
-    def fileno(self) -> int:
-        return self.watcher.fileno()
-
-    def changed(self) -> bool:
-        """Consume the queued events; True if one concerns the file."""
-        from .fswatch import IN_Q_OVERFLOW
-
-        hit = False
-        for wd, mask, name in self.watcher.read():
-            if wd == self.folder and name == self.name:
-                self.file = self._watch_file()
-                hit = True
-            elif wd == self.file or mask & IN_Q_OVERFLOW:
-                hit = True
-        return hit
-
-    def close(self) -> None:
-        self.watcher.close()
 
 
 def _read_tail(f, n: int) -> bytes:
