@@ -129,7 +129,7 @@ CLI = [  # (id, argv, exit code, stderr)
     ("trigger-unknown-job", ["trigger", "nosuch"], 1, f"aios: no job named 'nosuch' ({KNOWN})\n"),
     ("trigger-always-job", ["trigger", "svc"], 1,
      "aios: job 'svc' is an always job; it cannot be triggered (use restart)\n"),
-    ("trigger-kw-without-value", ["trigger", "work", "--kw", "novalue"], 1, "aios: --kw 'novalue': use KEY=VALUE\n"),
+    ("trigger-kw-without-value", ["trigger", "work", "--kw", "novalue"], 2, "aios: --kw 'novalue': use KEY=VALUE\n"),
     ("trigger-kw-for-command-job", ["trigger", "work", "--kw", "a=1"], 1,
      "aios: job 'work' runs a command, which takes positional arguments only; keyword arguments are for "
      "program jobs\n"),

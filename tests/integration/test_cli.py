@@ -448,7 +448,7 @@ def test_trigger_and_run(home, daemon):
     assert json.loads((home / "prog.json").read_text()) == {"args": ["1", "two words"],
                                                             "kwargs": {"k": "v", "eq": "a=b"}}
     bad_kw = aios(home, "trigger", "prog", "--kw", "novalue")
-    assert bad_kw.returncode == 1 and "use KEY=VALUE" in bad_kw.stderr
+    assert bad_kw.returncode == 2 and "use KEY=VALUE" in bad_kw.stderr   # a usage error
     always = aios(home, "trigger", "svc")
     assert always.returncode == 1 and "cannot be triggered" in always.stderr
 

@@ -1,0 +1,112 @@
+"""`aios start`, `stop`, `restart`, `enable`, `disable`, `run`, `trigger`: acting on jobs."""
+from __future__ import annotations
+
+import sys
+
+from .. import control
+from ..errors import AiosError
+from . import EXIT_FAILED, EXIT_OK, UsageError, command, out
+
+
+def _each(home: str, op: str, names: list[str], select_all) -> int:
+    """Apply one op to the named jobs (or, with --all, to the jobs select_all picks)."""
+    with control.Client(home) as client:
+        if select_all:
+            names = [j["name"] for j in client.call("status") if select_all(j)]
+        failed = 0
+        for name in names:
+            try:
+                client.call(op, job=name)
+                out(f"{name}: {op} ok")
+            except AiosError as exc:
+                failed += 1
+                sys.stderr.write(f"aios: {name}: {exc}\n")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+_RUNNABLE = ("disabled", "ineligible")
+
+
+def _jobs_or_all(cmd) -> None:
+    cmd.add_argument("jobs", nargs="*", metavar="JOB")
+    cmd.add_argument("--all", action="store_true", help="every job this applies to")
+
+
+def _one_job(cmd) -> None:
+    cmd.add_argument("job")
+
+
+@command("start", setup=_jobs_or_all)
+def cmd_start(args, home: str) -> int:
+    """Start jobs that are stopped or failed."""
+    return _each(home, "start", args.jobs, args.all and (lambda j: j["status"] not in _RUNNABLE))
+
+
+@command("stop", setup=_jobs_or_all)
+def cmd_stop(args, home: str) -> int:
+    """Stop jobs (stop signal to each process group, SIGKILL after stop_timeout)."""
+    return _each(home, "stop", args.jobs, args.all and (lambda j: j["status"] not in _RUNNABLE + ("stopped",)))
+
+
+@command("restart", setup=_jobs_or_all)
+def cmd_restart(args, home: str) -> int:
+    """Stop jobs and start them again."""
+    picked = args.all and (lambda j: j["status"] not in _RUNNABLE and (j["type"] == "always" or j["pids"]))
+    return _each(home, "restart", args.jobs, picked)
+
+
+@command("enable", setup=_one_job)
+def cmd_enable(args, home: str) -> int:
+    """Enable a job (kept across restarts)."""
+    return _each(home, "enable", [args.job], None)
+
+
+@command("disable", setup=_one_job)
+def cmd_disable(args, home: str) -> int:
+    """Disable a job, stopping its processes (kept across restarts)."""
+    return _each(home, "disable", [args.job], None)
+
+
+@command("run", setup=_one_job)
+def cmd_run(args, home: str) -> int:
+    """Run a scheduled or idle job once, now."""
+    return _each(home, "run", [args.job], None)
+
+
+def _trigger_arguments(cmd) -> None:
+    cmd.add_argument("job")
+    cmd.add_argument("args", nargs="*", metavar="ARG", help="positional arguments (strings)")
+    cmd.add_argument("--arg", action="append", default=[], dest="more_args", metavar="ARG",
+                     help="a positional argument, after those given as ARG (repeatable)")
+    cmd.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="a keyword argument")
+    cmd.add_argument("--wait", action="store_true", help="wait for the run; exit with its exit code")
+
+
+@command("trigger", setup=_trigger_arguments)
+def cmd_trigger(args, home: str) -> int:
+    """Queue a run of a job with arguments; --wait waits for it and exits with its code."""
+    kwargs = dict(key_value(kv, "--kw") for kv in args.kw)
+    with control.Client(home, timeout=None if args.wait else 30.0) as client:
+        trigger_id = client.call("trigger", job=args.job, args=args.args + args.more_args, kwargs=kwargs)
+        out(str(trigger_id))
+        if not args.wait:
+            return EXIT_OK
+        sys.stdout.flush()
+        result = client.call("wait", trigger=trigger_id)
+    return _exit_status(result)
+
+
+def _exit_status(result: dict) -> int:
+    sys.stderr.write(f"aios: trigger {result['trigger']} {result['outcome']} (run {result['run_id']})\n")
+    if result["signal"]:
+        return 128 + result["signal"]
+    if result["exit_code"] is not None:
+        return result["exit_code"]
+    return EXIT_OK if result["outcome"] == "ok" else EXIT_FAILED
+
+
+def key_value(text: str, flag: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"{flag} {text!r}: use KEY=VALUE")
+    return key, value

@@ -1,0 +1,205 @@
+"""`aios status`, `history`, `events`, `logs`: reading commands. With the daemon down
+they read the stored state instead."""
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+
+from .. import control, show
+from ..errors import AiosError
+from . import EXIT_OK, command, fail, out, print_json
+
+
+def _status_arguments(cmd) -> None:
+    cmd.add_argument("job", nargs="?")
+    cmd.add_argument("--json", action="store_true")
+
+
+@command("status", "ls", setup=_status_arguments)
+def cmd_status(args, home: str) -> int:
+    """Jobs: state, pid, uptime, restarts, last run, next run, tags, and why."""
+    import time
+
+    try:
+        jobs, note = control.call(home, "status", **({"job": args.job} if args.job else {})), None
+    except control.DaemonNotRunning:
+        jobs, note = _stored_status(home, args.job), "daemon not running; last recorded state"
+    if args.json:
+        return print_json(jobs)
+    color = show.use_color(sys.stdout)
+    out(show.table(_STATUS_HEADERS, [_status_row(j, time.time(), color) for j in jobs], color))
+    if note:
+        sys.stderr.write(f"aios: {note}\n")
+    return EXIT_OK
+
+
+_STATUS_HEADERS = ["NAME", "TYPE", "STATUS", "PID", "UPTIME", "RESTARTS", "LAST RUN", "NEXT", "TAGS", "WHY"]
+
+
+def _status_row(job: dict, now: float, color: bool) -> list:
+    last = job.get("last_run")
+    last_text = f"{last['outcome'] or 'running'} {show.ago(last['started'], now)}" if last else "-"
+    return [
+        (job["name"], "bold"), (job["type"], None), (job["status"], show.STATUS_COLORS.get(job["status"])),
+        (str(job["pid"] or "-"), None), (show.duration(job.get("uptime")), None),
+        (str(job.get("restarts", 0)), None), (last_text, show.OUTCOME_COLORS.get(last and last["outcome"])),
+        (show.until(job.get("next_due"), now), None), (",".join(job.get("tags") or []) or "-", None),
+        (_why(job, now), "dim"),
+    ]
+
+
+def _why(job: dict, now: float) -> str:
+    """Why a job is not running, in a few words."""
+    status, why = job["status"], job.get("why") or ""
+    if status == "backoff" and job.get("next_due"):
+        return f"backoff {max(0.0, job['next_due'] - now):.1f} s: {why}"
+    if status == "running":
+        return why
+    return f"{status}: {why}" if why and status in ("failed", "stopped", "ineligible") else why
+
+
+def _stored_status(home: str, name: str | None) -> list[dict]:
+    with open_stored(home) as store:
+        states, last, specs = store.load_states(), store.last_runs(), store.load_specs()
+    names = [name] if name else list(specs) or sorted(states)
+    if name and name not in specs and name not in states:
+        raise AiosError(f"no job named {name!r}")
+    return [_stored_job(n, specs.get(n, {}), states.get(n), last.get(n)) for n in names]
+
+
+def _stored_job(name: str, table: dict, state, last) -> dict:
+    from ..spec import plain
+
+    return {"name": name, "type": table.get("type", "?"), "status": state.status.value if state else "stopped",
+            "why": state.why if state else "", "pid": state.pid if state else None, "uptime": None,
+            "restarts": state.restarts if state else 0, "next_due": state.next_due if state else None,
+            "tags": table.get("tags", []), "last_run": plain(last) if last else None}
+
+
+@contextmanager
+def open_stored(home: str):
+    """The store of a home whose daemon is not running (for reading)."""
+    from pathlib import Path
+
+    from ..config import load
+    from ..store import open_store
+
+    path = os.path.join(home, "orchestrator.db")
+    if not os.path.exists(path):
+        raise AiosError(f"nothing recorded yet in {home} (no orchestrator.db); start with: aios up -d")
+    store = open_store(path, load(Path(home)).settings.device_id)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _list_arguments(default: int, follow: bool):
+    def setup(cmd) -> None:
+        cmd.add_argument("job", nargs="?")
+        cmd.add_argument("-n", type=int, default=default, help=f"how many (default {default})")
+        cmd.add_argument("--json", action="store_true")
+        if follow:
+            cmd.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    return setup
+
+
+@command("history", setup=_list_arguments(20, follow=False))
+def cmd_history(args, home: str) -> int:
+    """Recent runs: start, duration, exit, outcome, attempt, trigger."""
+    runs = _read(home, "history", "recent_runs", args.job, args.n)
+    if args.json:
+        return print_json(runs)
+    color = show.use_color(sys.stdout)
+    rows = [[(show.clock(r["started"]), None), (r["job"], "bold"), (str(r["id"]), None),
+             (show.duration(r["ended"] - r["started"]) if r["ended"] else "running", None),
+             (r["outcome"] or "-", show.OUTCOME_COLORS.get(r["outcome"])),
+             (_exit_text(r), None), (str(r["attempt"]), None), (str(r["trigger_id"] or "-"), None)]
+            for r in runs]
+    out(show.table(["STARTED", "JOB", "RUN", "DURATION", "OUTCOME", "EXIT", "ATTEMPT", "TRIGGER"], rows, color))
+    return EXIT_OK
+
+
+def _exit_text(run: dict) -> str:
+    if run["signal"] is not None:
+        import signal
+
+        try:
+            return signal.Signals(run["signal"]).name
+        except ValueError:
+            return f"signal {run['signal']}"
+    return "-" if run["exit_code"] is None else str(run["exit_code"])
+
+
+def _read(home: str, op: str, store_method: str, job: str | None, limit: int) -> list[dict]:
+    """A list from the daemon, or from the store when no daemon runs."""
+    try:
+        return control.call(home, op, **({"job": job} if job else {}), limit=limit)
+    except control.DaemonNotRunning:
+        from ..spec import plain
+
+        with open_stored(home) as store:
+            if store_method == "recent_runs":
+                return [plain(r) for r in store.recent_runs(job, limit)]
+            return [plain(e) for e in store.recent_events(limit, job)]
+
+
+@command("events", setup=_list_arguments(30, follow=True))
+def cmd_events(args, home: str) -> int:
+    """The daemon's event log; -f follows it live."""
+    if args.follow:
+        return _follow_events(home, args)
+    events = list(reversed(_read(home, "events", "recent_events", args.job, args.n)))
+    if args.json:
+        return print_json(events)
+    for event in events:
+        out(_event_line(event))
+    return EXIT_OK
+
+
+def _event_line(event: dict) -> str:
+    return f"{show.clock(event['ts'])}  {event['name']:<18} {event.get('job') or '-':<16} {event['message']}"
+
+
+def _follow_events(home: str, args) -> int:
+    import json
+
+    with control.Client(home, timeout=None) as client:
+        client.call("watch")
+        while True:
+            event = client.receive()["event"]
+            if args.job and event.get("job") != args.job:
+                continue
+            out(json.dumps(event) if args.json else _event_line(event))
+            sys.stdout.flush()
+
+
+def _logs_arguments(cmd) -> None:
+    cmd.add_argument("job")
+    cmd.add_argument("-n", type=int, default=50, help="how many lines (default 50)")
+    cmd.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+
+
+@command("logs", setup=_logs_arguments)
+def cmd_logs(args, home: str) -> int:
+    """A job's captured stdout and stderr; -f follows it."""
+    from .. import logs
+
+    path = os.path.join(home, "logs", f"{_job_name(args.job)}.log")
+    if not os.path.exists(path) and not args.follow:
+        return fail(f"no log for job {args.job!r} yet ({path} does not exist)")
+    for line in logs.tail(path, args.n) if os.path.exists(path) else []:
+        sys.stdout.write(line if line.endswith("\n") else line + "\n")
+    if args.follow:
+        sys.stdout.flush()
+        for line in logs.follow(path):
+            sys.stdout.write(line + "\n")  # follow() yields lines without their newline
+            sys.stdout.flush()
+    return EXIT_OK
+
+
+def _job_name(name: str) -> str:
+    if not name or "/" in name or name.startswith("."):
+        raise AiosError(f"{name!r} is not a job name")
+    return name
