@@ -31,7 +31,7 @@ def main(argv: list) -> int:
         return 0
     here = Path(__file__).resolve().parent
     sys.path.insert(0, str(here))
-    from aios.daemon import serve
+    from aios.engine.daemon import serve
     from aios.spec import AiosError
 
     home = Path(os.environ.get("AIOS_HOME") or here)

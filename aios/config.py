@@ -13,8 +13,8 @@ import os
 import re
 from pathlib import Path
 
-from .spec import (NAME_RE, AiosError, JobSpec, Settings, SpecError, fields, parse_job, record, replace,
-                   show_value)
+from .spec import (NAME_RE, AiosError, JobSpec, Settings, SpecError, factory, fields, parse_job, record,
+                   replace, show_value)
 
 __all__ = ["ConfigError", "Config", "load", "write_default", "write_config", "dump_toml",
            "local_zone", "CONFIG_FILE", "PROGRAMS_DIR"]
@@ -40,6 +40,7 @@ class Config:
     specs: dict[str, JobSpec]       # valid jobs, in file order
     tables: dict[str, dict]         # their [jobs.NAME] tables as plain JSON data
     errors: list[str]               # one formatted line per skipped job or unknown table
+    invalid: dict = factory(dict)   # name -> the error of each job skipped for its table
 
 
 # ---------------------------------------------------------------- load
@@ -61,8 +62,9 @@ def load(home: Path, text: str | None = None, *, cache: bool = False) -> Config:
     jobs = data.get("jobs", {})
     if not isinstance(jobs, dict):
         raise ConfigError(f"{CONFIG_FILE}: jobs must be tables like [jobs.backup], got jobs = {show_value(jobs)}")
-    specs, tables = _load_jobs(home, jobs, _job_header_lines(source), errors)
-    cfg = Config(home=home, settings=settings, specs=specs, tables=tables, errors=errors)
+    invalid: dict[str, str] = {}
+    specs, tables = _load_jobs(home, jobs, _job_header_lines(source), errors, invalid)
+    cfg = Config(home=home, settings=settings, specs=specs, tables=tables, errors=errors, invalid=invalid)
     if cache and text is None:
         _save_cache(home, cfg, _dependencies(home, jobs))
     return cfg
@@ -118,7 +120,8 @@ def _cached(home: Path) -> Config | None:
                  for name, table in saved["tables"].items()}
     except (OSError, ValueError, KeyError, TypeError, SpecError):
         return None
-    return Config(home=home, settings=settings, specs=specs, tables=saved["tables"], errors=saved["errors"])
+    return Config(home=home, settings=settings, specs=specs, tables=saved["tables"], errors=saved["errors"],
+                  invalid=saved["invalid"])
 
 
 def _with_cwd(spec: JobSpec, cwd: str | None) -> JobSpec:
@@ -129,7 +132,7 @@ def _save_cache(home: Path, cfg: Config, deps: dict) -> None:
     import json
 
     settings = {name: getattr(cfg.settings, name) for name in fields(Settings)}
-    saved = {"key": _cache_key(home), "deps": deps, "tables": cfg.tables, "errors": cfg.errors,
+    saved = {"key": _cache_key(home), "deps": deps, "tables": cfg.tables, "errors": cfg.errors, "invalid": cfg.invalid,
              "settings": {**settings, "tags": sorted(cfg.settings.tags)},
              "cwd": {name: spec.cwd for name, spec in cfg.specs.items() if spec.cwd is not None}}
     tmp = home / f"{CACHE_FILE}.{os.getpid()}"
@@ -304,7 +307,7 @@ def _size(logs: dict) -> int:
 
 # ---------------------------------------------------------------- jobs
 
-def _load_jobs(home: Path, jobs: dict, header_lines: dict, errors: list[str]):
+def _load_jobs(home: Path, jobs: dict, header_lines: dict, errors: list[str], invalid: dict):
     specs: dict[str, JobSpec] = {}
     tables: dict[str, dict] = {}
     seen: dict[str, str] = {}  # lower-case name -> name as first written
@@ -315,6 +318,8 @@ def _load_jobs(home: Path, jobs: dict, header_lines: dict, errors: list[str]):
             spec = _check_spec(home, parse_job(name, table))
         except SpecError as exc:
             errors.append(str(exc))
+            if isinstance(name, str) and name not in specs:
+                invalid[name] = str(exc)
             continue
         specs[name], tables[name] = spec, table
     return specs, tables

@@ -142,6 +142,19 @@ def op_shutdown(engine, req):
     return {"pid": os.getpid()}
 
 
+def op_triggers(engine, req):
+    """triggers [job] [limit=100] -> [trigger, ...] oldest first: the queued triggers, each
+    with "why" it waits (its job busy, invalid or missing from aios.toml)."""
+    limit = _field(req, "limit", int, 100)
+    return engine.triggers(_field(req, "job", str, None), max(1, min(limit, 10_000)))
+
+
+def op_drop(engine, req):
+    """drop job [trigger] -> number dropped. Mark the job's queued triggers (or the one)
+    done as "dropped": the only way acknowledged work leaves the queue without running."""
+    return engine.drop_triggers(_job(req), _field(req, "trigger", int, None))
+
+
 def op_wait(engine, req, reply):
     """wait trigger -> {"trigger", "outcome", "exit_code", "signal", "run_id"}. Replies when
     the trigger is done (after its last attempt)."""
@@ -149,8 +162,9 @@ def op_wait(engine, req, reply):
 
 
 def op_watch(engine, req, send):
-    """watch -> "watching", then one line {"event": {ts, name, job, message}} per event
-    (state changes included) until the client disconnects."""
+    """watch -> "watching", then one line {"event": {id, ts, name, job, message, data}} per
+    event, each sent once it is stored (state changes included; `data` is the status of
+    its job right after it) until the client disconnects."""
     return engine.watchers.append(send) or "watching"
 
 
@@ -158,7 +172,7 @@ COMMANDS = {
     "ping": op_ping, "about": op_about, "status": op_status, "job": op_job, "start": op_start, "stop": op_stop,
     "restart": op_restart, "enable": op_enable, "disable": op_disable, "trigger": op_trigger,
     "run": op_run, "history": op_history, "events": op_events, "apply": op_apply,
-    "reexec": op_reexec, "shutdown": op_shutdown,
+    "reexec": op_reexec, "shutdown": op_shutdown, "triggers": op_triggers, "drop": op_drop,
 }
 DEFERRED = {"wait": op_wait}       # reply later, through a callback
 STREAMING = {"watch": op_watch}    # reply, then keep sending lines
@@ -262,7 +276,7 @@ class Connection:
 
     def send_event(self, event) -> None:
         self.send({"event": {"id": event.id, "ts": event.ts, "name": event.name, "job": event.job,
-                             "message": event.message}})
+                             "message": event.message, "data": event.data}})
 
     def send(self, message: dict) -> None:
         if self.closed:

@@ -171,6 +171,7 @@ class Event:
     job: str | None = None
     device: str = ""
     id: int | None = None
+    data: dict | None = None            # the state it announces (a job's status), JSON
 
 
 @record

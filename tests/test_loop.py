@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from aios.loop import Loop
+from aios.engine.loop import Loop
 
 
 def test_timers_run_in_order_and_can_be_cancelled():

@@ -20,7 +20,7 @@ def cmd_up(args, home: str) -> int:
         return _up_detached(home, args.force)
     from pathlib import Path
 
-    from ..daemon import serve
+    from ..engine.daemon import serve
 
     return serve(Path(home), force=args.force)
 

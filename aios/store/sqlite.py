@@ -89,7 +89,7 @@ def _insert(into: str, columns: tuple) -> str:
 
 _STATE_FIELDS = fields(JobState)
 _RUN_FIELDS = fields(Run)
-_EVENT_FIELDS = fields(Event)
+_EVENT_FIELDS = tuple(name for name in fields(Event) if name != "data")   # data: schema v2
 _RUN_INSERT_FIELDS = tuple(name for name in _RUN_FIELDS if name != "id")
 
 _SAVE_STATE = _insert("INSERT OR REPLACE INTO job_state", ("device",) + _STATE_FIELDS)

@@ -15,8 +15,8 @@ import json
 
 NAME_RULE = "is not valid: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
 KNOWN = "known: prog, svc, svc2, work"
-OPS = ("about, apply, disable, enable, events, history, job, ping, reexec, restart, run, shutdown, start, status, stop, "
-       "trigger, wait, watch")
+OPS = ("about, apply, disable, drop, enable, events, history, job, ping, reexec, restart, run, shutdown, start, status, "
+       "stop, trigger, triggers, wait, watch")
 TYPES = "use one of always, daily, interval, random_daily, trigger, idle"
 
 CONFIG = [  # (id, kind, aios.toml lines, error)

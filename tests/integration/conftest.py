@@ -60,17 +60,17 @@ def pause(engine, seconds: float) -> None:
 
 @contextmanager
 def running_engine(home: Path, force: bool = False):
-    from aios import daemon
-    from aios.engine import Engine
+    from aios.engine.daemon import Daemon
 
-    engine = Engine(home, force=force)
-    daemon.start(engine)
+    daemon = Daemon.open(home, force=force)
+    daemon.start()
+    engine = daemon.engine
     try:
         yield engine
     finally:
         engine.shutdown("test over")
         drive(engine, lambda: engine.stopped, what="engine shutdown")
-        daemon.finish(engine)
+        daemon.finish()
 
 
 def runs(home: Path, job: str | None = None) -> list[dict]:

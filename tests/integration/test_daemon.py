@@ -112,10 +112,11 @@ def test_first_start_writes_the_seven_jobs_and_serves_the_status_page(home, tmp_
     assert sorted(p.name for p in (home / "Programs").glob("*.py")) == [
         "backup.py", "idle_task.py", "llm_processor.py", "morning_report.py", "random_check.py",
         "stock_monitor.py", "web_server.py"]
-    with sqlite3.connect(home / "orchestrator.db") as db:
-        states = dict(db.execute("SELECT job, status FROM job_state"))
-    assert states["stock_monitor"] == states["llm_processor"] == "ineligible"
-    assert len(states) == 7
+    def states():   # ready comes first; the jobs are started (or found ineligible) right after
+        with sqlite3.connect(home / "orchestrator.db") as db:
+            found = dict(db.execute("SELECT job, status FROM job_state"))
+        return found if found.get("stock_monitor") == found.get("llm_processor") == "ineligible" else None
+    assert len(wait_until(states, what="the tagged jobs marked ineligible")) == 7
     page = wait_until(lambda: _fetch("http://127.0.0.1:8787/healthz"), what="the status page")
     assert page.strip() == "ok"
     assert "morning_report" in _fetch("http://127.0.0.1:8787/api/status")

@@ -8,11 +8,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .engine import Engine
-from .operations import OperationError
-from .spec import JobType, Status
-from .store import StoreError
-
 LOG_RECHECK = 1.0        # a chatty job's log size is checked at most this often...
 LOG_MIN_RECHECK = 0.01   # ...unless it grows so fast that it would pass max_size many times over
 LOG_REPORT_EVERY = 10.0  # log_rotated events of one log, at most once in this many seconds
@@ -20,16 +15,16 @@ STORE_POLL = 0.1         # where inotify is missing, look for store changes this
 STORE_SETTLE = (0.005, 0.02, 0.1, 0.5)   # a write to the store not visible yet: look again after these
 
 
-def watch(engine: Engine) -> None:
+def watch(engine) -> None:
     """Wake when another process writes the database (e.g. a row in `triggers`), and when
     a job log grows (LogGuard)."""
-    from . import fswatch
+    from .. import fswatch
 
     watcher = fswatch.open_watcher()
-    engine.log_guard = LogGuard(engine, watcher)
+    guard = engine.processes.log_guard = LogGuard(engine, watcher)
     for job in engine.jobs.values():
-        if job.active:
-            engine.log_guard.arm(str(engine.log_path(job.spec.name)))
+        if job.runs:
+            guard.arm(str(engine.log_path(job.name)))
     if watcher is None:
         engine.loop.call_later(STORE_POLL, _poll_store, engine)
         return
@@ -37,19 +32,19 @@ def watch(engine: Engine) -> None:
     engine.loop.add_reader(watcher.fileno(), _on_fs_events, engine, watcher, home_wd, StoreWatch(engine))
 
 
-def _poll_store(engine: Engine) -> None:
+def _poll_store(engine) -> None:
     if not engine.shutting_down:
-        on_store_changed(engine)
+        engine.planner.refresh_queue()
         engine.loop.call_later(STORE_POLL, _poll_store, engine)
 
 
-def _on_fs_events(engine: Engine, watcher, home_wd: int, store_watch: StoreWatch) -> None:
+def _on_fs_events(engine, watcher, home_wd: int, store_watch: StoreWatch) -> None:
     store_touched = False
     for wd, _mask, name in watcher.read():
         if wd == home_wd:
             store_touched = store_touched or name.startswith("orchestrator.db")
         else:
-            engine.log_guard.on_event(wd)
+            engine.processes.log_guard.on_event(wd)
     if store_touched:
         store_watch.touched()
 
@@ -60,65 +55,15 @@ class StoreWatch:
     file event reports. So a write that shows no change yet is looked at again a few times
     (STORE_SETTLE), or its rows would wait for the next write to be noticed."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine):
         self.engine, self.timer = engine, None
 
     def touched(self, step: int = 0) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if not on_store_changed(self.engine) and step < len(STORE_SETTLE) and not self.engine.shutting_down:
+        if self.engine.planner.refresh_queue() is None and step < len(STORE_SETTLE) and not self.engine.shutting_down:
             self.timer = self.engine.loop.call_later(STORE_SETTLE[step], self.touched, step + 1)
-
-
-def on_store_changed(engine: Engine, anyway: bool = False) -> bool:
-    """Re-read the trigger queue when another process wrote the store (or `anyway`);
-    False if no change was seen."""
-    try:
-        if engine.shutting_down or not (engine.store.changed() or anyway):
-            return False
-        counts = engine.store.pending_counts()
-    except StoreError as exc:
-        engine.recorder.failed(exc)
-        return False
-    for name, count in counts.items():
-        if name in engine.jobs:
-            engine.pending[name] = count
-            engine._consider(engine.jobs[name])
-    handle_control_rows(engine, counts)
-    return True
-
-
-def handle_control_rows(engine: Engine, counts: dict | None = None) -> None:
-    """Rows of the original control path: RESTART_ALL, RESTART_<job>, and triggers naming
-    jobs that do not exist (rejected, so they do not wait forever)."""
-    if engine.recorder.failing:
-        return
-    counts = engine.pending if counts is None else counts
-    for name in [n for n, c in counts.items() if c and n not in engine.jobs]:
-        try:
-            while (trig := engine.store.claim_trigger(name, engine.loop.wall)) is not None:
-                outcome = _control_row(engine, name)
-                engine.recorder.write(engine.store.finish_trigger, trig.id, outcome, engine.loop.wall)
-                engine._event("control_row", None, f"trigger {trig.id} {name}: {outcome}")
-        except StoreError as exc:   # handled once the store works again (Engine._recovered)
-            return engine.recorder.failed(exc)
-        engine.pending.pop(name, None)
-
-
-def _control_row(engine: Engine, name: str) -> str:
-    if name == "RESTART_ALL":
-        for job in engine.jobs.values():
-            if job.spec.type is JobType.ALWAYS and job.state.status not in (Status.DISABLED, Status.INELIGIBLE):
-                engine.restart(job.spec.name)
-        return "ok"
-    if name.startswith("RESTART_"):
-        try:
-            engine.restart(name[len("RESTART_"):])
-        except OperationError as exc:
-            return f"rejected: {exc}"
-        return "ok"
-    return f"rejected: no job named {name!r}"
 
 
 # ---------------------------------------------------------------- log rotation
@@ -135,7 +80,7 @@ class LogGuard:
     reported at most every LOG_REPORT_EVERY seconds per log. Without inotify, the logs of
     running jobs are checked every LOG_RECHECK * 5 seconds."""
 
-    def __init__(self, engine: Engine, watcher):
+    def __init__(self, engine, watcher):
         self.engine, self.watcher = engine, watcher
         self.paths: dict[int, str] = {}
         self.seen: dict[str, tuple[float, int]] = {}        # path -> (when, size) at the last check
@@ -146,7 +91,7 @@ class LogGuard:
     def arm(self, path: str) -> None:
         if self.watcher is None:
             return
-        from . import fswatch
+        from .. import fswatch
 
         try:
             self.paths[self.watcher.add(path, fswatch.IN_MODIFY | fswatch.IN_ONESHOT)] = path
@@ -163,16 +108,16 @@ class LogGuard:
 
     def _sweep(self) -> None:
         for job in self.engine.jobs.values():
-            if job.active:
-                self._check(str(self.engine.log_path(job.spec.name)))
+            if job.runs:
+                self._check(str(self.engine.log_path(job.name)))
         if not self.engine.shutting_down:
             self.engine.loop.call_later(LOG_RECHECK * 5, self._sweep)
 
     def _check(self, path: str) -> float:
         """Rotate the log if it passed max_size; return how soon to look at it again."""
-        from . import logs
+        from .. import logs
 
-        settings, now = self.engine.settings, self.engine.loop.mono
+        settings, now = self.engine.settings, self.engine.loop.boot
         try:
             size = os.stat(path).st_size
             rotated = logs.rotate_if_needed(path, settings.log_max_bytes, settings.log_keep)
@@ -197,4 +142,4 @@ class LogGuard:
             return
         self.reported[path] = (now, 0)
         more = f" ({count} more time(s) in the last {now - last:.0f} s)" if count else ""
-        self.engine._event("log_rotated", Path(path).stem, message + more)
+        self.engine.event("log_rotated", Path(path).stem, message + more)

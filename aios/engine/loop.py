@@ -1,10 +1,19 @@
-"""The daemon's event loop: one selector, one timer heap, signals as fd events.
+"""The daemon's event loop and its clocks: one selector, one timer heap, signals as fd
+events.
 
 `timeout = next deadline - now; select(timeout); run what is ready`. Nothing polls: the
 loop sleeps until a timer is due or a file descriptor (pidfd, socket, inotify, the
 signal wake-up fd) is readable. Signal handlers only wake the loop
-(`signal.set_wakeup_fd`); the work happens in the loop. The clocks are read once per
-turn and exposed as `mono` and `wall`. Imports nothing from aios.
+(`signal.set_wakeup_fd`); the work happens in the loop.
+
+The clocks are read once per turn, from the clock the loop was given, and exposed as
+`boot` and `wall`. Timers run on the boot clock: CLOCK_BOOTTIME, which is monotonic (a
+step of the wall clock never moves it) and, unlike CLOCK_MONOTONIC, keeps counting while
+the machine is suspended, so "every 30 minutes" and a backoff mean real elapsed time.
+The sleep itself (epoll) does not count suspended time, so no single wait is longer than
+MAX_WAIT: after a resume the loop is at most that late. Tests give a FakeClock-like
+object and turn the loop with `turn(0)`, moving the clock themselves.
+Imports nothing from aios.
 """
 from __future__ import annotations
 
@@ -13,6 +22,31 @@ import os
 import selectors
 import signal
 import time
+
+MAX_WAIT = 60.0     # seconds: the longest single sleep (suspend is invisible to epoll)
+
+
+class SystemClock:
+    """The real clocks: boot (CLOCK_BOOTTIME, else CLOCK_MONOTONIC) and wall (time.time)."""
+
+    def __init__(self):
+        self._id = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+        self.boot_id = _boot_id()
+
+    def boot(self) -> float:
+        return time.clock_gettime(self._id)
+
+    def wall(self) -> float:
+        return time.time()
+
+
+def _boot_id() -> str:
+    """The kernel's id of this boot: boot-clock values compare only within one boot."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 class Timer:
@@ -29,43 +63,48 @@ class Timer:
 
 
 class Loop:
-    def __init__(self, on_error=None):
+    def __init__(self, clock=None, on_error=None):
+        self.clock = clock or SystemClock()
         self.on_error = on_error  # called with the exception when a callback raises
         self.selector = selectors.DefaultSelector()
         self.timers: list[Timer] = []
         self._soon: list = []             # (fn, args) for the next turn
-        self.running = False
-        self.mono = time.monotonic()
-        self.wall = time.time()
+        self.boot = self.clock.boot()
+        self.wall = self.clock.wall()
         self._signal_pipe: tuple | None = None
         self._old_handlers: dict = {}
         self._old_wakeup_fd = -1
 
     def tick(self) -> None:
         """Read both clocks; called once per turn."""
-        self.mono, self.wall = time.monotonic(), time.time()
+        self.boot, self.wall = self.clock.boot(), self.clock.wall()
 
-    # ---- timers (monotonic clock)
+    # ---- timers (boot clock)
     def call_at(self, when: float, fn, *args) -> Timer:
         timer = Timer(when, fn, args)
         heapq.heappush(self.timers, timer)
         return timer
 
     def call_later(self, delay: float, fn, *args) -> Timer:
-        return self.call_at(self.mono + delay, fn, *args)
+        return self.call_at(self.boot + delay, fn, *args)
+
+    def next_timer(self) -> float | None:
+        """When the next live timer is due (boot clock), or None."""
+        while self.timers and self.timers[0].cancelled:
+            heapq.heappop(self.timers)
+        return self.timers[0].when if self.timers else None
 
     def _run_due(self) -> None:
-        while self.timers and (self.timers[0].cancelled or self.timers[0].when <= self.mono):
+        while self.timers and (self.timers[0].cancelled or self.timers[0].when <= self.boot):
             timer = heapq.heappop(self.timers)
             if not timer.cancelled:
                 self._call(timer.fn, timer.args)
 
-    def _timeout(self) -> float | None:
-        while self.timers and self.timers[0].cancelled:
-            heapq.heappop(self.timers)
-        if not self.timers:
-            return None
-        return max(0.0, self.timers[0].when - time.monotonic())
+    def _timeout(self) -> float:
+        due = self.next_timer()
+        if due is None:
+            return MAX_WAIT
+        return min(MAX_WAIT, max(0.0, due - self.clock.boot()))
 
     # ---- file descriptors: a reader and/or a writer callback per fd
     def add_reader(self, fd, fn, *args) -> None:
@@ -150,14 +189,25 @@ class Loop:
     def run(self, until) -> None:
         """Turn until `until()` is true."""
         while not until():
-            events = self.selector.select(0 if self._soon else self._timeout())
-            self.tick()
-            soon, self._soon = self._soon, []
-            for key, mask in events:
-                self._dispatch(key, mask)
-            for fn, args in soon:
-                self._call(fn, args)
-            self._run_due()
+            self.turn(0 if self._soon else self._timeout())
+
+    def turn(self, timeout: float = 0.0) -> None:
+        """One turn: wait up to `timeout` for a file descriptor, read the clocks, run the
+        ready callbacks, the work put off to this turn, and the due timers."""
+        events = self.selector.select(timeout)
+        self.tick()
+        soon, self._soon = self._soon, []
+        for key, mask in events:
+            self._dispatch(key, mask)
+        for fn, args in soon:
+            self._call(fn, args)
+        self._run_due()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing is put off to the next turn and no timer is due now."""
+        due = self.next_timer()
+        return not self._soon and (due is None or due > self.boot)
 
     def _call(self, fn, args: tuple) -> None:
         try:

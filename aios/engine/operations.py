@@ -1,0 +1,243 @@
+"""What a user may ask of the engine, as the control socket exposes it: start, stop,
+restart, enable, disable, trigger, run, wait, status, history, events, triggers, apply,
+reexec.
+
+Each operation checks its arguments, raising OperationError with a one-line reason, and
+passes a request to the lifecycle table through the engine's one door (`handle`). The
+control server is given this object (it reads `loop` and `watchers` from it). Part of
+the engine.
+"""
+from __future__ import annotations
+
+import os
+
+from .. import lifecycle as lc
+from ..spec import AiosError, JobType, plain
+
+MAX_ARGUMENT_BYTES = 100_000   # program jobs get them as one argv string (Linux: 128 KiB)
+
+
+class OperationError(AiosError):
+    """The operation cannot be done; the message says why."""
+
+
+class Operations:
+    def __init__(self, engine):
+        self.engine = engine
+        self.loop, self.watchers = engine.loop, engine.watchers
+
+    def job(self, name: str):
+        try:
+            return self.engine.jobs[name]
+        except KeyError:
+            known = ", ".join(sorted(self.engine.jobs)) or "none"
+            shown = repr(name) if len(name) <= 64 else repr(name[:60]) + "..."
+            why = self.engine.invalid.get(name)
+            if why:
+                raise OperationError(f"job {shown} is not running its table: {why}") from None
+            raise OperationError(f"no job named {shown} (known: {known})") from None
+
+    # ================================================================ acting on jobs
+    def start(self, name: str) -> None:
+        """Start a stopped or failed job (an always job runs; others wait for their time)."""
+        job = self.job(name)
+        self._require_runnable(job)
+        self.engine.handle(job, lc.Start())
+
+    def stop(self, name: str) -> None:
+        """Stop a job's processes; it stays stopped until started (a re-exec keeps that)."""
+        self.engine.handle(self.job(name), lc.Stop())
+
+    def restart(self, name: str) -> None:
+        """Stop the job's processes and start it again at once."""
+        job = self.job(name)
+        self._require_runnable(job)
+        self.engine.handle(job, lc.Restart())
+
+    def enable(self, name: str) -> None:
+        """Persistently enable a job and start it as its type says."""
+        self.engine.handle(self.job(name), lc.Enable())
+
+    def disable(self, name: str) -> None:
+        """Persistently disable a job, stopping its processes."""
+        self.engine.handle(self.job(name), lc.Disable())
+
+    def run_now(self, name: str) -> None:
+        """Run a scheduled or idle job once now (never beside a run of its own)."""
+        job = self.job(name)
+        if job.spec.type in (JobType.ALWAYS, JobType.TRIGGER):
+            kind = "an always job; use start or restart" if job.spec.type is JobType.ALWAYS else \
+                "a trigger job; use trigger"
+            raise OperationError(f"job {name!r} is {kind}")
+        self._require_runnable(job)
+        if job.runs:
+            raise OperationError(f"job {name!r} is already running (pid {next(iter(job.runs))})")
+        self.engine.handle(job, lc.RunNow())
+
+    def _require_runnable(self, job) -> None:
+        if job.life.ineligible:
+            raise OperationError(f"job {job.name!r} does not run on this device: {job.life.ineligible}")
+        if not job.life.is_enabled:
+            raise OperationError(f"job {job.name!r} is disabled; enable it first")
+
+    # ================================================================ triggers
+    def trigger(self, name: str, args=(), kwargs=None) -> int:
+        """Queue a run of `name` with args/kwargs; durable once this returns its id."""
+        from .planner import refusal
+
+        eng, job = self.engine, self.job(name)
+        problem = refusal(job.spec, args, kwargs)
+        if problem:
+            raise OperationError(problem)
+        _check_argument_size(name, args, kwargs)
+        if eng.recorder.failing:   # acknowledge nothing the store may not keep
+            raise OperationError(f"trigger of {name!r} refused: the state database is failing "
+                                 f"({eng.recorder.failure}); try again when it works")
+        trig = eng.store.add_trigger(name, list(args), dict(kwargs or {}), eng.loop.wall)   # the acknowledgement
+        eng.event("trigger_added", name, f"trigger {trig.id} queued")
+        eng.handle(job, lc.Queued(count=1, added=True))
+        return trig.id
+
+    def wait_trigger(self, trigger_id: int, reply) -> None:
+        """Call reply(result) once the trigger is done (at once if it already is: run, rejected
+        or dropped)."""
+        from .core import trigger_result
+
+        store = self.engine.store
+        trig = store.get_trigger(trigger_id)
+        if trig is None:
+            raise OperationError(f"no trigger with id {trigger_id}")
+        if trig.done:
+            reply(trigger_result(trig.id, trig.outcome, trig.run_id and store.get_run(trig.run_id)))
+        else:
+            self.engine.waiters.setdefault(trigger_id, []).append(reply)
+
+    def triggers(self, job: str | None, limit: int) -> list[dict]:
+        """Queued triggers, oldest first, with why each waits."""
+        eng = self.engine
+        out = []
+        for trig in eng.store.pending_triggers(job, limit):
+            item = plain(trig)
+            item["why"] = self._waits_because(trig.job)
+            out.append(item)
+        return out
+
+    def _waits_because(self, name: str) -> str:
+        eng = self.engine
+        if name in eng.jobs:
+            return eng.jobs[name].state.why or eng.jobs[name].state.status.value
+        if name in eng.invalid:
+            return f"job {name!r} is invalid in aios.toml: {eng.invalid[name]}"
+        return f"no job named {name!r} in aios.toml"
+
+    def drop_triggers(self, job: str, trigger_id: int | None = None) -> int:
+        """Mark queued triggers of `job` (or one) done as "dropped": the only way acknowledged
+        work leaves the queue without running."""
+        eng = self.engine
+        dropped = eng.store.drop_triggers(job, trigger_id, eng.loop.wall)
+        if dropped:
+            eng.event("triggers_dropped", job if job in eng.jobs else None, f"{dropped} trigger(s) of {job!r} dropped")
+            eng.planner.refresh_queue(anyway=True)
+        return dropped
+
+    # ================================================================ reading
+    def ping(self) -> dict:
+        from .. import __version__
+
+        eng = self.engine
+        return {"pid": os.getpid(), "version": __version__, "home": str(eng.home), "device": eng.device,
+                "started": eng.started, "jobs": len(eng.jobs)}
+
+    def about(self) -> dict:
+        import sys
+
+        times = os.times()
+        return {**self.ping(), "python": sys.version.split()[0], "tags": sorted(self.engine.settings.tags),
+                "rss_kib": _rss_kib(), "cpu_seconds": times.user + times.system,
+                "store": self.engine.recorder.failure or "ok"}
+
+    def job_detail(self, name: str) -> dict:
+        """A job's status, its aios.toml table, and its log file's path."""
+        job = self.job(name)
+        return {"status": self.engine.describe(job), "spec": self.engine.tables.get(name, {}),
+                "log": str(self.engine.log_path(name))}
+
+    def status(self, name: str | None = None) -> list[dict]:
+        """One plain dict per job (or for one job); then the jobs that do not run as written
+        (an invalid table) and the names that triggers wait for but no job has."""
+        eng = self.engine
+        if name is not None and name not in eng.jobs and (name in eng.invalid or name in eng.orphans):
+            return [row for row in self._absent() if row["name"] == name]
+        if name is not None:
+            return [eng.describe(self.job(name))]
+        return [eng.describe(job) for job in eng.jobs.values()] + self._absent()
+
+    def _absent(self) -> list[dict]:
+        eng, rows = self.engine, []
+        for name in sorted(set(eng.invalid) | set(eng.orphans)):
+            if name in eng.jobs:
+                continue
+            queued = eng.orphans.get(name, 0)
+            why = (f"invalid in aios.toml: {eng.invalid[name]}" if name in eng.invalid
+                   else "no such job in aios.toml")
+            if queued:
+                why += f"; {queued} trigger(s) wait for it (fix the job, or `aios triggers drop {name}`)"
+            rows.append({"name": name, "type": eng.tables.get(name, {}).get("type", "?"),
+                         "status": "invalid" if name in eng.invalid else "missing", "why": why, "pid": None,
+                         "pids": [], "uptime": None, "restarts": 0, "next_due": None, "tags": [],
+                         "enabled": False, "held": False, "queued": queued, "last_run": None})
+        return rows
+
+    def history(self, job: str | None, limit: int) -> list[dict]:
+        return [plain(run) for run in self.engine.store.recent_runs(job, limit)]
+
+    def events(self, job: str | None, limit: int, after_id: int | None) -> list[dict]:
+        return [plain(e) for e in self.engine.store.recent_events(limit, job, after_id)]
+
+    # ================================================================ the daemon itself
+    def request_reexec(self) -> dict:
+        """Leave the loop so the daemon can exec a fresh copy of itself (same pid)."""
+        if self.engine.shutting_down:
+            raise OperationError("the daemon is shutting down")
+        self.engine.request_reexec()
+        return {"pid": os.getpid()}
+
+    def shutdown(self, why: str) -> None:
+        self.engine.shutdown(why)
+
+    def apply(self, text: str | None = None) -> dict:
+        """Load aios.toml again (or `text`, which then replaces it) and bring the running
+        jobs in line: start added ones, stop removed ones, restart changed always jobs;
+        other changed jobs take their new spec from their next run. A job whose new table
+        is invalid keeps running on its previous spec and shows the error."""
+        from .. import config
+        from .reconcile import reconcile
+
+        eng = self.engine
+        cfg = config.load(eng.home, text, cache=text is None)
+        if cfg.settings.device_id != eng.settings.device_id:
+            raise OperationError(f"the device id changed ({eng.settings.device_id!r} -> "
+                                 f"{cfg.settings.device_id!r}); restart the daemon to change it")
+        if text is not None:
+            config.write_config(eng.home, text)
+        diff = reconcile(eng, cfg)
+        eng.event("config_applied", None, ", ".join(f"{k}: {len(v)}" for k, v in diff.items()))
+        return {**diff, "errors": cfg.errors}
+
+
+def _check_argument_size(name: str, args, kwargs) -> None:
+    import json
+
+    size = len(json.dumps([args, kwargs or {}], default=str))
+    if size > MAX_ARGUMENT_BYTES:
+        raise OperationError(f"trigger of {name!r}: arguments take {size} bytes as JSON; "
+                             f"the limit is {MAX_ARGUMENT_BYTES} (pass a file path instead)")
+
+
+def _rss_kib() -> int | None:
+    """The daemon's resident memory (VmRSS) in KiB, where /proc has it."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration, ValueError):
+        return None

@@ -1,0 +1,61 @@
+"""The process layer the engine runs jobs through: `supervisor` (spawn, signal, reap,
+adopt) plus what belongs to a job's process but not to supervisor: its log file (opened,
+rotated, and watched so it stays bounded) and its exit, registered in the loop as a
+pidfd reader. The engine calls only these methods; tests give it a fake with the same
+ones (tests/engine/fakes.py). Part of the engine.
+"""
+from __future__ import annotations
+
+import os
+
+from .. import logs, supervisor
+
+
+class SystemProcesses:
+    def __init__(self, engine):
+        self.engine = engine
+        self.log_guard = None        # watches.LogGuard, once the watches are set up
+        self._exits: dict = {}       # pidfd -> (callback, args), to re-register after a spurious wake
+
+    def spawn(self, argv: list, env: dict, cwd: str, log_path: str):
+        """Start a job process writing to `log_path`; OSError (or ValueError) if it cannot be."""
+        settings = self.engine.settings
+        logs.rotate_if_needed(log_path, settings.log_max_bytes, settings.log_keep)
+        fd = logs.open_log(log_path)
+        try:
+            proc = supervisor.spawn(argv, env, cwd, fd)
+        finally:
+            os.close(fd)
+        if self.log_guard is not None:
+            self.log_guard.arm(log_path)
+        return proc
+
+    def watch(self, proc, callback, *args) -> None:
+        """Call callback(*args) when proc may have exited (then `reap` tells)."""
+        if proc.pidfd is not None:
+            self._exits[proc.pidfd] = (callback, args)
+            self.engine.loop.add_reader(proc.pidfd, callback, *args)
+
+    def reap(self, proc):
+        """(exit code, signal) once proc has exited, else None (and it stays watched)."""
+        pidfd = proc.pidfd
+        if pidfd is not None:
+            self.engine.loop.remove_reader(pidfd)      # while it is open: reap closes it
+        status = supervisor.reap(proc)
+        if pidfd is not None:
+            watched = self._exits.pop(pidfd, None)
+            if status is None and watched is not None:
+                self.watch(proc, watched[0], *watched[1])
+        return status
+
+    def signal(self, proc, sig: int) -> bool:
+        return supervisor.signal_group(proc, sig)
+
+    def adopt(self, pid: int, ticks: int):
+        return supervisor.adopt(pid, ticks)
+
+    def find_leaders(self, marks: dict, keys: tuple) -> list:
+        return supervisor.find_leaders(marks, keys)
+
+    def close(self, proc) -> None:
+        supervisor.close(proc)

@@ -1,0 +1,54 @@
+"""Bringing the engine's jobs in line with a newly loaded configuration (`aios apply`):
+added jobs start, removed ones stop and are forgotten, changed ones take their new spec
+(a running always job restarts on it), and a job whose new table is invalid keeps
+running on its previous spec, with the error shown in its status. Queued triggers are
+never touched: a trigger of a job that left the configuration waits for it to return.
+Part of the engine.
+"""
+from __future__ import annotations
+
+from .. import lifecycle as lc
+
+
+def reconcile(engine, cfg) -> dict:
+    """Apply `cfg` (a config.Config) to the running engine; the names by what happened."""
+    diff = {"added": [], "removed": [], "changed": [], "unchanged": []}
+    engine.settings = cfg.settings
+    tables = dict(cfg.tables)
+    for name in [n for n in engine.jobs if n not in cfg.specs]:
+        job = engine.jobs[name]
+        if name in cfg.invalid:
+            job.problem = f"its new table is invalid, so it runs on the previous one: {cfg.invalid[name]}"
+            tables[name] = engine.tables.get(name, {})
+            diff["unchanged"].append(name)
+        else:
+            diff["removed"].append(name)
+            engine.handle(job, lc.Remove())
+    added = _update(engine, cfg, diff)
+    engine.tables, engine.invalid = tables, {n: e for n, e in cfg.invalid.items() if n not in engine.jobs}
+    engine.recorder.write(engine.store.save_specs, tables)
+    engine.consider_all(added)
+    engine.planner.refresh_queue(anyway=True)
+    return diff
+
+
+def _update(engine, cfg, diff: dict) -> list:
+    added, stored = [], None
+    for name, spec in cfg.specs.items():
+        job = engine.jobs.get(name)
+        if job is None:
+            stored = engine.store.load_states() if stored is None else stored
+            added.append(engine.add_job(spec, stored.get(name)))
+            diff["added"].append(name)
+            continue
+        job.problem = ""
+        ineligible = engine.ineligible(spec)
+        if job.spec != spec:
+            job.spec = spec
+            diff["changed"].append(name)
+            engine.handle(job, lc.Reconfigure(restart=True, ineligible=ineligible, spec_enabled=spec.enabled))
+        else:
+            diff["unchanged"].append(name)
+            if (ineligible, spec.enabled) != (job.life.ineligible, job.life.spec_enabled):
+                engine.handle(job, lc.Reconfigure(ineligible=ineligible, spec_enabled=spec.enabled))
+    return added
