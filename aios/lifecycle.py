@@ -59,6 +59,7 @@ class Life:
     owed: int = 0              # catch-up runs still owed (catch_up = "all")
     owed_due: float | None = None
     waking: bool = False       # a wake-up (backoff, probe or schedule) is pending
+    spawn_after: float | None = None   # boot clock: no spawn before this, a spawn failed
     next_due: float | None = None  # wall clock, shown to people
 
     @property
@@ -345,6 +346,12 @@ def _runnable(life: Life) -> bool:
             and life.intent is Intent.NONE)
 
 
+def _holding(life: Life, moment: Moment) -> bool:
+    """A spawn failed a moment ago, or the job backs off: start nothing new yet."""
+    return ((life.waking and life.status in (Status.BACKOFF, Status.FAILED))
+            or (life.spawn_after is not None and moment.boot < life.spawn_after))
+
+
 def _consider(spec: JobSpec, life: Life, moment: Moment, actions: tuple = ()) -> Step:
     """Bring the job to what it should be doing now: the one place that starts runs on
     the job's own account."""
@@ -356,7 +363,7 @@ def _consider(spec: JobSpec, life: Life, moment: Moment, actions: tuple = ()) ->
         return Step(life=_status(life, Status.INELIGIBLE, life.ineligible, next_due=None), actions=actions + (CancelWake(),))
     if not life.is_enabled:
         return Step(life=_status(life, Status.DISABLED, "disabled", next_due=None), actions=actions + (CancelWake(),))
-    if life.waking and life.status in (Status.BACKOFF, Status.FAILED):
+    if _holding(life, moment):
         return Step(life=life, actions=actions)
     if spec.type is JobType.ALWAYS:
         return Step(life=life, actions=actions + ((Spawn(),) if not life.active else ()))
@@ -493,6 +500,8 @@ def _on_consider(spec, life, event, moment) -> Step:
 def _on_woke(spec, life, event, moment) -> Step:
     if not life.waking:
         return Step(life=life)
+    if life.spawn_after is not None and moment.boot < life.spawn_after:   # early: wait on
+        return Step(life=life, actions=(Wake(boot=life.spawn_after),))
     life = replace(life, waking=False)
     if life.status is Status.FAILED and _runnable(life):
         return _consider(spec, life, moment, (Announce(name="job_probe", message="cool-down over; starting the failed job again"),))
@@ -516,11 +525,9 @@ def _on_planned(spec, life, event, moment) -> Step:
 def _on_queued(spec, life, event, moment) -> Step:
     count = max(0, life.queued + event.count if event.added else event.count)
     life = replace(life, queued=count)
-    if spec.type is JobType.ALWAYS or not _runnable(life):
+    if spec.type is JobType.ALWAYS or not _runnable(life) or _holding(life, moment):
         return Step(life=life)
-    if spec.type is JobType.TRIGGER:
-        return _dispatch_triggers(spec, life, ())
-    if life.active or life.retrying or (life.waking and life.status in (Status.BACKOFF, Status.FAILED)):
+    if spec.type is not JobType.TRIGGER and (life.active or life.retrying):
         return Step(life=life)
     return _dispatch_triggers(spec, life, ())
 
@@ -534,14 +541,14 @@ def _on_claimed(spec, life, event, moment) -> Step:
             life = _status(life, Status.WAITING, "waiting for a trigger", next_due=None)
         return Step(life=life)
     life = replace(life, queued=max(0, life.queued - 1))
-    if not _runnable(life) or spec.type is JobType.ALWAYS:
+    if not _runnable(life) or spec.type is JobType.ALWAYS or _holding(life, moment):
         return Step(life=life, actions=(TriggerFate(fate="requeue"),))
     return Step(life=replace(life, waking=False), actions=(CancelWake(), Spawn(trigger=True)))
 
 
 def _on_spawned(spec, life, event, moment) -> Step:
     why = event.why
-    life = replace(life, active=life.active + 1)
+    life = replace(life, active=life.active + 1, spawn_after=None)
     if spec.type is not JobType.ALWAYS:
         life = replace(life, attempts=0)
     if life.intent is not Intent.NONE:   # started while stopping (a retry raced a stop): stop it too
@@ -552,26 +559,28 @@ def _on_spawned(spec, life, event, moment) -> Step:
 
 def _on_spawn_failed(spec, life, event, moment) -> Step:
     """A job that cannot be started backs off, then fails: never a tight loop, never the
-    daemon's fault. A trigger it was to run goes back to the queue (it never ran)."""
+    daemon's fault. A trigger it was to run goes back to the queue (it never ran); a slot
+    it was to run is owed again."""
     fate = (TriggerFate(fate="requeue"),)
     if life.intent is not Intent.NONE or life.down:
         return _after_last_exit(spec, life, moment, fate) if not life.active else Step(life=life, actions=fate)
     attempts = life.attempts + 1
     limit = max(spec.retries, 1) if spec.type is JobType.ALWAYS else SPAWN_FAILURES
-    why = f"could not start: {event.why}"
-    if attempts >= limit:
-        at = moment.boot + spec.failed_cooldown
-        life = _status(life, Status.FAILED, f"{why} ({attempts} times in a row); trying again later",
-                       attempts=attempts, next_due=moment.wall_of(at), waking=True)
-        return Step(life=life, actions=fate + (Announce(name="job_failed", message=life.why), Wake(boot=at)))
     if event.due is not None and spec.type is not JobType.ALWAYS:
         life = replace(life, owed=life.owed + 1, owed_due=event.due)
-    at = moment.boot + schedule.backoff_delay(spec, attempts, moment.u)
-    if life.active:     # a trigger job with other runs going: they keep it running
-        return Step(life=replace(life, attempts=attempts), actions=fate + (Announce(name="spawn_backoff", message=why),))
-    life = _status(life, Status.BACKOFF, f"{why}; trying again in {at - moment.boot:.2g} s "
-                   f"(attempt {attempts}/{limit})", attempts=attempts, next_due=moment.wall_of(at), waking=True)
-    return Step(life=life, actions=fate + (Announce(name="restart_scheduled", message=life.why), Wake(boot=at)))
+    failed = attempts >= limit
+    at = moment.boot + (spec.failed_cooldown if failed else schedule.backoff_delay(spec, attempts, moment.u))
+    life = replace(life, attempts=attempts, spawn_after=at, waking=True)
+    actions = fate + (Wake(boot=at),)
+    if life.active:     # its other runs keep it running; new ones wait
+        return Step(life=life, actions=actions + (Announce(name="spawn_backoff", message=event.why),))
+    if failed:
+        life = _status(life, Status.FAILED, f"{event.why} ({attempts} times in a row); trying again later",
+                       next_due=moment.wall_of(at))
+        return Step(life=life, actions=actions + (Announce(name="job_failed", message=life.why),))
+    life = _status(life, Status.BACKOFF, f"{event.why}; trying again in {at - moment.boot:.2g} s "
+                   f"(attempt {attempts}/{limit})", next_due=moment.wall_of(at))
+    return Step(life=life, actions=actions + (Announce(name="restart_scheduled", message=life.why),))
 
 
 def _on_exited(spec, life, event, moment) -> Step:

@@ -75,6 +75,8 @@ class Model:
             self.retries += 1
         elif kind is lc.Forget:
             self.forgotten = True
+        elif kind in (lc.TriggerFate, lc.RequeueRetry) and getattr(action, "fate", "requeue") == "requeue":
+            self.feed(lc.Queued(count=1, added=True), moment)   # the trigger is back in the queue
 
     def adopt(self, event: lc.Adopted, moment: lc.Moment) -> None:
         """The engine took back a process the last daemon left running."""

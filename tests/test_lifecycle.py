@@ -164,17 +164,25 @@ def run(spec: JobSpec, *pokes, spawn=True, life: lc.Life | None = None) -> state
     return model
 
 
+def later(seconds: float) -> lc.Moment:
+    return lc.Moment(boot=T.boot + seconds, wall=T.wall + seconds, u=T.u)
+
+
 def test_an_always_job_that_cannot_be_spawned_backs_off_then_fails_then_is_probed():
     spec = spec_of(JobType.ALWAYS, retries=3)
     model = run(spec, spawn=False)
     assert (model.life.status, model.life.attempts) == (Status.BACKOFF, 1)
-    assert "could not start: No such file or directory" in model.life.why
+    assert "No such file or directory" in model.life.why
     model.fire_wake(T)
-    model.fire_wake(T)
+    assert model.life.status is Status.BACKOFF and model.wake, "a wake-up before its time waits on"
+    model.fire_wake(later(10))
+    model.fire_wake(later(20))
     assert model.life.status is Status.FAILED and model.wake
-    assert model.life.why.startswith("could not start: No such file or directory (3 times in a row)")
+    assert model.life.why.startswith("No such file or directory (3 times in a row)")
     model.choose = lambda kind, options: True
-    model.fire_wake(T)
+    model.fire_wake(later(30))
+    assert model.life.status is Status.FAILED, "the cool-down is not over"
+    model.fire_wake(later(20 + spec.failed_cooldown))
     assert model.life.status is Status.RUNNING and model.processes == 1
 
 
@@ -190,7 +198,7 @@ def test_a_scheduled_slot_whose_spawn_failed_is_owed_again():
     model = run(spec, spawn=False)
     assert (model.life.status, model.life.owed, model.life.owed_due) == (Status.BACKOFF, 1, T.wall)
     model.choose = lambda kind, options: True
-    model.fire_wake(T)
+    model.fire_wake(later(10))
     assert model.life.status is Status.RUNNING and model.life.owed == 0
 
 

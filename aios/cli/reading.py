@@ -203,3 +203,16 @@ def _job_name(name: str) -> str:
     if not name or "/" in name or name.startswith("."):
         raise AiosError(f"{name!r} is not a job name")
     return name
+
+
+def _help_arguments(cmd) -> None:
+    cmd.add_argument("topic", choices=["states"], help="states: every job status and what moves a job between them")
+
+
+@command("help", setup=_help_arguments)
+def cmd_help(args, home: str) -> int:
+    """Reference text: `aios help states` prints the job statuses and their transitions."""
+    from ..states import render
+
+    sys.stdout.write(render())
+    return EXIT_OK
