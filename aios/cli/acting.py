@@ -86,23 +86,42 @@ def _trigger_arguments(cmd) -> None:
 def cmd_trigger(args, home: str) -> int:
     """Queue a run of a job with arguments; --wait waits for it and exits with its code."""
     kwargs = dict(key_value(kv, "--kw") for kv in args.kw)
-    with control.Client(home, timeout=None if args.wait else 30.0) as client:
+    with control.Client(home) as client:
         trigger_id = client.call("trigger", job=args.job, args=args.args + args.more_args, kwargs=kwargs)
-        out(str(trigger_id))
-        if not args.wait:
-            return EXIT_OK
-        sys.stdout.flush()
-        result = client.call("wait", trigger=trigger_id)
-    return _exit_status(result)
+    out(str(trigger_id))
+    if not args.wait:
+        return EXIT_OK
+    sys.stdout.flush()
+    return _exit_status(wait_for(home, trigger_id))
+
+
+def wait_for(home: str, trigger_id: int, patience: float = 60.0) -> dict:
+    """The trigger's result once it is done. A daemon that goes away meanwhile (a re-exec,
+    a restart) is waited for up to `patience` seconds and asked again: the answer comes
+    from the store, so the run's own exit code survives."""
+    import time
+
+    deadline = None
+    while True:
+        try:
+            with control.Client(home, timeout=None) as client:
+                return client.call("wait", trigger=trigger_id)
+        except control.DaemonNotRunning:
+            deadline = deadline or time.monotonic() + patience
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _exit_status(result: dict) -> int:
-    sys.stderr.write(f"aios: trigger {result['trigger']} {result['outcome']} (run {result['run_id']})\n")
+    outcome = result["outcome"] or "?"
+    run = f" (run {result['run_id']})" if result["run_id"] is not None else ""
+    sys.stderr.write(f"aios: trigger {result['trigger']} {outcome}{run}\n")
     if result["signal"]:
         return 128 + result["signal"]
     if result["exit_code"] is not None:
         return result["exit_code"]
-    return EXIT_OK if result["outcome"] == "ok" else EXIT_FAILED
+    return EXIT_OK if outcome == "ok" else EXIT_FAILED
 
 
 def key_value(text: str, flag: str) -> tuple[str, str]:
@@ -110,3 +129,42 @@ def key_value(text: str, flag: str) -> tuple[str, str]:
     if not sep or not key:
         raise UsageError(f"{flag} {text!r}: use KEY=VALUE")
     return key, value
+
+
+def _triggers_arguments(cmd) -> None:
+    cmd.add_argument("words", nargs="*", metavar="[JOB] | drop JOB [ID]",
+                     help="list the queued triggers (of JOB), or drop the queued triggers of JOB (or the one ID)")
+    cmd.add_argument("-n", type=int, default=100, help="how many to list (default 100)")
+    cmd.add_argument("--json", action="store_true")
+
+
+@command("triggers", setup=_triggers_arguments)
+def cmd_triggers(args, home: str) -> int:
+    """Queued triggers and why each waits; `aios triggers drop JOB [ID]` removes them unrun."""
+    from .. import show
+    from . import print_json
+
+    words = args.words
+    if words[:1] == ["drop"]:
+        if len(words) not in (2, 3) or (len(words) == 3 and not words[2].isdigit()):
+            raise UsageError("use: aios triggers drop JOB [ID]")
+        dropped = control.call(home, "drop", job=words[1], **({"trigger": int(words[2])} if len(words) == 3 else {}))
+        out(f"{dropped} trigger(s) of {words[1]!r} dropped")
+        return EXIT_OK if dropped else EXIT_FAILED
+    if len(words) > 1:
+        raise UsageError("use: aios triggers [JOB], or aios triggers drop JOB [ID]")
+    queued = control.call(home, "triggers", **({"job": words[0]} if words else {}), limit=args.n)
+    if args.json:
+        return print_json(queued)
+    color = show.use_color(sys.stdout)
+    rows = [[(str(t["id"]), None), (t["job"], "bold"), (show.clock(t["created"]) if t["created"] else "-", None),
+             (_short_args(t), None), (t["why"], "dim")] for t in queued]
+    out(show.table(["ID", "JOB", "QUEUED", "ARGS", "WHY IT WAITS"], rows, color))
+    return EXIT_OK
+
+
+def _short_args(trigger: dict) -> str:
+    import json
+
+    text = json.dumps(trigger["args"] + ([trigger["kwargs"]] if trigger["kwargs"] else []))
+    return text if len(text) <= 40 else text[:37] + "..."

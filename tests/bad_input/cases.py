@@ -13,10 +13,22 @@ from __future__ import annotations
 
 import json
 
+from aios import cli, control
+
 NAME_RULE = "is not valid: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
 KNOWN = "known: prog, svc, svc2, work"
-OPS = ("about, apply, disable, drop, enable, events, history, job, ping, reexec, restart, run, shutdown, start, status, "
-       "stop, trigger, triggers, wait, watch")
+OPS = ", ".join(sorted({*control.COMMANDS, *control.DEFERRED, *control.STREAMING}))   # the protocol's table
+
+
+def _command_choices() -> str:
+    """The `aios` commands as argparse lists them in its usage error."""
+    import argparse
+
+    parser = cli._parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return ", ".join(repr(name) for name in commands.choices)
+
+
 TYPES = "use one of always, daily, interval, random_daily, trigger, idle"
 
 CONFIG = [  # (id, kind, aios.toml lines, error)
@@ -124,8 +136,7 @@ CONFIG = [  # (id, kind, aios.toml lines, error)
 CLI = [  # (id, argv, exit code, stderr)
     ("unknown-command", ["frobnicate"], 2,
      "usage: aios [-h] [--home HOME] COMMAND ...\naios: error: argument COMMAND: invalid choice: 'frobnicate' "
-     "(choose from 'up', 'down', 'reexec', 'status', 'ls', 'history', 'events', 'logs', 'start', 'stop', "
-     "'restart', 'enable', 'disable', 'run', 'trigger', 'apply', 'add', 'rm')\n"),
+     f"(choose from {_command_choices()})\n"),
     ("trigger-unknown-job", ["trigger", "nosuch"], 1, f"aios: no job named 'nosuch' ({KNOWN})\n"),
     ("trigger-always-job", ["trigger", "svc"], 1,
      "aios: job 'svc' is an always job; it cannot be triggered (use restart)\n"),
