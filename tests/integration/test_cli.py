@@ -281,9 +281,11 @@ def test_color_only_on_a_terminal_and_never_with_no_color(home, daemon):
 def test_help_and_unknown_command(tmp_path):
     shown = aios(tmp_path, "--help")
     listed = re.findall(r"^    (\w+)(?: \((\w+)\))?", ok(shown), re.MULTILINE)
-    assert [n for pair in listed for n in pair if n] == [
-        "up", "down", "reexec", "status", "ls", "history", "events", "logs", "start", "stop", "restart",
-        "enable", "disable", "run", "trigger", "apply", "add", "rm"]
+    names = [n for pair in listed for n in pair if n]
+    assert names[:3] == ["up", "down", "reexec"], "the daemon's own commands come first"
+    assert set(names) >= {"up", "down", "reexec", "status", "ls", "history", "events", "logs", "start", "stop",
+                          "restart", "enable", "disable", "run", "trigger", "triggers", "apply", "add", "rm", "help"}
+    assert len(names) == len(set(names))
     assert "Exit codes" in shown.stdout
     bad = aios(tmp_path, "frobnicate")
     assert bad.returncode == 2 and "frobnicate" in bad.stderr
