@@ -222,3 +222,47 @@ def test_a_trigger_is_refused_while_the_store_fails():
 
     with pytest.raises(OperationError, match="the state database is failing"):
         h.engine.ops.trigger("work")
+
+
+def test_a_requested_start_clears_a_crash_loop_verdict():
+    h = Harness(jobs("""
+        [jobs.crasher]
+        type = "always"
+        command = ["crash"]
+        retries = 1
+    """))
+    h.exit("crasher", 1)
+    assert h.status("crasher") == "failed"
+    h.engine.ops.start("crasher")
+    h.settle()
+    assert h.status("crasher") == "running" and h.job("crasher").state.attempts == 0
+
+
+def test_an_on_failure_job_that_exits_0_stays_stopped():
+    h = Harness(jobs("""
+        [jobs.once]
+        type = "always"
+        restart = "on-failure"
+        command = ["once"]
+    """))
+    h.advance(5)
+    h.exit("once", 0)
+    h.advance(3600)
+    assert h.status("once") == "stopped" and len(h.processes.spawned) == 1
+    assert h.job("once").state.why.startswith("exited 0 after 5")
+
+
+def test_a_trigger_whose_attempts_all_time_out_is_done_with_timeout():
+    h = Harness(jobs("""
+        [jobs.hang]
+        type = "trigger"
+        command = ["hang"]
+        timeout = "200ms"
+        retries = 1
+        backoff = "10ms"
+    """))
+    tid = h.engine.ops.trigger("hang")
+    h.advance(5)
+    assert [(r.attempt, r.outcome.value, r.trigger_id) for r in h.runs("hang")] == [
+        (1, "timeout", tid), (2, "timeout", tid)]
+    assert (h.store.get_trigger(tid).outcome, h.status("hang")) == ("timeout", "waiting")
