@@ -1,5 +1,6 @@
-"""The Store contract, run on every backend in BACKENDS, then what only SQLite has:
-external inserts into `triggers`, migrations, locks, file permissions.
+"""The Store contract, run on every backend in BACKENDS (a factory `make(folder, device)`:
+stores made on one folder share one database), then what only SQLite has: external
+inserts into `triggers`, migrations, locks, file permissions.
 
 Real databases in tmp_path, no mocks. Times are fixed numbers, never the clock.
 """
@@ -21,6 +22,7 @@ from hypothesis import given, settings, strategies as st
 
 from aios.spec import Event, JobState, Outcome, Run, Status
 from aios.store import StoreError, open_store
+from aios.store.memory import MemoryDatabase, MemoryStore
 from aios.store.sqlite import SCHEMA_VERSION, SqliteStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,7 +33,12 @@ def sqlite_backend(folder: Path, device: str):
     return SqliteStore(str(folder / "state.db"), device)
 
 
-BACKENDS = [pytest.param(sqlite_backend, id="sqlite")]
+def memory_backend(folder: Path, device: str):
+    """Stores on one folder share its in-memory database, as they share a file."""
+    return open_store(f"memory:{folder}", device)
+
+
+BACKENDS = [pytest.param(sqlite_backend, id="sqlite"), pytest.param(memory_backend, id="memory")]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -380,6 +387,17 @@ def test_changed_sees_only_other_connections_commits(make_store):
     assert store.changed() is False
 
 
+def test_a_write_during_another_stores_batch_fails_after_a_wait_not_a_hang(make_store):
+    store, other = make_store("one"), make_store("one")
+    with store.batch():
+        store.save_state(JobState(job="a"))
+        with pytest.raises(StoreError, match="saving state of 'b' failed: database is locked"):
+            other.save_state(JobState(job="b"))
+        assert other.load_states() == {}
+    other.save_state(JobState(job="b"))
+    assert set(store.load_states()) == {"a", "b"}
+
+
 def test_closed_store_raises_store_error(store):
     store.close()
     with pytest.raises(StoreError):
@@ -424,6 +442,30 @@ def _check_queue_model(stores, ops):
             assert stores[0].finish_trigger(trigger_id, "ok", now) is (trigger_id not in finished)
             finished.add(trigger_id)
     assert stores[1].pending_counts() == {job: len(ids) for job, ids in queued.items() if ids}
+
+
+# ================================================================ memory only
+
+def test_memory_urls_name_a_database_of_this_process():
+    one, two, alone = open_store("memory:home", "one"), open_store("memory:home", "two"), open_store("memory:", "x")
+    assert isinstance(one, MemoryStore)
+    one.add_trigger("j", now=T0)
+    assert two.pending_counts() == {"j": 1} and alone.pending_counts() == {}
+    for store in (one, two, alone):
+        store.close()
+    again = open_store("memory:home", "one")   # every store of it closed: a new database
+    assert again.pending_counts() == {}
+    again.close()
+
+
+def test_memory_stores_made_apart_share_nothing():
+    one, two = MemoryStore("one"), MemoryStore("one")
+    one.add_trigger("j", now=T0)
+    assert two.pending_counts() == {} and two.changed() is False
+    shared = MemoryDatabase()
+    three, four = MemoryStore("one", shared), MemoryStore("two", shared)
+    three.add_trigger("j", now=T0)
+    assert four.pending_counts() == {"j": 1} and four.changed() is True
 
 
 # ================================================================ SQLite only

@@ -141,7 +141,13 @@ class Store:
 
 
 def open_store(url: str, device: str) -> Store:
-    """Open the store at `url`: a file path or sqlite:///path (postgresql:// later)."""
+    """Open the store at `url`: a file path or sqlite:///path (postgresql:// later), or
+    memory:NAME, the in-memory database NAME of this process (memory: alone: a new one)."""
+    if url.startswith("memory:"):
+        from .memory import MemoryDatabase, MemoryStore
+
+        name = url.removeprefix("memory:")
+        return MemoryStore(device, MemoryDatabase.named(name) if name else None)
     if url.startswith(("postgres://", "postgresql://")):
         raise StoreError(f"{url.split(':', 1)[0]} stores are not supported yet; use a SQLite file path")
     from .sqlite import SqliteStore
