@@ -23,7 +23,8 @@ from hypothesis import given, settings, strategies as st
 from aios.spec import Event, JobState, Outcome, Run, Status
 from aios.store import StoreError, open_store
 from aios.store.memory import MemoryDatabase, MemoryStore
-from aios.store.sqlite import SCHEMA_VERSION, SqliteStore
+from aios.store.sqlite import _PENDING_TRIGGERS, _PRUNE, SCHEMA_VERSION, SqliteStore
+from aios.store.sqlite_schema import TABLES
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000.0
@@ -84,6 +85,7 @@ def test_specs_round_trip_and_replace(store):
 FULL_STATE = JobState(
     job="backup", status=Status.BACKOFF, why="exited 1; restarting in 4 s", since=T0 + 0.25,
     pid=4242, run_id=17, attempts=3, restarts=2, next_due=T0 + 60.5, last_slot=T0 - 3600.0,
+    slot_boot=12345.678, boot_id="5c6d1f1e-8a39-4c2e-9a55-0f8e5a0b7c11",
     draw_day="2024-03-31", draw_at=T0 + 7200.125, enabled=False)
 
 
@@ -297,6 +299,35 @@ def test_requeue_trigger_returns_one_claim_to_the_head_of_the_queue(make_store):
     assert one.release_claims() == 1             # only `second` was still claimed
 
 
+def test_pending_triggers_lists_the_queue_oldest_first(store):
+    ids = [store.add_trigger(job, [i], {"i": i}, now=T0 + i).id for i, job in enumerate("abcab")]
+    store.claim_trigger("a", T0 + 9)                        # claimed: not pending
+    store.finish_trigger(ids[2], "ok", T0 + 9)              # done: not pending
+    pending = store.pending_triggers()
+    assert [t.id for t in pending] == [ids[1], ids[3], ids[4]]
+    assert (pending[0].job, pending[0].args, pending[0].kwargs, pending[0].created) == ("b", (1,), {"i": 1}, T0 + 1)
+    assert not pending[0].done and pending[0].claimed is None
+    assert [t.id for t in store.pending_triggers("b")] == [ids[1], ids[4]]
+    assert [t.id for t in store.pending_triggers(limit=2)] == [ids[1], ids[3]]
+    assert store.pending_triggers("no-such-job") == []
+
+
+def test_drop_triggers_marks_pending_ones_dropped_and_keeps_them(store):
+    a1, a2, a3 = (store.add_trigger("a", [i], now=T0).id for i in range(3))
+    b1 = store.add_trigger("b", now=T0).id
+    claimed = store.claim_trigger("a", T0 + 1)              # a1, claimed: not dropped
+    assert store.drop_triggers("a", a3, T0 + 2) == 1
+    assert store.drop_triggers("a", b1, T0 + 2) == 0        # not a trigger of `a`
+    assert store.drop_triggers("a", None, T0 + 3) == 1      # a2
+    assert store.drop_triggers("a", None, T0 + 4) == 0
+    assert store.pending_counts() == {"b": 1}
+    for trigger_id in (a2, a3):
+        dropped = store.get_trigger(trigger_id)
+        assert (dropped.done, dropped.outcome, dropped.run_id) == (True, "dropped", None)
+    assert store.get_trigger(claimed.id).done is False and claimed.id == a1
+    assert store.finish_trigger(a2, "ok", T0 + 5) is False   # dropped is done
+
+
 def test_clear_triggers_drops_every_trigger_not_done(store):
     done = store.add_trigger("j", now=T0)
     store.finish_trigger(done.id, "ok", T0)
@@ -329,6 +360,28 @@ def test_events_newest_first_with_filters(make_store):
         events[0].id, events[1].id]
 
 
+def test_event_data_round_trips_as_json(store):
+    data = {"status": "running", "pid": 7, "nested": {"tags": ["gpu"], "ok": True, "none": None}}
+    store.add_event(Event(ts=T0, name="job_started", job="a", data=data))
+    store.add_event(Event(ts=T0 + 1, name="plain"))
+    store.add_event(Event(ts=T0 + 2, name="odd", data={"pair": (1, 2), 3: "three"}))
+    odd, plain_event, started = store.recent_events()
+    assert started.data == data and plain_event.data is None
+    assert odd.data == {"pair": [1, 2], "3": "three"}   # what JSON makes of them, on every backend
+
+
+# ---------------------------------------------------------------- home-wide facts
+
+def test_meta_last_write_wins_and_is_shared(make_store):
+    one, two = make_store("one"), make_store("two")
+    assert one.meta_get("secret") is None
+    one.meta_set("secret", "s3cr3t")
+    two.meta_set("other", "x")
+    assert two.meta_get("secret") == "s3cr3t"
+    two.meta_set("secret", "newer")
+    assert (one.meta_get("secret"), one.meta_get("other")) == ("newer", "x")
+
+
 # ---------------------------------------------------------------- housekeeping
 
 def test_prune_deletes_only_old_finished_history(store):
@@ -349,6 +402,22 @@ def test_prune_deletes_only_old_finished_history(store):
     assert store.pending_counts() == {"j": 1}
     assert [e.name for e in store.recent_events()] == ["new"]
     assert store.prune(before=T0 + 100) == 0
+
+
+def test_prune_deletes_at_most_limit_rows_of_each_table_per_call(store):
+    for i in range(5):
+        run = store.start_run(run_of("a", T0 + i))
+        store.finish_run(_ended(run, T0 + i))
+        store.finish_trigger(store.add_trigger("j", now=T0).id, "ok", T0 + i)
+        store.add_event(Event(ts=T0 + i, name="old"))
+    store.add_event(Event(ts=T0 + 50, name="new"))
+    assert [store.prune(before=T0 + 10, limit=2) for _ in range(4)] == [6, 6, 3, 0]
+    assert store.recent_runs() == [] and [e.name for e in store.recent_events()] == ["new"]
+
+
+def test_check_finds_nothing_wrong_in_a_sound_store(store):
+    store.add_trigger("j", now=T0)
+    assert store.check() == []
 
 
 # ---------------------------------------------------------------- transactions
@@ -689,14 +758,62 @@ def _user_version(path: str) -> int:
 
 
 def test_a_new_database_gets_the_current_schema(sqlite_store, db_path):
-    assert _user_version(db_path) == SCHEMA_VERSION == 1
-    assert {"jobs", "job_state", "runs", "triggers", "events"} <= _tables(db_path)
+    assert _user_version(db_path) == SCHEMA_VERSION == 2
+    assert set(TABLES) <= _tables(db_path)
+
+
+def test_migrates_a_v1_database_in_place_keeping_every_row(db_path):
+    db = raw(db_path)
+    db.executescript((Path(__file__).parent / "data" / "store_v1.sql").read_text())
+    db.close()
+    assert _user_version(db_path) == 1
+    store = SqliteStore(db_path, "dev1")
+    assert _user_version(db_path) == SCHEMA_VERSION
+    assert set(TABLES) <= _tables(db_path)
+    states = store.load_states()
+    assert (states["web"].pid, states["web"].restarts, states["web"].enabled) == (4242, 2, True)
+    assert (states["web"].slot_boot, states["web"].boot_id) == (None, None) and states["llm"].held
+    assert store.load_specs()["web"] == {"type": "always", "command": ["sleep", "9"]}
+    assert [r.id for r in store.open_runs()] == [1] and store.get_run(2).outcome is Outcome.OK
+    assert [(t.id, t.args) for t in store.pending_triggers()] == [(2, ("b",))]
+    assert store.get_trigger(1).outcome == "ok"
+    assert [(e.name, e.data) for e in store.recent_events()] == [("job_exited", None), ("daemon_started", None)]
+    assert store.add_trigger("llm", now=T0).id == 3 and store.add_event(Event(ts=T0, name="x")) == 3
+    store.save_state(replace(states["web"], slot_boot=5.5, boot_id="b"))
+    assert store.load_states()["web"].slot_boot == 5.5
+    store.meta_set("k", "v")
+    assert store.meta_get("k") == "v" and store.check() == []
+    store.close()
+
+
+def test_a_failed_migration_leaves_the_database_as_it_was(db_path):
+    db = raw(db_path)
+    db.executescript((Path(__file__).parent / "data" / "store_v1.sql").read_text())
+    db.execute("ALTER TABLE events ADD COLUMN data BLOB")   # what v2 would add: its ALTER fails
+    db.close()
+    with pytest.raises(StoreError, match="migrating .* to schema version 2 failed: duplicate column"):
+        SqliteStore(db_path, "dev1")
+    assert _user_version(db_path) == 1
+    assert "meta" not in _tables(db_path)
+    assert [r[1] for r in query(db_path, "PRAGMA table_info(job_state)")][-1] == "held"
+
+
+@pytest.mark.parametrize("sql, index", [
+    (_PRUNE[0], "runs_ended"), (_PRUNE[1], "triggers_finished"), (_PRUNE[2], "events_ts"),
+    (f"{_PENDING_TRIGGERS} ORDER BY id LIMIT :limit", "triggers_queue"),
+    (f"{_PENDING_TRIGGERS} AND job = :job ORDER BY id LIMIT :limit", "triggers_queue"),
+])
+def test_prune_and_queue_listing_walk_an_index_never_the_table(sqlite_store, sql, index):
+    plan = [row[3] for row in sqlite_store._db.execute(
+        f"EXPLAIN QUERY PLAN {sql}", {"before": T0, "limit": 10, "job": "j"})]
+    assert any(f"INDEX {index}" in step for step in plan), plan
+    assert not any(step.startswith("SCAN") and "INDEX" not in step for step in plan), plan
 
 
 def test_migrates_an_empty_v0_database(db_path):
     query(db_path, "CREATE TABLE unrelated (x)")
     store = SqliteStore(db_path, "dev1")
-    assert _user_version(db_path) == 1
+    assert _user_version(db_path) == SCHEMA_VERSION
     store.add_trigger("j", now=T0)
     assert store.claim_trigger("j", T0) is not None
     store.close()
@@ -714,7 +831,7 @@ def test_migrates_an_original_triggers_table_keeping_its_rows(db_path):
     db.execute("INSERT INTO triggers (job, done) VALUES ('llm', NULL)")
     db.close()
     store = SqliteStore(db_path, "dev1")
-    assert _user_version(db_path) == 1
+    assert _user_version(db_path) == SCHEMA_VERSION
     old = trigger_row(db_path, 1)
     assert (old["job"], old["args"], old["done"]) == ("old", "[1]", 1)
     assert {"claimed", "device", "outcome", "finished", "run_id"} <= set(old)

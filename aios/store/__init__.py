@@ -124,6 +124,17 @@ class Store:
         """Drop every trigger that is not done (simple_orchestrator.py --force)."""
         raise NotImplementedError
 
+    def pending_triggers(self, job: str | None = None, limit: int = 100) -> list[Trigger]:
+        """Unclaimed, not-done triggers, oldest first; of one job, or of every job (including
+        jobs that are missing from the configuration)."""
+        raise NotImplementedError
+
+    def drop_triggers(self, job: str, trigger_id: int | None, now: float) -> int:
+        """Mark the unclaimed, not-done triggers of `job` (or only the one `trigger_id` of
+        it) done with outcome "dropped" at `now`; rows are kept as the audit. Returns how
+        many. Durable when it returns, like add_trigger."""
+        raise NotImplementedError
+
     # ---- events
     def add_event(self, event: Event) -> int:
         """Record an event; returns its id (ids grow with time)."""
@@ -134,9 +145,25 @@ class Store:
         """Newest first; with after_id, only events with a larger id."""
         raise NotImplementedError
 
+    # ---- home-wide facts
+    def meta_get(self, key: str) -> str | None:
+        """The value last set for `key`, or None."""
+        raise NotImplementedError
+
+    def meta_set(self, key: str, value: str) -> None:
+        """Set `key` (last write wins); durable when it returns."""
+        raise NotImplementedError
+
     # ---- housekeeping
-    def prune(self, before: float) -> int:
-        """Delete ended runs, done triggers and events older than `before`; return rows deleted."""
+    def prune(self, before: float, limit: int = 1000) -> int:
+        """Delete at most `limit` rows of each table among the runs that ended, the triggers
+        done and the events older than `before`; returns rows deleted. Each call is one short
+        transaction: call again while it returns rows, to prune a large database in steps
+        that never hold the write lock long."""
+        raise NotImplementedError
+
+    def check(self) -> list[str]:
+        """Integrity problems of the stored data (one line each), [] when it is sound."""
         raise NotImplementedError
 
 

@@ -5,8 +5,9 @@ Several MemoryStores share one MemoryDatabase as several connections (devices, p
 share one SQLite file: each sees the others' commits; a batch() is atomic, invisible to the
 others until it ends, and holds the write slot meanwhile (a write of another store waits
 BUSY_TIMEOUT, then fails with "database is locked", as on SQLite); changed() reports the
-others' commits. Arguments, kwargs and specs are kept as the JSON text SQLite keeps, so a
-test reads back what a real store would return. Nothing survives the process.
+others' commits. Arguments, kwargs, specs and event data are kept as the JSON text SQLite
+keeps, so a test reads back what a real store would return. Nothing survives the process,
+and nothing can be damaged: check() finds no problems.
 Imports only aios.spec and the Store interface.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ BUSY_TIMEOUT = 0.2   # seconds a write waits for another store's batch, like SQL
 class _Tables:
     """The rows of a database: the committed ones, or a batch's working copy."""
 
-    __slots__ = ("specs", "states", "runs", "triggers", "finished", "events", "last_id")
+    __slots__ = ("specs", "states", "runs", "triggers", "finished", "events", "meta", "last_id")
 
     def __init__(self, source: _Tables | None = None):
         for name in self.__slots__:   # each row is a frozen record or text: shallow copies suffice
@@ -260,9 +261,23 @@ class MemoryStore(Store):
             dropped, t.triggers = len(t.triggers) - len(kept), kept
         return dropped
 
+    def pending_triggers(self, job: str | None = None, limit: int = 100) -> list[Trigger]:
+        with self._reading("listing pending triggers") as t:
+            rows = [r for r in t.triggers.values() if _pending(r) and (job is None or r.job == job)]
+        return [_decoded(row) for row in _first(rows, limit)]
+
+    def drop_triggers(self, job: str, trigger_id: int | None, now: float) -> int:
+        with self._writing(f"dropping triggers of {job!r}") as t:
+            rows = [r for r in t.triggers.values() if r.job == job and _pending(r)
+                    and trigger_id in (None, r.id)]
+            for row in rows:
+                _finish(t, row.id, "dropped", now, None)
+        return len(rows)
+
     # ---- events
     def add_event(self, event: Event) -> int:
-        event = replace(event, device=event.device or self.device)
+        data = None if event.data is None else json.dumps(event.data, default=str)
+        event = replace(event, device=event.device or self.device, data=data)
         with self._writing(f"recording event {event.name!r}") as t:
             event = replace(event, id=t.new_id("events"))
             t.events[event.id] = event
@@ -273,19 +288,34 @@ class MemoryStore(Store):
         with self._reading("loading events") as t:
             events = [e for e in t.events.values() if (job is None or e.job == job)
                       and (after_id is None or e.id > after_id)]
-        return _first(events[::-1], limit)
+        return [replace(e, data=None if e.data is None else json.loads(e.data))
+                for e in _first(events[::-1], limit)]
+
+    # ---- home-wide facts
+    def meta_get(self, key: str) -> str | None:
+        with self._reading(f"reading {key!r} from the meta table") as t:
+            return t.meta.get(key)
+
+    def meta_set(self, key: str, value: str) -> None:
+        with self._writing(f"setting {key!r} in the meta table") as t:
+            t.meta[key] = str(value)
 
     # ---- housekeeping
-    def prune(self, before: float) -> int:
+    def prune(self, before: float, limit: int = 1000) -> int:
         with self._writing("pruning old runs, triggers and events") as t:
-            runs = {i: r for i, r in t.runs.items() if r.ended is None or not r.ended < before}
-            triggers = {i: r for i, r in t.triggers.items()
-                        if not (r.done and t.finished.get(i) is not None and t.finished[i] < before)}
-            events = {i: e for i, e in t.events.items() if not e.ts < before}
-            deleted = len(t.runs) + len(t.triggers) + len(t.events) - len(runs) - len(triggers) - len(events)
-            t.runs, t.triggers, t.events = runs, triggers, events
-            t.finished = {i: at for i, at in t.finished.items() if i in triggers}
-        return deleted
+            old = (_first([i for i, r in t.runs.items() if r.ended is not None and r.ended < before], limit),
+                   _first([i for i, r in t.triggers.items() if r.done and _before(t.finished.get(i), before)], limit),
+                   _first([i for i, e in t.events.items() if e.ts < before], limit))
+            for table, ids in zip((t.runs, t.triggers, t.events), old):
+                for i in ids:
+                    del table[i]
+            for i in old[1]:
+                t.finished.pop(i, None)
+        return sum(map(len, old))
+
+    def check(self) -> list[str]:
+        self._database("checking the state database")
+        return []
 
 
 # ---------------------------------------------------------------- rows
@@ -297,6 +327,10 @@ def _outcome(outcome) -> Outcome | None:
 def _first(items: list, limit: int) -> list:
     """SQL's LIMIT: a negative limit is no limit."""
     return items if limit < 0 else items[:limit]
+
+
+def _before(moment: float | None, before: float) -> bool:
+    return moment is not None and moment < before
 
 
 def _pending(row: Trigger) -> bool:

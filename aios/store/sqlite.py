@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 
 from ..spec import Event, JobState, Outcome, Run, Status, Trigger, fields, replace
 from . import Store, StoreError
+from .sqlite_schema import MIGRATIONS, SCHEMA_VERSION, TABLES
 
 __all__ = ["SqliteStore"]
 
@@ -26,60 +27,6 @@ _PRAGMAS = (f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", "PRAGMA journal_mode = W
             "PRAGMA synchronous = NORMAL", "PRAGMA foreign_keys = OFF")
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"   # epoch seconds, SQLite's clock
 REJECTED_KWARGS = "rejected: kwargs is not a JSON object"
-
-# ---------------------------------------------------------------- schema, version 1
-
-_SCHEMA_V1 = (
-    "CREATE TABLE IF NOT EXISTS jobs (name TEXT PRIMARY KEY, spec TEXT NOT NULL, updated REAL)",
-    """CREATE TABLE IF NOT EXISTS job_state (
-        device TEXT NOT NULL, job TEXT NOT NULL, status TEXT NOT NULL, why TEXT,
-        since REAL, pid INTEGER, run_id INTEGER, attempts INTEGER, restarts INTEGER,
-        next_due REAL, last_slot REAL, draw_day TEXT, draw_at REAL, enabled INTEGER,
-        held INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (device, job))""",
-    """CREATE TABLE IF NOT EXISTS runs (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL, device TEXT,
-        attempt INTEGER, trigger_id INTEGER, due REAL, pid INTEGER, pid_start INTEGER,
-        started REAL, ended REAL, exit_code INTEGER, signal INTEGER, outcome TEXT)""",
-    """CREATE TABLE IF NOT EXISTS triggers (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL, args TEXT DEFAULT '[]',
-        kwargs TEXT DEFAULT '{}', created TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-        done INTEGER NOT NULL DEFAULT 0, claimed REAL, device TEXT, outcome TEXT,
-        finished REAL, run_id INTEGER)""",
-    """CREATE TABLE IF NOT EXISTS events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL, device TEXT, job TEXT, name TEXT,
-        message TEXT)""",
-    "CREATE INDEX IF NOT EXISTS runs_job_started ON runs (job, started)",
-    "CREATE INDEX IF NOT EXISTS runs_open ON runs (device) WHERE ended IS NULL",
-    "CREATE INDEX IF NOT EXISTS runs_started ON runs (started)",
-    "CREATE INDEX IF NOT EXISTS triggers_queue ON triggers (job, id) "
-    "WHERE done = 0 AND claimed IS NULL",
-    "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
-)
-# What an original-style triggers(id, job, args, kwargs, created, done) table lacks;
-# ALTER TABLE cannot add a CURRENT_TIMESTAMP default, so `created` comes without one.
-_TRIGGER_COLUMNS = (
-    ("args", "TEXT DEFAULT '[]'"), ("kwargs", "TEXT DEFAULT '{}'"), ("created", "TIMESTAMP"),
-    ("done", "INTEGER NOT NULL DEFAULT 0"), ("claimed", "REAL"), ("device", "TEXT"),
-    ("outcome", "TEXT"), ("finished", "REAL"), ("run_id", "INTEGER"),
-)
-
-
-def _migrate_to_v1(db: sqlite3.Connection) -> None:
-    """Create the schema, first extending an original triggers table in place."""
-    original = {row[1] for row in db.execute("PRAGMA table_info(triggers)")}
-    if original and not {"id", "job"} <= original:
-        raise StoreError("the existing table 'triggers' has no 'id' or 'job' column; "
-                         "rename it or use another database file")
-    for name, declaration in _TRIGGER_COLUMNS:
-        if original and name not in original:
-            db.execute(f"ALTER TABLE triggers ADD COLUMN {name} {declaration}")
-    for sql in _SCHEMA_V1:
-        db.execute(sql)
-    db.execute("UPDATE triggers SET done = 0 WHERE done IS NULL")   # original rows
-
-
-_MIGRATIONS = (_migrate_to_v1,)   # _MIGRATIONS[n] takes user_version n to n + 1
-SCHEMA_VERSION = len(_MIGRATIONS)
 
 # ---------------------------------------------------------------- statements
 
@@ -109,8 +56,13 @@ _LAST_RUNS = f"""{_SELECT_RUNS} WHERE id IN (
 _ADD_TRIGGER = "INSERT INTO triggers (job, args, kwargs, created) VALUES (?, ?, ?, ?)"
 _PENDING = ("SELECT job, COUNT(*) FROM triggers WHERE done = 0 AND claimed IS NULL "
             "GROUP BY job")
-_GET_TRIGGER = ("SELECT id, job, args, kwargs, created, claimed, device, done, outcome, run_id "
-                "FROM triggers WHERE id = ?")
+_SELECT_TRIGGERS = ("SELECT id, job, args, kwargs, created, claimed, device, done, outcome, "
+                    "run_id FROM triggers")
+_GET_TRIGGER = f"{_SELECT_TRIGGERS} WHERE id = ?"
+# The queue's partial index holds only pending rows: never a scan of the done ones.
+_PENDING_TRIGGERS = f"{_SELECT_TRIGGERS} INDEXED BY triggers_queue WHERE done = 0 AND claimed IS NULL"
+_DROP = ("UPDATE triggers SET done = 1, outcome = 'dropped', finished = ? "
+         "WHERE job = ? AND done = 0 AND claimed IS NULL")
 _OLDEST = ("SELECT id, args, kwargs, created FROM triggers "
            "WHERE job = ? AND done = 0 AND claimed IS NULL ORDER BY id LIMIT 1")
 _CLAIM = "UPDATE triggers SET claimed = ?, device = ? WHERE id = ?"
@@ -121,15 +73,19 @@ _RELEASE = ("UPDATE triggers SET claimed = NULL, device = NULL "
 _REQUEUE = f"{_RELEASE} AND id = ?"
 _CLEAR_TRIGGERS = "DELETE FROM triggers WHERE done = 0"
 
-_ADD_EVENT = "INSERT INTO events (ts, device, job, name, message) VALUES (?, ?, ?, ?, ?)"
+_ADD_EVENT = "INSERT INTO events (ts, device, job, name, message, data) VALUES (?, ?, ?, ?, ?, ?)"
 _SELECT_EVENTS = f"SELECT {', '.join(_EVENT_FIELDS)} FROM events"
 
 _SAVE_SPEC = f"INSERT INTO jobs (name, spec, updated) VALUES (?, ?, {_NOW})"
-_PRUNE = (
-    "DELETE FROM runs WHERE ended IS NOT NULL AND ended < ?",
-    "DELETE FROM triggers WHERE done <> 0 AND finished < ?",
-    "DELETE FROM events WHERE ts < ?",
-)
+_META_GET = "SELECT value FROM meta WHERE key = ?"
+_META_SET = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+# Each walks an index from its oldest row (runs_ended, triggers_finished, events_ts), so a
+# step costs about `limit` rows however large the table is.
+_PRUNE = tuple(f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {old} LIMIT :limit)"
+               for table, old in (("runs", "ended < :before"),
+                                  ("triggers", "done <> 0 AND finished < :before"),
+                                  ("events", "ts < :before")))
+_QUICK_CHECK = "PRAGMA quick_check"
 
 
 class SqliteStore(Store):
@@ -166,7 +122,7 @@ class SqliteStore(Store):
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self._transaction(f"migrating {self.path} to schema version {target}") as db:
                 if self._pragma("user_version") < target:   # not done by another process
-                    _MIGRATIONS[target - 1](db)
+                    MIGRATIONS[target - 1](db)
                     db.execute(f"PRAGMA user_version = {target}")
 
     def _pragma(self, name: str) -> int:
@@ -286,12 +242,7 @@ class SqliteStore(Store):
 
     def get_trigger(self, trigger_id: int) -> Trigger | None:
         rows = self._read(f"loading trigger {trigger_id}", _GET_TRIGGER, (trigger_id,))
-        if not rows:
-            return None
-        tid, job, args, kwargs, created, claimed, device, done, outcome, run_id = rows[0]
-        return Trigger(job=job, id=tid, args=_parse_args(args), kwargs=_parse_kwargs(kwargs) or {},
-                       created=_parse_created(created), claimed=claimed, device=device,
-                       done=bool(done), outcome=outcome, run_id=run_id)
+        return _trigger(rows[0]) if rows else None
 
     def pending_counts(self) -> dict[str, int]:
         return dict(self._read("counting pending triggers", _PENDING))
@@ -330,9 +281,21 @@ class SqliteStore(Store):
         with self._transaction("clearing triggers") as db:
             return db.execute(_CLEAR_TRIGGERS).rowcount
 
+    def pending_triggers(self, job: str | None = None, limit: int = 100) -> list[Trigger]:
+        sql, params = (f"{_PENDING_TRIGGERS} ORDER BY id LIMIT ?", (limit,)) if job is None else (
+            f"{_PENDING_TRIGGERS} AND job = ? ORDER BY id LIMIT ?", (job, limit))
+        return [_trigger(row) for row in self._read("listing pending triggers", sql, params)]
+
+    def drop_triggers(self, job: str, trigger_id: int | None, now: float) -> int:
+        sql, params = (_DROP, (now, job)) if trigger_id is None else (
+            f"{_DROP} AND id = ?", (now, job, trigger_id))
+        with self._transaction(f"dropping triggers of {job!r}") as db:
+            return db.execute(sql, params).rowcount
+
     # ---- events
     def add_event(self, event: Event) -> int:
-        values = (event.ts, event.device or self.device, event.job, event.name, event.message)
+        data = None if event.data is None else json.dumps(event.data, default=str)
+        values = (event.ts, event.device or self.device, event.job, event.name, event.message, data)
         with self._transaction(f"recording event {event.name!r}") as db:
             return db.execute(_ADD_EVENT, values).lastrowid
 
@@ -340,13 +303,29 @@ class SqliteStore(Store):
                       after_id: int | None = None) -> list[Event]:
         sql, params = _filtered(_SELECT_EVENTS, "ORDER BY id DESC", limit,
                                 ("job = ?", job), ("id > ?", after_id))
-        rows = self._read("loading events", sql, params)
-        return [Event(**dict(zip(_EVENT_FIELDS, row))) for row in rows]
+        return [_event(row) for row in self._read("loading events", sql, params)]
+
+    # ---- home-wide facts
+    def meta_get(self, key: str) -> str | None:
+        rows = self._read(f"reading {key!r} from the meta table", _META_GET, (key,))
+        return rows[0][0] if rows else None
+
+    def meta_set(self, key: str, value: str) -> None:
+        with self._transaction(f"setting {key!r} in the meta table") as db:
+            db.execute(_META_SET, (key, value))
 
     # ---- housekeeping
-    def prune(self, before: float) -> int:
+    def prune(self, before: float, limit: int = 1000) -> int:
+        params = {"before": before, "limit": limit}
         with self._transaction("pruning old runs, triggers and events") as db:
-            return sum(db.execute(sql, (before,)).rowcount for sql in _PRUNE)
+            return sum(db.execute(sql, params).rowcount for sql in _PRUNE)
+
+    def check(self) -> list[str]:
+        problems = [line for (line,) in self._read("checking the state database", _QUICK_CHECK)
+                    if line != "ok"]
+        present = {name for (name,) in self._read(
+            "listing the tables", "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return problems + [f"table {name!r} is missing" for name in TABLES if name not in present]
 
 
 # ---------------------------------------------------------------- files and rows
@@ -395,6 +374,20 @@ def _run(row: tuple) -> Run:
     values = dict(zip(_RUN_FIELDS, row))
     values["outcome"] = Outcome(values["outcome"]) if values["outcome"] else None
     return Run(**values)
+
+
+def _trigger(row: tuple) -> Trigger:
+    tid, job, args, kwargs, created, claimed, device, done, outcome, run_id = row
+    return Trigger(job=job, id=tid, args=_parse_args(args), kwargs=_parse_kwargs(kwargs) or {},
+                   created=_parse_created(created), claimed=claimed, device=device,
+                   done=bool(done), outcome=outcome, run_id=run_id)
+
+
+def _event(row: tuple) -> Event:
+    values = dict(zip(_EVENT_FIELDS, row))
+    data = _stored_json(values["data"])
+    values["data"] = data if isinstance(data, dict) else None
+    return Event(**values)
 
 
 def _outcome_text(outcome: Outcome | None) -> str | None:
