@@ -22,9 +22,11 @@ class AlreadyRunning(AiosError):
     """Another AIOS daemon is running for this home."""
 
 
-def serve(home: Path, force: bool = False) -> int:
-    """Run a daemon for `home` in the foreground until it is shut down (or re-executed)."""
+def serve(home: Path, force: bool = False, force_new_db: bool = False) -> int:
+    """Run a daemon for `home` in the foreground until it is shut down (or re-executed).
+    force_new_db: a bad orchestrator.db is moved aside and a new one begun (store.open_store)."""
     engine = Engine(home, force=force)
+    engine.force_new_db = force_new_db
     start(engine)
     try:
         engine.loop.run(until=lambda: engine.stopped)
@@ -66,7 +68,8 @@ def _open(engine: Engine, inherited):
     cfg = _load_config(home)
     engine.settings, engine.device, engine.tables = cfg.settings, cfg.settings.device_id, cfg.tables
     engine.base_env = dict(os.environ)
-    engine.store = open_store(str(home / "orchestrator.db"), engine.device)
+    engine.store = open_store(str(home / "orchestrator.db"), engine.device,
+                              force_new=getattr(engine, "force_new_db", False))
     engine.recorder = Recorder(engine.store, engine.loop, engine._log, engine._recovered)
     if engine.force and not engine.reexecuted:
         engine.store.clear_states()

@@ -9,11 +9,42 @@ from __future__ import annotations
 from contextlib import contextmanager
 from ..spec import AiosError, Event, JobState, Run, Trigger
 
-__all__ = ["Store", "StoreError", "open_store"]
+__all__ = ["Store", "StoreError", "BadDatabase", "EmptyDatabase", "NotADatabase",
+           "DamagedDatabase", "ForeignDatabase", "open_store"]
 
 
 class StoreError(AiosError):
     """The state database could not be read or written."""
+
+
+class BadDatabase(StoreError):
+    """The state database cannot be used as it is; `reason` says why, the message what to do."""
+
+    reason = ""
+
+    @classmethod
+    def at(cls, path: str, reason: str, kept: str = "it was left as it is") -> BadDatabase:
+        error = cls(f"state database {path} {reason}; {kept}: see `aios db check`, restore a "
+                    "backup with `aios db restore BACKUP`, or start with --force-new-db to move "
+                    "it aside and begin a new one")
+        error.reason = reason
+        return error
+
+
+class EmptyDatabase(BadDatabase):
+    """The state database file is empty (0 bytes)."""
+
+
+class NotADatabase(BadDatabase):
+    """The state database file is not an SQLite database."""
+
+
+class DamagedDatabase(BadDatabase):
+    """The state database is damaged (an integrity check failed, or SQLite found it malformed)."""
+
+
+class ForeignDatabase(BadDatabase):
+    """The state database holds another program's tables, not AIOS's."""
 
 
 class Store:
@@ -167,9 +198,14 @@ class Store:
         raise NotImplementedError
 
 
-def open_store(url: str, device: str) -> Store:
+def open_store(url: str, device: str, *, force_new: bool = False) -> Store:
     """Open the store at `url`: a file path or sqlite:///path (postgresql:// later), or
-    memory:NAME, the in-memory database NAME of this process (memory: alone: a new one)."""
+    memory:NAME, the in-memory database NAME of this process (memory: alone: a new one).
+
+    A missing database file is created. An empty, damaged, non-SQLite or foreign file raises
+    a BadDatabase subclass and is left untouched, unless `force_new`: then it is moved aside
+    (its path is then in the store's `moved_aside`) and a new database is created. A sound
+    database is opened as it is, `force_new` or not."""
     if url.startswith("memory:"):
         from .memory import MemoryDatabase, MemoryStore
 
@@ -179,4 +215,5 @@ def open_store(url: str, device: str) -> Store:
         raise StoreError(f"{url.split(':', 1)[0]} stores are not supported yet; use a SQLite file path")
     from .sqlite import SqliteStore
 
-    return SqliteStore(url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url, device)
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
+    return SqliteStore(path, device, force_new=force_new)

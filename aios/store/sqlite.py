@@ -1,24 +1,27 @@
 """The embedded SQLite store: one database file per AIOS home, in WAL mode.
 
-Owns the schema (versioned with PRAGMA user_version, migrated in place on open), the
-SQL, and the conversion of rows into spec records (JobState, Run, Trigger, Event).
-Only modules under aios/store/ import sqlite3; this one imports only aios.spec and
-the Store interface. Every sqlite3.Error leaves as a one-line StoreError naming the
-operation; a failed write transaction is rolled back. Other processes may insert rows
-into `triggers` directly, as they did with the original one-file orchestrator.
+Owns the SQL and the conversion of rows into spec records (JobState, Run, Trigger,
+Event); the schema and its migrations (run on open) are in sqlite_schema.py, the checks
+before a file is opened, backup and restore in sqlite_file.py. Every sqlite3.Error leaves
+as a one-line StoreError naming the operation; a failed write transaction is rolled back.
+Once SQLite reports the file damaged (or check() finds it so), the store refuses every
+later write with DamagedDatabase: what it would write could only be lost again by the
+restore that repairs the file. Other processes may insert rows into `triggers` directly,
+as they did with the original one-file orchestrator. Only modules under aios/store/
+import sqlite3; this one imports only aios.spec and the store package.
 """
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 
 from ..spec import Event, JobState, Outcome, Run, Status, Trigger, fields, replace
-from . import Store, StoreError
-from .sqlite_schema import MIGRATIONS, SCHEMA_VERSION, TABLES
+from . import BadDatabase, DamagedDatabase, Store, StoreError, sqlite_file
+from .sqlite_file import guard
+from .sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = ["SqliteStore"]
 
@@ -85,22 +88,30 @@ _PRUNE = tuple(f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {
                for table, old in (("runs", "ended < :before"),
                                   ("triggers", "done <> 0 AND finished < :before"),
                                   ("events", "ts < :before")))
-_QUICK_CHECK = "PRAGMA quick_check"
 
 
 class SqliteStore(Store):
     """The Store on one SQLite file, seen from `device`. One connection in autocommit
     mode; writes run in BEGIN IMMEDIATE transactions that a batch() joins."""
 
-    def __init__(self, path: str, device: str):
+    def __init__(self, path: str, device: str, *, force_new: bool = False):
         self.path, self.device = path, device
+        self.moved_aside: str | None = None   # where force_new put a bad database file
+        self._damaged: str | None = None      # set once SQLite found the file damaged
         self._lock = threading.RLock()
+        try:
+            sqlite_file.prepare(path)
+        except BadDatabase:
+            if not force_new:
+                raise
+            with guard(f"moving {path} aside", path):
+                self.moved_aside = sqlite_file.move_aside(path, "broken")
+            sqlite_file.prepare(path)
         what = f"opening state database {path}"
-        with _guard(what):
-            _create_private(path)
+        with self._guard(what):
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
-            with _guard(what):
+            with self._guard(what):
                 self._setup()
         except BaseException:
             self._db.close()
@@ -129,9 +140,23 @@ class SqliteStore(Store):
         return self._db.execute(f"PRAGMA {name}").fetchone()[0]
 
     @contextmanager
+    def _guard(self, what: str):
+        """sqlite_file.guard, and once SQLite finds the file damaged, no more writes: what
+        is written after the damage would be lost by the restore that repairs it."""
+        try:
+            with guard(what, self.path):
+                yield
+        except BadDatabase as exc:
+            self._damaged = exc.reason
+            raise type(exc).at(self.path, exc.reason, "no more changes are written to it") from exc
+
+    @contextmanager
     def _transaction(self, what: str):
         """One BEGIN IMMEDIATE ... COMMIT, or a part of the transaction already open."""
-        with self._lock, _guard(what):
+        if self._damaged is not None:
+            raise DamagedDatabase.at(self.path, f"{self._damaged}; {what} was refused",
+                                     "no more changes are written to it")
+        with self._lock, self._guard(what):
             if self._db.in_transaction:
                 yield self._db
                 return
@@ -146,11 +171,11 @@ class SqliteStore(Store):
                 raise
 
     def _read(self, what: str, sql: str, params=()) -> list:
-        with _guard(what):
+        with self._guard(what):
             return self._db.execute(sql, params).fetchall()
 
     def close(self) -> None:
-        with _guard(f"closing state database {self.path}"):
+        with self._guard(f"closing state database {self.path}"):
             self._db.close()
 
     @contextmanager
@@ -159,7 +184,7 @@ class SqliteStore(Store):
             yield self
 
     def changed(self) -> bool:
-        with _guard("checking the state database for changes"):
+        with self._guard("checking the state database for changes"):
             version = self._pragma("data_version")
         changed, self._data_version = version != self._data_version, version
         return changed
@@ -321,39 +346,19 @@ class SqliteStore(Store):
             return sum(db.execute(sql, params).rowcount for sql in _PRUNE)
 
     def check(self) -> list[str]:
-        problems = [line for (line,) in self._read("checking the state database", _QUICK_CHECK)
-                    if line != "ok"]
-        present = {name for (name,) in self._read(
-            "listing the tables", "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        return problems + [f"table {name!r} is missing" for name in TABLES if name not in present]
+        """On a connection of its own (the store stays usable meanwhile: run it on a thread
+        for a large file). Problems found also stop every later write, as damage does."""
+        if self.path == ":memory:" or self.path.startswith("file:"):
+            with self._lock:
+                problems = sqlite_file.quick_check(self._db)
+        else:
+            problems = sqlite_file.check_file(self.path)
+        if problems and self._damaged is None:
+            self._damaged = f"is damaged: {problems[0]}"
+        return problems
 
 
 # ---------------------------------------------------------------- files and rows
-
-@contextmanager
-def _guard(what: str):
-    """Re-raise a sqlite3.Error (or OSError) as a one-line StoreError naming `what`."""
-    try:
-        yield
-    except (sqlite3.Error, OSError) as exc:
-        raise StoreError(f"{what} failed: {exc}") from exc
-
-
-def _create_private(path: str) -> None:
-    """Create the parent folder and an empty database file that only its owner can read
-    and write, whatever the umask. An existing file keeps its permissions."""
-    if path == ":memory:" or path.startswith("file:"):
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    try:
-        os.fchmod(fd, 0o600)   # SQLite gives the -wal and -shm files the same mode
-    finally:
-        os.close(fd)
-
 
 def _filtered(select: str, order: str, limit: int, *filters: tuple) -> tuple[str, tuple]:
     """`select` with the conditions whose value is not None, ordered and limited."""

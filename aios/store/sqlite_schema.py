@@ -12,9 +12,10 @@ import sqlite3
 
 from . import StoreError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "TABLES"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "TABLES", "TABLES_OF_VERSION"]
 
-TABLES = ("jobs", "job_state", "runs", "triggers", "events", "meta")   # of the current version
+TABLES_OF_VERSION = {1: ("jobs", "job_state", "runs", "triggers", "events"),
+                     2: ("jobs", "job_state", "runs", "triggers", "events", "meta")}
 
 # ---------------------------------------------------------------- version 1
 
@@ -87,3 +88,4 @@ def _migrate_to_v2(db: sqlite3.Connection) -> None:
 
 MIGRATIONS = (_migrate_to_v1, _migrate_to_v2)   # MIGRATIONS[n] takes user_version n to n + 1
 SCHEMA_VERSION = len(MIGRATIONS)
+TABLES = TABLES_OF_VERSION[SCHEMA_VERSION]
