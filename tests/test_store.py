@@ -424,7 +424,7 @@ def test_check_finds_nothing_wrong_in_a_sound_store(store):
 
 def test_batch_is_atomic_and_invisible_until_done(make_store):
     store, other = make_store("one"), make_store("one")
-    with store.batch():
+    with store.batch(durable=True):
         store.save_state(JobState(job="a"))
         store.add_trigger("j", now=T0)
         assert other.load_states() == {} and other.pending_counts() == {}
@@ -433,7 +433,7 @@ def test_batch_is_atomic_and_invisible_until_done(make_store):
 
 def test_batch_nests_and_a_failure_rolls_back_everything(store):
     with pytest.raises(RuntimeError):
-        with store.batch():
+        with store.batch(durable=True):
             store.save_state(JobState(job="a"))
             with store.batch():
                 store.add_trigger("j", now=T0)
@@ -444,6 +444,21 @@ def test_batch_nests_and_a_failure_rolls_back_everything(store):
             store.save_state(JobState(job="b"))
         store.save_state(JobState(job="c"))
     assert set(store.load_states()) == {"b", "c"}
+
+
+@pytest.mark.parametrize("acknowledge", [
+    lambda s: s.add_trigger("j", now=T0), lambda s: s.drop_triggers("j", None, T0),
+    lambda s: s.meta_set("k", "v"), lambda s: s.batch(durable=True).__enter__()])
+def test_an_acknowledgement_in_a_plain_batch_is_refused_and_nothing_is_written(store, acknowledge):
+    with pytest.raises(ValueError, match=r"inside a plain batch\(\): .* batch\(durable=True\)"):
+        with store.batch():
+            store.save_state(JobState(job="a"))
+            acknowledge(store)
+    assert store.load_states() == {} and store.pending_counts() == {} and store.meta_get("k") is None
+    with store.batch(durable=True):                # the store is usable afterwards
+        store.add_trigger("j", now=T0)
+        store.meta_set("k", "v")
+    assert store.pending_counts() == {"j": 1} and store.meta_get("k") == "v"
 
 
 def test_changed_sees_only_other_connections_commits(make_store):
@@ -729,6 +744,31 @@ def test_a_locked_database_gives_store_error_not_a_hang(sqlite_store, db_path):
     locker.close()
     sqlite_store.save_state(JobState(job="backup"))
     assert set(sqlite_store.load_states()) == {"backup"}
+
+
+def test_acknowledgements_commit_with_synchronous_full_and_nothing_else_does(sqlite_store):
+    """Power loss cannot be staged in a test; what is checked is SQLite's own promise:
+    a transaction committed with synchronous = FULL has its WAL synced before COMMIT returns."""
+    seen = []
+    sqlite_store._db.set_trace_callback(seen.append)
+    sqlite_store.add_trigger("j", now=T0)
+    assert seen[0] == "PRAGMA synchronous = FULL" and seen[-2:] == ["COMMIT", "PRAGMA synchronous = NORMAL"]
+    for acknowledge in (lambda: sqlite_store.drop_triggers("j", None, T0), lambda: sqlite_store.meta_set("k", "v")):
+        seen.clear()
+        acknowledge()
+        assert (seen[0], seen[-1]) == ("PRAGMA synchronous = FULL", "PRAGMA synchronous = NORMAL")
+    seen.clear()
+    with sqlite_store.batch(durable=True):
+        for i in range(3):
+            sqlite_store.add_trigger("j", [i], now=T0)
+    assert [q for q in seen if "synchronous" in q] == ["PRAGMA synchronous = FULL", "PRAGMA synchronous = NORMAL"]
+    seen.clear()
+    sqlite_store.save_state(JobState(job="a"))
+    sqlite_store.claim_trigger("j", T0)
+    with sqlite_store.batch():
+        sqlite_store.add_event(Event(ts=T0, name="x"))
+    assert not [q for q in seen if "synchronous" in q]
+    assert query(sqlite_store.path, "PRAGMA journal_mode") == [("wal",)]
 
 
 def test_a_failed_claim_rolls_back(sqlite_store, db_path):

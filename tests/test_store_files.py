@@ -25,7 +25,7 @@ ADVICE = ("see `aios db check`, restore a backup with `aios db restore BACKUP`, 
 def sound_database(path: Path, rows: int = 300) -> Path:
     """A real AIOS database with some of everything, closed (its WAL folded in)."""
     store = SqliteStore(str(path), "dev1")
-    with store.batch():
+    with store.batch(durable=True):
         store.save_state(JobState(job="web", pid=42))
         for i in range(rows):
             run = store.start_run(Run(job="web", started=T0 + i))

@@ -57,8 +57,12 @@ class Store:
         raise NotImplementedError
 
     @contextmanager
-    def batch(self):
-        """Group the writes inside the block into one atomic transaction."""
+    def batch(self, durable: bool = False):
+        """Group the writes inside the block into one atomic transaction; a batch inside
+        another joins it. The acknowledgements (add_trigger, drop_triggers, meta_set) are
+        durable when they return; inside a batch, only in one opened with durable=True,
+        which is durable when the block ends (one sync for all of them: a group commit). In
+        any other batch they raise ValueError, as does a durable batch inside a plain one."""
         raise NotImplementedError
         yield
 
@@ -196,6 +200,13 @@ class Store:
     def check(self) -> list[str]:
         """Integrity problems of the stored data (one line each), [] when it is sound."""
         raise NotImplementedError
+
+
+def check_durable(what: str, durable: bool, batch_durable: bool) -> None:
+    """Refuse an acknowledgement inside a batch that will not be durable (see Store.batch)."""
+    if durable and not batch_durable:
+        raise ValueError(f"{what} inside a plain batch(): an acknowledgement must be durable; "
+                         "open the batch with batch(durable=True)")
 
 
 def open_store(url: str, device: str, *, force_new: bool = False) -> Store:

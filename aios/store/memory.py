@@ -18,7 +18,7 @@ import weakref
 from contextlib import contextmanager
 
 from ..spec import Event, JobState, Outcome, Run, Status, Trigger, replace
-from . import Store, StoreError
+from . import Store, StoreError, check_durable
 
 __all__ = ["MemoryDatabase", "MemoryStore"]
 
@@ -70,6 +70,7 @@ class MemoryStore(Store):
         self._db: MemoryDatabase | None = shared if shared is not None else MemoryDatabase()
         self._work: _Tables | None = None     # the working copy of this store's open batch
         self._dirty = False                   # the open batch wrote something
+        self._durable = False                 # the open batch was opened durable
         self._seen, self._own = self._db.commits, 0   # for changed()
 
     # ---- transactions
@@ -89,11 +90,12 @@ class MemoryStore(Store):
             yield db.tables if self._work is None else self._work
 
     @contextmanager
-    def _writing(self, what: str):
+    def _writing(self, what: str, durable: bool = False):
         """The tables to change. Each verb computes first and changes last, so a write
         outside a batch that raises has changed nothing."""
         db = self._database(what)
         if self._work is not None:
+            check_durable(what, durable, self._durable)
             self._dirty = True
             yield self._work
             return
@@ -106,15 +108,16 @@ class MemoryStore(Store):
         self._db = None
 
     @contextmanager
-    def batch(self):
+    def batch(self, durable: bool = False):
+        what = "writing a batch of changes"
         if self._work is not None:
+            check_durable(what, durable, self._durable)
             yield self
             return
-        what = "writing a batch of changes"
         db = self._database(what)
         with db.cond:
             self._wait_for_slot(db, what)
-            db.writer, self._work, self._dirty = self, _Tables(db.tables), False
+            db.writer, self._work, self._dirty, self._durable = self, _Tables(db.tables), False, durable
         try:
             yield self
             with db.cond:
@@ -210,7 +213,7 @@ class MemoryStore(Store):
                     now: float = 0.0) -> Trigger:
         args, kwargs = tuple(args), dict(kwargs or {})
         row = Trigger(job=job, args=json.dumps(list(args)), kwargs=json.dumps(kwargs), created=now)
-        with self._writing(f"adding a trigger of {job!r}") as t:
+        with self._writing(f"adding a trigger of {job!r}", durable=True) as t:
             row = replace(row, id=t.new_id("triggers"))
             t.triggers[row.id] = row
         return Trigger(job=job, id=row.id, args=args, kwargs=kwargs, created=now)
@@ -267,7 +270,7 @@ class MemoryStore(Store):
         return [_decoded(row) for row in _first(rows, limit)]
 
     def drop_triggers(self, job: str, trigger_id: int | None, now: float) -> int:
-        with self._writing(f"dropping triggers of {job!r}") as t:
+        with self._writing(f"dropping triggers of {job!r}", durable=True) as t:
             rows = [r for r in t.triggers.values() if r.job == job and _pending(r)
                     and trigger_id in (None, r.id)]
             for row in rows:
@@ -297,7 +300,7 @@ class MemoryStore(Store):
             return t.meta.get(key)
 
     def meta_set(self, key: str, value: str) -> None:
-        with self._writing(f"setting {key!r} in the meta table") as t:
+        with self._writing(f"setting {key!r} in the meta table", durable=True) as t:
             t.meta[key] = str(value)
 
     # ---- housekeeping

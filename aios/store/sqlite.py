@@ -9,6 +9,20 @@ later write with DamagedDatabase: what it would write could only be lost again b
 restore that repairs the file. Other processes may insert rows into `triggers` directly,
 as they did with the original one-file orchestrator. Only modules under aios/store/
 import sqlite3; this one imports only aios.spec and the store package.
+
+Durability. WAL mode; a transaction commits with synchronous = NORMAL (atomic, and it
+survives the process's crash; a power loss may undo the last few), except the
+acknowledgements (add_trigger, drop_triggers, meta_set, a batch(durable=True)), which
+commit with synchronous = FULL: their WAL frames are synced before they return, so an
+acknowledged trigger survives a power loss. `python3 -m bench.store` (5,000 add_trigger
+calls on ext4, a 2-core VM shared with other work): 3,946 acknowledgements/s (p50 206 µs)
+against 23,356/s (29 µs) with NORMAL; 56,778/s grouped 100 per batch(durable=True). It is
+one fsync per acknowledgement, so it follows the disk: with other processes hammering the
+same disk it fell to 802/s, and a group commit is the way to go faster.
+
+Pruning walks indexes from the oldest rows, `limit` rows per table per step: on a 1 GB
+database (2 M runs, 2 M triggers, 4 M events) a step of 1,000 took 4 ms (p50), 31 ms at
+most (an automatic checkpoint), where one DELETE per table for a tenth of it took 1.7 s.
 """
 from __future__ import annotations
 
@@ -16,11 +30,12 @@ import json
 import sqlite3
 import threading
 from contextlib import contextmanager, suppress
-from datetime import datetime, timezone
 
-from ..spec import Event, JobState, Outcome, Run, Status, Trigger, fields, replace
-from . import BadDatabase, DamagedDatabase, Store, StoreError, sqlite_file
+from ..spec import Event, JobState, Run, Trigger, replace
+from . import BadDatabase, DamagedDatabase, Store, StoreError, check_durable, sqlite_file
 from .sqlite_file import guard
+from .sqlite_rows import (EVENT_FIELDS, RUN_FIELDS, STATE_FIELDS, event_of, outcome_text, parse_args,
+                          parse_created, parse_kwargs, run_of, state_of, trigger_of)
 from .sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = ["SqliteStore"]
@@ -37,16 +52,13 @@ def _insert(into: str, columns: tuple) -> str:
     return f"{into} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
 
 
-_STATE_FIELDS = fields(JobState)
-_RUN_FIELDS = fields(Run)
-_EVENT_FIELDS = fields(Event)
-_RUN_INSERT_FIELDS = tuple(name for name in _RUN_FIELDS if name != "id")
+_RUN_INSERT_FIELDS = tuple(name for name in RUN_FIELDS if name != "id")
 
-_SAVE_STATE = _insert("INSERT OR REPLACE INTO job_state", ("device",) + _STATE_FIELDS)
-_LOAD_STATES = f"SELECT {', '.join(_STATE_FIELDS)} FROM job_state WHERE device = ?"
+_SAVE_STATE = _insert("INSERT OR REPLACE INTO job_state", ("device",) + STATE_FIELDS)
+_LOAD_STATES = f"SELECT {', '.join(STATE_FIELDS)} FROM job_state WHERE device = ?"
 _CLEAR_STATES = "DELETE FROM job_state WHERE device = ?"
 
-_SELECT_RUNS = f"SELECT {', '.join(_RUN_FIELDS)} FROM runs"
+_SELECT_RUNS = f"SELECT {', '.join(RUN_FIELDS)} FROM runs"
 _START_RUN = _insert("INSERT INTO runs", _RUN_INSERT_FIELDS)
 _SET_PID = "UPDATE runs SET pid = ?, pid_start = ? WHERE id = ?"
 _END_RUN = "UPDATE runs SET ended = ?, exit_code = ?, signal = ?, outcome = ? WHERE id = ?"
@@ -77,7 +89,7 @@ _REQUEUE = f"{_RELEASE} AND id = ?"
 _CLEAR_TRIGGERS = "DELETE FROM triggers WHERE done = 0"
 
 _ADD_EVENT = "INSERT INTO events (ts, device, job, name, message, data) VALUES (?, ?, ?, ?, ?, ?)"
-_SELECT_EVENTS = f"SELECT {', '.join(_EVENT_FIELDS)} FROM events"
+_SELECT_EVENTS = f"SELECT {', '.join(EVENT_FIELDS)} FROM events"
 
 _SAVE_SPEC = f"INSERT INTO jobs (name, spec, updated) VALUES (?, ?, {_NOW})"
 _META_GET = "SELECT value FROM meta WHERE key = ?"
@@ -99,6 +111,7 @@ class SqliteStore(Store):
         self.moved_aside: str | None = None   # where force_new put a bad database file
         self._damaged: str | None = None      # set once SQLite found the file damaged
         self._lock = threading.RLock()
+        self._durable = False                 # the open transaction commits with synchronous = FULL
         try:
             sqlite_file.prepare(path)
         except BadDatabase:
@@ -151,16 +164,22 @@ class SqliteStore(Store):
             raise type(exc).at(self.path, exc.reason, "no more changes are written to it") from exc
 
     @contextmanager
-    def _transaction(self, what: str):
-        """One BEGIN IMMEDIATE ... COMMIT, or a part of the transaction already open."""
+    def _transaction(self, what: str, durable: bool = False):
+        """One BEGIN IMMEDIATE ... COMMIT, or a part of the transaction already open. A
+        durable one commits with synchronous = FULL: its WAL frames are on disk when it
+        returns (SQLite's synchronous is per connection, and can change between transactions)."""
         if self._damaged is not None:
             raise DamagedDatabase.at(self.path, f"{self._damaged}; {what} was refused",
                                      "no more changes are written to it")
         with self._lock, self._guard(what):
             if self._db.in_transaction:
+                check_durable(what, durable, self._durable)
                 yield self._db
                 return
+            if durable:
+                self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("BEGIN IMMEDIATE")
+            self._durable = durable
             try:
                 yield self._db
                 self._db.execute("COMMIT")
@@ -169,6 +188,10 @@ class SqliteStore(Store):
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
                 raise
+            finally:
+                if durable:
+                    with suppress(sqlite3.Error):   # failing, it stays FULL: slower, never less safe
+                        self._db.execute("PRAGMA synchronous = NORMAL")
 
     def _read(self, what: str, sql: str, params=()) -> list:
         with self._guard(what):
@@ -179,8 +202,8 @@ class SqliteStore(Store):
             self._db.close()
 
     @contextmanager
-    def batch(self):
-        with self._transaction("writing a batch of changes"):
+    def batch(self, durable: bool = False):
+        with self._transaction("writing a batch of changes", durable):
             yield self
 
     def changed(self) -> bool:
@@ -203,10 +226,10 @@ class SqliteStore(Store):
     # ---- job state
     def load_states(self) -> dict[str, JobState]:
         rows = self._read("loading job states", _LOAD_STATES, (self.device,))
-        return {row[0]: _state(row) for row in rows}
+        return {row[0]: state_of(row) for row in rows}
 
     def save_state(self, state: JobState) -> None:
-        params = {name: getattr(state, name) for name in _STATE_FIELDS}
+        params = {name: getattr(state, name) for name in STATE_FIELDS}
         params.update(device=self.device, status=state.status.value,
                       enabled=None if state.enabled is None else int(state.enabled))
         with self._transaction(f"saving state of {state.job!r}") as db:
@@ -220,7 +243,7 @@ class SqliteStore(Store):
     def start_run(self, run: Run) -> Run:
         run = replace(run, device=run.device or self.device)
         params = {name: getattr(run, name) for name in _RUN_INSERT_FIELDS}
-        params["outcome"] = _outcome_text(run.outcome)
+        params["outcome"] = outcome_text(run.outcome)
         with self._transaction(f"recording the start of a run of {run.job!r}") as db:
             run_id = db.execute(_START_RUN, params).lastrowid
         return replace(run, id=run_id)
@@ -229,7 +252,7 @@ class SqliteStore(Store):
         if run.id is None:
             raise ValueError(f"finish_run: the run of {run.job!r} has no id; pass the Run "
                              "that start_run returned")
-        outcome = _outcome_text(run.outcome)
+        outcome = outcome_text(run.outcome)
         with self._transaction(f"recording the end of run {run.id} of {run.job!r}") as db:
             db.execute(_END_RUN, (run.ended, run.exit_code, run.signal, outcome, run.id))
             if finish_trigger and run.trigger_id is not None:
@@ -240,34 +263,34 @@ class SqliteStore(Store):
             db.execute(_SET_PID, (pid, pid_start, run_id))
 
     def open_runs(self) -> list[Run]:
-        return [_run(row) for row in self._read("loading open runs", _OPEN_RUNS, (self.device,))]
+        return [run_of(row) for row in self._read("loading open runs", _OPEN_RUNS, (self.device,))]
 
     def recent_runs(self, job: str | None = None, limit: int = 50,
                     since: float | None = None) -> list[Run]:
         sql, params = _filtered(_SELECT_RUNS, "ORDER BY started DESC, id DESC", limit,
                                 ("job = ?", job), ("started >= ?", since))
-        return [_run(row) for row in self._read("loading recent runs", sql, params)]
+        return [run_of(row) for row in self._read("loading recent runs", sql, params)]
 
     def get_run(self, run_id: int) -> Run | None:
         rows = self._read(f"loading run {run_id}", f"{_SELECT_RUNS} WHERE id = ?", (run_id,))
-        return _run(rows[0]) if rows else None
+        return run_of(rows[0]) if rows else None
 
     def last_runs(self) -> dict[str, Run]:
         rows = self._read("loading the last runs", _LAST_RUNS, {"device": self.device})
-        return {run.job: run for run in map(_run, rows)}
+        return {run.job: run for run in map(run_of, rows)}
 
     # ---- triggers
     def add_trigger(self, job: str, args: tuple | list = (), kwargs: dict | None = None,
                     now: float = 0.0) -> Trigger:
         args, kwargs = tuple(args), dict(kwargs or {})
         values = (job, json.dumps(list(args)), json.dumps(kwargs), now)
-        with self._transaction(f"adding a trigger of {job!r}") as db:
+        with self._transaction(f"adding a trigger of {job!r}", durable=True) as db:
             trigger_id = db.execute(_ADD_TRIGGER, values).lastrowid
         return Trigger(job=job, id=trigger_id, args=args, kwargs=kwargs, created=now)
 
     def get_trigger(self, trigger_id: int) -> Trigger | None:
         rows = self._read(f"loading trigger {trigger_id}", _GET_TRIGGER, (trigger_id,))
-        return _trigger(rows[0]) if rows else None
+        return trigger_of(rows[0]) if rows else None
 
     def pending_counts(self) -> dict[str, int]:
         return dict(self._read("counting pending triggers", _PENDING))
@@ -279,13 +302,13 @@ class SqliteStore(Store):
                 if row is None:
                     return None
                 trigger_id, raw_args, raw_kwargs, created = row
-                kwargs = _parse_kwargs(raw_kwargs)
+                kwargs = parse_kwargs(raw_kwargs)
                 if kwargs is None:
                     db.execute(_FINISH_TRIGGER, (REJECTED_KWARGS, now, None, trigger_id))
                     continue
                 db.execute(_CLAIM, (now, self.device, trigger_id))
-                return Trigger(job=job, id=trigger_id, args=_parse_args(raw_args), kwargs=kwargs,
-                               created=_parse_created(created), claimed=now, device=self.device)
+                return Trigger(job=job, id=trigger_id, args=parse_args(raw_args), kwargs=kwargs,
+                               created=parse_created(created), claimed=now, device=self.device)
 
     def finish_trigger(self, trigger_id: int, outcome: str, now: float) -> bool:
         with self._transaction(f"finishing trigger {trigger_id}") as db:
@@ -309,12 +332,12 @@ class SqliteStore(Store):
     def pending_triggers(self, job: str | None = None, limit: int = 100) -> list[Trigger]:
         sql, params = (f"{_PENDING_TRIGGERS} ORDER BY id LIMIT ?", (limit,)) if job is None else (
             f"{_PENDING_TRIGGERS} AND job = ? ORDER BY id LIMIT ?", (job, limit))
-        return [_trigger(row) for row in self._read("listing pending triggers", sql, params)]
+        return [trigger_of(row) for row in self._read("listing pending triggers", sql, params)]
 
     def drop_triggers(self, job: str, trigger_id: int | None, now: float) -> int:
         sql, params = (_DROP, (now, job)) if trigger_id is None else (
             f"{_DROP} AND id = ?", (now, job, trigger_id))
-        with self._transaction(f"dropping triggers of {job!r}") as db:
+        with self._transaction(f"dropping triggers of {job!r}", durable=True) as db:
             return db.execute(sql, params).rowcount
 
     # ---- events
@@ -328,7 +351,7 @@ class SqliteStore(Store):
                       after_id: int | None = None) -> list[Event]:
         sql, params = _filtered(_SELECT_EVENTS, "ORDER BY id DESC", limit,
                                 ("job = ?", job), ("id > ?", after_id))
-        return [_event(row) for row in self._read("loading events", sql, params)]
+        return [event_of(row) for row in self._read("loading events", sql, params)]
 
     # ---- home-wide facts
     def meta_get(self, key: str) -> str | None:
@@ -336,7 +359,7 @@ class SqliteStore(Store):
         return rows[0][0] if rows else None
 
     def meta_set(self, key: str, value: str) -> None:
-        with self._transaction(f"setting {key!r} in the meta table") as db:
+        with self._transaction(f"setting {key!r} in the meta table", durable=True) as db:
             db.execute(_META_SET, (key, value))
 
     # ---- housekeeping
@@ -358,91 +381,10 @@ class SqliteStore(Store):
         return problems
 
 
-# ---------------------------------------------------------------- files and rows
+# ---------------------------------------------------------------- statements, continued
 
 def _filtered(select: str, order: str, limit: int, *filters: tuple) -> tuple[str, tuple]:
     """`select` with the conditions whose value is not None, ordered and limited."""
     used = [(condition, value) for condition, value in filters if value is not None]
     where = " WHERE " + " AND ".join(c for c, _ in used) if used else ""
     return f"{select}{where} {order} LIMIT ?", (*(v for _, v in used), limit)
-
-
-def _state(row: tuple) -> JobState:
-    values = dict(zip(_STATE_FIELDS, row))
-    values["status"] = Status(values["status"])
-    values["enabled"] = None if values["enabled"] is None else bool(values["enabled"])
-    values["held"] = bool(values["held"])
-    return JobState(**values)
-
-
-def _run(row: tuple) -> Run:
-    values = dict(zip(_RUN_FIELDS, row))
-    values["outcome"] = Outcome(values["outcome"]) if values["outcome"] else None
-    return Run(**values)
-
-
-def _trigger(row: tuple) -> Trigger:
-    tid, job, args, kwargs, created, claimed, device, done, outcome, run_id = row
-    return Trigger(job=job, id=tid, args=_parse_args(args), kwargs=_parse_kwargs(kwargs) or {},
-                   created=_parse_created(created), claimed=claimed, device=device,
-                   done=bool(done), outcome=outcome, run_id=run_id)
-
-
-def _event(row: tuple) -> Event:
-    values = dict(zip(_EVENT_FIELDS, row))
-    data = _stored_json(values["data"])
-    values["data"] = data if isinstance(data, dict) else None
-    return Event(**values)
-
-
-def _outcome_text(outcome: Outcome | None) -> str | None:
-    return None if outcome is None else Outcome(outcome).value
-
-
-def _stored_json(raw: object) -> object:
-    """The value another writer stored: None for NULL, empty text or JSON null; the raw
-    value itself for a bare number; _NOT_JSON for text that is not JSON."""
-    if raw is None or (isinstance(raw, (str, bytes)) and not raw.strip()):
-        return None
-    try:
-        return json.loads(raw) if isinstance(raw, (str, bytes)) else raw
-    except ValueError:
-        return _NOT_JSON
-
-
-_NOT_JSON = object()
-
-
-def _parse_args(raw: object) -> tuple:
-    """A JSON list; a JSON scalar is one argument; NULL or empty text is none; text that
-    is not JSON is one argument, the raw text, never split."""
-    value = _stored_json(raw)
-    if value is _NOT_JSON:
-        return (raw,)
-    if value is None:
-        return ()
-    return tuple(value) if isinstance(value, list) else (value,)
-
-
-def _parse_kwargs(raw: object) -> dict | None:
-    """A JSON object, or {} for NULL or empty; None for anything else (rejected)."""
-    value = _stored_json(raw)
-    if value is None:
-        return {}
-    return value if isinstance(value, dict) else None
-
-
-def _parse_created(raw: object) -> float:
-    """Epoch seconds from a number, numeric text, or SQLite's CURRENT_TIMESTAMP text
-    ('YYYY-MM-DD HH:MM:SS', UTC); 0.0 when missing or unreadable."""
-    if raw is None:
-        return 0.0
-    try:
-        return float(raw)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(str(raw).strip().replace("Z", "+00:00"))
-    except ValueError:
-        return 0.0
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
