@@ -202,6 +202,13 @@ class Store:
         raise NotImplementedError
 
 
+def check_run_id(run: Run) -> None:
+    """Refuse a run without an id (finish_run needs the Run that start_run returned)."""
+    if run.id is None:
+        raise ValueError(f"finish_run: the run of {run.job!r} has no id; pass the Run "
+                         "that start_run returned")
+
+
 def check_durable(what: str, durable: bool, batch_durable: bool) -> None:
     """Refuse an acknowledgement inside a batch that will not be durable (see Store.batch)."""
     if durable and not batch_durable:

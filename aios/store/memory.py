@@ -18,7 +18,7 @@ import weakref
 from contextlib import contextmanager
 
 from ..spec import Event, JobState, Outcome, Run, Status, Trigger, replace
-from . import Store, StoreError, check_durable
+from . import Store, StoreError, check_durable, check_run_id
 
 __all__ = ["MemoryDatabase", "MemoryStore"]
 
@@ -168,9 +168,7 @@ class MemoryStore(Store):
         return run
 
     def finish_run(self, run: Run, finish_trigger: bool = False) -> None:
-        if run.id is None:
-            raise ValueError(f"finish_run: the run of {run.job!r} has no id; pass the Run "
-                             "that start_run returned")
+        check_run_id(run)
         outcome = _outcome(run.outcome)
         with self._writing(f"recording the end of run {run.id} of {run.job!r}") as t:
             if run.id in t.runs:

@@ -32,7 +32,7 @@ import threading
 from contextlib import contextmanager, suppress
 
 from ..spec import Event, JobState, Run, Trigger, replace
-from . import BadDatabase, DamagedDatabase, Store, StoreError, check_durable, sqlite_file
+from . import BadDatabase, DamagedDatabase, Store, StoreError, check_durable, check_run_id, sqlite_file
 from .sqlite_file import guard
 from .sqlite_rows import (EVENT_FIELDS, RUN_FIELDS, STATE_FIELDS, event_of, outcome_text, parse_args,
                           parse_created, parse_kwargs, run_of, state_of, trigger_of)
@@ -249,9 +249,7 @@ class SqliteStore(Store):
         return replace(run, id=run_id)
 
     def finish_run(self, run: Run, finish_trigger: bool = False) -> None:
-        if run.id is None:
-            raise ValueError(f"finish_run: the run of {run.job!r} has no id; pass the Run "
-                             "that start_run returned")
+        check_run_id(run)
         outcome = outcome_text(run.outcome)
         with self._transaction(f"recording the end of run {run.id} of {run.job!r}") as db:
             db.execute(_END_RUN, (run.ended, run.exit_code, run.signal, outcome, run.id))

@@ -180,19 +180,12 @@ def move_aside(path: str, tag: str) -> str:
 def backup(source: str, dest: str) -> None:
     """Copy the database `source` into the new file `dest` with SQLite's online backup (a
     consistent copy while a daemon writes), checked before it appears under its name."""
-    partial = f"{dest}.partial-{os.getpid()}"
-    with guard(f"backing up {source} to {dest}", source):
-        _unlink(partial)
-        _create_private(partial)
-        try:
-            _copy(source, partial)
-            problems = check_file(partial)
-            if problems:
-                raise DamagedDatabase.at(source, f"gave a damaged copy: {_summary(problems)}")
-            os.link(partial, dest)   # fails if dest exists: a backup never replaces a file
-            _fsync(os.path.dirname(os.path.abspath(dest)))
-        finally:
-            _unlink(partial)
+    with guard(f"backing up {source} to {dest}", source), _copied(source, f"{dest}.partial") as partial:
+        problems = check_file(partial)
+        if problems:
+            raise DamagedDatabase.at(source, f"gave a damaged copy: {_summary(problems)}")
+        os.link(partial, dest)   # fails if dest exists: a backup never replaces a file
+        _fsync(os.path.dirname(os.path.abspath(dest)))
 
 
 def restore(source: str, path: str) -> str | None:
@@ -202,31 +195,33 @@ def restore(source: str, path: str) -> str | None:
     problems = check_file(source, restorable=True)
     if problems:
         raise StoreError(f"{source} cannot be restored: {_summary(problems)}")
-    partial = f"{path}.restore-{os.getpid()}"
-    with guard(f"restoring {path} from {source}", source):
-        _unlink(partial)
-        _create_private(partial)
-        try:
-            _copy(source, partial)
-            had = any(os.path.lexists(path + s) for s in ("",) + _SIDE_FILES)
-            aside = move_aside(path, "replaced") if had else None
-            os.rename(partial, path)
-            _fsync(os.path.dirname(os.path.abspath(path)))
-        finally:
-            _unlink(partial)
+    with guard(f"restoring {path} from {source}", source), _copied(source, f"{path}.restore") as partial:
+        had = any(os.path.lexists(path + s) for s in ("",) + _SIDE_FILES)
+        aside = move_aside(path, "replaced") if had else None
+        os.rename(partial, path)
+        _fsync(os.path.dirname(os.path.abspath(path)))
     return aside
 
 
-def _copy(source: str, dest: str) -> None:
-    """A copy in one self-contained file (rollback journal: no -wal or -shm beside it)."""
-    with _read_only(source) as src:
-        dst = sqlite3.connect(dest, isolation_level=None)
-        try:
-            src.backup(dst)
-            dst.execute("PRAGMA journal_mode = DELETE")
-        finally:
-            dst.close()
-    _fsync(dest)
+@contextmanager
+def _copied(source: str, name: str):
+    """A private copy of `source` at NAME-PID in one self-contained file (rollback journal:
+    no -wal or -shm beside it), synced; removed on the way out unless renamed meanwhile."""
+    partial = f"{name}-{os.getpid()}"
+    _unlink(partial)
+    _create_private(partial)
+    try:
+        with _read_only(source) as src:
+            dst = sqlite3.connect(partial, isolation_level=None)
+            try:
+                src.backup(dst)
+                dst.execute("PRAGMA journal_mode = DELETE")
+            finally:
+                dst.close()
+        _fsync(partial)
+        yield partial
+    finally:
+        _unlink(partial)
 
 
 # ---------------------------------------------------------------- errors and files
