@@ -14,11 +14,14 @@ Durability. WAL mode; a transaction commits with synchronous = NORMAL (atomic, a
 survives the process's crash; a power loss may undo the last few), except the
 acknowledgements (add_trigger, drop_triggers, meta_set, a batch(durable=True)), which
 commit with synchronous = FULL: their WAL frames are synced before they return, so an
-acknowledged trigger survives a power loss. `python3 -m bench.store` (5,000 add_trigger
-calls on ext4, a 2-core VM shared with other work): 3,946 acknowledgements/s (p50 206 µs)
-against 23,356/s (29 µs) with NORMAL; 56,778/s grouped 100 per batch(durable=True). It is
-one fsync per acknowledgement, so it follows the disk: with other processes hammering the
-same disk it fell to 802/s, and a group commit is the way to go faster.
+acknowledged trigger survives a power loss. That is one device flush per acknowledgement.
+`python3 -m bench.store` (5,000 add_trigger calls; ext4 on a 2-core VM whose disk other
+work shares): 4,287 acknowledgements/s (p50 192 us) against 22,538/s (29 us) with NORMAL,
+61,202/s grouped 100 per batch(durable=True). Through the daemon (`python3 -m bench
+--only triggers_socket`: one client awaiting each reply) 1,401/s against 3,404/s before
+while the disk was quiet, but 236/s (p50 4 ms) while other processes wrote to it: the
+flush waits for theirs. Acknowledgements that arrive together can share one flush in a
+batch(durable=True) (a group commit).
 
 Pruning walks indexes from the oldest rows, `limit` rows per table per step: on a 1 GB
 database (2 M runs, 2 M triggers, 4 M events) a step of 1,000 took 4 ms (p50), 31 ms at

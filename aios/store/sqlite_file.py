@@ -12,8 +12,10 @@ Integrity: `PRAGMA quick_check` reads the whole file, about 1.5 ms per MB here w
 file is in the page cache (7 ms for 4 MB, 60 ms for 44 MB, 0.6 s for 450 MB; much more
 from a cold SD card). So the open runs it only on a file of at most CHECK_ON_OPEN_BYTES
 (about 12 ms), or when the header looks wrong; a larger file is checked by `aios db
-check`, and its damage is found by the first read that meets it (the store then refuses
-to write: see sqlite.py). Imports only the Store interface and the schema's tables.
+check` (or Store.check(), on a connection of its own), and its damage is found by the
+first read that meets it (the store then refuses to write: see sqlite.py). Measured: a
+store opens (and closes) a 0.1 MB database in 0.8 ms (0.35 ms without these checks), a
+7 MB one in 7 ms. Imports only the Store interface and the schema's tables.
 """
 from __future__ import annotations
 
@@ -47,8 +49,8 @@ def prepare(path: str) -> None:
     with guard(f"opening state database {path}", path):
         looks_wrong = _check_header(path)
     with _read_only(path) as db:
-        version, tables = _schema(db, path)
-        _check_tables(path, version, tables)
+        version, tables, columns = _schema(db, path)
+        _check_tables(path, version, tables, columns)
         if looks_wrong or _size(path) <= CHECK_ON_OPEN_BYTES:
             problems = quick_check(db)
             if problems:
@@ -64,8 +66,8 @@ def check_file(path: str, restorable: bool = False) -> list[str]:
         with guard(f"reading {path}", path):
             _check_header(path)
         with _read_only(path) as db:
-            version, tables = _schema(db, path)
-            _check_tables(path, version, tables)
+            version, tables, columns = _schema(db, path)
+            _check_tables(path, version, tables, columns)
             problems = quick_check(db)
     except BadDatabase as exc:
         return [exc.reason]
@@ -105,20 +107,20 @@ def _check_header(path: str) -> bool:
     return size < page_size or size < pages * page_size
 
 
-def _schema(db: sqlite3.Connection, path: str) -> tuple[int, dict[str, set]]:
-    """The schema version and each table's columns (SQLite's own tables left out)."""
+def _schema(db: sqlite3.Connection, path: str) -> tuple[int, set[str], set[str]]:
+    """The schema version, the tables (SQLite's own left out) and the columns of `triggers`."""
     with guard(f"reading the schema of {path}", path):
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        names = [name for (name,) in db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite~_%' ESCAPE '~'")]
-        return version, {name: {c for (c,) in db.execute("SELECT name FROM pragma_table_info(?)", (name,))}
-                         for name in names}
+        tables = {name for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite~_%' ESCAPE '~'")}
+        columns = {c for (c,) in db.execute("SELECT name FROM pragma_table_info('triggers')")}
+        return version, tables, columns
 
 
-def _check_tables(path: str, version: int, tables: dict[str, set]) -> None:
+def _check_tables(path: str, version: int, tables: set[str], trigger_columns: set[str]) -> None:
     """AIOS's tables of `version`; or, at version 0, nothing yet or an original `triggers`."""
     if version == 0:
-        if tables and not {"id", "job"} <= tables.get("triggers", set()):
+        if tables and not {"id", "job"} <= trigger_columns:
             shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
             raise ForeignDatabase.at(path, f"holds another program's tables ({shown}), not AIOS's")
         return
