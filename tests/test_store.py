@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -769,6 +770,17 @@ def test_acknowledgements_commit_with_synchronous_full_and_nothing_else_does(sql
         sqlite_store.add_event(Event(ts=T0, name="x"))
     assert not [q for q in seen if "synchronous" in q]
     assert query(sqlite_store.path, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_text_sqlite_cannot_store_is_a_store_error_and_nul_bytes_round_trip(sqlite_store):
+    with pytest.raises(StoreError, match="setting 'k' in the meta table failed: .*surrogates not allowed"):
+        sqlite_store.meta_set("k", "\udc80")
+    poisoned = "j\udc80"
+    with pytest.raises(StoreError, match=re.escape(f"adding a trigger of {poisoned!r} failed: ")):
+        sqlite_store.add_trigger(poisoned, now=T0)
+    assert sqlite_store.pending_counts() == {} and sqlite_store.meta_get("k") is None
+    sqlite_store.meta_set("k\0z", "a\0b")
+    assert sqlite_store.meta_get("k\0z") == "a\0b"
 
 
 def test_a_failed_claim_rolls_back(sqlite_store, db_path):

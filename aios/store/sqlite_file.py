@@ -230,11 +230,12 @@ def _copied(source: str, name: str):
 
 @contextmanager
 def guard(what: str, path: str):
-    """Re-raise a sqlite3.Error or OSError as one line naming `what`: a DamagedDatabase or
-    NotADatabase when SQLite says so, else a StoreError."""
+    """Re-raise a sqlite3.Error, OSError or text SQLite cannot store (a lone surrogate) as
+    one line naming `what`: a DamagedDatabase or NotADatabase when SQLite says so, else a
+    StoreError."""
     try:
         yield
-    except (sqlite3.Error, OSError) as exc:
+    except (sqlite3.Error, OSError, UnicodeEncodeError) as exc:
         kind = _bad_kind(exc)
         if kind is None:
             raise StoreError(f"{what} failed: {exc}") from exc
