@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""AIOS, started the original way: `python3 simple_orchestrator.py [--force]`.
+"""AIOS, started the original way: `python3 simple_orchestrator.py [--force] [--force-new-db]`.
 
 Runs the orchestrator in the foreground with this folder as its home (or $AIOS_HOME):
 aios.toml, Programs/, orchestrator.db and logs/ live here. Ctrl-C (or SIGTERM) stops
@@ -9,20 +9,22 @@ import os
 import sys
 from pathlib import Path
 
-USAGE = """usage: python3 simple_orchestrator.py [--force] [--help]
+USAGE = """usage: python3 simple_orchestrator.py [--force] [--force-new-db] [--help]
 
 Run AIOS in the foreground, with this folder as its home (or $AIOS_HOME).
 On first start it writes aios.toml and Programs/ with the seven example jobs.
 
-  --force   clear the stored job state and pending triggers first
-  --help    show this message
+  --force          clear the stored job state and pending triggers first
+  --force-new-db   if orchestrator.db is empty, damaged or not AIOS's, move it aside
+                   (orchestrator.db.broken-TIME) and begin a new one
+  --help           show this message
 
 Ctrl-C or SIGTERM stops every job gracefully; a second Ctrl-C kills them at once.
 """
 
 
 def main(argv: list) -> int:
-    unknown = [a for a in argv if a not in ("--force", "--help", "-h")]
+    unknown = [a for a in argv if a not in ("--force", "--force-new-db", "--help", "-h")]
     if unknown:
         sys.stderr.write(f"simple_orchestrator.py: unknown option {unknown[0]!r}; use --force or --help\n")
         return 2
@@ -36,7 +38,7 @@ def main(argv: list) -> int:
 
     home = Path(os.environ.get("AIOS_HOME") or here)
     try:
-        return serve(home, force="--force" in argv)
+        return serve(home, force="--force" in argv, force_new_db="--force-new-db" in argv)
     except AiosError as exc:
         sys.stderr.write(f"aios: {exc}\n")
         return 1

@@ -11,7 +11,8 @@ own interpreters: readiness probes, the spawn row's Python program), `scenarios`
 function per scenario every system takes part in), `aios_only` (scheduling, triggers and
 the control plane), `plan` (the rows of the table), `report` (JSON and the Markdown
 table), `__main__` (the command line and the round loop), `profiling` (where AIOS's
-time and memory go: `python3 -m bench.profiling`, see PROFILE.md).
+time and memory go: `python3 -m bench.profiling`, see PROFILE.md), `store` (the store's
+own figures: acknowledged triggers per second, pruning steps: `python3 -m bench.store`).
 """
 from pathlib import Path
 

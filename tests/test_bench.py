@@ -117,3 +117,15 @@ def test_profiling_reads_importtime_lines():
             "import time:      2099 |       2237 |     typing\n"
             "import time:       151 |       5919 | tomllib\n")
     assert parse_importtime(text) == [(138, 138, 3, "_typing"), (2099, 2237, 2, "typing"), (151, 5919, 0, "tomllib")]
+
+
+def test_store_figures_quick_run(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bench.store", "--quick", "--dir", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "/s" not in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| before: synchronous = NORMAL (lost on power failure)",
+                                                      "| now: synchronous = FULL per acknowledgement",
+                                                      "| now, grouped: 100 per batch(durable=True)"]
+    assert "prune(limit=1000) steps" in done.stdout
+    assert list(tmp_path.iterdir()) == []   # its files are removed

@@ -11,21 +11,23 @@ from . import EXIT_OK, command, fail, out
 def _up_arguments(cmd) -> None:
     cmd.add_argument("-d", "--detach", action="store_true", help="run in the background; return once ready")
     cmd.add_argument("--force", action="store_true", help="clear job state and pending triggers first")
+    cmd.add_argument("--force-new-db", action="store_true", help="if orchestrator.db is empty, damaged or "
+                     "not AIOS's, move it aside (orchestrator.db.broken-TIME) and begin a new one")
 
 
 @command("up", setup=_up_arguments)
 def cmd_up(args, home: str) -> int:
     """Run the daemon: in the foreground, or detached with -d (returns once it is ready)."""
     if args.detach:
-        return _up_detached(home, args.force)
+        return _up_detached(home, ["--force"] * args.force + ["--force-new-db"] * args.force_new_db)
     from pathlib import Path
 
     from ..engine.daemon import serve
 
-    return serve(Path(home), force=args.force)
+    return serve(Path(home), force=args.force, force_new_db=args.force_new_db)
 
 
-def _up_detached(home: str, force: bool) -> int:
+def _up_detached(home: str, options: list[str]) -> int:
     import subprocess
     import time
 
@@ -40,7 +42,7 @@ def _up_detached(home: str, force: bool) -> int:
     log_fd = os.open(os.path.join(home, "orchestrator.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
     with open(log_fd, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "aios", "--home", home, "up"] + (["--force"] if force else []),
+            [sys.executable, "-m", "aios", "--home", home, "up", *options],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=package_parent, start_new_session=True,
             pass_fds=(write_end,), env={**os.environ, "AIOS_READY_FD": str(write_end)})
     os.close(write_end)

@@ -33,9 +33,10 @@ class AlreadyRunning(AiosError):
     """Another AIOS daemon is running for this home."""
 
 
-def serve(home: Path, force: bool = False) -> int:
-    """Run a daemon for `home` in the foreground until it is shut down (or re-executed)."""
-    daemon = Daemon.open(Path(home), force=force)
+def serve(home: Path, force: bool = False, force_new_db: bool = False) -> int:
+    """Run a daemon for `home` in the foreground until it is shut down (or re-executed).
+    force_new_db: a bad orchestrator.db is moved aside and a new one begun."""
+    daemon = Daemon.open(Path(home), force=force, force_new_db=force_new_db)
     daemon.start()
     engine = daemon.engine
     try:
@@ -57,7 +58,7 @@ class Daemon:
         self.listen_fd, self.ready_fd, self.force = listen_fd, ready_fd, force
 
     @classmethod
-    def open(cls, home: Path, force: bool = False) -> Daemon:
+    def open(cls, home: Path, force: bool = False, force_new_db: bool = False) -> Daemon:
         """Take the home's lock, read its configuration and open its store."""
         home = home.absolute()
         inherited = _inherited_fds()
@@ -65,7 +66,7 @@ class Daemon:
         lock_fd, unclean = (inherited[0], True) if inherited else _lock(home)
         try:
             cfg = _load_config(home)
-            store = open_store(str(home / "orchestrator.db"), cfg.settings.device_id)
+            store = open_store(str(home / "orchestrator.db"), cfg.settings.device_id, force_new=force_new_db)
         except BaseException:
             os.close(lock_fd)
             raise
@@ -85,9 +86,13 @@ class Daemon:
         engine.loop.watch_signals(signums, engine.on_signal)
         for problem in cfg.errors:
             engine.event("config_error", None, problem)
+        if engine.store.moved_aside:
+            engine.event("database_moved_aside", None, f"the bad database was moved to {engine.store.moved_aside}; "
+                         "a new one was begun (--force-new-db)")
         recovery.adopt_leftovers(engine, previous, self.unclean)
         from ..control import SOCKET_NAME, ControlServer
 
+        engine.recorder.flush()   # what a client reads once we answer is this daemon's, not the last one's
         engine.control = ControlServer(engine.ops, str(engine.home / SOCKET_NAME), self.listen_fd)
         watches.watch(engine)
         took = (time.monotonic() - began) * 1000

@@ -9,25 +9,61 @@ from __future__ import annotations
 from contextlib import contextmanager
 from ..spec import AiosError, Event, JobState, Run, Trigger
 
-__all__ = ["Store", "StoreError", "open_store"]
+__all__ = ["Store", "StoreError", "BadDatabase", "EmptyDatabase", "NotADatabase",
+           "DamagedDatabase", "ForeignDatabase", "open_store"]
 
 
 class StoreError(AiosError):
     """The state database could not be read or written."""
 
 
+class BadDatabase(StoreError):
+    """The state database cannot be used as it is; `reason` says why, the message what to do."""
+
+    reason = ""
+
+    @classmethod
+    def at(cls, path: str, reason: str, kept: str = "it was left as it is") -> BadDatabase:
+        error = cls(f"state database {path} {reason}; {kept}: see `aios db check`, restore a "
+                    "backup with `aios db restore BACKUP`, or start with --force-new-db to move "
+                    "it aside and begin a new one")
+        error.reason = reason
+        return error
+
+
+class EmptyDatabase(BadDatabase):
+    """The state database file is empty (0 bytes)."""
+
+
+class NotADatabase(BadDatabase):
+    """The state database file is not an SQLite database."""
+
+
+class DamagedDatabase(BadDatabase):
+    """The state database is damaged (an integrity check failed, or SQLite found it malformed)."""
+
+
+class ForeignDatabase(BadDatabase):
+    """The state database holds another program's tables, not AIOS's."""
+
+
 class Store:
     """Persistent state of one AIOS home. Times are epoch seconds (float)."""
 
     device: str
+    moved_aside: str | None = None      # where open_store(force_new=True) put a bad database
 
     def close(self) -> None:
         """Release the connection. The store is unusable afterwards."""
         raise NotImplementedError
 
     @contextmanager
-    def batch(self):
-        """Group the writes inside the block into one atomic transaction."""
+    def batch(self, durable: bool = False):
+        """Group the writes inside the block into one atomic transaction; a batch inside
+        another joins it. The acknowledgements (add_trigger, drop_triggers, meta_set) are
+        durable when they return; inside a batch, only in one opened with durable=True,
+        which is durable when the block ends (one sync for all of them: a group commit). In
+        any other batch they raise ValueError, as does a durable batch inside a plain one."""
         raise NotImplementedError
         yield
 
@@ -124,6 +160,17 @@ class Store:
         """Drop every trigger that is not done (simple_orchestrator.py --force)."""
         raise NotImplementedError
 
+    def pending_triggers(self, job: str | None = None, limit: int = 100) -> list[Trigger]:
+        """Unclaimed, not-done triggers, oldest first; of one job, or of every job (including
+        jobs that are missing from the configuration)."""
+        raise NotImplementedError
+
+    def drop_triggers(self, job: str, trigger_id: int | None, now: float) -> int:
+        """Mark the unclaimed, not-done triggers of `job` (or only the one `trigger_id` of
+        it) done with outcome "dropped" at `now`; rows are kept as the audit. Returns how
+        many. Durable when it returns, like add_trigger."""
+        raise NotImplementedError
+
     # ---- events
     def add_event(self, event: Event) -> int:
         """Record an event; returns its id (ids grow with time)."""
@@ -134,16 +181,58 @@ class Store:
         """Newest first; with after_id, only events with a larger id."""
         raise NotImplementedError
 
+    # ---- home-wide facts
+    def meta_get(self, key: str) -> str | None:
+        """The value last set for `key`, or None."""
+        raise NotImplementedError
+
+    def meta_set(self, key: str, value: str) -> None:
+        """Set `key` (last write wins); durable when it returns."""
+        raise NotImplementedError
+
     # ---- housekeeping
-    def prune(self, before: float) -> int:
-        """Delete ended runs, done triggers and events older than `before`; return rows deleted."""
+    def prune(self, before: float, limit: int = 1000) -> int:
+        """Delete at most `limit` rows of each table among the runs that ended, the triggers
+        done and the events older than `before`; returns rows deleted. Each call is one short
+        transaction: call again while it returns rows, to prune a large database in steps
+        that never hold the write lock long."""
+        raise NotImplementedError
+
+    def check(self) -> list[str]:
+        """Integrity problems of the stored data (one line each), [] when it is sound."""
         raise NotImplementedError
 
 
-def open_store(url: str, device: str) -> Store:
-    """Open the store at `url`: a file path or sqlite:///path (postgresql:// later)."""
+def check_run_id(run: Run) -> None:
+    """Refuse a run without an id (finish_run needs the Run that start_run returned)."""
+    if run.id is None:
+        raise ValueError(f"finish_run: the run of {run.job!r} has no id; pass the Run "
+                         "that start_run returned")
+
+
+def check_durable(what: str, durable: bool, batch_durable: bool) -> None:
+    """Refuse an acknowledgement inside a batch that will not be durable (see Store.batch)."""
+    if durable and not batch_durable:
+        raise ValueError(f"{what} inside a plain batch(): an acknowledgement must be durable; "
+                         "open the batch with batch(durable=True)")
+
+
+def open_store(url: str, device: str, *, force_new: bool = False) -> Store:
+    """Open the store at `url`: a file path or sqlite:///path (postgresql:// later), or
+    memory:NAME, the in-memory database NAME of this process (memory: alone: a new one).
+
+    A missing database file is created. An empty, damaged, non-SQLite or foreign file raises
+    a BadDatabase subclass and is left untouched, unless `force_new`: then it is moved aside
+    (its path is then in the store's `moved_aside`) and a new database is created. A sound
+    database is opened as it is, `force_new` or not."""
+    if url.startswith("memory:"):
+        from .memory import MemoryDatabase, MemoryStore
+
+        name = url.removeprefix("memory:")
+        return MemoryStore(device, MemoryDatabase.named(name) if name else None)
     if url.startswith(("postgres://", "postgresql://")):
         raise StoreError(f"{url.split(':', 1)[0]} stores are not supported yet; use a SQLite file path")
     from .sqlite import SqliteStore
 
-    return SqliteStore(url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url, device)
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
+    return SqliteStore(path, device, force_new=force_new)

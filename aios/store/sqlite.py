@@ -1,23 +1,45 @@
 """The embedded SQLite store: one database file per AIOS home, in WAL mode.
 
-Owns the schema (versioned with PRAGMA user_version, migrated in place on open), the
-SQL, and the conversion of rows into spec records (JobState, Run, Trigger, Event).
-Only modules under aios/store/ import sqlite3; this one imports only aios.spec and
-the Store interface. Every sqlite3.Error leaves as a one-line StoreError naming the
-operation; a failed write transaction is rolled back. Other processes may insert rows
-into `triggers` directly, as they did with the original one-file orchestrator.
+Owns the SQL and the conversion of rows into spec records (JobState, Run, Trigger,
+Event); the schema and its migrations (run on open) are in sqlite_schema.py, the checks
+before a file is opened, backup and restore in sqlite_file.py. Every sqlite3.Error leaves
+as a one-line StoreError naming the operation; a failed write transaction is rolled back.
+Once SQLite reports the file damaged (or check() finds it so), the store refuses every
+later write with DamagedDatabase: what it would write could only be lost again by the
+restore that repairs the file. Other processes may insert rows into `triggers` directly,
+as they did with the original one-file orchestrator. Only modules under aios/store/
+import sqlite3; this one imports only aios.spec and the store package.
+
+Durability. WAL mode; a transaction commits with synchronous = NORMAL (atomic, and it
+survives the process's crash; a power loss may undo the last few), except the
+acknowledgements (add_trigger, drop_triggers, meta_set, a batch(durable=True)), which
+commit with synchronous = FULL: their WAL frames are synced before they return, so an
+acknowledged trigger survives a power loss. That is one device flush per acknowledgement.
+`python3 -m bench.store` (5,000 add_trigger calls; ext4 on a 2-core VM whose disk other
+work shares): 4,287 acknowledgements/s (p50 192 us) against 22,538/s (29 us) with NORMAL,
+61,202/s grouped 100 per batch(durable=True). Through the daemon (`python3 -m bench
+--only triggers_socket`: one client awaiting each reply) 1,401/s against 3,404/s before
+while the disk was quiet, but 236/s (p50 4 ms) while other processes wrote to it: the
+flush waits for theirs. Acknowledgements that arrive together can share one flush in a
+batch(durable=True) (a group commit).
+
+Pruning walks indexes from the oldest rows, `limit` rows per table per step: on a 1 GB
+database (2 M runs, 2 M triggers, 4 M events) a step of 1,000 took 4 ms (p50), 31 ms at
+most (an automatic checkpoint), where one DELETE per table for a tenth of it took 1.7 s.
 """
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 from contextlib import contextmanager, suppress
-from datetime import datetime, timezone
 
-from ..spec import Event, JobState, Outcome, Run, Status, Trigger, fields, replace
-from . import Store, StoreError
+from ..spec import Event, JobState, Run, Trigger, replace
+from . import BadDatabase, DamagedDatabase, Store, StoreError, check_durable, check_run_id, sqlite_file
+from .sqlite_file import guard
+from .sqlite_rows import (EVENT_FIELDS, RUN_FIELDS, STATE_FIELDS, event_of, outcome_text, parse_args,
+                          parse_created, parse_kwargs, run_of, state_of, trigger_of)
+from .sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = ["SqliteStore"]
 
@@ -27,76 +49,19 @@ _PRAGMAS = (f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", "PRAGMA journal_mode = W
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"   # epoch seconds, SQLite's clock
 REJECTED_KWARGS = "rejected: kwargs is not a JSON object"
 
-# ---------------------------------------------------------------- schema, version 1
-
-_SCHEMA_V1 = (
-    "CREATE TABLE IF NOT EXISTS jobs (name TEXT PRIMARY KEY, spec TEXT NOT NULL, updated REAL)",
-    """CREATE TABLE IF NOT EXISTS job_state (
-        device TEXT NOT NULL, job TEXT NOT NULL, status TEXT NOT NULL, why TEXT,
-        since REAL, pid INTEGER, run_id INTEGER, attempts INTEGER, restarts INTEGER,
-        next_due REAL, last_slot REAL, draw_day TEXT, draw_at REAL, enabled INTEGER,
-        held INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (device, job))""",
-    """CREATE TABLE IF NOT EXISTS runs (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL, device TEXT,
-        attempt INTEGER, trigger_id INTEGER, due REAL, pid INTEGER, pid_start INTEGER,
-        started REAL, ended REAL, exit_code INTEGER, signal INTEGER, outcome TEXT)""",
-    """CREATE TABLE IF NOT EXISTS triggers (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL, args TEXT DEFAULT '[]',
-        kwargs TEXT DEFAULT '{}', created TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-        done INTEGER NOT NULL DEFAULT 0, claimed REAL, device TEXT, outcome TEXT,
-        finished REAL, run_id INTEGER)""",
-    """CREATE TABLE IF NOT EXISTS events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL, device TEXT, job TEXT, name TEXT,
-        message TEXT)""",
-    "CREATE INDEX IF NOT EXISTS runs_job_started ON runs (job, started)",
-    "CREATE INDEX IF NOT EXISTS runs_open ON runs (device) WHERE ended IS NULL",
-    "CREATE INDEX IF NOT EXISTS runs_started ON runs (started)",
-    "CREATE INDEX IF NOT EXISTS triggers_queue ON triggers (job, id) "
-    "WHERE done = 0 AND claimed IS NULL",
-    "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
-)
-# What an original-style triggers(id, job, args, kwargs, created, done) table lacks;
-# ALTER TABLE cannot add a CURRENT_TIMESTAMP default, so `created` comes without one.
-_TRIGGER_COLUMNS = (
-    ("args", "TEXT DEFAULT '[]'"), ("kwargs", "TEXT DEFAULT '{}'"), ("created", "TIMESTAMP"),
-    ("done", "INTEGER NOT NULL DEFAULT 0"), ("claimed", "REAL"), ("device", "TEXT"),
-    ("outcome", "TEXT"), ("finished", "REAL"), ("run_id", "INTEGER"),
-)
-
-
-def _migrate_to_v1(db: sqlite3.Connection) -> None:
-    """Create the schema, first extending an original triggers table in place."""
-    original = {row[1] for row in db.execute("PRAGMA table_info(triggers)")}
-    if original and not {"id", "job"} <= original:
-        raise StoreError("the existing table 'triggers' has no 'id' or 'job' column; "
-                         "rename it or use another database file")
-    for name, declaration in _TRIGGER_COLUMNS:
-        if original and name not in original:
-            db.execute(f"ALTER TABLE triggers ADD COLUMN {name} {declaration}")
-    for sql in _SCHEMA_V1:
-        db.execute(sql)
-    db.execute("UPDATE triggers SET done = 0 WHERE done IS NULL")   # original rows
-
-
-_MIGRATIONS = (_migrate_to_v1,)   # _MIGRATIONS[n] takes user_version n to n + 1
-SCHEMA_VERSION = len(_MIGRATIONS)
-
 # ---------------------------------------------------------------- statements
 
 def _insert(into: str, columns: tuple) -> str:
     return f"{into} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
 
 
-_STATE_FIELDS = fields(JobState)
-_RUN_FIELDS = fields(Run)
-_EVENT_FIELDS = tuple(name for name in fields(Event) if name != "data")   # data: schema v2
-_RUN_INSERT_FIELDS = tuple(name for name in _RUN_FIELDS if name != "id")
+_RUN_INSERT_FIELDS = tuple(name for name in RUN_FIELDS if name != "id")
 
-_SAVE_STATE = _insert("INSERT OR REPLACE INTO job_state", ("device",) + _STATE_FIELDS)
-_LOAD_STATES = f"SELECT {', '.join(_STATE_FIELDS)} FROM job_state WHERE device = ?"
+_SAVE_STATE = _insert("INSERT OR REPLACE INTO job_state", ("device",) + STATE_FIELDS)
+_LOAD_STATES = f"SELECT {', '.join(STATE_FIELDS)} FROM job_state WHERE device = ?"
 _CLEAR_STATES = "DELETE FROM job_state WHERE device = ?"
 
-_SELECT_RUNS = f"SELECT {', '.join(_RUN_FIELDS)} FROM runs"
+_SELECT_RUNS = f"SELECT {', '.join(RUN_FIELDS)} FROM runs"
 _START_RUN = _insert("INSERT INTO runs", _RUN_INSERT_FIELDS)
 _SET_PID = "UPDATE runs SET pid = ?, pid_start = ? WHERE id = ?"
 _END_RUN = "UPDATE runs SET ended = ?, exit_code = ?, signal = ?, outcome = ? WHERE id = ?"
@@ -109,8 +74,13 @@ _LAST_RUNS = f"""{_SELECT_RUNS} WHERE id IN (
 _ADD_TRIGGER = "INSERT INTO triggers (job, args, kwargs, created) VALUES (?, ?, ?, ?)"
 _PENDING = ("SELECT job, COUNT(*) FROM triggers WHERE done = 0 AND claimed IS NULL "
             "GROUP BY job")
-_GET_TRIGGER = ("SELECT id, job, args, kwargs, created, claimed, device, done, outcome, run_id "
-                "FROM triggers WHERE id = ?")
+_SELECT_TRIGGERS = ("SELECT id, job, args, kwargs, created, claimed, device, done, outcome, "
+                    "run_id FROM triggers")
+_GET_TRIGGER = f"{_SELECT_TRIGGERS} WHERE id = ?"
+# The queue's partial index holds only pending rows: never a scan of the done ones.
+_PENDING_TRIGGERS = f"{_SELECT_TRIGGERS} INDEXED BY triggers_queue WHERE done = 0 AND claimed IS NULL"
+_DROP = ("UPDATE triggers SET done = 1, outcome = 'dropped', finished = ? "
+         "WHERE job = ? AND done = 0 AND claimed IS NULL")
 _OLDEST = ("SELECT id, args, kwargs, created FROM triggers "
            "WHERE job = ? AND done = 0 AND claimed IS NULL ORDER BY id LIMIT 1")
 _CLAIM = "UPDATE triggers SET claimed = ?, device = ? WHERE id = ?"
@@ -121,30 +91,43 @@ _RELEASE = ("UPDATE triggers SET claimed = NULL, device = NULL "
 _REQUEUE = f"{_RELEASE} AND id = ?"
 _CLEAR_TRIGGERS = "DELETE FROM triggers WHERE done = 0"
 
-_ADD_EVENT = "INSERT INTO events (ts, device, job, name, message) VALUES (?, ?, ?, ?, ?)"
-_SELECT_EVENTS = f"SELECT {', '.join(_EVENT_FIELDS)} FROM events"
+_ADD_EVENT = "INSERT INTO events (ts, device, job, name, message, data) VALUES (?, ?, ?, ?, ?, ?)"
+_SELECT_EVENTS = f"SELECT {', '.join(EVENT_FIELDS)} FROM events"
 
 _SAVE_SPEC = f"INSERT INTO jobs (name, spec, updated) VALUES (?, ?, {_NOW})"
-_PRUNE = (
-    "DELETE FROM runs WHERE ended IS NOT NULL AND ended < ?",
-    "DELETE FROM triggers WHERE done <> 0 AND finished < ?",
-    "DELETE FROM events WHERE ts < ?",
-)
+_META_GET = "SELECT value FROM meta WHERE key = ?"
+_META_SET = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+# Each walks an index from its oldest row (runs_ended, triggers_finished, events_ts), so a
+# step costs about `limit` rows however large the table is.
+_PRUNE = tuple(f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {old} LIMIT :limit)"
+               for table, old in (("runs", "ended < :before"),
+                                  ("triggers", "done <> 0 AND finished < :before"),
+                                  ("events", "ts < :before")))
 
 
 class SqliteStore(Store):
     """The Store on one SQLite file, seen from `device`. One connection in autocommit
     mode; writes run in BEGIN IMMEDIATE transactions that a batch() joins."""
 
-    def __init__(self, path: str, device: str):
+    def __init__(self, path: str, device: str, *, force_new: bool = False):
         self.path, self.device = path, device
+        self.moved_aside: str | None = None   # where force_new put a bad database file
+        self._damaged: str | None = None      # set once SQLite found the file damaged
         self._lock = threading.RLock()
+        self._durable = False                 # the open transaction commits with synchronous = FULL
+        try:
+            sqlite_file.prepare(path)
+        except BadDatabase:
+            if not force_new:
+                raise
+            with guard(f"moving {path} aside", path):
+                self.moved_aside = sqlite_file.move_aside(path, "broken")
+            sqlite_file.prepare(path)
         what = f"opening state database {path}"
-        with _guard(what):
-            _create_private(path)
+        with self._guard(what):
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
-            with _guard(what):
+            with self._guard(what):
                 self._setup()
         except BaseException:
             self._db.close()
@@ -166,20 +149,40 @@ class SqliteStore(Store):
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self._transaction(f"migrating {self.path} to schema version {target}") as db:
                 if self._pragma("user_version") < target:   # not done by another process
-                    _MIGRATIONS[target - 1](db)
+                    MIGRATIONS[target - 1](db)
                     db.execute(f"PRAGMA user_version = {target}")
 
     def _pragma(self, name: str) -> int:
         return self._db.execute(f"PRAGMA {name}").fetchone()[0]
 
     @contextmanager
-    def _transaction(self, what: str):
-        """One BEGIN IMMEDIATE ... COMMIT, or a part of the transaction already open."""
-        with self._lock, _guard(what):
+    def _guard(self, what: str):
+        """sqlite_file.guard, and once SQLite finds the file damaged, no more writes: what
+        is written after the damage would be lost by the restore that repairs it."""
+        try:
+            with guard(what, self.path):
+                yield
+        except BadDatabase as exc:
+            self._damaged = exc.reason
+            raise type(exc).at(self.path, exc.reason, "no more changes are written to it") from exc
+
+    @contextmanager
+    def _transaction(self, what: str, durable: bool = False):
+        """One BEGIN IMMEDIATE ... COMMIT, or a part of the transaction already open. A
+        durable one commits with synchronous = FULL: its WAL frames are on disk when it
+        returns (SQLite's synchronous is per connection, and can change between transactions)."""
+        if self._damaged is not None:
+            raise DamagedDatabase.at(self.path, f"{self._damaged}; {what} was refused",
+                                     "no more changes are written to it")
+        with self._lock, self._guard(what):
             if self._db.in_transaction:
+                check_durable(what, durable, self._durable)
                 yield self._db
                 return
+            if durable:
+                self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("BEGIN IMMEDIATE")
+            self._durable = durable
             try:
                 yield self._db
                 self._db.execute("COMMIT")
@@ -188,22 +191,26 @@ class SqliteStore(Store):
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
                 raise
+            finally:
+                if durable:
+                    with suppress(sqlite3.Error):   # failing, it stays FULL: slower, never less safe
+                        self._db.execute("PRAGMA synchronous = NORMAL")
 
     def _read(self, what: str, sql: str, params=()) -> list:
-        with _guard(what):
+        with self._guard(what):
             return self._db.execute(sql, params).fetchall()
 
     def close(self) -> None:
-        with _guard(f"closing state database {self.path}"):
+        with self._guard(f"closing state database {self.path}"):
             self._db.close()
 
     @contextmanager
-    def batch(self):
-        with self._transaction("writing a batch of changes"):
+    def batch(self, durable: bool = False):
+        with self._transaction("writing a batch of changes", durable):
             yield self
 
     def changed(self) -> bool:
-        with _guard("checking the state database for changes"):
+        with self._guard("checking the state database for changes"):
             version = self._pragma("data_version")
         changed, self._data_version = version != self._data_version, version
         return changed
@@ -222,10 +229,10 @@ class SqliteStore(Store):
     # ---- job state
     def load_states(self) -> dict[str, JobState]:
         rows = self._read("loading job states", _LOAD_STATES, (self.device,))
-        return {row[0]: _state(row) for row in rows}
+        return {row[0]: state_of(row) for row in rows}
 
     def save_state(self, state: JobState) -> None:
-        params = {name: getattr(state, name) for name in _STATE_FIELDS}
+        params = {name: getattr(state, name) for name in STATE_FIELDS}
         params.update(device=self.device, status=state.status.value,
                       enabled=None if state.enabled is None else int(state.enabled))
         with self._transaction(f"saving state of {state.job!r}") as db:
@@ -239,16 +246,14 @@ class SqliteStore(Store):
     def start_run(self, run: Run) -> Run:
         run = replace(run, device=run.device or self.device)
         params = {name: getattr(run, name) for name in _RUN_INSERT_FIELDS}
-        params["outcome"] = _outcome_text(run.outcome)
+        params["outcome"] = outcome_text(run.outcome)
         with self._transaction(f"recording the start of a run of {run.job!r}") as db:
             run_id = db.execute(_START_RUN, params).lastrowid
         return replace(run, id=run_id)
 
     def finish_run(self, run: Run, finish_trigger: bool = False) -> None:
-        if run.id is None:
-            raise ValueError(f"finish_run: the run of {run.job!r} has no id; pass the Run "
-                             "that start_run returned")
-        outcome = _outcome_text(run.outcome)
+        check_run_id(run)
+        outcome = outcome_text(run.outcome)
         with self._transaction(f"recording the end of run {run.id} of {run.job!r}") as db:
             db.execute(_END_RUN, (run.ended, run.exit_code, run.signal, outcome, run.id))
             if finish_trigger and run.trigger_id is not None:
@@ -259,39 +264,34 @@ class SqliteStore(Store):
             db.execute(_SET_PID, (pid, pid_start, run_id))
 
     def open_runs(self) -> list[Run]:
-        return [_run(row) for row in self._read("loading open runs", _OPEN_RUNS, (self.device,))]
+        return [run_of(row) for row in self._read("loading open runs", _OPEN_RUNS, (self.device,))]
 
     def recent_runs(self, job: str | None = None, limit: int = 50,
                     since: float | None = None) -> list[Run]:
         sql, params = _filtered(_SELECT_RUNS, "ORDER BY started DESC, id DESC", limit,
                                 ("job = ?", job), ("started >= ?", since))
-        return [_run(row) for row in self._read("loading recent runs", sql, params)]
+        return [run_of(row) for row in self._read("loading recent runs", sql, params)]
 
     def get_run(self, run_id: int) -> Run | None:
         rows = self._read(f"loading run {run_id}", f"{_SELECT_RUNS} WHERE id = ?", (run_id,))
-        return _run(rows[0]) if rows else None
+        return run_of(rows[0]) if rows else None
 
     def last_runs(self) -> dict[str, Run]:
         rows = self._read("loading the last runs", _LAST_RUNS, {"device": self.device})
-        return {run.job: run for run in map(_run, rows)}
+        return {run.job: run for run in map(run_of, rows)}
 
     # ---- triggers
     def add_trigger(self, job: str, args: tuple | list = (), kwargs: dict | None = None,
                     now: float = 0.0) -> Trigger:
         args, kwargs = tuple(args), dict(kwargs or {})
         values = (job, json.dumps(list(args)), json.dumps(kwargs), now)
-        with self._transaction(f"adding a trigger of {job!r}") as db:
+        with self._transaction(f"adding a trigger of {job!r}", durable=True) as db:
             trigger_id = db.execute(_ADD_TRIGGER, values).lastrowid
         return Trigger(job=job, id=trigger_id, args=args, kwargs=kwargs, created=now)
 
     def get_trigger(self, trigger_id: int) -> Trigger | None:
         rows = self._read(f"loading trigger {trigger_id}", _GET_TRIGGER, (trigger_id,))
-        if not rows:
-            return None
-        tid, job, args, kwargs, created, claimed, device, done, outcome, run_id = rows[0]
-        return Trigger(job=job, id=tid, args=_parse_args(args), kwargs=_parse_kwargs(kwargs) or {},
-                       created=_parse_created(created), claimed=claimed, device=device,
-                       done=bool(done), outcome=outcome, run_id=run_id)
+        return trigger_of(rows[0]) if rows else None
 
     def pending_counts(self) -> dict[str, int]:
         return dict(self._read("counting pending triggers", _PENDING))
@@ -303,13 +303,13 @@ class SqliteStore(Store):
                 if row is None:
                     return None
                 trigger_id, raw_args, raw_kwargs, created = row
-                kwargs = _parse_kwargs(raw_kwargs)
+                kwargs = parse_kwargs(raw_kwargs)
                 if kwargs is None:
                     db.execute(_FINISH_TRIGGER, (REJECTED_KWARGS, now, None, trigger_id))
                     continue
                 db.execute(_CLAIM, (now, self.device, trigger_id))
-                return Trigger(job=job, id=trigger_id, args=_parse_args(raw_args), kwargs=kwargs,
-                               created=_parse_created(created), claimed=now, device=self.device)
+                return Trigger(job=job, id=trigger_id, args=parse_args(raw_args), kwargs=kwargs,
+                               created=parse_created(created), claimed=now, device=self.device)
 
     def finish_trigger(self, trigger_id: int, outcome: str, now: float) -> bool:
         with self._transaction(f"finishing trigger {trigger_id}") as db:
@@ -330,9 +330,21 @@ class SqliteStore(Store):
         with self._transaction("clearing triggers") as db:
             return db.execute(_CLEAR_TRIGGERS).rowcount
 
+    def pending_triggers(self, job: str | None = None, limit: int = 100) -> list[Trigger]:
+        sql, params = (f"{_PENDING_TRIGGERS} ORDER BY id LIMIT ?", (limit,)) if job is None else (
+            f"{_PENDING_TRIGGERS} AND job = ? ORDER BY id LIMIT ?", (job, limit))
+        return [trigger_of(row) for row in self._read("listing pending triggers", sql, params)]
+
+    def drop_triggers(self, job: str, trigger_id: int | None, now: float) -> int:
+        sql, params = (_DROP, (now, job)) if trigger_id is None else (
+            f"{_DROP} AND id = ?", (now, job, trigger_id))
+        with self._transaction(f"dropping triggers of {job!r}", durable=True) as db:
+            return db.execute(sql, params).rowcount
+
     # ---- events
     def add_event(self, event: Event) -> int:
-        values = (event.ts, event.device or self.device, event.job, event.name, event.message)
+        data = None if event.data is None else json.dumps(event.data, default=str)
+        values = (event.ts, event.device or self.device, event.job, event.name, event.message, data)
         with self._transaction(f"recording event {event.name!r}") as db:
             return db.execute(_ADD_EVENT, values).lastrowid
 
@@ -340,111 +352,40 @@ class SqliteStore(Store):
                       after_id: int | None = None) -> list[Event]:
         sql, params = _filtered(_SELECT_EVENTS, "ORDER BY id DESC", limit,
                                 ("job = ?", job), ("id > ?", after_id))
-        rows = self._read("loading events", sql, params)
-        return [Event(**dict(zip(_EVENT_FIELDS, row))) for row in rows]
+        return [event_of(row) for row in self._read("loading events", sql, params)]
+
+    # ---- home-wide facts
+    def meta_get(self, key: str) -> str | None:
+        rows = self._read(f"reading {key!r} from the meta table", _META_GET, (key,))
+        return rows[0][0] if rows else None
+
+    def meta_set(self, key: str, value: str) -> None:
+        with self._transaction(f"setting {key!r} in the meta table", durable=True) as db:
+            db.execute(_META_SET, (key, value))
 
     # ---- housekeeping
-    def prune(self, before: float) -> int:
+    def prune(self, before: float, limit: int = 1000) -> int:
+        params = {"before": before, "limit": limit}
         with self._transaction("pruning old runs, triggers and events") as db:
-            return sum(db.execute(sql, (before,)).rowcount for sql in _PRUNE)
+            return sum(db.execute(sql, params).rowcount for sql in _PRUNE)
+
+    def check(self) -> list[str]:
+        """On a connection of its own (the store stays usable meanwhile: run it on a thread
+        for a large file). Problems found also stop every later write, as damage does."""
+        if self.path == ":memory:" or self.path.startswith("file:"):
+            with self._lock:
+                problems = sqlite_file.quick_check(self._db)
+        else:
+            problems = sqlite_file.check_file(self.path)
+        if problems and self._damaged is None:
+            self._damaged = f"is damaged: {problems[0]}"
+        return problems
 
 
-# ---------------------------------------------------------------- files and rows
-
-@contextmanager
-def _guard(what: str):
-    """Re-raise a sqlite3.Error (or OSError) as a one-line StoreError naming `what`."""
-    try:
-        yield
-    except (sqlite3.Error, OSError) as exc:
-        raise StoreError(f"{what} failed: {exc}") from exc
-
-
-def _create_private(path: str) -> None:
-    """Create the parent folder and an empty database file that only its owner can read
-    and write, whatever the umask. An existing file keeps its permissions."""
-    if path == ":memory:" or path.startswith("file:"):
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    try:
-        os.fchmod(fd, 0o600)   # SQLite gives the -wal and -shm files the same mode
-    finally:
-        os.close(fd)
-
+# ---------------------------------------------------------------- statements, continued
 
 def _filtered(select: str, order: str, limit: int, *filters: tuple) -> tuple[str, tuple]:
     """`select` with the conditions whose value is not None, ordered and limited."""
     used = [(condition, value) for condition, value in filters if value is not None]
     where = " WHERE " + " AND ".join(c for c, _ in used) if used else ""
     return f"{select}{where} {order} LIMIT ?", (*(v for _, v in used), limit)
-
-
-def _state(row: tuple) -> JobState:
-    values = dict(zip(_STATE_FIELDS, row))
-    values["status"] = Status(values["status"])
-    values["enabled"] = None if values["enabled"] is None else bool(values["enabled"])
-    values["held"] = bool(values["held"])
-    return JobState(**values)
-
-
-def _run(row: tuple) -> Run:
-    values = dict(zip(_RUN_FIELDS, row))
-    values["outcome"] = Outcome(values["outcome"]) if values["outcome"] else None
-    return Run(**values)
-
-
-def _outcome_text(outcome: Outcome | None) -> str | None:
-    return None if outcome is None else Outcome(outcome).value
-
-
-def _stored_json(raw: object) -> object:
-    """The value another writer stored: None for NULL, empty text or JSON null; the raw
-    value itself for a bare number; _NOT_JSON for text that is not JSON."""
-    if raw is None or (isinstance(raw, (str, bytes)) and not raw.strip()):
-        return None
-    try:
-        return json.loads(raw) if isinstance(raw, (str, bytes)) else raw
-    except ValueError:
-        return _NOT_JSON
-
-
-_NOT_JSON = object()
-
-
-def _parse_args(raw: object) -> tuple:
-    """A JSON list; a JSON scalar is one argument; NULL or empty text is none; text that
-    is not JSON is one argument, the raw text, never split."""
-    value = _stored_json(raw)
-    if value is _NOT_JSON:
-        return (raw,)
-    if value is None:
-        return ()
-    return tuple(value) if isinstance(value, list) else (value,)
-
-
-def _parse_kwargs(raw: object) -> dict | None:
-    """A JSON object, or {} for NULL or empty; None for anything else (rejected)."""
-    value = _stored_json(raw)
-    if value is None:
-        return {}
-    return value if isinstance(value, dict) else None
-
-
-def _parse_created(raw: object) -> float:
-    """Epoch seconds from a number, numeric text, or SQLite's CURRENT_TIMESTAMP text
-    ('YYYY-MM-DD HH:MM:SS', UTC); 0.0 when missing or unreadable."""
-    if raw is None:
-        return 0.0
-    try:
-        return float(raw)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(str(raw).strip().replace("Z", "+00:00"))
-    except ValueError:
-        return 0.0
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
