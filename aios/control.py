@@ -96,13 +96,13 @@ def op_disable(engine, req):
     return engine.disable(_job(req))
 
 
-def op_trigger(engine, req):
+def op_trigger(engine, req, reply):
     """trigger job [args] [kwargs] -> trigger id. Queue a run with JSON args (list) and
-    kwargs (object); durable once acknowledged."""
+    kwargs (object); the reply comes once the trigger is on disk (it survives power loss)."""
     args, kwargs = _field(req, "args", list, []), _field(req, "kwargs", dict, {})
     if not all(isinstance(k, str) for k in kwargs):
         raise RequestError("op 'trigger': field 'kwargs' must have string keys")
-    return engine.trigger(_job(req), args, kwargs)
+    engine.trigger(_job(req), args, kwargs, reply=reply)
 
 
 def op_run(engine, req):
@@ -170,11 +170,11 @@ def op_watch(engine, req, send):
 
 COMMANDS = {
     "ping": op_ping, "about": op_about, "status": op_status, "job": op_job, "start": op_start, "stop": op_stop,
-    "restart": op_restart, "enable": op_enable, "disable": op_disable, "trigger": op_trigger,
+    "restart": op_restart, "enable": op_enable, "disable": op_disable,
     "run": op_run, "history": op_history, "events": op_events, "apply": op_apply,
     "reexec": op_reexec, "shutdown": op_shutdown, "triggers": op_triggers, "drop": op_drop,
 }
-DEFERRED = {"wait": op_wait}       # reply later, through a callback
+DEFERRED = {"wait": op_wait, "trigger": op_trigger}   # reply later: reply(result), or reply(AiosError)
 STREAMING = {"watch": op_watch}    # reply, then keep sending lines
 
 
@@ -262,7 +262,7 @@ class Connection:
         op = req["op"]
         try:
             if op in DEFERRED:
-                return DEFERRED[op](self.server.engine, req, lambda result: self.send({"ok": True, "result": result, **tag}))
+                return DEFERRED[op](self.server.engine, req, lambda result: self.send(_answer(result, tag)))
             if op in STREAMING:
                 self.watching = self.send_event
                 return self.send({"ok": True, "result": STREAMING[op](self.server.engine, req, self.send_event), **tag})
@@ -308,6 +308,13 @@ class Connection:
         self.loop.remove_reader(self.conn.fileno())
         self.loop.remove_writer(self.conn.fileno())
         self.conn.close()
+
+
+def _answer(result, tag: dict) -> dict:
+    """The reply line of a deferred op: its result, or the error it was given."""
+    if isinstance(result, AiosError):
+        return {"ok": False, "error": str(result), **tag}
+    return {"ok": True, "result": result, **tag}
 
 
 def _decode(line: bytes) -> dict:

@@ -1,6 +1,7 @@
 """Side-by-side benchmarks of AIOS and the process managers a user would pick instead,
-measured as ../shared/BENCH.md says: whole operations as the user waits for them, from
-the kernel's view, alternating systems A B A B within each round.
+measured as whole operations as the user waits for them, from the kernel's view,
+alternating systems A B A B within each round (each figure is compared only with figures
+of the same run).
 
     python3 -m bench [--quick] [--rounds N] [--only SCENARIO ...] [--no-peers] [--out DIR]
 

@@ -72,6 +72,40 @@ def triggers_socket(system: Aios, s: Settings) -> Samples:
                 "ack_p99_us": [measure.percentile(acks, 99)]}
 
 
+CLIENTS = 8
+
+
+def triggers_clients(system: Aios, s: Settings) -> Samples:
+    """`triggers` trigger ops from CLIENTS connections at once, each awaiting its replies
+    (acked = on disk): the triggers of one loop turn share one flush to disk."""
+    import threading
+
+    with launched(system, [Job(WORK, SLEEP, kind="trigger")], 0, s.timeout):
+        clients = [_client(system, s.timeout) for _ in range(CLIENTS)]
+        each, go, errors = max(1, s.triggers // CLIENTS), threading.Barrier(CLIENTS + 1), []
+
+        def send(client) -> None:
+            go.wait()
+            try:
+                for _ in range(each):
+                    client.call("trigger", job=WORK)
+            except Exception as exc:   # reported below: a failed ack fails the scenario
+                errors.append(exc)
+        threads = [threading.Thread(target=send, args=(c.__enter__(),)) for c in clients]
+        for thread in threads:
+            thread.start()
+        go.wait()
+        t0 = measure.now()
+        for thread in threads:
+            thread.join(s.timeout)
+        took = measure.now() - t0
+        for client in clients:
+            client.__exit__(None, None, None)
+        if errors:
+            raise measure.MeasureError(f"a trigger was not acknowledged: {errors[0]}")
+        return {"per_s": [each * CLIENTS / took]}
+
+
 def triggers_rows(system: Aios, s: Settings) -> Samples:
     """Another process INSERTs `triggers` rows (one commit each) into orchestrator.db; ms
     from its first INSERT until the daemon has claimed every row. The job runs /bin/true

@@ -1,5 +1,5 @@
 """Measurement from the kernel: processes, memory and CPU read from /proc, wall time
-from time.perf_counter, waiting by polling /proc every millisecond (../shared/BENCH.md).
+from time.perf_counter, waiting by polling /proc every millisecond.
 
 A process is named by its `Ident` (pid and start time in clock ticks), so a pid reused
 by another process is never mistaken for the one we watched. Nothing here knows about

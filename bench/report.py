@@ -215,7 +215,7 @@ def _failures(data) -> list[str]:
 def _notes(m: dict) -> list[str]:
     s = m["settings"]
     return [(
-        "How it is measured (../shared/BENCH.md): every time runs from the moment the command is spawned "
+        "How it is measured: every time runs from the moment the command is spawned "
         "(before the interpreter exists) until the effect is visible in /proc, polled every 1 ms; "
         "\"running\" means the managed process has exec'd its program. Memory is VmRSS/VmHWM from "
         "/proc/PID/status (for the floor: of the interpreter started and idle, blocked reading stdin); CPU is "

@@ -1,7 +1,7 @@
 """The scenarios: each is one function that runs one round on one system and returns
 its samples, {row key: [values]} in ms, MiB or CPU ms. Every figure is a whole operation
 as the user waits for it, timed from the moment the command starts (before the
-interpreter exists) until the effect is visible in /proc (../shared/BENCH.md).
+interpreter exists) until the effect is visible in /proc.
 
 `plan.plan(settings)` lists them with the rows they report. A scenario `needs` a feature
 ("floor", "always", "cli", "default_config", "interval", "aios"); a system without it is

@@ -1,5 +1,5 @@
 """The benchmark harness cannot rot: its quick mode runs here, on AIOS, into a temp folder.
-Only liveness and the shape of the results are checked, never speed (../shared/BENCH.md)."""
+Only liveness and the shape of the results are checked, never speed."""
 from __future__ import annotations
 
 import json

@@ -25,6 +25,7 @@ class Operations:
     def __init__(self, engine):
         self.engine = engine
         self.loop, self.watchers = engine.loop, engine.watchers
+        self._acks: list = []       # (job, args, kwargs, reply) of this loop turn, committed together
 
     def job(self, name: str):
         try:
@@ -81,8 +82,10 @@ class Operations:
             raise OperationError(f"job {job.name!r} is disabled; enable it first")
 
     # ================================================================ triggers
-    def trigger(self, name: str, args=(), kwargs=None) -> int:
-        """Queue a run of `name` with args/kwargs; durable once this returns its id."""
+    def trigger(self, name: str, args=(), kwargs=None, reply=None) -> int | None:
+        """Queue a run of `name` with args/kwargs. Without `reply`, it is on disk when this
+        returns its id; with `reply`, the triggers of one loop turn are committed together
+        (one flush to disk for all) and reply(id) comes after that commit."""
         from .planner import refusal
 
         eng, job = self.engine, self.job(name)
@@ -93,10 +96,35 @@ class Operations:
         if eng.recorder.failing:   # acknowledge nothing the store may not keep
             raise OperationError(f"trigger of {name!r} refused: the state database is failing "
                                  f"({eng.recorder.failure}); try again when it works")
-        trig = eng.store.add_trigger(name, list(args), dict(kwargs or {}), eng.loop.wall)   # the acknowledgement
-        eng.event("trigger_added", name, f"trigger {trig.id} queued")
-        eng.handle(job, lc.Queued(count=1, added=True))
-        return trig.id
+        if reply is None:
+            trig = eng.store.add_trigger(name, list(args), dict(kwargs or {}), eng.loop.wall)
+            self._queued(job, trig.id)
+            return trig.id
+        if not self._acks:
+            eng.loop.call_later(0, self._commit_acks)   # at the end of this loop turn
+        self._acks.append((job, list(args), dict(kwargs or {}), reply))
+        return None
+
+    def _commit_acks(self) -> None:
+        """Commit the triggers of this turn in one durable transaction, then acknowledge each."""
+        from ..store import StoreError
+
+        eng, acks, self._acks = self.engine, self._acks, []
+        try:
+            with eng.store.batch(durable=True):
+                ids = [eng.store.add_trigger(job.name, args, kwargs, eng.loop.wall).id for job, args, kwargs, _ in acks]
+        except StoreError as exc:
+            reason = str(exc).split(" failed: ", 1)[-1]
+            for job, _, _, reply in acks:
+                reply(OperationError(f"adding a trigger of {job.name!r} failed: {reason}"))
+            return
+        for (job, _, _, reply), trigger_id in zip(acks, ids):
+            self._queued(job, trigger_id)
+            reply(trigger_id)
+
+    def _queued(self, job, trigger_id: int) -> None:
+        self.engine.event("trigger_added", job.name, f"trigger {trigger_id} queued")
+        self.engine.handle(job, lc.Queued(count=1, added=True))
 
     def wait_trigger(self, trigger_id: int, reply) -> None:
         """Call reply(result) once the trigger is done (at once if it already is: run, rejected

@@ -1,6 +1,6 @@
 """Fakes for the engine's rules: a clock the test moves, a process layer whose processes
 exit when the test says (or when signalled), and a harness that builds an Engine on them
-with an in-memory store and turns its loop through fake time, so rules that take minutes
+with the in-memory store and turns its loop through fake time, so rules that take minutes
 or days are tested in milliseconds. No real process, no sleep."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import textwrap
 from aios.engine.core import Engine
 from aios.engine.loop import Loop
 from aios.spec import Settings, parse_job
-from aios.store.sqlite import SqliteStore
+from aios.store.memory import MemoryStore
 
 T0_WALL = 1_767_000_000.0      # 2025-12-29 UTC: a fixed wall clock
 T0_BOOT = 5_000.0
@@ -106,7 +106,7 @@ class Harness:
         self.processes = FakeProcesses()
         self.loop = Loop(self.clock)
         self.processes.loop = self.loop
-        self.store = SqliteStore(":memory:", "dev")
+        self.store = MemoryStore("dev")
         settings = Settings(device_id="dev", tags=frozenset(tags))
         self.logged: list[str] = []
         self.engine = Engine(home="/nonexistent/aios-home", settings=settings, store=self.store,
