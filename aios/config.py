@@ -22,8 +22,8 @@ __all__ = ["ConfigError", "Config", "load", "write_default", "write_config", "du
 from .home import CONFIG_FILE
 
 PROGRAMS_DIR = "Programs"
-_SECTIONS = ("device", "jobs", "logs", "web")
-_SETTING_KEYS = {"device": ("id", "tags"), "web": ("host", "port", "token"),
+_SECTIONS = ("device", "jobs", "logs", "web", "retention")
+_SETTING_KEYS = {"device": ("id", "tags"), "web": ("host", "port", "token"), "retention": ("days",),
                  "logs": ("max_size", "keep")}
 
 
@@ -209,7 +209,7 @@ def _unknown_sections(data: dict) -> list[str]:
         else:
             hint = _suggest(key, _SECTIONS, "[{}]")
         errors.append(f"{CONFIG_FILE}: unknown table [{key}]{hint}; "
-                      "use [device], [web], [logs] or [jobs.NAME]")
+                      "use [device], [web], [logs], [retention] or [jobs.NAME]")
     return errors
 
 
@@ -223,7 +223,7 @@ def _suggest(word: str, choices, form: str = "{!r}") -> str:
 # ---------------------------------------------------------------- settings
 
 def _settings(data: dict, errors: list[str]) -> Settings:
-    device, web, logs = (_section(data, name, errors) for name in ("device", "web", "logs"))
+    device, web, logs, retention = (_section(data, name, errors) for name in ("device", "web", "logs", "retention"))
     return Settings(
         device_id=_device_id(device),
         tags=_device_tags(device),
@@ -232,6 +232,7 @@ def _settings(data: dict, errors: list[str]) -> Settings:
         web_token=_setting(web, "web", "token", str, None, "a non-empty string"),
         log_max_bytes=_size(logs),
         log_keep=_keep(logs),
+        retention_days=_retention(retention),
     )
 
 
@@ -288,6 +289,14 @@ def _keep(logs: dict) -> int:
     if not 0 <= keep <= 100:
         raise ConfigError(f"{CONFIG_FILE}: [logs] keep = {show_value(keep)}; use a number of rotated files from 0 to 100")
     return keep
+
+
+def _retention(retention: dict) -> float:
+    days = retention.get("days", 30)
+    if isinstance(days, bool) or not isinstance(days, (int, float)) or not 0 <= days <= 36500:
+        raise ConfigError(f"{CONFIG_FILE}: [retention] days = {show_value(days)}; use a number of days "
+                          "from 0 (keep everything) to 36500")
+    return float(days)
 
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}

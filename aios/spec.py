@@ -187,6 +187,7 @@ class Settings:
     web_token: str | None = None
     log_max_bytes: int = 10 * 1024 * 1024
     log_keep: int = 3
+    retention_days: float = 30.0        # runs, triggers and events older than this are pruned (0: never)
 
 
 def plain(item) -> dict:

@@ -256,13 +256,13 @@ def test_absolute_cwd_must_exist(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ('[webb]\nport = 1\n',
-     "aios.toml: unknown table [webb] (did you mean [web]?); use [device], [web], [logs] or [jobs.NAME]"),
+     "aios.toml: unknown table [webb] (did you mean [web]?); use [device], [web], [logs], [retention] or [jobs.NAME]"),
     ('[job.x]\ntype = "always"\n',
-     "aios.toml: unknown table [job] (did you mean [jobs]?); use [device], [web], [logs] or [jobs.NAME]"),
+     "aios.toml: unknown table [job] (did you mean [jobs]?); use [device], [web], [logs], [retention] or [jobs.NAME]"),
     ('[backup]\ntype = "always"\n',
      "aios.toml: unknown table [backup] (did you mean [jobs.backup]?); use [device], [web], [logs] or "
      "[jobs.NAME]"),
-    ('[zzz]\n', "aios.toml: unknown table [zzz]; use [device], [web], [logs] or [jobs.NAME]"),
+    ('[zzz]\n', "aios.toml: unknown table [zzz]; use [device], [web], [logs], [retention] or [jobs.NAME]"),
     ('[web]\nprot = 80\n', "aios.toml: unknown key 'prot' in [web] (did you mean 'port'?); use host, port, token"),
 ])
 def test_unknown_tables_and_keys_are_reported_not_fatal(tmp_path, text, message):

@@ -19,6 +19,7 @@ from ..spec import AiosError
 from ..store import open_store
 from . import recovery, watches
 from .core import Engine
+from .housekeeping import Housekeeping
 from .loop import Loop
 from .processes import SystemProcesses
 
@@ -95,6 +96,7 @@ class Daemon:
         engine.recorder.flush()   # what a client reads once we answer is this daemon's, not the last one's
         engine.control = ControlServer(engine.ops, str(engine.home / SOCKET_NAME), self.listen_fd)
         watches.watch(engine)
+        Housekeeping(engine).start()
         took = (time.monotonic() - began) * 1000
         engine.event("daemon_reexecuted" if engine.reexecuted else "daemon_started", None,
                      f"pid {os.getpid()}, {len(engine.jobs)} jobs, home {engine.home}, ready in {took:.1f} ms")
