@@ -260,8 +260,8 @@ def test_absolute_cwd_must_exist(tmp_path):
     ('[job.x]\ntype = "always"\n',
      "aios.toml: unknown table [job] (did you mean [jobs]?); use [device], [web], [logs], [retention] or [jobs.NAME]"),
     ('[backup]\ntype = "always"\n',
-     "aios.toml: unknown table [backup] (did you mean [jobs.backup]?); use [device], [web], [logs] or "
-     "[jobs.NAME]"),
+     "aios.toml: unknown table [backup] (did you mean [jobs.backup]?); use [device], [web], [logs], "
+     "[retention] or [jobs.NAME]"),
     ('[zzz]\n', "aios.toml: unknown table [zzz]; use [device], [web], [logs], [retention] or [jobs.NAME]"),
     ('[web]\nprot = 80\n', "aios.toml: unknown key 'prot' in [web] (did you mean 'port'?); use host, port, token"),
 ])
