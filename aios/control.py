@@ -105,6 +105,12 @@ def op_trigger(engine, req, reply):
     engine.trigger(_job(req), args, kwargs, reply=reply)
 
 
+def op_signal(engine, req):
+    """signal job signal -> [pid, ...]. Send the signal (a name: "HUP", "USR1", ...) to every
+    process group of the job."""
+    return engine.signal(_job(req), _field(req, "signal", str))
+
+
 def op_run(engine, req):
     """run job -> null. Run a scheduled or idle job once now (never beside its own run)."""
     return engine.run_now(_job(req))
@@ -172,7 +178,7 @@ COMMANDS = {
     "ping": op_ping, "about": op_about, "status": op_status, "job": op_job, "start": op_start, "stop": op_stop,
     "restart": op_restart, "enable": op_enable, "disable": op_disable,
     "run": op_run, "history": op_history, "events": op_events, "apply": op_apply,
-    "reexec": op_reexec, "shutdown": op_shutdown, "triggers": op_triggers, "drop": op_drop,
+    "reexec": op_reexec, "shutdown": op_shutdown, "triggers": op_triggers, "drop": op_drop, "signal": op_signal,
 }
 DEFERRED = {"wait": op_wait, "trigger": op_trigger}   # reply later: reply(result), or reply(AiosError)
 STREAMING = {"watch": op_watch}    # reply, then keep sending lines

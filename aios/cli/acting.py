@@ -73,6 +73,19 @@ def cmd_run(args, home: str) -> int:
     return _each(home, "run", [args.job], None)
 
 
+def _signal_arguments(cmd) -> None:
+    cmd.add_argument("job")
+    cmd.add_argument("signal", help="a signal name: HUP, USR1, TERM, ...")
+
+
+@command("signal", setup=_signal_arguments)
+def cmd_signal(args, home: str) -> int:
+    """Send a signal to a job's processes (each whole process group), e.g. HUP to reload."""
+    pids = control.call(home, "signal", job=args.job, signal=args.signal)
+    out(f"{args.job}: {args.signal.upper()} sent to pid {', '.join(map(str, pids))}")
+    return EXIT_OK
+
+
 def _trigger_arguments(cmd) -> None:
     cmd.add_argument("job")
     cmd.add_argument("args", nargs="*", metavar="ARG", help="positional arguments (strings)")

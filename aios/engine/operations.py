@@ -75,6 +75,22 @@ class Operations:
             raise OperationError(f"job {name!r} is already running (pid {next(iter(job.runs))})")
         self.engine.handle(job, lc.RunNow())
 
+    def signal(self, name: str, signal_name: str) -> list[int]:
+        """Send a signal to every process group of the job (e.g. HUP to reload); the pids."""
+        from ..spec import SpecError, parse_signal
+
+        job = self.job(name)
+        try:
+            sig = parse_signal(signal_name, "signal")
+        except SpecError as exc:
+            raise OperationError(str(exc)) from None
+        sent = [pid for pid, active in sorted(job.runs.items()) if self.engine.processes.signal(active.proc, sig)]
+        if not sent:
+            raise OperationError(f"job {name!r} has no running process to signal")
+        self.engine.event("signalled", name, f"{signal_name.upper().removeprefix('SIG')} sent to pid(s) "
+                          + ", ".join(map(str, sent)))
+        return sent
+
     def _require_runnable(self, job) -> None:
         if job.life.ineligible:
             raise OperationError(f"job {job.name!r} does not run on this device: {job.life.ineligible}")

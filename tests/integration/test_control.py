@@ -114,8 +114,8 @@ def test_errors_name_the_problem_and_keep_the_connection(daemon, home):
     assert errors[1:4] == [
         'malformed request: expected a JSON object like {"op": "status"}',
         'malformed request: missing "op" (a string such as "status")',
-        "unknown op 'frobnicate'; known ops: about, apply, disable, drop, enable, events, history, job, ping, reexec, "
-        "restart, run, shutdown, start, status, stop, trigger, triggers, wait, watch"]
+        "unknown op 'frobnicate'; known ops: " + ", ".join(sorted({*control.COMMANDS, *control.DEFERRED,
+                                                                 *control.STREAMING}))]
     assert errors[4:11] == [
         "op 'start': missing field 'job'",
         "op 'start': field 'job' must be a string",

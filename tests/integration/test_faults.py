@@ -208,3 +208,18 @@ def test_an_always_job_whose_config_changed_while_no_daemon_ran_restarts_on_the_
 def _running(home) -> dict:
     with sqlite3.connect(home / "orchestrator.db") as db:
         return dict(db.execute("SELECT job, pid FROM job_state WHERE status = 'running' AND pid IS NOT NULL"))
+
+
+def test_aios_signal_reaches_the_whole_process_group(home, daemons):
+    write_home(home, """
+        [jobs.reloader]
+        type = "always"
+        command = ["sh", "-c", "trap 'echo reloaded >> hups.txt' HUP; while true; do sleep 0.05; done"]
+    """)
+    daemons.up()
+    pid = wait_until(lambda: job_status(home, "reloader")["pid"], what="reloader running")
+    assert ok(aios(home, "signal", "reloader", "HUP")) == f"reloader: HUP sent to pid {pid}\n"
+    wait_until(lambda: (home / "hups.txt").exists(), what="the trap to run")
+    assert job_status(home, "reloader")["pid"] == pid, "a signal is not a restart"
+    bad = aios(home, "signal", "reloader", "NOPE")
+    assert bad.returncode == 1 and "is not a signal name" in bad.stderr
