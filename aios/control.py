@@ -343,6 +343,29 @@ def _refuse(conn: socket.socket, why: str) -> None:
     conn.close()
 
 
+def raise_nofile_limit() -> tuple[int, int]:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (the daemon calls it first
+    thing: connections, pidfds and log files all need descriptors, and the soft limit is
+    often 1024). Returns (old soft limit, new soft limit); where there are no rlimits, or
+    the kernel refuses, the limit stays as it was."""
+    try:
+        import resource
+    except ImportError:
+        return (-1, -1)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != resource.RLIM_INFINITY and soft >= hard:
+        return soft, soft
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, _NOFILE_WITHOUT_HARD)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft, soft
+    return soft, target
+
+
+_NOFILE_WITHOUT_HARD = 1 << 20      # the soft limit when the hard one is unlimited
+
+
 # ================================================================ the client
 
 class Client:

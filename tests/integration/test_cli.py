@@ -283,7 +283,7 @@ def test_help_and_unknown_command(tmp_path):
     listed = re.findall(r"^    (\w+)(?: \((\w+)\))?", ok(shown), re.MULTILINE)
     assert [n for pair in listed for n in pair if n] == [
         "up", "down", "reexec", "status", "ls", "history", "events", "logs", "start", "stop", "restart",
-        "enable", "disable", "run", "trigger", "apply", "add", "rm"]
+        "enable", "disable", "run", "trigger", "apply", "add", "rm", "dashboard"]
     assert "Exit codes" in shown.stdout
     bad = aios(tmp_path, "frobnicate")
     assert bad.returncode == 2 and "frobnicate" in bad.stderr

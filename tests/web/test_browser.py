@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
+import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
 
 from aios import control
 
-from ..integration.conftest import LIVENESS, wait_until
+from ..integration.conftest import LIVENESS, ROOT, wait_until
 from .conftest import JOBS, free_port, start_daemon, stop_daemon
 
 CHROMIUM = "/usr/bin/chromium"
@@ -56,9 +59,21 @@ def browser():
 class Site:
     def __init__(self, daemon, url):
         self.daemon, self.home, self.url = daemon, daemon.home, url
+        self.login = printed_link(self.home)
+        assert self.login.startswith(f"{url}/#token="), self.login
 
     def status(self, name: str) -> dict:
         return control.call(self.home, "status", job=name)[0]
+
+
+def printed_link(home) -> str:
+    """The login link, as `aios dashboard` prints it for the user."""
+    done = subprocess.run([sys.executable, "-m", "aios", "--home", str(home), "dashboard"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    return done.stdout.strip()
+
+
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +110,12 @@ def open_page(browser, site):
         page.set_default_timeout(WAIT_MS)
         page.on("pageerror", lambda error: errors.append(error))
         page.on("console", lambda message: "Content Security Policy" in message.text and errors.append(message.text))
-        page.goto(f"{site.url}/{route}")
+        page.goto(site.login)                   # logs in, then shows the jobs
         page.wait_for_selector("#live.live-live")
+        assert "token" not in page.url, "the token leaves the address bar at once"
+        if route != "#/":
+            page.goto(f"{site.url}/{route}")
+            page.wait_for_selector("#live.live-live")
         return page
 
     yield opener
@@ -267,3 +286,50 @@ def test_state_change_to_browser_latency(open_page, site, capsys):
               f"from the restart call median {statistics.median(from_call) * 1000:.1f} ms, "
               f"max {max(from_call) * 1000:.1f} ms; from the daemon's state stamp "
               f"median {statistics.median(from_state) * 1000:.1f} ms, max {max(from_state) * 1000:.1f} ms")
+
+
+@pytest.fixture
+def context(browser):
+    context = browser.new_context()
+    yield context
+    context.close()
+
+
+def test_without_the_link_the_page_asks_for_the_token(context, site):
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(site.url)
+    page.wait_for_selector("#page-login:not([hidden])")
+    assert page.locator("#jobs-body tr").count() == 0 and page.locator("#logout").is_hidden()
+    page.fill("#login-token", "wrong-token-0123456789")
+    page.click("#login-form button[type=submit]")
+    page.locator("#login-error", has_text="wrong token").wait_for()
+    page.fill("#login-token", site.login.split("#token=", 1)[1])
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("#live.live-live")
+    row(page, "sleeper").wait_for()
+    (cookie,) = context.cookies()
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["value"] not in site.login
+    assert page.evaluate("document.cookie") == "", "scripts cannot read the session"
+
+
+def test_logging_out_ends_the_session(context, site):
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(site.login)
+    page.wait_for_selector("#live.live-live")
+    (cookie,) = context.cookies()
+    page.click("#logout")
+    page.wait_for_selector("#page-login:not([hidden])")
+    replayed = urllib.request.Request(f"{site.url}/api/ping", headers={"Cookie": f"{cookie['name']}={cookie['value']}"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(replayed, timeout=LIVENESS)
+    assert err.value.code == 401
+
+
+def test_a_wrong_link_shows_why(context, site):
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{site.url}/#token=not-the-token-at-all-0123")
+    page.locator("#login-error", has_text="wrong token").wait_for()
+    assert "token" not in page.url
