@@ -150,13 +150,22 @@ class Listener:
 
     def __init__(self, handle, headers: tuple = ()):
         self.handle, self.headers = handle, headers
-        self.open: set[asyncio.StreamWriter] = set()
+        self.open: dict[asyncio.StreamWriter, asyncio.Task] = {}
         self.waiting: dict[asyncio.StreamWriter, None] = {}    # still sending their head, oldest first
         self.dropped = 0        # connections dropped to make room (a figure for tests)
 
     async def start(self, host: str, port: int) -> asyncio.AbstractServer:
-        return await asyncio.start_server(self._connection, host, port, backlog=BACKLOG, limit=HEAD_MAX,
-                                          reuse_address=True)
+        self.server = await asyncio.start_server(self._connection, host, port, backlog=BACKLOG, limit=HEAD_MAX,
+                                                 reuse_address=True)
+        return self.server
+
+    async def close(self) -> None:
+        """Stop listening and end every connection."""
+        self.server.close()
+        tasks = list(self.open.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.transport.set_write_buffer_limits(high=WRITE_BUFFER)
@@ -170,8 +179,10 @@ class Listener:
             await asyncio.wait_for(writer.wait_closed(), WRITE_TIMEOUT)    # the rest of the reply goes out
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError):
             pass        # the client left, or stopped reading
+        except asyncio.CancelledError:
+            pass        # the server is closing: this connection ends here, quietly
         finally:
-            self.open.discard(writer)
+            self.open.pop(writer, None)
             self.waiting.pop(writer, None)
             writer.transport.abort()
 
@@ -194,7 +205,7 @@ class Listener:
             del self.waiting[oldest]
             oldest.transport.abort()
             self.dropped += 1
-        self.open.add(writer)
+        self.open[writer] = asyncio.current_task()
         self.waiting[writer] = None
         return True
 

@@ -133,7 +133,7 @@ class Dashboard:
         return server
 
     async def stop(self, server) -> None:
-        server.close()
+        await self.listener.close()
         await self.hub.close()
         self.tails.close()
 

@@ -125,7 +125,7 @@ CLI = [  # (id, argv, exit code, stderr)
     ("unknown-command", ["frobnicate"], 2,
      "usage: aios [-h] [--home HOME] COMMAND ...\naios: error: argument COMMAND: invalid choice: 'frobnicate' "
      "(choose from 'up', 'down', 'reexec', 'status', 'ls', 'history', 'events', 'logs', 'start', 'stop', "
-     "'restart', 'enable', 'disable', 'run', 'trigger', 'apply', 'add', 'rm')\n"),
+     "'restart', 'enable', 'disable', 'run', 'trigger', 'apply', 'add', 'rm', 'dashboard')\n"),
     ("trigger-unknown-job", ["trigger", "nosuch"], 1, f"aios: no job named 'nosuch' ({KNOWN})\n"),
     ("trigger-always-job", ["trigger", "svc"], 1,
      "aios: job 'svc' is an always job; it cannot be triggered (use restart)\n"),
