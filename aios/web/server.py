@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import config
 from ..errors import AiosError
 from ..home import dashboard_token, find_home
-from . import api, http1, security
+from . import api, http1, metrics, security
 from .client import Daemon
 from .logtail import Tails
 from .security import BEARER, Refused
@@ -38,6 +38,7 @@ class Dashboard:
         self.guard = security.Guard(token)
         self.hub = Hub(self.daemon)
         self.tails = Tails()
+        self.tally = metrics.RunTally()
         self.waits = 0
         self.files = {"/" + p.name: p.read_bytes() for p in STATIC.iterdir() if p.suffix in TYPES}
         self.files["/"] = self.files.pop("/index.html")
@@ -62,6 +63,9 @@ class Dashboard:
             raise
 
     async def _get(self, request, reply) -> None:
+        if request.path == "/metrics":
+            self.guard.authenticate(request.headers, request.client)
+            return await reply.send(200, metrics.CONTENT_TYPE, await metrics.scrape(self.daemon, self.tally))
         if not request.path.startswith("/api/"):
             return await self._static(request.path, reply)
         credential = self.guard.authenticate(request.headers, request.client)

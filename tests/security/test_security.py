@@ -277,7 +277,7 @@ try:
     seen["token file"] = open(home + "/dashboard.token").read()
 except OSError as exc:
     seen["token file"] = type(exc).__name__
-for path in ("/api/session", "/api/job?job=svc", "/api/stream", "/api/status"):
+for path in ("/api/session", "/api/job?job=svc", "/api/stream", "/api/status", "/metrics"):
     seen[path] = ask("GET", path)[0]
 forged = {"Content-Type": "application/json", "Host": "127.0.0.1:%d" % port,
           "Origin": "http://127.0.0.1:%d" % port, "X-CSRF-Token": "guessed"}
@@ -331,7 +331,7 @@ def test_another_local_user_gets_nothing_from_the_dashboard_or_the_socket(root):
         print(f"\n[security figures] what uid nobody saw: {seen}")
         assert seen["page"] == [200, False]
         assert seen["token file"] == "PermissionError"
-        for path in ("/api/session", "/api/job?job=svc", "/api/stream", "/api/status"):
+        for path in ("/api/session", "/api/job?job=svc", "/api/stream", "/api/status", "/metrics"):
             assert seen[path] == 401, path
         assert seen["apply"][0] == 401 and "log in first" in seen["apply"][1]
         assert seen["apply with a bearer guess"] == 401
