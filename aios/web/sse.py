@@ -93,7 +93,7 @@ class Hub:
             self.publish("job", status[0])
 
     def _snapshot(self) -> dict:
-        return {"daemon": self.about, "jobs": list(self.jobs.values())}
+        return {"daemon": self.about, "jobs": list(self.jobs.values()), "now": time.time()}
 
     def _reset(self, jobs: list | None, about: dict | None) -> None:
         if jobs is not None:
@@ -157,7 +157,7 @@ async def stream_hub(hub: Hub, write, first: dict) -> None:
         pass
     sub, snapshot = hub.subscribe()
     try:
-        await write(b"retry: 1000\n\n" + frame("snapshot", {**snapshot, **first, "now": time.time()}))
+        await write(b"retry: 1000\n\n" + frame("snapshot", {**snapshot, **first}))
         while not sub.dropped:
             try:
                 kind, data = await asyncio.wait_for(sub.queue.get(), KEEPALIVE)

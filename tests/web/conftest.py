@@ -109,12 +109,12 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 class Served:
     """A dashboard served from its own event loop in a thread of this process."""
 
-    def __init__(self, home, token=TOKEN, host="127.0.0.1"):
+    def __init__(self, home, token=TOKEN, host="127.0.0.1", port=0):
         self.app = Dashboard(home, token)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.server = self.run(self.app.start(host, 0))
+        self.server = self.run(self.app.start(host, port))
         self.port = self.server.sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
 

@@ -333,3 +333,47 @@ def test_a_wrong_link_shows_why(context, site):
     page.goto(f"{site.url}/#token=not-the-token-at-all-0123")
     page.locator("#login-error", has_text="wrong token").wait_for()
     assert "token" not in page.url
+
+
+def test_the_page_says_when_it_is_cut_off_and_recovers(context, tmp_path):
+    """The daemon goes away (the dashboard stays): "daemon down", a banner, the last state
+    dimmed and its buttons off; it comes back: live again. Then the dashboard itself goes
+    away and comes back on its port: the page reconnects, still logged in."""
+    from .conftest import TOKEN, Served
+
+    home = tmp_path / "home"
+    toml = '[jobs.svc]\ntype = "always"\ncommand = ["sleep", "100000"]\n'
+    daemon = start_daemon(home, toml)
+    served = Served(home)
+    port = served.port
+    try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        page.goto(f"{served.url}/#token={TOKEN}")
+        page.wait_for_selector("#live.live-live")
+        row(page, "svc").locator(".badge.state-running").wait_for()
+        assert page.locator("#banner").is_hidden()
+        stop_daemon(daemon)
+        page.wait_for_selector("#live.live-down")
+        assert page.locator("#live").inner_text() == "daemon down"
+        page.locator("#banner", has_text="The AIOS daemon is not reachable").wait_for()
+        assert page.evaluate("document.body.classList.contains('disconnected')")
+        assert row(page, "svc").count() == 1, "the last known state stays"
+        assert "NaN" not in row(page, "svc").inner_text()
+        button = row(page, "svc").locator("button.op").first
+        assert button.evaluate("b => getComputedStyle(b).pointerEvents") == "none"
+        daemon = start_daemon(home, toml)
+        page.wait_for_selector("#live.live-live")
+        assert page.locator("#banner").is_hidden()
+        assert not page.evaluate("document.body.classList.contains('disconnected')")
+        assert button.evaluate("b => getComputedStyle(b).pointerEvents") == "auto"
+        served.close()
+        page.wait_for_selector("#live.live-reconnecting, #live.live-offline")
+        page.locator("#banner", has_text="Disconnected from the dashboard").wait_for()
+        assert page.evaluate("document.body.classList.contains('disconnected')")
+        served = Served(home, port=port)
+        page.wait_for_selector("#live.live-live")
+        assert page.locator("#banner").is_hidden() and page.locator("#page-login").is_hidden()
+    finally:
+        served.close()
+        stop_daemon(daemon)

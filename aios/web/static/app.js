@@ -41,7 +41,7 @@ function connect() {
   });
   source.addEventListener("snapshot", (message) => {
     const data = JSON.parse(message.data);
-    setServerTime(data.now);
+    if (data.now) setServerTime(data.now);
     setCsrf(data.csrf);
     device.about = data.daemon;
     replaceJobs(data.jobs);
