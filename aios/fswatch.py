@@ -5,7 +5,8 @@ A `Watcher` is one non-blocking, close-on-exec inotify fd: put `fileno()` in a s
 and call `read()` when it is readable. `open_watcher()` returns None where inotify is
 not available (not Linux, no libc symbol, or inotify_init1 failing, e.g. out of
 instances); callers then poll. `FileWatches` watches many files by their paths through
-one Watcher (also seeing each created or replaced); `watch_file()` gives a watch of one. ctypes is imported only when a Watcher is made.
+one Watcher (also seeing each created or replaced); `watch_file()` gives a watch of one.
+ctypes is imported only when a Watcher is made.
 Imports nothing from aios.
 """
 from __future__ import annotations
@@ -16,7 +17,8 @@ import struct
 import sys
 
 __all__ = [
-    "Watcher", "FileWatch", "FileWatches", "open_watcher", "watch_file", "IN_ACCESS", "IN_MODIFY", "IN_ATTRIB", "IN_CLOSE_WRITE",
+    "Watcher", "FileWatch", "FileWatches", "open_watcher", "watch_file", "IN_ACCESS", "IN_MODIFY", "IN_ATTRIB",
+    "IN_CLOSE_WRITE",
     "IN_MOVED_FROM", "IN_MOVED_TO", "IN_CREATE", "IN_DELETE", "IN_DELETE_SELF",
     "IN_MOVE_SELF", "IN_IGNORED", "IN_Q_OVERFLOW", "IN_ISDIR", "IN_ONLYDIR", "IN_ONESHOT",
 ]

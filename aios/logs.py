@@ -9,7 +9,8 @@ which is the price of never having to reopen a running job's output.
 `tail` reads backwards in blocks and never the whole file. `Follower` reads what is
 appended by blocks, with memory bounded whatever the lines (a newline-free log too).
 `follow` (the CLI's `logs -f`) waits on inotify for the file to change, or looks every
-100 ms where inotify is missing; the dashboard waits on its own shared inotify instance. Imports only aios.fswatch, when following.
+100 ms where inotify is missing; the dashboard waits on its own shared inotify instance.
+Imports only aios.fswatch, when following.
 """
 from __future__ import annotations
 

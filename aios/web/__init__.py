@@ -8,5 +8,6 @@ disk for the live tail. Modules: server (routes and start-up), http1 (the HTTP i
 speaks, with its limits), client (the control protocol on the loop), api (the /api/
 ops), security (token, sessions, CSRF, throttle), sse (the one shared watch connection
 fanned out to every browser), logtail (following log files on one shared inotify
-instance). Imports from aios only control, config, home, errors, logs and fswatch.
+instance), metrics (/metrics). Imports from aios only control, config, home, errors,
+logs, fswatch and spec.
 """

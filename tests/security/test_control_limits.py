@@ -76,7 +76,8 @@ def served(tmp_path):
 
     thread.start()
     served = type("Served", (), {})()
-    served.engine, served.server, served.path, served.do, served.reports = engine, server, str(tmp_path / "aios.sock"), do, reports
+    served.engine, served.server, served.do, served.reports = engine, server, do, reports
+    served.path = str(tmp_path / "aios.sock")
     yield served
     do(server.close)
     stop.set()

@@ -10,6 +10,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -20,7 +22,7 @@ import pytest
 from aios.web.server import Dashboard
 
 from ..integration.conftest import home  # noqa: F401  (the fixture that kills what a failed test left)
-from ..integration.conftest import LIVENESS, DaemonProcess, processes_with_home, wait_until, write_home
+from ..integration.conftest import LIVENESS, ROOT, DaemonProcess, processes_with_home, wait_until, write_home
 
 WEB_SERVER = Path(__file__).resolve().parents[2] / "aios" / "programs" / "web_server.py"
 
@@ -178,6 +180,14 @@ def request(url: str, method: str = "GET", body=None, headers: dict | None = Non
 
 def _decode(headers, data: bytes):
     return json.loads(data) if headers.get("Content-Type") == "application/json" else data.decode()
+
+
+def printed_link(home) -> str:
+    """The login link, as `aios dashboard` prints it for the user."""
+    done = subprocess.run([sys.executable, "-m", "aios", "--home", str(home), "dashboard"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    return done.stdout.strip()
 
 
 def get(served: Served, path: str, **headers):

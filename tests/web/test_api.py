@@ -18,7 +18,8 @@ def test_reads_mirror_the_control_protocol(web, daemon):
     code, _, reply = get(web, "/api/ping")
     assert code == 200 and reply["ok"] and reply["result"]["pid"] == daemon.pid
     code, _, reply = get(web, "/api/status")
-    assert code == 200 and {j["name"] for j in reply["result"]} == {"sleeper", "work", "hostile", "gpu_only", "secretive"}
+    assert code == 200
+    assert {j["name"] for j in reply["result"]} == {"sleeper", "work", "hostile", "gpu_only", "secretive"}
     _, _, reply = get(web, "/api/job?job=work")
     assert reply["result"]["spec"] == {"type": "trigger", "program": "work.py:main"}
     assert reply["result"]["log"] == str(daemon.home / "logs" / "work.log")

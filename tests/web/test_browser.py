@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,8 +17,8 @@ import pytest
 
 from aios import control
 
-from ..integration.conftest import LIVENESS, ROOT, wait_until
-from .conftest import JOBS, free_port, start_daemon, stop_daemon
+from ..integration.conftest import LIVENESS, wait_until
+from .conftest import JOBS, free_port, printed_link, start_daemon, stop_daemon
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -64,14 +62,6 @@ class Site:
 
     def status(self, name: str) -> dict:
         return control.call(self.home, "status", job=name)[0]
-
-
-def printed_link(home) -> str:
-    """The login link, as `aios dashboard` prints it for the user."""
-    done = subprocess.run([sys.executable, "-m", "aios", "--home", str(home), "dashboard"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and done.stderr == "", done.stderr
-    return done.stdout.strip()
 
 
 

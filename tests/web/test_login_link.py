@@ -11,8 +11,7 @@ import subprocess
 import sys
 
 from ..integration.conftest import LIVENESS, ROOT, DaemonProcess, wait_until, write_home
-from .conftest import free_port, request
-from .test_browser import printed_link
+from .conftest import free_port, printed_link, request
 
 LINK = re.compile(r"http://127\.0\.0\.1:(\d+)/#token=([A-Za-z0-9_-]{40,})")
 
