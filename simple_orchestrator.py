@@ -31,12 +31,14 @@ def main(argv: list) -> int:
         return 0
     here = Path(__file__).resolve().parent
     sys.path.insert(0, str(here))
-    from aios.cli.dashboard import announce
     from aios.daemon import serve
     from aios.spec import AiosError
 
     home = Path(os.environ.get("AIOS_HOME") or here)
-    announce(str(home))     # the dashboard's login link, on a terminal only
+    if sys.stdout.isatty():     # the dashboard's login link, for a person (never into a log)
+        from aios.cli.dashboard import announce
+
+        announce(str(home))
     try:
         return serve(home, force="--force" in argv)
     except AiosError as exc:
