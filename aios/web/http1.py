@@ -78,7 +78,7 @@ def parse_head(head: bytes, client: str) -> Request:
     return Request(parts[0], parts[1], headers, client)
 
 
-async def read_request(reader: asyncio.StreamReader, client: str) -> Request:
+async def read_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: str) -> Request:
     """The next request (head and body), within the time and size limits."""
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
@@ -89,6 +89,8 @@ async def read_request(reader: asyncio.StreamReader, client: str) -> Request:
     except asyncio.IncompleteReadError:
         raise ConnectionResetError("the client left before its request was complete") from None
     request = parse_head(head[:-4], client)
+    if (request.headers.get("Expect") or "").lower() == "100-continue":
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")      # curl waits for it before a large body
     request.body = await _read_body(reader, request.headers)
     return request
 
@@ -190,7 +192,7 @@ class Listener:
         peer = writer.get_extra_info("peername")
         client = peer[0] if isinstance(peer, tuple) else "local"
         try:
-            request = await read_request(reader, client)
+            request = await read_request(reader, writer, client)
         except BadRequest as exc:
             return await reply.json(exc.code, {"ok": False, "error": exc.message})
         finally:

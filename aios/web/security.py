@@ -220,13 +220,15 @@ class Guard:
 
 
 def check_origin(headers) -> None:
-    """The request comes from a page of this origin (Origin, else Referer, names the
-    host the request was sent to)."""
-    host = (headers.get("Host") or "").lower()
+    """The request comes from a page of this origin: Origin (else Referer) names the host
+    the request was sent to, as Host says or, behind a proxy that changes Host, as
+    X-Forwarded-Host says (a page of another site cannot send that header without a
+    CORS preflight, which this server never grants)."""
+    hosts = {(headers.get(name) or "").strip().lower() for name in ("Host", "X-Forwarded-Host")} - {""}
     origin = headers.get("Origin")
     if origin is None or origin == "null":
         origin = headers.get("Referer") or ""
-    if not host or urlsplit(origin).netloc.lower() != host:
+    if urlsplit(origin).netloc.lower() not in hosts:
         raise Refused(403, "cross-origin request refused: POST from the dashboard's own page, "
                            "or send Authorization: Bearer TOKEN")
 

@@ -154,3 +154,12 @@ def test_the_parser_reads_headers_by_any_case_and_joins_cookies():
     assert (request.method, request.path, request.query, request.client) == ("GET", "/api/log x", "job=a&lines=2",
                                                                                "10.0.0.1")
     assert request.headers.get("cookie") == "a=1; b=2" and request.headers.get("Authorization") == "Bearer t"
+
+
+def test_a_client_that_expects_100_continue_gets_it_before_sending_the_body(served):
+    """curl sends `Expect: 100-continue` with a large body and waits for the go-ahead."""
+    sock = raw(served, b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Expect: 100-continue\r\nContent-Length: 13\r\n\r\n")
+    assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    sock.sendall(b'{"token": ""}')
+    assert status_of(reply(sock)) == 403, "then the request is answered (login from no page: refused)"

@@ -115,7 +115,10 @@ def test_changes_with_a_cookie_need_same_origin_and_the_sessions_csrf_token():
     page = headers(Host="127.0.0.1:8787", Origin="http://127.0.0.1:8787", X_CSRF_Token=session.csrf)
     guard.check_write(page, session)
     guard.check_write({**page, "Origin": None, "Referer": "http://127.0.0.1:8787/#/events"}, session)
+    proxied = {**page, "Host": "127.0.0.1:8787", "Origin": "https://dash.example", "X-Forwarded-Host": "dash.example"}
+    guard.check_write(proxied, session)     # a proxy that changes Host says which host the browser used
     for bad in [{**page, "X-CSRF-Token": None}, {**page, "X-CSRF-Token": session.csrf + "x"},
+                {**proxied, "X-Forwarded-Host": "elsewhere.example"},
                 {**page, "X-CSRF-Token": other.csrf}, {**page, "Origin": "http://127.0.0.1:9999"},
                 {**page, "Origin": "http://evil.example"}, {**page, "Origin": "null"}, {**page, "Origin": None},
                 {**page, "Origin": None, "Referer": "http://evil.example/127.0.0.1:8787"}, {**page, "Host": None}]:
