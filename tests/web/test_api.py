@@ -56,6 +56,9 @@ def test_read_errors_name_the_problem(web):
     assert get(web, "/api/frobnicate")[0] == 404
     assert request(f"{web.url}/api/ping", "POST", {}, {"Origin": web.url, **BEARER})[0] == 405
     assert request(f"{web.url}/api/ping", "DELETE", None, BEARER)[0] == 405
+    code, headers, _ = request(f"{web.url}/api/stop", "OPTIONS", None, {"Origin": "http://evil.example",
+                                                                      "Access-Control-Request-Method": "POST"})
+    assert code == 405 and "Access-Control-Allow-Origin" not in headers, "no CORS preflight is ever granted"
 
 
 def test_a_post_from_the_page_restarts_a_job(web, daemon):
