@@ -341,6 +341,9 @@ def test_another_local_user_gets_nothing_from_the_dashboard_or_the_socket(root):
         assert [job["name"] for job in control.call(home, "status")] == ["svc", "web_server"]
         assert daemon.terminate() == 0
     finally:
+        for started in DaemonProcess.started:    # a failed test leaves no daemon behind
+            if started.home == base / "home" and started.proc.poll() is None:
+                started.kill()
         for pid in processes_with_home(base / "home"):
             os.killpg(pid, 9)
         subprocess.run(["rm", "-rf", str(base)], check=False)
