@@ -37,6 +37,10 @@ def main(argv: list) -> int:
     from aios.spec import AiosError
 
     home = Path(os.environ.get("AIOS_HOME") or here)
+    if sys.stdout.isatty():     # the dashboard's login link, for a person (never into a log)
+        from aios.cli.dashboard import announce
+
+        announce(str(home))
     try:
         return serve(home, force="--force" in argv, force_new_db="--force-new-db" in argv)
     except AiosError as exc:

@@ -3,20 +3,24 @@
 A request is one JSON object per line, `{"op": "...", ...}` (an optional "id" is echoed
 back); the reply is one line, `{"ok": true, "result": ...}` or `{"ok": false, "error":
 "..."}`. `COMMANDS` is the protocol: each handler's docstring is its entry in
-docs/protocol.md. The server lives inside the daemon's selector loop (no threads) and
-admits only the daemon's owner and root (SO_PEERCRED); the client is small enough for
-the CLI's start-up budget. Imports only aios.errors; the engine is passed in (duck-typed).
+docs/protocol.md. The server lives inside the daemon's selector loop (no threads),
+admits only the daemon's owner and root (SO_PEERCRED), and bounds what clients can make
+it hold (ControlServer); the client is small enough for the CLI's start-up budget.
+`raise_nofile_limit` is for the daemon's first moments. Imports only aios.errors; the engine is passed in (duck-typed).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
+import sys
 
 from .errors import AiosError
 
 SOCKET_NAME = "aios.sock"
 MAX_LINE = 1 << 20          # bytes; a longer request is refused and its connection closed
+BACKLOG = 512               # connections waiting to be accepted
 _CHUNK = 1 << 16
 
 
@@ -186,15 +190,38 @@ STREAMING = {"watch": op_watch}    # reply, then keep sending lines
 
 # ================================================================ the server
 
-class ControlServer:
-    """Accepts connections on the loop; one request per line; replies in order."""
+CONNECTIONS_MAX = 1024      # connections at a time; never more than half the descriptors free at start
+FIRST_REQUEST = 10.0        # seconds a new connection has to send its first complete request
+OUTBOX_PAUSE = 256 * 1024   # a connection's requests wait while this much of its replies is unsent
+WATCH_BEHIND = 1 << 20      # a watcher this many bytes of events behind is disconnected
+STALLED = 60.0              # a client that reads none of its replies for this long is disconnected
+WAITS_PER_CONNECTION = 256  # `wait` requests pending on one connection
+ACCEPT_PAUSE = 1.0          # out of descriptors: seconds between attempts to accept
 
-    def __init__(self, engine, path: str, listen_fd: int | None = None):
-        self.engine, self.path = engine, path
+
+class ControlServer:
+    """Accepts connections on the loop; one request per line; replies in order.
+
+    Everything a client can make it hold is bounded: at most `limit` connections, at most
+    3/4 of them for one uid (the owner and root each keep room), the longest idle one closed when
+    a new one needs room; FIRST_REQUEST to send a first request; unsent replies up to
+    OUTBOX_PAUSE (then the connection's further requests wait), unread events up to
+    WATCH_BEHIND, and STALLED without reading any, before it is closed (with a line
+    saying why, if its socket has room). Out of descriptors, it stops accepting for
+    ACCEPT_PAUSE at a time and says so once, through `report(line)`."""
+
+    def __init__(self, engine, path: str, listen_fd: int | None = None, report=None):
+        self.engine, self.path, self.loop = engine, path, engine.loop
         self.owner = os.getuid()
+        self.report = report or _report
         self.sock = _listen(path) if listen_fd is None else socket.socket(fileno=listen_fd)
         self.sock.setblocking(False)
-        engine.loop.add_reader(self.sock.fileno(), self._accept)
+        self.limit = connection_limit()
+        self.connections: dict[Connection, None] = {}   # least recently active first
+        self.per_uid: dict[int, int] = {}
+        self.starved = False        # out of descriptors, and said so
+        self.paused = False
+        self.loop.add_reader(self.sock.fileno(), self._accept)
 
     def _accept(self) -> None:
         while True:
@@ -202,16 +229,67 @@ class ControlServer:
                 conn, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            conn.setblocking(False)
-            uid = peer_uid(conn)
-            if uid not in (self.owner, 0):
-                _refuse(conn, f"permission denied: uid {uid} is not the daemon's owner ({self.owner}) or root")
-                continue
-            Connection(self, conn)
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    return self._starve(exc)
+                continue    # that client gave up before it was accepted
+            if self.starved:
+                self.starved = False
+                self.report("control socket: descriptors free again; accepting connections")
+            self._admit(conn)
+
+    def _admit(self, conn: socket.socket) -> None:
+        conn.setblocking(False)
+        uid = peer_uid(conn)
+        if uid not in (self.owner, 0):
+            return _refuse(conn, f"permission denied: uid {uid} is not the daemon's owner ({self.owner}) or root")
+        if not self._make_room(uid):
+            return _refuse(conn, f"too many connections ({len(self.connections)}), none of them idle; "
+                                 "try again when a watch or wait is over")
+        self.per_uid[uid] = self.per_uid.get(uid, 0) + 1
+        self.connections[Connection(self, conn, uid)] = None
+
+    def _make_room(self, uid: int) -> bool:
+        """Close the longest idle connection (of this uid, when it has its share) if there
+        is no room; False if there is none to close."""
+        share = self.limit if self.owner == 0 else self.limit - self.limit // 4   # room for the other uid
+        mine = self.per_uid.get(uid, 0) >= share
+        if not mine and len(self.connections) < self.limit:
+            return True
+        for other in self.connections:
+            if other.idle() and (other.uid == uid or not mine):
+                other.goodbye(f"closed: the daemon has {len(self.connections)} connections and this one "
+                              "was the longest idle")
+                return True
+        return False
+
+    def active(self, conn: Connection) -> None:
+        """conn did something: it is the most recently active now."""
+        if self.connections.pop(conn, False) is None:
+            self.connections[conn] = None
+
+    def forget(self, conn: Connection) -> None:
+        if self.connections.pop(conn, False) is None:
+            self.per_uid[conn.uid] -= 1
+
+    def _starve(self, exc: OSError) -> None:
+        """Out of descriptors: the pending connections wait in the backlog, the loop does
+        not spin on a readable socket it cannot accept from."""
+        self.loop.remove_reader(self.sock.fileno())
+        self.loop.call_later(ACCEPT_PAUSE, self._resume)
+        if not self.starved:
+            self.starved = True
+            self.report(f"control socket: cannot accept ({os.strerror(exc.errno)}); trying again every "
+                        f"{ACCEPT_PAUSE:g} s, jobs keep running")
+
+    def _resume(self) -> None:
+        if not self.paused:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
 
     def pause(self) -> None:
         """Stop accepting; connections queue in the listen backlog."""
-        self.engine.loop.remove_reader(self.sock.fileno())
+        self.paused = True
+        self.loop.remove_reader(self.sock.fileno())
 
     def close(self) -> None:
         self.pause()
@@ -219,13 +297,21 @@ class ControlServer:
 
 
 class Connection:
-    def __init__(self, server: ControlServer, conn: socket.socket):
-        self.server, self.conn, self.loop = server, conn, server.engine.loop
+    def __init__(self, server: ControlServer, conn: socket.socket, uid: int):
+        self.server, self.conn, self.loop, self.uid = server, conn, server.loop, uid
         self.inbox, self.outbox = bytearray(), bytearray()
-        self.closed = self.closing = False
+        self.closed = self.closing = self.reading_paused = self.mid_line = False
         self.watching = None
+        self.waits: list = []       # (trigger id, reply callback) of its pending waits
+        self.stall_timer = None
+        self.first_timer = self.loop.call_later(FIRST_REQUEST, self.goodbye,
+                                                f"closed: no request within {FIRST_REQUEST:g} s of connecting")
         self.loop.add_reader(conn.fileno(), self._readable)
         self._readable()   # a client usually sends its request with the connect: answer in this turn
+
+    def idle(self) -> bool:
+        """Nothing would be lost by closing it: no watch, no wait, no reply owed."""
+        return not (self.watching or self.waits or self.outbox or self.closing or b"\n" in self.inbox)
 
     def _readable(self) -> None:
         try:
@@ -240,7 +326,9 @@ class Connection:
         self._handle_lines()
 
     def _handle_lines(self) -> None:
-        while not self.closing:
+        while not self.closing and not self.closed:
+            if len(self.outbox) >= OUTBOX_PAUSE:    # answer more once the client reads these
+                return self._pause_reading()
             end = self.inbox.find(b"\n")
             if end < 0:
                 if len(self.inbox) > MAX_LINE:
@@ -251,7 +339,19 @@ class Connection:
             if len(line) > MAX_LINE:
                 return self._refuse_oversized()
             if line.strip():
+                self._received()
                 self._handle(line)
+
+    def _received(self) -> None:
+        if self.first_timer is not None:
+            self.first_timer.cancel()
+            self.first_timer = None
+        self.server.active(self)
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused:
+            self.reading_paused = True
+            self.loop.remove_reader(self.conn.fileno())
 
     def _refuse_oversized(self) -> None:
         self.inbox.clear()
@@ -268,7 +368,7 @@ class Connection:
         op = req["op"]
         try:
             if op in DEFERRED:
-                return DEFERRED[op](self.server.engine, req, lambda result: self.send(_answer(result, tag)))
+                return self._defer(op, req, tag)
             if op in STREAMING:
                 self.watching = self.send_event
                 return self.send({"ok": True, "result": STREAMING[op](self.server.engine, req, self.send_event), **tag})
@@ -280,15 +380,54 @@ class Connection:
                        f"{str(exc)[:200]}); the daemon keeps running", **tag})
             raise
 
+    def _defer(self, op: str, req: dict, tag: dict) -> None:
+        """A reply that comes later (a trigger once it is on disk, a wait once its trigger is
+        done); a wait's callback is kept, to withdraw it from the engine if the client
+        leaves first."""
+        if op != "wait":
+            return DEFERRED[op](self.server.engine, req, lambda result: self.send(_answer(result, tag)))
+        if len(self.waits) >= WAITS_PER_CONNECTION:
+            raise RequestError(f"op {op!r}: {WAITS_PER_CONNECTION} waits are pending on this connection "
+                               "already; wait on another")
+
+        def reply(result) -> None:
+            if entry in self.waits:
+                self.waits.remove(entry)
+            self.send(_answer(result, tag))
+
+        entry = (req.get("trigger"), reply)
+        self.waits.append(entry)
+        try:
+            DEFERRED[op](self.server.engine, req, reply)
+        except BaseException:
+            if entry in self.waits:
+                self.waits.remove(entry)
+            raise
+
     def send_event(self, event) -> None:
         self.send({"event": {"id": event.id, "ts": event.ts, "name": event.name, "job": event.job,
                              "message": event.message, "data": event.data}})
+        if len(self.outbox) > WATCH_BEHIND:
+            self.goodbye(f"closed: this watcher fell {len(self.outbox)} bytes of events behind; "
+                         "read events as they come, and watch again")
 
     def send(self, message: dict) -> None:
-        if self.closed:
+        if self.closed or self.closing:
             return
         self.outbox += json.dumps(message, separators=(",", ":"), default=str).encode() + b"\n"
         self._flush()
+
+    def goodbye(self, why: str) -> None:
+        """Close now, telling the client why if its socket has room for one more line;
+        what it had not read yet is dropped."""
+        if self.closed:
+            return
+        rest_of_line = self.outbox[:self.outbox.find(b"\n") + 1] if self.mid_line else b""
+        try:
+            self.conn.send(bytes(rest_of_line) + json.dumps({"ok": False, "error": why}).encode() + b"\n")
+        except OSError:
+            pass
+        self.close()
 
     def _flush(self) -> None:
         try:
@@ -297,23 +436,83 @@ class Connection:
             sent = 0
         except OSError:
             return self.close()
-        del self.outbox[:sent]
+        if sent:
+            self.mid_line = self.outbox[sent - 1] != 10     # stopped inside a line
+            del self.outbox[:sent]
         if self.outbox:
             self.loop.add_writer(self.conn.fileno(), self._flush)
-        else:
-            self.loop.remove_writer(self.conn.fileno())
-            if self.closing:
-                self.close()
+            if sent or self.stall_timer is None:    # it reads: STALLED more from now
+                self._stall_timer(self.loop.call_later(STALLED, self.goodbye,
+                                                       f"closed: replies unread for {STALLED:g} s"))
+            return
+        self.loop.remove_writer(self.conn.fileno())
+        self._stall_timer(None)
+        if self.closing:
+            return self.close()
+        if self.reading_paused:
+            self.reading_paused = False
+            self.loop.add_reader(self.conn.fileno(), self._readable)
+            self._handle_lines()
+
+    def _stall_timer(self, timer) -> None:
+        if self.stall_timer is not None:
+            self.stall_timer.cancel()
+        self.stall_timer = timer
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        if self.watching in self.server.engine.watchers:
-            self.server.engine.watchers.remove(self.watching)
+        for timer in (self.first_timer, self.stall_timer):
+            if timer is not None:
+                timer.cancel()
+        self._withdraw()
         self.loop.remove_reader(self.conn.fileno())
         self.loop.remove_writer(self.conn.fileno())
         self.conn.close()
+        self.server.forget(self)
+
+    def _withdraw(self) -> None:
+        """A client gone watches and waits no more: its callbacks leave the engine."""
+        engine = self.server.engine
+        if self.watching in engine.watchers:
+            engine.watchers.remove(self.watching)
+        for trigger, reply in self.waits:
+            waiting = engine.waiters.get(trigger, [])
+            if reply in waiting:
+                waiting.remove(reply)
+            if not waiting:
+                engine.waiters.pop(trigger, None)
+        self.waits.clear()
+
+
+def connection_limit() -> int:
+    """CONNECTIONS_MAX, or half the descriptors this process has free if that is less
+    (the other half stays for jobs, logs and the store), and at least 8."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return CONNECTIONS_MAX
+    if soft == getattr(resource, "RLIM_INFINITY", -1):
+        return CONNECTIONS_MAX
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        used = 32
+    return max(8, min(CONNECTIONS_MAX, (soft - used) // 2))
+
+
+def _report(line: str) -> None:
+    """Where the server says what it did about a limit, unless the daemon gives a place."""
+    import time
+
+    try:
+        sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def _answer(result, tag: dict) -> dict:
@@ -351,7 +550,7 @@ def _listen(path: str) -> socket.socket:
         sock.bind(path)
     finally:
         os.umask(old)
-    sock.listen(128)
+    sock.listen(BACKLOG)
     return sock
 
 
@@ -368,6 +567,29 @@ def _refuse(conn: socket.socket, why: str) -> None:
     except OSError:
         pass
     conn.close()
+
+
+def raise_nofile_limit() -> tuple[int, int]:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (the daemon calls it first
+    thing: connections, pidfds and log files all need descriptors, and the soft limit is
+    often 1024). Returns (old soft limit, new soft limit); where there are no rlimits, or
+    the kernel refuses, the limit stays as it was."""
+    try:
+        import resource
+    except ImportError:
+        return (-1, -1)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != resource.RLIM_INFINITY and soft >= hard:
+        return soft, soft
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, _NOFILE_WITHOUT_HARD)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft, soft
+    return soft, target
+
+
+_NOFILE_WITHOUT_HARD = 1 << 20      # the soft limit when the hard one is unlimited
 
 
 # ================================================================ the client

@@ -4,8 +4,9 @@ wake on a changed file instead of polling it.
 A `Watcher` is one non-blocking, close-on-exec inotify fd: put `fileno()` in a selector
 and call `read()` when it is readable. `open_watcher()` returns None where inotify is
 not available (not Linux, no libc symbol, or inotify_init1 failing, e.g. out of
-instances); callers then poll. `watch_file()` gives a watch of one file by its path that
-also sees the file created or replaced. ctypes is imported only when a Watcher is made.
+instances); callers then poll. `FileWatches` watches many files by their paths through
+one Watcher (also seeing each created or replaced); `watch_file()` gives a watch of one.
+ctypes is imported only when a Watcher is made.
 Imports nothing from aios.
 """
 from __future__ import annotations
@@ -16,7 +17,8 @@ import struct
 import sys
 
 __all__ = [
-    "Watcher", "FileWatch", "open_watcher", "watch_file", "IN_ACCESS", "IN_MODIFY", "IN_ATTRIB", "IN_CLOSE_WRITE",
+    "Watcher", "FileWatch", "FileWatches", "open_watcher", "watch_file", "IN_ACCESS", "IN_MODIFY", "IN_ATTRIB",
+    "IN_CLOSE_WRITE",
     "IN_MOVED_FROM", "IN_MOVED_TO", "IN_CREATE", "IN_DELETE", "IN_DELETE_SELF",
     "IN_MOVE_SELF", "IN_IGNORED", "IN_Q_OVERFLOW", "IN_ISDIR", "IN_ONLYDIR", "IN_ONESHOT",
 ]
@@ -120,38 +122,110 @@ def open_watcher() -> Watcher | None:
         return None
 
 
-class FileWatch:
-    """A Watcher of one file (writes and truncation) and of its folder (the file created,
-    or replaced by a rename): readable when anything happened there; `changed()` says
-    whether it concerned this file."""
+class FileWatches:
+    """Files watched through one Watcher, whatever their number (a user has few inotify
+    instances: 128 by default). `add(path, wake)` watches a file (writes, truncation) and
+    its folder (the file created, or replaced by a rename); `dispatch()`, called when
+    fileno() is readable, calls the `wake()` of every file something happened to.
+    Watches shared by several files (one folder, one file followed twice) are removed
+    with the last of them."""
 
-    def __init__(self, watcher: Watcher, path: str):
-        self.watcher, self.path, self.name = watcher, path, os.path.basename(path)
-        self.folder = watcher.add(os.path.dirname(path) or ".", IN_CREATE | IN_MOVED_TO)
-        self.file = self._watch_file()
-
-    def _watch_file(self) -> int | None:
-        try:
-            return self.watcher.add(self.path, IN_MODIFY)
-        except OSError:
-            return None      # not there yet: the folder's watch reports its creation
+    def __init__(self, watcher: Watcher):
+        self.watcher = watcher
+        self.users: dict[int, set[Watched]] = {}     # watch descriptor -> the files using it
 
     def fileno(self) -> int:
         return self.watcher.fileno()
 
-    def changed(self) -> bool:
-        """Consume the queued events; True if one concerns the file."""
-        hit = False
+    def add(self, path: str, wake) -> Watched:
+        """Watch path; OSError if its folder cannot be watched (missing, no watches left)."""
+        watched = Watched(path, wake)
+        watched.folder = self._use(watched, os.path.dirname(path) or ".", IN_CREATE | IN_MOVED_TO)
+        watched.file = self._watch_file(watched)
+        return watched
+
+    def remove(self, watched: Watched) -> None:
+        for wd in (watched.folder, watched.file):
+            self._release(watched, wd)
+        watched.folder = watched.file = None
+
+    def dispatch(self) -> None:
+        woken: set[Watched] = set()
         for wd, mask, name in self.watcher.read():
-            if wd == self.folder and name == self.name:
-                self.file = self._watch_file()
-                hit = True
-            elif wd == self.file or mask & IN_Q_OVERFLOW:
-                hit = True
-        return hit
+            if mask & IN_Q_OVERFLOW:
+                woken.update(*self.users.values())
+            for watched in list(self.users.get(wd, ())):
+                if wd == watched.folder and name == watched.name:
+                    self._release(watched, watched.file)
+                    watched.file = self._watch_file(watched)
+                    woken.add(watched)
+                elif wd == watched.file:
+                    woken.add(watched)
+            if mask & IN_IGNORED:       # the kernel dropped it (the file is gone)
+                for watched in self.users.pop(wd, ()):
+                    watched.file = None if watched.file == wd else watched.file
+        for watched in woken:
+            watched.wake()
 
     def close(self) -> None:
+        self.users.clear()
         self.watcher.close()
+
+    def _watch_file(self, watched: Watched) -> int | None:
+        try:
+            return self._use(watched, watched.path, IN_MODIFY)
+        except OSError:
+            return None      # not there yet: the folder's watch reports its creation
+
+    def _use(self, watched: Watched, path: str, mask: int) -> int:
+        wd = self.watcher.add(path, mask)
+        self.users.setdefault(wd, set()).add(watched)
+        return wd
+
+    def _release(self, watched: Watched, wd: int | None) -> None:
+        users = self.users.get(wd)
+        if users is None:
+            return
+        users.discard(watched)
+        if not users:
+            del self.users[wd]
+            self.watcher.remove(wd)
+
+
+class Watched:
+    """One file of a FileWatches: its path and the watch descriptors it uses."""
+
+    __slots__ = ("path", "name", "wake", "folder", "file")
+
+    def __init__(self, path: str, wake):
+        self.path, self.name, self.wake = path, os.path.basename(path), wake
+        self.folder: int | None = None
+        self.file: int | None = None
+
+
+class FileWatch:
+    """One file watched through a Watcher of its own: readable when anything happened
+    there; `changed()` says whether it concerned the file."""
+
+    def __init__(self, watcher: Watcher, path: str):
+        self.watches = FileWatches(watcher)
+        self.hit = False
+        self.watches.add(path, self._hit)
+
+    def _hit(self) -> None:
+        self.hit = True
+
+    def fileno(self) -> int:
+        return self.watches.fileno()
+
+    def changed(self) -> bool:
+        """Consume the queued events; True if one concerns the file."""
+        self.hit = False
+        self.watches.dispatch()
+        return self.hit
+
+    def close(self) -> None:
+        self.watches.close()
 
 
 def watch_file(path: str) -> FileWatch | None:

@@ -6,9 +6,11 @@ PATH.KEEP, the oldest dropped) and then truncated in place; the job's next write
 at the new end of the file. Lines written between the copy and the truncation are lost,
 which is the price of never having to reopen a running job's output.
 
-`tail` reads backwards in blocks and never the whole file. `follow` (the CLI's
-`logs -f`) and the dashboard's live tail wait on inotify for the file to change, or
-look every 100 ms where inotify is missing. Imports only aios.fswatch, when following.
+`tail` reads backwards in blocks and never the whole file. `Follower` reads what is
+appended by blocks, with memory bounded whatever the lines (a newline-free log too).
+`follow` (the CLI's `logs -f`) waits on inotify for the file to change, or looks every
+100 ms where inotify is missing; the dashboard waits on its own shared inotify instance.
+Imports only aios.fswatch, when following.
 """
 from __future__ import annotations
 
@@ -123,6 +125,10 @@ def _read_write_all(fin, fout, size: int) -> None:
 # ---------------------------------------------------------------- reading
 
 
+MAX_LINE = 1024 * 1024           # a longer line is cut to this and CUT_MARK; its rest is skipped
+CUT_MARK = b" [line cut]"
+
+
 def tail(path: str, n: int) -> list[str]:
     """The last n lines of path (without their newlines), the unfinished last one
     included; [] if it does not exist."""
@@ -134,44 +140,69 @@ def tail(path: str, n: int) -> list[str]:
 class Follower:
     """What is appended to a log file, a complete line at a time, from where it was when
     the Follower was made (or from its start, if it did not exist yet). A truncated
-    (copytruncated) or replaced file is followed from its new start; at most
-    _FOLLOW_CHUNK bytes are read per call. Lines are bytes, without their newline."""
+    (copytruncated) or replaced file is followed from its new start.
 
-    def __init__(self, path: str):
+    Whatever the file holds, a Follower keeps at most `max_line` bytes of an unfinished
+    line and reads at most `chunk` bytes per read(), each byte once: a line longer than
+    max_line is returned cut (its first max_line bytes and CUT_MARK) as soon as it is
+    that long, and the rest of it is skipped. Lines are bytes, without their newline."""
+
+    def __init__(self, path: str, max_line: int = MAX_LINE, chunk: int = _FOLLOW_CHUNK):
         st = _stat(path)
-        self.path, self.partial = path, b""
+        self.path, self.partial, self.max_line, self.chunk = path, b"", max_line, chunk
         self.pos, self.ino = (st.st_size, st.st_ino) if st is not None else (0, None)
+        self.skipping = False    # the line being read was cut: drop bytes up to its newline
         self._watch = None       # a fswatch.FileWatch once wait() is called; False: none to be had
         self.behind = False      # the last read() stopped before the end of the file
 
     def last(self, n: int) -> list[bytes]:
-        """The last n complete lines, read backwards in blocks; following goes on from
-        the end they were read up to."""
+        """The last n complete lines, read backwards in blocks (at most n + 1 lines of
+        max_line bytes); following goes on from the end they were read up to."""
         try:
             f = open(self.path, "rb")
         except FileNotFoundError:
             return []
         with f:
             self.ino = os.fstat(f.fileno()).st_ino
-            data = _read_tail(f, n)
+            data, at_line_start = _read_tail(f, n, min(_TAIL_LIMIT, (n + 1) * (self.max_line + 1)))
             self.pos = f.seek(0, os.SEEK_END)
-        *lines, self.partial = data.split(b"\n")
+        self.partial, self.skipping = b"", not at_line_start    # else it begins inside a line
+        lines = self._split(data)
         return lines[-n:] if n > 0 else []
 
     def read(self) -> list[bytes]:
-        """The lines completed since the last call ([] if none)."""
+        """The lines completed (or cut) since the last call ([] if none)."""
         st = _stat(self.path)
         lines = []
         if st is None or st.st_ino != self.ino or st.st_size < self.pos:    # new, replaced or truncated
             self.pos, self.ino = 0, (st.st_ino if st is not None else None)
             if self.partial:        # the rest of that line went with the old content
                 lines.append(self.partial)
-                self.partial = b""
-        data = _read_from(self.path, self.pos, st.st_size) if st is not None else b""
+            self.partial, self.skipping = b"", False
+        data = _read_from(self.path, self.pos, st.st_size, self.chunk) if st is not None else b""
         self.pos += len(data)
         self.behind = st is not None and self.pos < st.st_size
-        *new, self.partial = (self.partial + data).split(b"\n")
-        return lines + new
+        return lines + self._split(data)
+
+    def _split(self, data: bytes) -> list[bytes]:
+        """The lines `data` completes, given what came before it."""
+        *complete, rest = data.split(b"\n")
+        limit = self.max_line
+        if complete:
+            if self.skipping:
+                del complete[0]
+            else:
+                complete[0] = self.partial + complete[0][:limit + 1]
+            self.partial, self.skipping = b"", False
+        lines = [line if len(line) <= limit else line[:limit] + CUT_MARK for line in complete]
+        if self.skipping:
+            return lines
+        if len(self.partial) + len(rest) > limit:
+            lines.append((self.partial + rest[:limit])[:limit] + CUT_MARK)
+            self.partial, self.skipping = b"", True
+        else:
+            self.partial += rest
+        return lines
 
     def wait(self, timeout: float | None, also: tuple = ()) -> list:
         """Block until the file may hold new lines (written, truncated, created or
@@ -204,19 +235,22 @@ class Follower:
         self._watch = None
 
 
-def _read_tail(f, n: int) -> bytes:
-    """Blocks from the end of f until they hold n complete lines (or the start)."""
+def _read_tail(f, n: int, limit: int) -> tuple[bytes, bool]:
+    """Blocks from the end of f until they hold n complete lines, the start of f, or
+    `limit` bytes; and whether they begin where a line begins."""
     end = pos = f.seek(0, os.SEEK_END)
     chunks: list[bytes] = []
     newlines = 0
-    while pos > 0 and newlines <= n and end - pos < _TAIL_LIMIT:
-        step = min(_BLOCK, pos)
+    while pos > 0 and newlines <= n and end - pos < limit:
+        step = min(_BLOCK, pos, limit - (end - pos))
         pos -= step
         f.seek(pos)
         chunk = f.read(step)
         chunks.append(chunk)
         newlines += chunk.count(b"\n")
-    return b"".join(reversed(chunks))
+    if pos > 0:
+        f.seek(pos - 1)
+    return b"".join(reversed(chunks)), pos == 0 or f.read(1) == b"\n"
 
 
 def follow(path: str):
@@ -248,12 +282,12 @@ def _stat(path: str):
         return None
 
 
-def _read_from(path: str, pos: int, size: int) -> bytes:
+def _read_from(path: str, pos: int, size: int, most: int) -> bytes:
     if size <= pos:
         return b""
     try:
         with open(path, "rb") as f:
             f.seek(pos)
-            return f.read(min(size - pos, _FOLLOW_CHUNK))
+            return f.read(min(size - pos, most))
     except FileNotFoundError:
         return b""

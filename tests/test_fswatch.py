@@ -89,3 +89,60 @@ def test_fd_is_nonblocking_close_on_exec_and_close_is_idempotent():
     w.close()
     with fswatch.Watcher() as other:
         assert other.fileno() >= 0
+
+
+# ---------------------------------------------------------------- many files, one instance
+
+class Woken:
+    """Which files a FileWatches woke, read through a selector on its one fd."""
+
+    def __init__(self, watches):
+        self.watches, self.seen = watches, []
+
+    def waker(self, name: str):
+        return lambda: self.seen.append(name)
+
+    def until(self, *names: str) -> list:
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.watches.fileno(), selectors.EVENT_READ)
+            while not set(names) <= set(self.seen):
+                assert sel.select(LIVENESS), f"not woken within {LIVENESS} s; saw {self.seen}"
+                self.watches.dispatch()
+        seen, self.seen = self.seen, []
+        return sorted(seen)
+
+
+def test_many_files_share_one_instance_and_wake_only_their_own(watcher, tmp_path):
+    watches = fswatch.FileWatches(watcher)
+    woken = Woken(watches)
+    paths = {name: tmp_path / f"{name}.log" for name in ("a", "b", "c")}
+    paths["a"].write_text("")
+    handles = {name: watches.add(str(path), woken.waker(name)) for name, path in paths.items()}
+    twice = watches.add(str(paths["a"]), woken.waker("a again"))      # one file followed by two viewers
+    with open(paths["a"], "a") as f:
+        f.write("x\n")
+    assert woken.until("a", "a again") == ["a", "a again"]
+    paths["b"].write_text("created\n")                                  # created after the watch
+    assert woken.until("b") == ["b"]
+    fresh = tmp_path / "fresh"
+    fresh.write_text("replacement\n")
+    os.rename(fresh, paths["c"])                                        # replaced by a rename
+    assert woken.until("c") == ["c"]
+    with open(paths["c"], "a") as f:                                     # and the new file is watched
+        f.write("more\n")
+    assert woken.until("c") == ["c"]
+    watches.remove(twice)
+    with open(paths["a"], "a") as f:
+        f.write("y\n")
+    assert woken.until("a") == ["a"]
+    for handle in handles.values():
+        watches.remove(handle)
+    assert watches.users == {}, "every watch is removed with the last file using it"
+    assert os.readlink(f"/proc/self/fd/{watches.fileno()}") == "anon_inode:inotify"
+
+
+def test_a_file_whose_folder_is_missing_cannot_be_watched(watcher, tmp_path):
+    watches = fswatch.FileWatches(watcher)
+    with pytest.raises(OSError):
+        watches.add(str(tmp_path / "nowhere" / "x.log"), lambda: None)
+    assert watches.users == {}

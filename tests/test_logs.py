@@ -308,7 +308,7 @@ def test_a_follower_returns_when_another_fd_is_readable(follower):
 def test_a_follower_behind_its_file_does_not_wait(tmp_path):
     """read() takes at most _FOLLOW_CHUNK bytes: the rest must not wait for another write."""
     path = tmp_path / "big.log"
-    follower = logs.Follower(str(path))
+    follower = logs.Follower(str(path), max_line=2 * logs._FOLLOW_CHUNK)
     follower.wait(0)
     path.write_bytes(b"x" * (logs._FOLLOW_CHUNK + 10) + b"\nend\n")
     follower.wait(0)                 # takes the write's events
@@ -332,3 +332,58 @@ def test_a_flooded_log_is_truncated_and_keeps_only_its_tail(tmp_path):
     assert head == b"[aios: %d bytes of output dropped: the job wrote faster than its log is rotated]" % dropped
     assert len(kept) <= 100_000 and kept.endswith(b"line 00399999\n") and kept.startswith(b"line ")
     assert dropped + len(kept) == 400_000 * 14
+
+
+# ---------------------------------------------------------------- lines of any length
+
+def test_a_line_longer_than_max_line_is_cut_as_soon_as_it_is_that_long(tmp_path):
+    path = tmp_path / "job.log"
+    path.write_bytes(b"")
+    follower = logs.Follower(str(path), max_line=10, chunk=4)
+    append(path, "abcdefgh")
+    assert [follower.read(), follower.read(), follower.read()] == [[], [], []]     # 8 bytes: still a line
+    append(path, "ijklmnopqrstuvwxyz\nnext\nlast")
+    found = []
+    while True:
+        got = follower.read()
+        found += got
+        if not follower.behind:
+            break
+    assert found == [b"abcdefghij" + logs.CUT_MARK, b"next"]
+    assert follower.partial == b"last" and len(follower.partial) <= 10
+
+
+def test_the_last_lines_of_a_file_of_long_lines_are_read_from_a_bounded_tail(tmp_path):
+    path = tmp_path / "job.log"
+    path.write_bytes(b"a" * 100_000 + b"\n" + b"b" * 50 + b"\n" + b"c" * 100_000 + b"\nend\n")
+    follower = logs.Follower(str(path), max_line=1000)
+    assert follower.last(3) == [b"end"], "4 lines of max_line bytes are read back, from inside the c line"
+    assert follower.last(120) == [b"b" * 50, b"c" * 1000 + logs.CUT_MARK, b"end"], \
+        "121 lines of max_line bytes reach into the a line, whose end is not a line"
+    assert logs.tail(str(path), 2) == ["c" * 100_000, "end"], "the CLI's tail keeps lines up to MAX_LINE"
+
+
+def test_a_newline_free_log_costs_bounded_memory(tmp_path):
+    """200 MB without a newline, followed from its start: the follower keeps at most
+    max_line bytes and each read at most a chunk (the old one joined its unfinished line
+    to each new block: quadratic in time and as large as the file in memory)."""
+    import tracemalloc
+
+    path = tmp_path / "flood.log"
+    path.write_bytes(b"")
+    follower = logs.Follower(str(path), max_line=16 * 1024, chunk=256 * 1024)
+    os.truncate(path, 200 << 20)            # 200 MB of NUL bytes, none a newline
+    tracemalloc.start()
+    lines, reads = [], 0
+    try:
+        while True:
+            lines += follower.read()
+            reads += 1
+            if not follower.behind:
+                break
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert lines == [b"\0" * (16 * 1024) + logs.CUT_MARK] and follower.pos == 200 << 20
+    assert reads == (200 << 20) // (256 * 1024)
+    assert peak < 2 * 256 * 1024 + (1 << 20), f"peak {peak} bytes"

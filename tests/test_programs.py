@@ -225,9 +225,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def get(url: str) -> tuple[int, str]:
+def get(url: str, token: str | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=10) as reply:
+        with urllib.request.urlopen(request, timeout=10) as reply:
             return reply.status, reply.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode()
@@ -237,24 +238,26 @@ def test_web_server_serves_the_dashboard(home):
     port = free_port()
     proc = start(home, "web_server.py:main", AIOS_WEB_PORT=str(port))
     try:
-        assert first_line(proc).strip() == f"web_server: serving http://127.0.0.1:{port}/"
+        assert first_line(proc).strip() == (f"web_server: serving http://127.0.0.1:{port}/ "
+                                            "(`aios dashboard` prints the login link)")
         assert get(f"http://127.0.0.1:{port}/healthz") == (200, "ok")
         status, page = get(f"http://127.0.0.1:{port}/")
         assert status == 200 and '<script type="module" src="/app.js"></script>' in page
-        assert '<meta name="csrf-token" content="{{csrf}}">' not in page
-        status, reply = get(f"http://127.0.0.1:{port}/api/status")   # no daemon runs for this home
+        assert get(f"http://127.0.0.1:{port}/api/status")[0] == 401, "a credential first, on loopback too"
+        token = (home / "dashboard.token").read_text().strip()
+        status, reply = get(f"http://127.0.0.1:{port}/api/status", token)   # no daemon runs for this home
         assert status == 503 and json.loads(reply)["error"].startswith("no AIOS daemon is running for")
     finally:
         code = stop(proc)
     assert code == 0
 
 
-def test_web_server_refuses_a_public_host_without_a_token(home):
+def test_web_server_refuses_a_placeholder_token(home):
+    (home / "aios.toml").write_text('[web]\ntoken = "change-me"\n')
     done = subprocess.run(argv(home, "web_server.py:main"), cwd=home, capture_output=True, text=True, timeout=60,
                           env=env_for(home, AIOS_WEB_HOST="0.0.0.0", AIOS_WEB_PORT=str(free_port())))
     assert done.returncode == 2
-    assert done.stderr == ("web_server: refusing to serve the dashboard on 0.0.0.0 without a token: "
-                           "set [web] token in aios.toml, or host = \"127.0.0.1\"\n")
+    assert done.stderr.startswith("web_server: [web] token is 9 characters; it needs at least 16")
 
 
 def test_stock_monitor_heartbeat_and_sigterm(home):

@@ -23,7 +23,10 @@ def cmd_up(args, home: str) -> int:
     from pathlib import Path
 
     from ..engine.daemon import serve
+    from .dashboard import announce
 
+    os.makedirs(home, mode=0o750, exist_ok=True)
+    announce(home)
     return serve(Path(home), force=args.force, force_new_db=args.force_new_db)
 
 
@@ -52,6 +55,9 @@ def _up_detached(home: str, options: list[str]) -> int:
         return fail(f"the daemon did not start (exit status {proc.poll()}); orchestrator.log says:\n{tail}")
     took = (time.perf_counter() - began) * 1000
     out(f"aios: daemon pid {proc.pid} ready in {took:.1f} ms (its own start-up: {ready.split()[1]} ms); home {home}")
+    from .dashboard import announce
+
+    announce(home)
     return EXIT_OK
 
 

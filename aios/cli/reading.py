@@ -168,7 +168,10 @@ def _follow_events(home: str, args) -> int:
     with control.Client(home, timeout=None) as client:
         client.call("watch")
         while True:
-            event = client.receive()["event"]
+            line = client.receive()
+            if "event" not in line:     # the daemon says why it ends the watch
+                raise AiosError(line.get("error") or "the daemon ended the watch")
+            event = line["event"]
             if args.job and event.get("job") != args.job:
                 continue
             out(json.dumps(event) if args.json else _event_line(event))

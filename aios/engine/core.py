@@ -78,6 +78,7 @@ class Engine:
         self.started = self.loop.wall
         self.secret = b""                      # the home's secret, for run tokens (daemon.py)
         self.base_env: dict = {}               # the environment jobs start from (daemon.py)
+        self.jobs_nofile = -1                  # the soft RLIMIT_NOFILE jobs get (the daemon raised its own)
         self.control = None
         self.recorder = Recorder(store, self.loop, self.log, self._recovered)
         self.runs = Runs(self)

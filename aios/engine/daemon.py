@@ -61,7 +61,10 @@ class Daemon:
     @classmethod
     def open(cls, home: Path, force: bool = False, force_new_db: bool = False) -> Daemon:
         """Take the home's lock, read its configuration and open its store."""
+        from ..control import raise_nofile_limit
+
         home = home.absolute()
+        jobs_nofile = raise_nofile_limit()[0]   # connections, pidfds, logs; jobs keep the usual limit
         inherited = _inherited_fds()
         ready_fd = os.environ.pop(_READY_ENV, None)
         lock_fd, unclean = (inherited[0], True) if inherited else _lock(home)
@@ -75,6 +78,7 @@ class Daemon:
                         reexecuted=inherited is not None)
         engine.processes = SystemProcesses(engine)
         engine.base_env = {k: v for k, v in os.environ.items() if k not in _CONTROL_ENV}
+        engine.jobs_nofile = jobs_nofile
         return cls(engine, cfg, lock_fd=lock_fd, unclean=unclean, listen_fd=inherited[1] if inherited else None,
                    ready_fd=ready_fd, force=force)
 
@@ -94,7 +98,8 @@ class Daemon:
         from ..control import SOCKET_NAME, ControlServer
 
         engine.recorder.flush()   # what a client reads once we answer is this daemon's, not the last one's
-        engine.control = ControlServer(engine.ops, str(engine.home / SOCKET_NAME), self.listen_fd)
+        engine.control = ControlServer(engine.ops, str(engine.home / SOCKET_NAME), self.listen_fd,
+                                       report=lambda line: engine.event("control_limit", None, line))
         watches.watch(engine)
         Housekeeping(engine).start()
         took = (time.monotonic() - began) * 1000

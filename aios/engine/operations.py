@@ -24,7 +24,7 @@ class OperationError(AiosError):
 class Operations:
     def __init__(self, engine):
         self.engine = engine
-        self.loop, self.watchers = engine.loop, engine.watchers
+        self.loop, self.watchers, self.waiters = engine.loop, engine.watchers, engine.waiters
         self._acks: list = []       # (job, args, kwargs, reply) of this loop turn, committed together
 
     def job(self, name: str):

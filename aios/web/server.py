@@ -1,27 +1,28 @@
-"""The dashboard's HTTP server (standard library, one thread per request) and its start-up.
+"""The dashboard's routes and its start-up: one asyncio event loop serves every request
+(aios.web.http1 bounds the connections), the JSON API, the event streams and the pages.
 
 `main()` serves the dashboard of AIOS_HOME on [web] host and port (AIOS_WEB_HOST and
-AIOS_WEB_PORT, which every job finds, win) with [web] token; it is what the default
-always job web_server and `python3 -m aios.web` run. Every response carries the security
-headers of aios.web.security; GET never changes anything.
+AIOS_WEB_PORT, which every job finds, win), guarded by the home's dashboard token
+(aios.home.dashboard_token: [web] token, else HOME/dashboard.token); it is what the
+default always job web_server and `python3 -m aios.web` run. Every response carries the
+security headers of aios.web.security; GET never changes anything.
 """
 from __future__ import annotations
 
-import html
-import json
+import asyncio
 import os
 import signal
-import socket
 import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from .. import config
 from ..errors import AiosError
-from ..home import find_home
-from . import api, logtail, security, sse
-from .security import Refused
+from ..home import dashboard_token, find_home
+from . import api, http1, metrics, security
+from .client import Daemon
+from .logtail import Tails
+from .security import BEARER, Refused
+from .sse import Hub, stream_hub
 
 STATIC = Path(__file__).with_name("static")
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -29,150 +30,116 @@ TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=u
 
 
 class Dashboard:
-    """What every request needs: the home, the rules, the hub and the static files."""
+    """What every request needs: the daemon, the rules, the hub, the tails, the pages."""
 
-    def __init__(self, home, host: str, token: str | None):
+    def __init__(self, home, token: str):
         self.home = str(home)
-        self.guard = security.Guard(host, token)
-        self.hub = sse.Hub(self.home)
+        self.daemon = Daemon(self.home)
+        self.guard = security.Guard(token)
+        self.hub = Hub(self.daemon)
+        self.tails = Tails()
+        self.tally = metrics.RunTally()
+        self.waits = 0
         self.files = {"/" + p.name: p.read_bytes() for p in STATIC.iterdir() if p.suffix in TYPES}
-        self.files["/"] = render_index(self.files.pop("/index.html"), self.guard.csrf)
+        self.files["/"] = self.files.pop("/index.html")
 
-
-def render_index(template: bytes, csrf: str) -> bytes:
-    """index.html with the CSRF token in its <meta name="csrf-token"> (escaped, though a
-    urlsafe token never needs it)."""
-    return template.replace(b"{{csrf}}", html.escape(csrf, quote=True).encode())
-
-
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address, app: Dashboard):
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.app = app
-        super().__init__(address, Handler)
-
-    def server_close(self) -> None:
-        self.app.hub.close()
-        super().server_close()
-
-
-def make_server(home, host: str, port: int, token: str | None) -> Server:
-    """A bound server with its hub running; call serve_forever(), then server_close()."""
-    security.check_exposure(host, token)
-    server = Server((host, port), Dashboard(home, host, token))
-    server.app.hub.start()
-    return server
-
-
-class Handler(BaseHTTPRequestHandler):
-    server_version = "aios-web"
-    sys_version = ""
-
-    @property
-    def app(self) -> Dashboard:
-        return self.server.app
-
-    def do_GET(self) -> None:
-        self._answer(self._get)
-
-    def do_POST(self) -> None:
-        self._answer(self._post)
-
-    def _answer(self, action) -> None:
+    async def handle(self, request: http1.Request, reply: http1.Reply) -> None:
         try:
-            self.app.guard.check_host(self.headers)
-            action(urlsplit(self.path))
+            if request.method == "GET":
+                await self._get(request, reply)
+            elif request.method == "POST":
+                await self._post(request, reply)
+            else:
+                raise Refused(405, f"method {request.method[:20]!r} not allowed; use GET or POST",
+                              (("Allow", "GET, POST"),))
         except Refused as exc:
-            self.send_json(exc.code, {"ok": False, "error": exc.message})
-        except (BrokenPipeError, ConnectionResetError):
-            pass    # the browser went away (a closed tab ends its streams this way)
+            if not reply.started:
+                await reply.json(exc.code, {"ok": False, "error": exc.message}, exc.headers)
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as exc:   # a bug: answer all the same, then let it be seen
+            if not reply.started:
+                await reply.json(500, {"ok": False, "error": f"internal error ({type(exc).__name__})"})
+            raise
 
-    def _get(self, url) -> None:
-        if not url.path.startswith("/api/"):
-            return self._static(url.path)
-        self.app.guard.check_read(self.headers)
-        op = url.path[len("/api/"):]
+    async def _get(self, request, reply) -> None:
+        if request.path == "/metrics":
+            self.guard.authenticate(request.headers, request.client)
+            return await reply.send(200, metrics.CONTENT_TYPE, await metrics.scrape(self.daemon, self.tally))
+        if not request.path.startswith("/api/"):
+            return await self._static(request.path, reply)
+        credential = self.guard.authenticate(request.headers, request.client)
+        op = request.path[len("/api/"):]
+        if op == "session":
+            csrf = None if credential is BEARER else credential.csrf
+            return await reply.json(200, {"ok": True, "result": {"csrf": csrf}})
         if op == "stream":
-            return self._stream(lambda write: sse.stream_hub(self.app.hub, write, {"csrf": self.app.guard.csrf}))
+            first = {"csrf": None if credential is BEARER else credential.csrf}
+            return await self._stream(reply, lambda write: stream_hub(self.hub, write, first))
         if op == "log":
-            path, lines = api.log_request(self.app.home, url.query)
-            return self._stream(lambda write: logtail.stream_log(path, lines, self.connection, write))
+            path, lines = await api.log_request(self.daemon, request.query)
+            tail = self.tails.open(path)
+            try:
+                return await self._stream(reply, lambda write: tail.run(lines, write))
+            finally:
+                tail.close()
         if op not in api.READS:
             raise Refused(405 if op in api.WRITES else 404, _unknown(op, "GET"))
-        self.send_json(*api.perform(self.app.home, op, api.query_fields(url.query, api.READS[op])))
+        fields = api.query_fields(request.query, api.READS[op])
+        if op == "wait":
+            return await self._wait(fields, reply)
+        await reply.json(*await api.perform(self.daemon, op, fields))
 
-    def _post(self, url) -> None:
-        body = self._body()     # read even when refused: unread input would reset the connection
-        op = url.path[len("/api/"):] if url.path.startswith("/api/") else ""
-        if op != "login" and op not in api.WRITES:
-            raise Refused(405 if op in api.READS else 404, _unknown(op, "POST"))
-        if op == "login":
-            cookie = self.app.guard.login(self.headers, self._fields(body).get("token"))
-            return self.send_json(200, {"ok": True, "result": None}, [("Set-Cookie", cookie)])
-        self.app.guard.check_write(self.headers)
-        self.send_json(*api.perform(self.app.home, op, self._fields(body), self.app.hub))
-
-    def _fields(self, body: bytes) -> dict:
-        return api.body_fields(body, self.headers.get("Content-Type") or "")
-
-    def _body(self) -> bytes:
+    async def _wait(self, fields: dict, reply) -> None:
+        if self.waits >= api.WAITS_MAX:
+            raise Refused(503, f"{api.WAITS_MAX} waits are open already; try again when one is over")
+        self.waits += 1
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise Refused(400, "bad Content-Length") from None
-        if length > api.MAX_BODY:
-            raise Refused(413, f"request too large: over {api.MAX_BODY} bytes")
-        return self.rfile.read(length) if length > 0 else b""
+            await reply.json(*await api.perform(self.daemon, "wait", fields))
+        finally:
+            self.waits -= 1
 
-    def _static(self, path: str) -> None:
+    async def _post(self, request, reply) -> None:
+        op = request.path[len("/api/"):] if request.path.startswith("/api/") else ""
+        if op == "login":
+            secure = security.through_tls(request.headers)
+            fields = api.body_fields(request.body, request.headers.get("Content-Type") or "")
+            session, cookie = self.guard.login(request.headers, request.client, fields.get("token"), secure)
+            return await reply.json(200, {"ok": True, "result": {"csrf": session.csrf}}, (("Set-Cookie", cookie),))
+        if op != "logout" and op not in api.WRITES:
+            raise Refused(405 if op in api.READS else 404, _unknown(op, "POST"))
+        credential = self.guard.authenticate(request.headers, request.client)
+        self.guard.check_write(request.headers, credential)
+        if op == "logout":
+            return await reply.json(200, {"ok": True, "result": None}, (("Set-Cookie", self.guard.logout(credential)),))
+        fields = api.body_fields(request.body, request.headers.get("Content-Type") or "")
+        await reply.json(*await api.perform(self.daemon, op, fields, self.hub))
+
+    async def _static(self, path: str, reply) -> None:
         if path == "/healthz":
-            return self.send_bytes(200, "text/plain; charset=utf-8", b"ok")
-        data = self.app.files.get(path)
+            return await reply.send(200, "text/plain; charset=utf-8", b"ok")
+        data = self.files.get(path)
         if data is None:
             raise Refused(404, f"no page {path[:80]!r}")
-        kind = TYPES[".html"] if path == "/" else TYPES[Path(path).suffix]
-        self.send_bytes(200, kind, data)
+        await reply.send(200, TYPES[".html"] if path == "/" else TYPES[Path(path).suffix], data)
 
-    def _stream(self, run) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
+    @staticmethod
+    async def _stream(reply, run) -> None:
+        await reply.start_stream("text/event-stream")
+        await run(reply.write)
 
-        def write(data: bytes) -> None:
-            self.wfile.write(data)
-            self.wfile.flush()
+    async def start(self, host: str, port: int) -> asyncio.AbstractServer:
+        """Listen and start the hub; stop() undoes both."""
+        self.listener = http1.Listener(self.handle, security.HEADERS)
+        server = await self.listener.start(host, port)
+        self.guard.cookie = f"aios_session_{server.sockets[0].getsockname()[1]}"   # cookies ignore ports
+        await self.hub.start()
+        return server
 
-        try:
-            run(write)
-        except OSError:
-            pass    # the browser left
-
-    def send_json(self, code: int, body: dict, headers=()) -> None:
-        data = json.dumps(body, separators=(",", ":"), default=str).encode()
-        self.send_bytes(code, "application/json", data, headers)
-
-    def send_bytes(self, code: int, kind: str, data: bytes, headers=()) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store" if kind == "application/json" else "no-cache")
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def end_headers(self) -> None:
-        for name, value in security.HEADERS:
-            self.send_header(name, value)
-        super().end_headers()
-
-    def log_request(self, code="-", size="-") -> None:
-        if isinstance(code, int) and code >= 400:   # a job's log is no access log
-            super().log_request(code, size)
+    async def stop(self, server) -> None:
+        await self.listener.close()
+        await self.hub.close()
+        self.tails.close()
 
 
 def _unknown(op: str, method: str) -> str:
@@ -181,31 +148,39 @@ def _unknown(op: str, method: str) -> str:
 
 
 def main() -> int:
-    """Serve until SIGTERM (exit 0); a setting that cannot work prints one line, exit 2."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    """Serve until SIGTERM or SIGINT (exit 0); a setting that cannot work prints one line, exit 2."""
     try:
         home = find_home()
         settings = config.load(Path(home)).settings
         host = os.environ.get("AIOS_WEB_HOST") or settings.web_host
         port = int(os.environ.get("AIOS_WEB_PORT") or settings.web_port)
-        server = _listen(home, host, port, settings.web_token)
-    except (AiosError, security.ExposureError, ValueError) as exc:
+        token = dashboard_token(home, settings.web_token)
+    except (AiosError, ValueError) as exc:
         print(f"web_server: {exc}", file=sys.stderr, flush=True)
         return 2
-    print(f"web_server: serving http://{_where(host, port)}/", flush=True)
+    from ..control import raise_nofile_limit
+
+    raise_nofile_limit()
+    return asyncio.run(_serve(Dashboard(home, token), host, port))
+
+
+async def _serve(app: Dashboard, host: str, port: int) -> int:
     try:
-        server.serve_forever()
+        server = await app.start(host, port)
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        print(f"web_server: cannot listen on {_where(host, port)}: {why}", file=sys.stderr, flush=True)
+        return 2
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    print(f"web_server: serving http://{_where(host, port)}/ (`aios dashboard` prints the login link)", flush=True)
+    try:
+        await stop.wait()
     finally:
-        server.server_close()
+        await app.stop(server)
         print("web_server: stopped", flush=True)
     return 0
-
-
-def _listen(home, host: str, port: int, token: str | None) -> Server:
-    try:
-        return make_server(home, host, port, token)
-    except OSError as exc:
-        raise ValueError(f"cannot listen on {_where(host, port)}: {exc.strerror or exc}") from None
 
 
 def _where(host: str, port: int) -> str:

@@ -1,23 +1,20 @@
 """Server-Sent Events: one shared `watch` connection to the daemon, fanned out to every
 browser.
 
-`Hub` owns one background thread that holds the watch stream and a second connection
-for reading job status. Each event is passed on as it arrives, followed by the fresh
+`Hub` owns one task of the server's event loop that holds the watch stream and a second
+connection for reading job status. Each event is passed on as it arrives, followed by the fresh
 status of its job, so a state change reaches the browsers without anyone polling. The
 hub keeps the last status of every job, so a new subscriber starts from a snapshot that
 is exactly as new as the stream behind it. When the daemon goes away (stop, crash,
-re-exec) the thread reconnects at once and then with a growing pause, and sends a fresh
+re-exec) the task reconnects at once and then with a growing pause, and sends a fresh
 snapshot when it is back.
 """
 from __future__ import annotations
 
+import asyncio
 import json
-import queue
-import socket
-import threading
 import time
 
-from ..control import Client
 from ..errors import AiosError
 
 KEEPALIVE = 15.0          # seconds between comment lines on a quiet stream
@@ -35,143 +32,138 @@ def frame(kind: str, data) -> bytes:
 
 class Subscriber:
     def __init__(self):
-        self.queue: queue.Queue = queue.Queue(QUEUE_LIMIT)
+        self.queue: asyncio.Queue = asyncio.Queue(QUEUE_LIMIT)
         self.dropped = False
 
     def put(self, message) -> None:
         try:
             self.queue.put_nowait(message)
-        except queue.Full:
+        except asyncio.QueueFull:
             self.dropped = True     # its stream ends; the browser reconnects to a snapshot
 
 
 class Hub:
-    def __init__(self, home):
-        self.home = home
+    """The daemon's state as the browsers see it, kept by one task (start() it in the
+    loop that serves them)."""
+
+    def __init__(self, daemon):
+        self.daemon = daemon                # aios.web.client.Daemon
         self.jobs: dict[str, dict] = {}
-        self.about: dict | None = None      # the daemon's ping, None while it is unreachable
+        self.about: dict | None = None      # the daemon's about, None while it is unreachable
         self.subscribers: set[Subscriber] = set()
-        self.lock = threading.Lock()        # jobs, about and subscribers
-        self.fetching = threading.Lock()    # a status read and its publication, in order
-        self.closed = threading.Event()
-        self.ready = threading.Event()      # the first attempt to reach the daemon is over
-        self.streaming = False              # the current session got as far as the stream
-        self.watcher: Client | None = None
-        self.thread = threading.Thread(target=self._run, name="aios-web-watch", daemon=True)
+        self.reader = None                  # the connection that reads status, while connected
+        self.task: asyncio.Task | None = None
 
-    def start(self) -> None:
-        self.thread.start()
+    async def start(self) -> None:
+        self.fetching = asyncio.Lock()      # a status read and its publication, in order
+        self.ready = asyncio.Event()        # the first attempt to reach the daemon is over
+        self.task = asyncio.ensure_future(self._run())
 
-    def close(self) -> None:
-        self.closed.set()
-        watcher = self.watcher
-        if watcher is not None:
-            try:
-                watcher.sock.shutdown(socket.SHUT_RDWR)   # wakes the thread from receive()
-            except OSError:
-                pass
-        if self.thread.ident is not None:   # the server closes it even when it failed to bind
-            self.thread.join(5)
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
 
     # ---- subscribers
     def subscribe(self) -> tuple[Subscriber, dict]:
         """A new subscriber and the snapshot its stream continues from."""
         sub = Subscriber()
-        with self.lock:
-            self.subscribers.add(sub)
-            return sub, self._snapshot()
+        self.subscribers.add(sub)
+        return sub, self._snapshot()
 
     def unsubscribe(self, sub: Subscriber) -> None:
-        with self.lock:
-            self.subscribers.discard(sub)
+        self.subscribers.discard(sub)
 
     def publish(self, kind: str, data) -> None:
-        with self.lock:
-            if kind == "job":
-                self.jobs[data["name"]] = data = {**data, "read_at": time.time()}
-            for sub in self.subscribers:
-                sub.put((kind, data))
+        if kind == "job":
+            self.jobs[data["name"]] = data = {**data, "read_at": time.time()}
+        for sub in self.subscribers:
+            sub.put((kind, data))
 
-    def refresh(self, client: Client, name: str) -> None:
+    async def refresh(self, name: str) -> None:
         """Read one job's status and pass it on. Reads and publications are serialized,
         so a slower, older read never overwrites a newer one."""
-        with self.fetching:
+        async with self.fetching:
+            if self.reader is None:
+                return
             try:
-                status = client.call("status", job=name)
-            except AiosError:
+                status = await self.reader.call("status", job=name)
+            except (AiosError, OSError, ValueError):
                 return   # the job was removed (a resync follows) or the daemon is gone
             self.publish("job", status[0])
 
     def _snapshot(self) -> dict:
-        return {"daemon": self.about, "jobs": list(self.jobs.values())}
+        return {"daemon": self.about, "jobs": list(self.jobs.values()), "now": time.time()}
 
     def _reset(self, jobs: list | None, about: dict | None) -> None:
-        with self.lock:
-            if jobs is not None:
-                read_at = time.time()   # a status's uptime is as of this moment
-                self.jobs = {job["name"]: {**job, "read_at": read_at} for job in jobs}
-            self.about = about
-            for sub in self.subscribers:
-                sub.put(("snapshot", self._snapshot()))
+        if jobs is not None:
+            read_at = time.time()   # a status's uptime is as of this moment
+            self.jobs = {job["name"]: {**job, "read_at": read_at} for job in jobs}
+        self.about = about
+        for sub in self.subscribers:
+            sub.put(("snapshot", self._snapshot()))
 
-    # ---- the watch thread
-    def _run(self) -> None:
+    # ---- the watch task
+    async def _run(self) -> None:
         pause = 0.0
-        while not self.closed.is_set():
-            self.streaming = False
+        while True:
+            streaming = False
             try:
-                self._session()
-            except (AiosError, OSError, ValueError):
+                streaming = await self._session()
+            except (AiosError, OSError, ValueError, asyncio.TimeoutError):
                 pass
             self.ready.set()
-            if self.streaming:
+            if streaming:
                 pause = 0.0     # it was up: try again at once, quietly (a re-exec is over in a moment)
                 continue
             if self.about is not None:
                 self._reset(None, None)     # tell the browsers it is gone
-            self.closed.wait(pause)
+            await asyncio.sleep(pause)
             pause = min(max(pause * 2, 0.1), RETRY_MAX)
 
-    def _session(self) -> None:
-        with Client(self.home, timeout=None) as watcher, Client(self.home) as reader:
-            self.watcher = watcher
+    async def _session(self) -> bool:
+        """Watch the daemon until it goes away; whether it got as far as the stream."""
+        async with await self.daemon.connect() as watcher, await self.daemon.connect() as reader:
+            await watcher.call("watch")     # before the snapshot, so nothing falls between them
+            async with self.fetching:
+                self._reset(await reader.call("status"), await reader.call("about"))
+                self.reader = reader
+            self.ready.set()
             try:
-                if self.closed.is_set():
-                    return      # close() came before self.watcher was there to shut down
-                watcher.call("watch")   # before the snapshot, so nothing falls between them
-                with self.fetching:
-                    self._reset(reader.call("status"), reader.call("about"))
-                self.streaming = True
-                self.ready.set()
-                while not self.closed.is_set():
-                    self._on_event(reader, watcher.receive().get("event"))
+                while True:
+                    await self._on_event(reader, (await watcher.receive()).get("event"))
+            except (AiosError, OSError, ValueError):
+                return True
             finally:
-                self.watcher = None
+                self.reader = None
 
-    def _on_event(self, reader: Client, event: dict | None) -> None:
+    async def _on_event(self, reader, event: dict | None) -> None:
         if not event:
             return
         self.publish("event", event)
         if event["name"] in RESYNC:
-            with self.fetching:
-                self._reset(reader.call("status"), reader.call("about"))
+            async with self.fetching:
+                self._reset(await reader.call("status"), await reader.call("about"))
         elif event.get("job"):
-            self.refresh(reader, event["job"])
+            await self.refresh(event["job"])
 
 
-def stream_hub(hub: Hub, write, first: dict) -> None:
+async def stream_hub(hub: Hub, write, first: dict) -> None:
     """Send `first` merged into the snapshot, then every message, until the client goes
-    away or falls too far behind. `write` raises OSError when the client is gone."""
-    hub.ready.wait(READY_WAIT)   # a page opened as the server starts gets the daemon's state
+    away (the task is cancelled) or falls too far behind."""
+    try:
+        await asyncio.wait_for(hub.ready.wait(), READY_WAIT)  # a page opened at start-up gets the state
+    except asyncio.TimeoutError:
+        pass
     sub, snapshot = hub.subscribe()
     try:
-        write(b"retry: 1000\n\n" + frame("snapshot", {**snapshot, **first, "now": time.time()}))
+        await write(b"retry: 1000\n\n" + frame("snapshot", {**snapshot, **first}))
         while not sub.dropped:
             try:
-                kind, data = sub.queue.get(timeout=KEEPALIVE)
-            except queue.Empty:
-                write(b": keepalive\n\n")
+                kind, data = await asyncio.wait_for(sub.queue.get(), KEEPALIVE)
+            except asyncio.TimeoutError:
+                await write(b": keepalive\n\n")
                 continue
-            write(frame(kind, data))
+            await write(frame(kind, data))
     finally:
         hub.unsubscribe(sub)

@@ -119,14 +119,15 @@ def test_first_start_writes_the_seven_jobs_and_serves_the_status_page(home, tmp_
     assert len(wait_until(states, what="the tagged jobs marked ineligible")) == 7
     page = wait_until(lambda: _fetch("http://127.0.0.1:8787/healthz"), what="the status page")
     assert page.strip() == "ok"
-    assert "morning_report" in _fetch("http://127.0.0.1:8787/api/status")
+    assert "morning_report" in _fetch("http://127.0.0.1:8787/api/status", (home / "dashboard.token").read_text())
     wait_until(lambda: list((home / "backups").glob("orchestrator-*.db")), what="the first backup")
     assert daemon.terminate() == 0
 
 
-def _fetch(url: str) -> str | None:
+def _fetch(url: str, token: str = "") -> str | None:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token.strip()}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=2) as reply:
+        with urllib.request.urlopen(request, timeout=2) as reply:
             return reply.read().decode()
     except OSError:
         return None

@@ -5,7 +5,9 @@
 - a Programs path cannot escape Programs/ (the config refuses it; the runner refuses a
   file swapped for a symlink after the check);
 - files the daemon creates are not world-writable (and which are readable by whom);
-- the dashboard refuses a mutating POST without its token or CSRF token.
+- the dashboard gives nothing to another local user: no secret in its page, a token file
+  only its owner reads, every read and change refused without a credential (as uid
+  nobody, with forged headers), wrong guesses throttled.
 
 The socket refusing another uid is proved by
 tests/integration/test_control.py::test_another_user_is_refused_by_the_file_and_by_the_daemon.
@@ -15,12 +17,12 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import socket
 import sqlite3
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -209,16 +211,6 @@ def post(port: int, path: str, body: dict, headers: dict | None = None) -> tuple
         conn.close()
 
 
-def page_csrf(port: int) -> str:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("GET", "/")
-        page = conn.getresponse().read().decode()
-    finally:
-        conn.close()
-    return re.search(r'<meta name="csrf-token" content="([^"]+)"', page)[1]
-
-
 def serving(port: int) -> bool:
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
@@ -228,10 +220,9 @@ def serving(port: int) -> bool:
         return False
 
 
-def dashboard(home, token: str | None) -> tuple[DaemonProcess, int]:
+def dashboard(home, extra: str = "") -> tuple[DaemonProcess, int]:
     port = free_port()
-    web = f'[web]\nport = {port}\n' + (f'token = "{token}"\n' if token else "")
-    write_home(home, web + """
+    write_home(home, f'[web]\nport = {port}\n' + extra + """
 [jobs.svc]
 type = "always"
 command = ["sleep", "100000"]
@@ -250,28 +241,109 @@ def svc_pid(home) -> int | None:
     return control.call(home, "status", job="svc")[0]["pid"]
 
 
-def test_the_dashboard_refuses_a_mutating_post_without_csrf_token(home):
-    daemon, port = dashboard(home, token=None)
+def test_the_dashboard_refuses_a_change_without_its_credential(home):
+    daemon, port = dashboard(home)
+    token = (home / "dashboard.token").read_text().strip()
+    assert stat.S_IMODE(os.lstat(home / "dashboard.token").st_mode) == 0o600
     pid = wait_until(lambda: svc_pid(home))
-    origin = {"Origin": f"http://127.0.0.1:{port}"}
-    csrf = {"X-CSRF-Token": page_csrf(port)}
-    for headers in ({}, origin, csrf, {"Origin": "http://evil.example", **csrf}, {**origin, "X-CSRF-Token": "guess"}):
-        status, reply = post(port, "/api/stop", {"job": "svc"}, headers)
-        assert (status, reply["ok"]) == (403, False), (headers, status, reply)
-    assert svc_pid(home) == pid and control.call(home, "status", job="svc")[0]["status"] == "running"
-    assert post(port, "/api/stop", {"job": "svc"}, {**origin, **csrf})[0] == 200, "the page itself may"
-    wait_until(lambda: control.call(home, "status", job="svc")[0]["status"] == "stopped")
-    assert daemon.terminate() == 0
-
-
-def test_the_dashboard_with_a_token_refuses_a_post_without_it(home):
-    daemon, port = dashboard(home, token="s3cret-token")
-    pid = wait_until(lambda: svc_pid(home))
-    origin = {"Origin": f"http://127.0.0.1:{port}"}
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {**origin, "X-CSRF-Token": page_csrf(port)}):
+    page = {"Origin": f"http://127.0.0.1:{port}", "X-CSRF-Token": "guess"}
+    for headers in ({}, page, {"Authorization": "Bearer wrong"}, {**page, "Cookie": f"aios_session_{port}=x.1.y"}):
         status, reply = post(port, "/api/restart", {"job": "svc"}, headers)
         assert (status, reply["ok"]) == (401, False), (headers, status, reply)
+    status, _ = post(port, "/api/login", {"token": token}, page)
+    assert status == 200
     assert svc_pid(home) == pid
-    assert post(port, "/api/restart", {"job": "svc"}, {"Authorization": "Bearer s3cret-token"})[0] == 200
+    assert post(port, "/api/restart", {"job": "svc"}, {"Authorization": f"Bearer {token}"})[0] == 200
     wait_until(lambda: svc_pid(home) not in (None, pid), what="the restart the token allowed")
     assert daemon.terminate() == 0
+
+
+ATTACK = r"""
+import http.client, json, socket, sys
+port, home = int(sys.argv[1]), sys.argv[2]
+seen = {}
+
+def ask(method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request(method, path, body, headers or {})
+    reply = conn.getresponse()
+    data = reply.read().decode(errors="replace")
+    conn.close()
+    return reply.status, data
+
+code, page = ask("GET", "/")
+seen["page"] = [code, "csrf" in page.lower()]
+try:
+    seen["token file"] = open(home + "/dashboard.token").read()
+except OSError as exc:
+    seen["token file"] = type(exc).__name__
+for path in ("/api/session", "/api/job?job=svc", "/api/stream", "/api/status", "/metrics"):
+    seen[path] = ask("GET", path)[0]
+forged = {"Content-Type": "application/json", "Host": "127.0.0.1:%d" % port,
+          "Origin": "http://127.0.0.1:%d" % port, "X-CSRF-Token": "guessed"}
+apply = json.dumps({"text": '[jobs.pwned]\ntype = "always"\ncommand = ["touch", "%s/pwned"]\n' % home})
+seen["apply"] = ask("POST", "/api/apply", apply, forged)
+seen["apply with a bearer guess"] = ask("POST", "/api/apply", apply, {**forged, "Authorization": "Bearer guess"})[0]
+seen["logins"] = [ask("POST", "/api/login", json.dumps({"token": "guess-%d" % n}), forged)[0] for n in range(15)]
+sock = socket.socket(socket.AF_UNIX)
+try:
+    sock.connect(home + "/aios.sock")
+    sock.sendall(b'{"op": "status"}\n')
+    seen["socket"] = sock.recv(4096).decode()
+except OSError as exc:
+    seen["socket"] = type(exc).__name__
+print(json.dumps(seen))
+"""
+
+
+def as_nobody(*argv: str) -> str:
+    """Run a Python script as uid/gid 65534 (nobody), the way another local user would;
+    the system's interpreter, which any user can run."""
+    python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+    done = subprocess.run(["runuser", "-u", "nobody", "--", python, "-I", "-c", *argv], capture_output=True,
+                          text=True, timeout=120, cwd="/")
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def root():
+    """Switching to another user needs root: CI runs as root, so there it must run."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the attack as uid nobody must run in CI, which runs as root; this run is not root")
+        pytest.skip("needs root to act as uid nobody (runs in CI, which is root)")
+
+
+def test_another_local_user_gets_nothing_from_the_dashboard_or_the_socket(root):
+    """The attack of issue 11 as uid nobody against a root daemon: the page holds no
+    secret, the token file cannot be read, every read and change is refused without a
+    credential (a forged Origin and a guessed CSRF token included), guesses are
+    throttled, and the socket refuses. The config is unchanged and no job ran."""
+    base = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        os.chmod(base, 0o711)
+        home = base / "home"
+        daemon, port = dashboard(home, extra="")
+        os.chmod(home, 0o711)               # nobody may pass through, as through a home in /home
+        before = (home / "aios.toml").read_text()
+        seen = json.loads(as_nobody(ATTACK, str(port), str(home)))
+        print(f"\n[security figures] what uid nobody saw: {seen}")
+        assert seen["page"] == [200, False]
+        assert seen["token file"] == "PermissionError"
+        for path in ("/api/session", "/api/job?job=svc", "/api/stream", "/api/status", "/metrics"):
+            assert seen[path] == 401, path
+        assert seen["apply"][0] == 401 and "log in first" in seen["apply"][1]
+        assert seen["apply with a bearer guess"] == 401
+        assert set(seen["logins"]) == {401, 429} and seen["logins"][-1] == 429
+        assert seen["socket"] == "PermissionError"
+        assert (home / "aios.toml").read_text() == before and not (home / "pwned").exists()
+        assert [job["name"] for job in control.call(home, "status")] == ["svc", "web_server"]
+        assert daemon.terminate() == 0
+    finally:
+        for started in DaemonProcess.started:    # a failed test leaves no daemon behind
+            if started.home == base / "home" and started.proc.poll() is None:
+                started.kill()
+        for pid in processes_with_home(base / "home"):
+            os.killpg(pid, 9)
+        subprocess.run(["rm", "-rf", str(base)], check=False)

@@ -1,14 +1,17 @@
 """A real daemon in a temp home and dashboards serving it: in this process (for the API
 tests) or as the daemon's own web_server job (for the browser tests). HTTP helpers that
-return status, headers and the decoded body, errors included."""
+return status, headers and the decoded body, errors included; a logged-in session."""
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -16,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from aios.web.server import make_server
+from aios.web.server import Dashboard
 
-from ..integration.conftest import LIVENESS, DaemonProcess, processes_with_home, wait_until, write_home
+from ..integration.conftest import home  # noqa: F401  (the fixture that kills what a failed test left)
+from ..integration.conftest import LIVENESS, ROOT, DaemonProcess, processes_with_home, wait_until, write_home
 
 WEB_SERVER = Path(__file__).resolve().parents[2] / "aios" / "programs" / "web_server.py"
 
@@ -56,6 +60,11 @@ program = "hostile.py:main"
 type = "always"
 command = ["sleep", "100000"]
 tags = ["gpu"]
+
+[jobs.secretive]
+type = "trigger"
+command = ["true"]
+env = { API_KEY = "hunter2-abc", MODE = "fast" }
 """
 
 
@@ -95,19 +104,37 @@ def daemon(tmp_path_factory):
     stop_daemon(daemon)
 
 
-class Served:
-    """A dashboard served from a thread of this process."""
+TOKEN = "web-tests-4f9c1a7d2e8b"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
-    def __init__(self, home, token=None, host="127.0.0.1"):
-        self.server = make_server(home, host, 0, token)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.app = self.server.app
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+class Served:
+    """A dashboard served from its own event loop in a thread of this process."""
+
+    def __init__(self, home, token=TOKEN, host="127.0.0.1", port=0):
+        self.app = Dashboard(home, token)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
+        self.server = self.run(self.app.start(host, port))
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def run(self, coroutine):
+        """Run a coroutine in the dashboard's loop; its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(LIVENESS)
+
+    def call(self, fn, *args):
+        """Call fn in the dashboard's loop (its state belongs to that thread); its result."""
+        async def called():
+            return fn(*args)
+        return self.run(called())
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.run(self.app.stop(self.server))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(LIVENESS)
+        self.loop.close()
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +143,26 @@ def web(daemon):
     wait_until(lambda: served.app.hub.about, what="the dashboard's watch connection")
     yield served
     served.close()
+
+
+class Login:
+    """A browser's session, as the page gets it: POST /api/login from its own origin."""
+
+    def __init__(self, served: Served, token: str = TOKEN):
+        self.served = served
+        code, headers, reply = request(f"{served.url}/api/login", "POST", {"token": token}, {"Origin": served.url})
+        assert code == 200, reply
+        self.set_cookie = headers["Set-Cookie"]
+        self.cookie = self.set_cookie.split(";")[0]
+        self.csrf = reply["result"]["csrf"]
+
+    def get(self, path: str, **headers):
+        return request(f"{self.served.url}{path}", headers={"Cookie": self.cookie, **headers})
+
+    def post(self, op: str, body, **headers):
+        """A POST as the dashboard's own page sends it: cookie, same origin, CSRF token."""
+        sent = {"Cookie": self.cookie, "Origin": self.served.url, "X-CSRF-Token": self.csrf, **headers}
+        return request(f"{self.served.url}/api/{op}", "POST", body, {k: v for k, v in sent.items() if v is not None})
 
 
 def request(url: str, method: str = "GET", body=None, headers: dict | None = None):
@@ -135,10 +182,17 @@ def _decode(headers, data: bytes):
     return json.loads(data) if headers.get("Content-Type") == "application/json" else data.decode()
 
 
-def page_post(served: Served, op: str, body, **headers):
-    """A POST as the dashboard's own page sends it: same origin, CSRF token."""
-    sent = {"Origin": served.url, "X-CSRF-Token": served.app.guard.csrf, **headers}
-    return request(f"{served.url}/api/{op}", "POST", body, sent)
+def printed_link(home) -> str:
+    """The login link, as `aios dashboard` prints it for the user."""
+    done = subprocess.run([sys.executable, "-m", "aios", "--home", str(home), "dashboard"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    return done.stdout.strip()
+
+
+def get(served: Served, path: str, **headers):
+    """A GET with the token in the Authorization header, as a script sends it."""
+    return request(f"{served.url}{path}", headers={**BEARER, **headers})
 
 
 class EventStream:

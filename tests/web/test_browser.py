@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from aios import control
 
 from ..integration.conftest import LIVENESS, wait_until
-from .conftest import JOBS, free_port, start_daemon, stop_daemon
+from .conftest import JOBS, free_port, printed_link, start_daemon, stop_daemon
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -56,9 +57,13 @@ def browser():
 class Site:
     def __init__(self, daemon, url):
         self.daemon, self.home, self.url = daemon, daemon.home, url
+        self.login = printed_link(self.home)
+        assert self.login.startswith(f"{url}/#token="), self.login
 
     def status(self, name: str) -> dict:
         return control.call(self.home, "status", job=name)[0]
+
+
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +100,12 @@ def open_page(browser, site):
         page.set_default_timeout(WAIT_MS)
         page.on("pageerror", lambda error: errors.append(error))
         page.on("console", lambda message: "Content Security Policy" in message.text and errors.append(message.text))
-        page.goto(f"{site.url}/{route}")
+        page.goto(site.login)                   # logs in, then shows the jobs
         page.wait_for_selector("#live.live-live")
+        assert "token" not in page.url, "the token leaves the address bar at once"
+        if route != "#/":
+            page.goto(f"{site.url}/{route}")
+            page.wait_for_selector("#live.live-live")
         return page
 
     yield opener
@@ -267,3 +276,94 @@ def test_state_change_to_browser_latency(open_page, site, capsys):
               f"from the restart call median {statistics.median(from_call) * 1000:.1f} ms, "
               f"max {max(from_call) * 1000:.1f} ms; from the daemon's state stamp "
               f"median {statistics.median(from_state) * 1000:.1f} ms, max {max(from_state) * 1000:.1f} ms")
+
+
+@pytest.fixture
+def context(browser):
+    context = browser.new_context()
+    yield context
+    context.close()
+
+
+def test_without_the_link_the_page_asks_for_the_token(context, site):
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(site.url)
+    page.wait_for_selector("#page-login:not([hidden])")
+    assert page.locator("#jobs-body tr").count() == 0 and page.locator("#logout").is_hidden()
+    page.fill("#login-token", "wrong-token-0123456789")
+    page.click("#login-form button[type=submit]")
+    page.locator("#login-error", has_text="wrong token").wait_for()
+    page.fill("#login-token", site.login.split("#token=", 1)[1])
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("#live.live-live")
+    row(page, "sleeper").wait_for()
+    (cookie,) = context.cookies()
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["value"] not in site.login
+    assert page.evaluate("document.cookie") == "", "scripts cannot read the session"
+
+
+def test_logging_out_ends_the_session(context, site):
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(site.login)
+    page.wait_for_selector("#live.live-live")
+    (cookie,) = context.cookies()
+    page.click("#logout")
+    page.wait_for_selector("#page-login:not([hidden])")
+    replayed = urllib.request.Request(f"{site.url}/api/ping", headers={"Cookie": f"{cookie['name']}={cookie['value']}"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(replayed, timeout=LIVENESS)
+    assert err.value.code == 401
+
+
+def test_a_wrong_link_shows_why(context, site):
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{site.url}/#token=not-the-token-at-all-0123")
+    page.locator("#login-error", has_text="wrong token").wait_for()
+    assert "token" not in page.url
+
+
+def test_the_page_says_when_it_is_cut_off_and_recovers(context, tmp_path):
+    """The daemon goes away (the dashboard stays): "daemon down", a banner, the last state
+    dimmed and its buttons off; it comes back: live again. Then the dashboard itself goes
+    away and comes back on its port: the page reconnects, still logged in."""
+    from .conftest import TOKEN, Served
+
+    home = tmp_path / "home"
+    toml = '[jobs.svc]\ntype = "always"\ncommand = ["sleep", "100000"]\n'
+    daemon = start_daemon(home, toml)
+    served = Served(home)
+    port = served.port
+    try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        page.goto(f"{served.url}/#token={TOKEN}")
+        page.wait_for_selector("#live.live-live")
+        row(page, "svc").locator(".badge.state-running").wait_for()
+        assert page.locator("#banner").is_hidden()
+        stop_daemon(daemon)
+        page.wait_for_selector("#live.live-down")
+        assert page.locator("#live").inner_text() == "daemon down"
+        page.locator("#banner", has_text="The AIOS daemon is not reachable").wait_for()
+        assert page.evaluate("document.body.classList.contains('disconnected')")
+        assert row(page, "svc").count() == 1, "the last known state stays"
+        assert "NaN" not in row(page, "svc").inner_text()
+        button = row(page, "svc").locator("button.op").first
+        assert button.evaluate("b => getComputedStyle(b).pointerEvents") == "none"
+        daemon = start_daemon(home, toml)
+        page.wait_for_selector("#live.live-live")
+        assert page.locator("#banner").is_hidden()
+        assert not page.evaluate("document.body.classList.contains('disconnected')")
+        assert button.evaluate("b => getComputedStyle(b).pointerEvents") == "auto"
+        served.close()
+        page.wait_for_selector("#live.live-reconnecting, #live.live-offline")
+        page.locator("#banner", has_text="Disconnected from the dashboard").wait_for()
+        assert page.evaluate("document.body.classList.contains('disconnected')")
+        served = Served(home, port=port)
+        page.wait_for_selector("#live.live-live")
+        assert page.locator("#banner").is_hidden() and page.locator("#page-login").is_hidden()
+    finally:
+        served.close()
+        stop_daemon(daemon)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from aios.logs import Follower
-from aios.web.logtail import LINE_LIMIT, _text
+from aios.web.logtail import FIRST_BYTES, LINE_LIMIT, _text, first_lines
 
 
 def append(path, text: str) -> None:
@@ -47,7 +47,14 @@ def test_a_big_file_and_a_long_line(tmp_path):
     log = tmp_path / "job.log"
     append(log, "".join(f"line {i}\n" for i in range(60_000)))
     assert texts(Follower(str(log)).last(3)) == ["line 59997", "line 59998", "line 59999"]
-    follower = Follower(str(log))
+    follower = Follower(str(log), max_line=LINE_LIMIT)
     follower.last(0)
-    append(log, "y" * (LINE_LIMIT + 10) + "\n")
-    assert texts(follower.read()) == ["y" * LINE_LIMIT + " [line cut]"]
+    append(log, "y" * (LINE_LIMIT + 10) + "\nnext\n")
+    assert texts(follower.read()) == ["y" * LINE_LIMIT + " [line cut]", "next"]
+
+
+def test_the_first_message_holds_the_newest_lines_that_fit():
+    lines = [b"x" * 1000] * 1000 + [b"newest"]
+    first = first_lines(lines)
+    assert first[-1] == "newest" and sum(len(line) + 1 for line in first) <= FIRST_BYTES
+    assert len(first) == 1 + (FIRST_BYTES - len("newest\n")) // 1001

@@ -1,9 +1,10 @@
-// Talking to the dashboard server: GET reads, POST changes with the page's CSRF token.
+// Talking to the dashboard server: GET reads, POST changes with the session's CSRF token
+// (handed to the page only once it is logged in).
 
-let csrf = document.querySelector('meta[name="csrf-token"]').content;
+let csrf = null;
 
 export function setCsrf(token) {
-  if (token) csrf = token; // a restarted server issues a new one with its first message
+  if (token) csrf = token;
 }
 
 export class ApiError extends Error {
@@ -25,7 +26,7 @@ export async function change(op, fields) {
   return unpack(await fetch(`/api/${op}`, {
     method: "POST",
     credentials: "same-origin",
-    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+    headers: { "Content-Type": "application/json", ...(csrf ? { "X-CSRF-Token": csrf } : {}) },
     body: JSON.stringify(fields),
   }));
 }
