@@ -126,6 +126,8 @@ class JobState:
     restarts: int = 0                   # automatic restarts of an always job
     next_due: float | None = None       # epoch seconds of the next planned start
     last_slot: float | None = None      # scheduled jobs: the last slot run, skipped or anchored
+    slot_boot: float | None = None      # CLOCK_BOOTTIME seconds at last_slot (survives wall-clock steps)
+    boot_id: str | None = None          # the kernel's boot id when slot_boot was taken
     draw_day: str | None = None         # random_daily: ISO day of the stored draw
     draw_at: float | None = None        # random_daily: the drawn moment, epoch seconds
     enabled: bool | None = None         # runtime enable/disable; None follows the spec
