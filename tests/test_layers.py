@@ -13,12 +13,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "aios"
 # recovery, watches and fswatch are the engine's own parts (its event loop, its wiring to
 # the world, the operations it offers, what happens when a run ends, its writes, adoption,
 # what it watches, inotify); home is config's light part; store/* counts as "store";
-# wallclock is the DST arithmetic of calendar slots (where a zone's clock passes a time).
+# wallclock is the DST arithmetic of calendar slots (where a zone's clock passes a time);
+# posixtz turns a POSIX TZ rule into a tzinfo for config.local_zone.
 ENGINE_PARTS = {"spec", "schedule", "config", "store", "supervisor", "control", "logs", "loop",
                 "fswatch", "home", "show", "launch", "recorder"}
 ALLOWED = {
     "spec": set(), "logs": {"fswatch"}, "runner": set(), "supervisor": set(), "loop": set(), "fswatch": set(),
-    "schedule": {"spec", "wallclock"}, "wallclock": set(), "config": {"spec", "home"}, "store": {"spec"}, "control": {"spec"},
+    "schedule": {"spec", "wallclock"}, "wallclock": set(), "config": {"spec", "home", "posixtz"}, "posixtz": set(), "store": {"spec"}, "control": {"spec"},
     "home": set(), "show": set(), "launch": {"spec"},
     "engine": ENGINE_PARTS | {"operations", "exits"},
     "operations": ENGINE_PARTS,
