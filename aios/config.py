@@ -88,7 +88,8 @@ def _cache_key(home: Path) -> dict:
     from . import __version__
 
     here = os.path.dirname(os.path.abspath(__file__))
-    return {"code": [__version__, _stat(os.path.join(here, "spec.py")), _stat(os.path.join(here, "config.py"))],
+    code = [__version__] + [_stat(os.path.join(here, name)) for name in ("spec.py", "cron.py", "config.py")]
+    return {"code": code,
             "toml": _stat(home / CONFIG_FILE),
             "env": [os.environ.get("DEVICE_ID"), os.environ.get("DEVICE_TAGS"), os.uname().nodename]}
 

@@ -14,22 +14,24 @@ Two kinds of time, and what a clock step does to each:
   catch_up allows, and a slot stored in the future (the clock was wrong, then corrected)
   anchors the rhythm at now without a run, because the last run may have been seconds
   ago. Wall-clock steps within one boot never change an interval job's rhythm.
-- Calendar jobs (daily, random_daily) follow the wall clock of their zone. Within one
-  boot the last slot is also placed on today's wall clock by the real time elapsed since
-  it (boot clock), and the later of the two counts: a clock stepped forward is not
-  downtime (only slots the real elapsed time covers are owed). A clock behind the last
-  slot holds it (no second run of a slot already run, so a step back of minutes or hours
-  never runs a day twice), unless holding would skip a whole calendar day: then the step
-  was a correction of days (a board booted with a wrong date) and the job re-anchors at
-  now instead of stalling until the old date comes round.
+- Calendar jobs (daily: `time` on `days`, or every instant `cron` fires; random_daily)
+  follow the wall clock of their zone (`timezone`, else the daemon's). Within one boot
+  the last slot is also placed on today's wall clock by the real time elapsed since it
+  (boot clock), and the later of the two counts: a clock stepped forward is not downtime
+  (only slots the real elapsed time covers are owed). A clock behind the last slot holds
+  it (no slot runs twice, so a step back of minutes or hours never runs a day twice),
+  unless a whole calendar day lies between now and the last slot: then the clock was
+  corrected by days (a board booted with a wrong date) and the job re-anchors at now
+  instead of stalling until the old date comes round. A cron job with '*' in its minute
+  or hour field follows the wall clock back at once, as cronie does.
 
-Imports only aios.spec and aios.wallclock.
+Imports only aios.spec, aios.cron and aios.wallclock.
 """
 from __future__ import annotations
 
 from datetime import date, datetime
 
-from . import wallclock
+from . import cron, wallclock
 from .spec import JobSpec, JobState, JobType, Outcome, record
 
 # A slot started later than this is "missed": its job's catch_up policy decides.
@@ -172,17 +174,25 @@ def _runs_for(spec: JobSpec, missed: int, late: bool) -> int:
 # ---------------------------------------------------------------- calendar slots
 
 def job_zone(spec: JobSpec, now: Now):
-    """The zone a calendar job's times are local to."""
-    return now.wall.tzinfo
+    """The zone a calendar job's times are local to: its own, else the daemon's."""
+    if spec.timezone is None:
+        return now.wall.tzinfo
+    from zoneinfo import ZoneInfo  # cached by zoneinfo: one load per zone
+
+    return ZoneInfo(spec.timezone)
 
 
 def slot_after(spec: JobSpec, ts: float, tz) -> float:
-    """The first slot of a daily job strictly after instant `ts`."""
+    """The first slot of a daily job strictly after instant `ts`: the next instant its
+    cron expression fires, or its time on the next of its days."""
+    if spec.cron is not None:
+        return cron.next_after(spec.cron, ts, tz)
     day = wallclock.local_date(ts, tz)
     while True:
-        slot = wallclock.at(day, spec.time, tz)
-        if slot > ts:
-            return slot
+        if spec.days is None or day.weekday() in spec.days:
+            slot = wallclock.at(day, spec.time, tz)
+            if slot > ts:
+                return slot
         day = _next_day(day)
 
 
@@ -212,13 +222,19 @@ def _plan_calendar(spec: JobSpec, state: JobState, now: Now) -> Plan:
 
 
 def _clock_behind(spec: JobSpec, state: JobState, last: float, now: Now, tz) -> Plan:
-    """The wall clock is behind the last slot: hold it, or re-anchor at now when holding
-    would skip a whole calendar day (see the module docstring)."""
+    """The wall clock is behind the last slot: hold it, or re-anchor at now after a
+    correction of days, or for a cron job with a '*' in its minute or hour, which follows
+    the wall clock as cronie runs it (see the module docstring)."""
     now_ts = now.wall.timestamp()
-    first = slot_after(spec, now_ts, tz)
-    if wallclock.local_date(first, tz) < wallclock.local_date(last, tz):
-        return Plan(last_slot=now_ts, slot_boot=now.boot, next_due=first)
+    follows_wall = spec.cron is not None and spec.cron.wild
+    if follows_wall or _corrected_by_days(now_ts, last, tz):
+        return Plan(last_slot=now_ts, slot_boot=now.boot, next_due=slot_after(spec, now_ts, tz))
     return Plan(last_slot=last, slot_boot=_slot_boot(state, now, last), next_due=slot_after(spec, last, tz))
+
+
+def _corrected_by_days(now: float, last: float, tz) -> bool:
+    """A whole local calendar day lies between now and a last slot ahead of it."""
+    return (wallclock.local_date(last, tz) - wallclock.local_date(now, tz)).days >= 2
 
 
 def _slots_between(spec: JobSpec, last: float, now: float, tz, limit: int) -> tuple[int, float | None]:
@@ -270,11 +286,12 @@ def _plan_random(spec: JobSpec, state: JobState, now: Now, u: float) -> Plan:
     tz, now_ts, runs, due, drawn = job_zone(spec, now), now.wall.timestamp(), 0, None, state.draw_at
     first = _first_draw_day(spec, now_ts, tz)
     last = None if state.last_slot is None else _effective_last(state, now)
-    if last is not None and wallclock.local_date(last, tz) > first:
-        last = None  # run on a later day than any draw due now: the clock was corrected by days
+    if last is not None and _corrected_by_days(now_ts, last, tz):
+        last = None  # forgotten, not waited for
     if drawn is not None and (last is None or drawn > last) and drawn <= now_ts + EARLY:
         runs, due, last = _runs_for(spec, 1, now_ts - drawn > MISSED_AFTER), drawn, drawn
-    day = first if last is None or wallclock.local_date(last, tz) < first else _next_day(first)
+    ran = None if last is None else wallclock.local_date(last, tz)
+    day = first if ran is None or ran < first else _next_day(ran)  # the day after the last run
     if state.draw_day == day.isoformat() and drawn is not None and (last is None or drawn > last):
         draw_at = drawn
     else:  # a draw for another day: an older one, or a later one kept before a clock correction

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -292,6 +292,22 @@ def test_toml_times_become_strings_in_tables(tmp_path):
     cfg = load(home_with(tmp_path, '[jobs.x]\ntype = "daily"\ntime = 09:30:00\ncommand = ["true"]\n'))
     assert cfg.errors == [] and cfg.tables["x"]["time"] == "09:30"
     assert str(cfg.specs["x"].time) == "09:30:00"
+
+
+def test_calendar_fields_load_and_survive_the_cache(tmp_path):
+    text = ('[jobs.weekdays]\ntype = "daily"\ncron = "*/5 9-17 * * mon-fri"\ntimezone = "Europe/Berlin"\n'
+            'command = ["true"]\n\n'
+            '[jobs.mornings]\ntype = "daily"\ntime = 07:30:00\ndays = ["sat-sun"]\ncommand = ["true"]\n\n'
+            '[jobs.typo]\ntype = "daily"\ncron = "*/5 * * * mon-fry"\ncommand = ["true"]\n')
+    home = home_with(tmp_path, text)
+    first, cached = load(home, cache=True), load(home, cache=True)
+    for cfg in (first, cached):
+        assert list(cfg.specs) == ["weekdays", "mornings"]
+        assert cfg.specs["weekdays"].cron.dows == (1, 2, 3, 4, 5) and cfg.specs["weekdays"].timezone == "Europe/Berlin"
+        assert cfg.specs["mornings"].days == (5, 6) and cfg.tables["mornings"]["time"] == "07:30"
+        assert cfg.errors == ["job 'typo': cron = '*/5 * * * mon-fry': day-of-week field 'mon-fry': 'fry' is not a "
+                              "number or a name; use 0-7 or sun..sat"]
+    assert cached == first
 
 
 def test_toml_dates_in_arguments_are_refused(tmp_path):

@@ -14,12 +14,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "aios"
 # the world, the operations it offers, what happens when a run ends, its writes, adoption,
 # what it watches, inotify); home is config's light part; store/* counts as "store";
 # wallclock is the DST arithmetic of calendar slots (where a zone's clock passes a time);
-# posixtz turns a POSIX TZ rule into a tzinfo for config.local_zone.
+# posixtz turns a POSIX TZ rule into a tzinfo for config.local_zone; cron parses and
+# steps cron expressions (spec parses the field, schedule plans its slots).
 ENGINE_PARTS = {"spec", "schedule", "config", "store", "supervisor", "control", "logs", "loop",
                 "fswatch", "home", "show", "launch", "recorder"}
 ALLOWED = {
-    "spec": set(), "logs": {"fswatch"}, "runner": set(), "supervisor": set(), "loop": set(), "fswatch": set(),
-    "schedule": {"spec", "wallclock"}, "wallclock": set(), "config": {"spec", "home", "posixtz"}, "posixtz": set(), "store": {"spec"}, "control": {"spec"},
+    "spec": {"cron"}, "logs": {"fswatch"}, "runner": set(), "supervisor": set(), "loop": set(), "fswatch": set(),
+    "schedule": {"spec", "cron", "wallclock"}, "cron": {"wallclock"}, "wallclock": set(),
+    "config": {"spec", "home", "posixtz"}, "posixtz": set(), "store": {"spec"}, "control": {"spec"},
     "home": set(), "show": set(), "launch": {"spec"},
     "engine": ENGINE_PARTS | {"operations", "exits"},
     "operations": ENGINE_PARTS,
