@@ -58,7 +58,6 @@ class CronExpr:
 _FIELDS = (("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day-of-month", 1, 31, ()),
            ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
            ("day-of-week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")))
-_ALL = {name: tuple(range(low, high + 1)) for name, low, high, _ in _FIELDS}
 _MACROS = {
     "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
     "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
@@ -163,13 +162,12 @@ def _show(values: tuple[int, ...]) -> str:
 def next_after(expr: CronExpr, ts: float, tz) -> float:
     """The first instant (epoch seconds) after `ts` at which cronie in zone `tz` starts
     the job of `expr` (see the module docstring for the DST rules)."""
-    best = float("inf")
-    for minute in _matches(expr, _scan_start(ts, tz)):
-        key, fires = _fires(expr, minute, tz)
+    best, minutes = float("inf"), _matches(expr, _scan_start(ts, tz))
+    while True:
+        key, fires = _fires(expr, next(minutes), tz)
         best = min([best] + [fire for fire in fires if fire > ts])
         if key >= best:  # later minutes lie at or after `key` on the instant line
             return best
-    raise AssertionError("unreachable: _matches never ends")
 
 
 def _scan_start(ts: float, tz) -> datetime:
