@@ -163,7 +163,8 @@ class Engine(Operations, Exits):
             job.owed -= 1
             self._launch(job, due=job.state.last_slot)
             return
-        plan = schedule.plan(job.spec, job.state, schedule.Now(wall=self._local_now(), boot=time.clock_gettime(time.CLOCK_BOOTTIME), boot_id=""), random.random())  # boot_id "": slot_boot is not stored yet, so plan uses the wall clock
+        plan = schedule.plan(job.spec, job.state, schedule.Now(  # boot_id "": slot_boot is not stored yet (wall clock)
+            wall=self._local_now(), boot=time.clock_gettime(time.CLOCK_BOOTTIME), boot_id=""), random.random())
         self._set(job, Status.WAITING, self._waiting_why(plan), last_slot=plan.last_slot,
                   next_due=plan.next_due, draw_day=plan.draw_day or job.state.draw_day,
                   draw_at=plan.draw_at if plan.draw_day else job.state.draw_at)
