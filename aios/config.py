@@ -4,8 +4,9 @@ for job tables, and the local time zone.
 
 A bad job is reported in `Config.errors` and skipped; only a file that cannot be used
 at all (TOML syntax, a job name defined twice, a bad setting) raises `ConfigError`.
-User programs are checked with `ast`, never imported. Imports only `aios.spec` from
-aios; tomllib, ast, difflib, socket and zoneinfo load only when used.
+User programs are checked with `ast`, never imported. Imports `aios.spec`, `aios.home`
+and `aios.posixtz` from aios; tomllib, ast, difflib, socket and zoneinfo load only when
+used.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from pathlib import Path
 from .spec import (NAME_RE, AiosError, JobSpec, Settings, SpecError, factory, fields, parse_job, record,
                    replace, show_value)
 
-__all__ = ["ConfigError", "Config", "load", "write_default", "write_config", "dump_toml",
-           "local_zone", "CONFIG_FILE", "PROGRAMS_DIR"]
+__all__ = ["ConfigError", "TimeZoneError", "Config", "load", "write_default", "write_config",
+           "dump_toml", "local_zone", "CONFIG_FILE", "PROGRAMS_DIR"]
 
 from .home import CONFIG_FILE
 
@@ -89,7 +90,8 @@ def _cache_key(home: Path) -> dict:
     from . import __version__
 
     here = os.path.dirname(os.path.abspath(__file__))
-    return {"code": [__version__, _stat(os.path.join(here, "spec.py")), _stat(os.path.join(here, "config.py"))],
+    code = [__version__] + [_stat(os.path.join(here, name)) for name in ("spec.py", "cron.py", "config.py")]
+    return {"code": code,
             "toml": _stat(home / CONFIG_FILE),
             "env": [os.environ.get("DEVICE_ID"), os.environ.get("DEVICE_TAGS"), os.uname().nodename]}
 
@@ -495,21 +497,44 @@ def _toml_value(value: object) -> str:
 
 # ---------------------------------------------------------------- time zone
 
+class TimeZoneError(ConfigError):
+    """TZ names no time zone glibc understands; the daemon refuses to start on it."""
+
+
 def local_zone():
-    """The local time zone with its DST rules: $TZ if it names a zone, else the zone
-    /etc/localtime points to (or holds), else UTC."""
+    """The local time zone with its DST rules, exactly as glibc (so `date`) reads TZ:
+    unset, /etc/localtime (UTC without it); empty or ":", UTC; otherwise, a leading ':'
+    dropped, the zone file at that path (relative ones under $TZDIR, by default
+    /usr/share/zoneinfo), else a POSIX rule like JST-9 or EST5EDT,M3.2.0,M11.1.0.
+    Anything else (a DST name without rules included) raises TimeZoneError, one line."""
+    tz = os.environ.get("TZ")
+    if tz is None:
+        return _system_zone() or _utc()
+    name = tz[1:] if tz.startswith(":") else tz
+    if not name:
+        return _utc()
+    from .posixtz import lacks_dst_rules, rule_zone
+
+    zone = _zone_file(name) or rule_zone(name)
+    if zone is None and lacks_dst_rules(name):
+        raise TimeZoneError(f"TZ={show_value(tz)} names daylight saving time without its rules (glibc would "
+                            "take New York's); add them, e.g. CET-1CEST,M3.5.0,M10.5.0/3, or use e.g. Europe/Berlin")
+    if zone is None:
+        raise TimeZoneError(f"TZ={show_value(tz)} is not a time zone glibc understands; "
+                            "use e.g. Europe/Berlin or a POSIX rule like JST-9")
+    return zone
+
+
+def _zone_file(name: str):
+    """The TZif file glibc would read for TZ=name, or None."""
     from zoneinfo import ZoneInfo
 
-    tz = os.environ.get("TZ", "").lstrip(":")
-    if tz:
-        try:
-            if os.path.isabs(tz):
-                with open(tz, "rb") as source:
-                    return ZoneInfo.from_file(source, key=tz)
-            return ZoneInfo(tz)
-        except (ValueError, KeyError, OSError):
-            pass  # not a zone name (e.g. a POSIX rule string): use the system zone
-    return _system_zone() or _utc()
+    folder = os.environ.get("TZDIR") or "/usr/share/zoneinfo"
+    try:
+        with open(os.path.join(folder, name), "rb") as source:  # join keeps an absolute name
+            return ZoneInfo.from_file(source, key=name)
+    except (OSError, ValueError):  # missing, a folder, a NUL byte, not a TZif file
+        return None
 
 
 def _system_zone():

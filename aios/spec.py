@@ -1,8 +1,10 @@
 """The vocabulary of AIOS: job specs, statuses, job state, runs, triggers, errors.
 
-Pure: no I/O, no clocks. `parse_job` turns one `[jobs.NAME]` table into a validated
-`JobSpec` or raises `SpecError` with a one-line message naming the job, the field, the
-bad value and what would be accepted. Imports nothing from aios.
+Pure: no clocks, and no I/O but reading the system's time zone database to check a
+job's `timezone`. `parse_job` turns one `[jobs.NAME]` table into a validated `JobSpec`
+or raises `SpecError` with a one-line message naming the job, the field, the bad value
+and what would be accepted. Imports aios.errors and aios.record, and aios.cron when a
+job has a cron expression.
 """
 from __future__ import annotations
 
@@ -10,9 +12,13 @@ import re
 import signal
 from datetime import time as Clock
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from .errors import AiosError
 from .record import factory, fields, record, replace
+
+if TYPE_CHECKING:
+    from .cron import CronExpr
 
 __all__ = [
     "AiosError", "SpecError", "JobType", "Status", "Outcome", "JobSpec", "JobState",
@@ -86,7 +92,10 @@ class JobSpec:
     priority: int = 0
     env: dict = factory(dict)
     cwd: str | None = None
-    time: Clock | None = None               # daily
+    time: Clock | None = None               # daily: at this time (on `days`), or
+    cron: CronExpr | None = None            # daily: at every instant this matches
+    days: tuple[int, ...] | None = None     # daily with time: weekdays, 0 = Monday (None: all)
+    timezone: str | None = None             # daily, random_daily: their zone (None: the daemon's)
     after: Clock | None = None              # random_daily window start
     before: Clock | None = None             # random_daily window end
     interval: float | None = None           # interval, seconds
@@ -213,9 +222,9 @@ _COMMON = {
 }
 _BY_TYPE = {
     JobType.ALWAYS: {"restart", "failed_cooldown"},
-    JobType.DAILY: {"time", "catch_up", "catch_up_max", "timeout"},
+    JobType.DAILY: {"time", "cron", "days", "timezone", "catch_up", "catch_up_max", "timeout"},
     JobType.INTERVAL: {"interval", "every", "catch_up", "catch_up_max", "timeout"},
-    JobType.RANDOM_DAILY: {"after", "before", "catch_up", "catch_up_max", "timeout"},
+    JobType.RANDOM_DAILY: {"after", "before", "timezone", "catch_up", "catch_up_max", "timeout"},
     JobType.TRIGGER: {"max_parallel", "timeout"},
     JobType.IDLE: {"idle_after", "cooldown", "timeout"},
 }
@@ -436,6 +445,8 @@ def _parse_timing(where: str, job_type: JobType, table: dict) -> dict:
         out["catch_up"] = table["catch_up"]
     if "catch_up_max" in table:
         out["catch_up_max"] = _bounded_int(where, table, "catch_up_max", 10, 1, 1000)
+    if "timezone" in table:
+        out["timezone"] = _parse_timezone(where, table["timezone"])
     parse = _TIMING_PARSERS.get(job_type)
     if parse:
         out.update(parse(where, table))
@@ -443,9 +454,75 @@ def _parse_timing(where: str, job_type: JobType, table: dict) -> dict:
 
 
 def _parse_daily(where: str, table: dict) -> dict:
-    if "time" not in table:
-        raise SpecError(f"{where}: daily jobs need time = \"HH:MM\"")
-    return {"time": parse_clock(table["time"], f"{where}: time")}
+    if ("time" in table) == ("cron" in table):
+        raise SpecError(f"{where}: daily jobs need exactly one of time = \"HH:MM\" or cron = \"M H DOM MON DOW\"")
+    if "cron" in table:
+        if "days" in table:
+            raise SpecError(f"{where}: days goes with time; with cron, name the days in its fifth field "
+                            "(e.g. \"0 9 * * mon-fri\")")
+        return {"cron": _parse_cron(where, table["cron"])}
+    out = {"time": parse_clock(table["time"], f"{where}: time")}
+    if "days" in table:
+        out["days"] = _parse_days(where, table["days"])
+    return out
+
+
+def _parse_cron(where: str, value: object):
+    from .cron import CronError, parse
+
+    try:
+        return parse(value)
+    except CronError as exc:
+        raise SpecError(f"{where}: cron = {show_value(value)}: {exc}") from None
+
+
+_DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_FULL_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _parse_days(where: str, value: object) -> tuple[int, ...]:
+    """Weekdays (0 = Monday) from a list of names and ranges; a range runs forward
+    through the week and may wrap (fri-mon)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise SpecError(f"{where}: days = {show_value(value)} must be a list of days like [\"mon\", \"wed-fri\"]")
+    days: set[int] = set()
+    for item in items:
+        first, dash, last = item.partition("-") if isinstance(item, str) else (None, "", "")
+        start, end = _weekday(where, item, first), _weekday(where, item, last if dash else first)
+        days.update((start + i) % 7 for i in range((end - start) % 7 + 1))
+    return tuple(sorted(days))
+
+
+def _weekday(where: str, item: object, word: object) -> int:
+    name = word.strip().lower() if isinstance(word, str) else None
+    if name in _DAY_NAMES:
+        return _DAY_NAMES.index(name)
+    if name in _FULL_DAY_NAMES:
+        return _FULL_DAY_NAMES.index(name)
+    hint = _close(name, list(_DAY_NAMES)) if name and "-" not in name else ""
+    raise SpecError(f"{where}: days: {show_value(item)} is not a day{hint}; "
+                    "use mon, tue, wed, thu, fri, sat, sun or a range like \"mon-fri\"")
+
+
+def _parse_timezone(where: str, value: object) -> str:
+    from zoneinfo import ZoneInfo
+
+    if isinstance(value, str) and value and "\0" not in value:
+        try:
+            ZoneInfo(value)
+            return value
+        except (ValueError, KeyError, OSError):
+            pass
+    hint = _close_zone(value) if isinstance(value, str) and len(value) <= 64 else ""
+    raise SpecError(f"{where}: timezone = {show_value(value)} is not a time zone{hint}; "
+                    "use a name like \"Europe/Berlin\" or \"UTC\"")
+
+
+def _close_zone(name: str) -> str:
+    from zoneinfo import available_timezones  # only on the error path: it scans the database
+
+    return _close(name, sorted(available_timezones()))
 
 
 def _parse_random_daily(where: str, table: dict) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -294,6 +294,22 @@ def test_toml_times_become_strings_in_tables(tmp_path):
     assert str(cfg.specs["x"].time) == "09:30:00"
 
 
+def test_calendar_fields_load_and_survive_the_cache(tmp_path):
+    text = ('[jobs.weekdays]\ntype = "daily"\ncron = "*/5 9-17 * * mon-fri"\ntimezone = "Europe/Berlin"\n'
+            'command = ["true"]\n\n'
+            '[jobs.mornings]\ntype = "daily"\ntime = 07:30:00\ndays = ["sat-sun"]\ncommand = ["true"]\n\n'
+            '[jobs.typo]\ntype = "daily"\ncron = "*/5 * * * mon-fry"\ncommand = ["true"]\n')
+    home = home_with(tmp_path, text)
+    first, cached = load(home, cache=True), load(home, cache=True)
+    for cfg in (first, cached):
+        assert list(cfg.specs) == ["weekdays", "mornings"]
+        assert cfg.specs["weekdays"].cron.dows == (1, 2, 3, 4, 5) and cfg.specs["weekdays"].timezone == "Europe/Berlin"
+        assert cfg.specs["mornings"].days == (5, 6) and cfg.tables["mornings"]["time"] == "07:30"
+        assert cfg.errors == ["job 'typo': cron = '*/5 * * * mon-fry': day-of-week field 'mon-fry': 'fry' is not a "
+                              "number or a name; use 0-7 or sun..sat"]
+    assert cached == first
+
+
 def test_toml_dates_in_arguments_are_refused(tmp_path):
     errors = job_errors(tmp_path, '[jobs.x]\ntype = "trigger"\ncommand = ["true"]\nargs = [1979-05-27]\n')
     assert errors == ["job 'x': args = 1979-05-27 is a TOML date or time; quote it as a string"]
@@ -397,41 +413,126 @@ def test_dump_toml_refuses_values_toml_cannot_hold():
         dump_toml({"x": {"cwd": None}})
 
 
-# ---------------------------------------------------------------- local_zone
+# ---------------------------------------------------------------- local_zone: the same time as `date`
 
-def test_local_zone_from_tz(monkeypatch):
-    monkeypatch.setenv("TZ", "America/New_York")
-    zone = local_zone()
-    assert str(zone) == "America/New_York"
-    winter = datetime(2024, 1, 15, 12, tzinfo=zone)
-    summer = datetime(2024, 7, 15, 12, tzinfo=zone)
-    assert winter.utcoffset() == timedelta(hours=-5) and summer.utcoffset() == timedelta(hours=-4)
+def _changes(*utc: str) -> list[float]:
+    return [datetime.fromisoformat(moment).replace(tzinfo=timezone.utc).timestamp() for moment in utc]
 
 
-def test_local_zone_accepts_a_leading_colon(monkeypatch):
+# the 2024 and 2030 DST changes of the EU, the US, New Zealand and Lord Howe, at UTC
+_CHANGES = _changes("2024-03-31T01:00", "2024-10-27T01:00", "2024-03-10T07:00", "2024-11-03T06:00",
+                    "2030-03-31T01:00", "2030-10-27T01:00", "2030-03-10T07:00", "2030-11-03T06:00",
+                    "2024-04-06T14:00", "2024-09-28T14:00", "2024-04-06T15:00", "2024-10-05T15:30")
+INSTANTS = sorted({change + delta for change in _CHANGES for delta in (-3601, -1800, -1, 0, 1, 1799, 3600, 7201)}
+                  | {0.0, 1e9, 1.72e9, 2.2e9})
+
+
+def date_says(tz: str | None, instants, tzdir: str | None = None) -> list[str]:
+    """What `date` prints for each instant under TZ=tz (None: TZ unset)."""
+    import subprocess
+
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    env.update({} if tz is None else {"TZ": tz})
+    env.update({} if tzdir is None else {"TZDIR": tzdir})
+    lines = "".join(f"@{int(ts)}\n" for ts in instants)
+    out = subprocess.run(["date", "-f", "-", "+%Y-%m-%d %H:%M:%S %z"], input=lines, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    return out.splitlines()
+
+
+def we_say(zone, instants) -> list[str]:
+    return [datetime.fromtimestamp(ts, zone).strftime("%Y-%m-%d %H:%M:%S %z") for ts in instants]
+
+
+SINCE_2007 = [ts for ts in INSTANTS if ts >= 1.2e9]
+
+
+SAME_AS_DATE = [
+    (None, INSTANTS), ("", INSTANTS), (":", INSTANTS),
+    (":Europe/Berlin", INSTANTS), ("Europe/Berlin", INSTANTS), ("America/New_York", INSTANTS),
+    ("/usr/share/zoneinfo/Australia/Lord_Howe", INSTANTS), ("../zoneinfo/Pacific/Auckland", INSTANTS),
+    ("EST5EDT", INSTANTS), ("UTC", INSTANTS),
+    # POSIX rules without DST
+    ("JST-9", INSTANTS), ("<+0330>-3:30", INSTANTS), ("UTC0", INSTANTS), ("<-03>3", INSTANTS),
+    ("GMT+3", INSTANTS), ("JST-9:5", INSTANTS), ("XXX-22", INSTANTS),
+    # POSIX rules with DST rules: M, J and zero-based days, times past 24 h and negative
+    ("EST5EDT,M3.2.0,M11.1.0", INSTANTS), ("CET-1CEST,M3.5.0,M10.5.0/3", INSTANTS),
+    ("<+1030>-10:30<+11>-11,M10.1.0,M4.1.0", INSTANTS), ("NZST-12NZDT,M9.5.0,M4.1.0/3", INSTANTS),
+    ("EST5EDT4,M3.2.0/-1,M11.1.0/26", INSTANTS), ("EST5EDT,J60,300", INSTANTS),
+    ("AAA3BBB,5/0,300/23", INSTANTS), ("AAA-3BBB,59,J59/1", INSTANTS),
+    ("<+0530>-5:30<+0630>-6:30,J91/0:30,J274/23:59:59", INSTANTS), ("XXX-22YYY,M3.2.0,M11.1.0", INSTANTS),
+    # only the start rule: glibc ends DST by M11.1.0
+    ("EST5EDT,M3.2.0", INSTANTS), ("EST5EDT,M3.2.0,", INSTANTS),
+]
+
+
+@pytest.mark.parametrize("tz, instants", SAME_AS_DATE, ids=[repr(tz) for tz, _ in SAME_AS_DATE])
+def test_local_zone_tells_the_same_time_as_date(monkeypatch, tz, instants):
+    if tz is None:
+        monkeypatch.delenv("TZ", raising=False)
+    else:
+        monkeypatch.setenv("TZ", tz)
+    assert we_say(local_zone(), instants) == date_says(tz, instants)
+
+
+def test_local_zone_reads_relative_names_under_tzdir(monkeypatch):
+    monkeypatch.setenv("TZ", "Berlin")
+    monkeypatch.setenv("TZDIR", "/usr/share/zoneinfo/Europe")
+    assert we_say(local_zone(), INSTANTS) == date_says("Berlin", INSTANTS, tzdir="/usr/share/zoneinfo/Europe")
+
+
+def test_local_zone_keeps_the_zone_name(monkeypatch):
     monkeypatch.setenv("TZ", ":Europe/Berlin")
     assert str(local_zone()) == "Europe/Berlin"
+    monkeypatch.setenv("TZ", "JST-9")
+    assert str(local_zone()) == "JST-9"
 
 
-def test_local_zone_from_a_file_path(monkeypatch):
-    path = "/usr/share/zoneinfo/Australia/Lord_Howe"
-    if not os.path.exists(path):
-        pytest.skip("no system zoneinfo")
-    monkeypatch.setenv("TZ", path)
-    zone = local_zone()
-    assert datetime(2024, 1, 15, 12, tzinfo=zone).utcoffset() == timedelta(hours=11)
+REFUSAL = "is not a time zone glibc understands; use e.g. Europe/Berlin or a POSIX rule like JST-9"
+# glibc reads these as UTC: no zone file, and no rule (a name of 3+ letters and an offset)
+GLIBC_FALLS_BACK_TO_UTC = ["No/Such_Zone", "garbage", "JST", "Europe", "<ab>3", "JS-9", "A-B-9",
+                           "foo/../Europe/Berlin", "/etc/passwd", "-9", "<JST-9"]
+# glibc reads a part of these, or clamps them: refused rather than half-read
+GLIBC_HALF_READS = ["JST-24", "JST-25", "EST-24:59:59", "JST-9:60", "JST-9 ", "JST-9,", "JST-9xyz1,M3.2.0x",
+                    "EST5EDT,M13.2.0,M11.1.0", "EST5EDT,,M11.1.0", "EST5EDT,M3.2.0/168,M11.1.0",
+                    "EST5EDT,J0,J365", "XXX-23YYY,M3.2.0,M11.1.0", "EST5EDT,M3.2.0,365"]
 
 
-def test_local_zone_ignores_a_tz_that_names_no_zone(monkeypatch):
-    monkeypatch.setenv("TZ", "No/Such_Zone")
-    zone = local_zone()
-    assert datetime(2024, 1, 1, tzinfo=zone).utcoffset() is not None
+@pytest.mark.parametrize("tz", GLIBC_FALLS_BACK_TO_UTC + GLIBC_HALF_READS)
+def test_local_zone_refuses_what_glibc_does_not_understand(monkeypatch, tz):
+    monkeypatch.setenv("TZ", tz)
+    with pytest.raises(config.TimeZoneError) as caught:
+        local_zone()
+    assert str(caught.value) == f"TZ={tz!r} {REFUSAL}"
+    assert isinstance(caught.value, ConfigError)
 
 
-def test_local_zone_without_tz_is_a_usable_zone():
-    zone = local_zone()
-    now = datetime.now(timezone.utc).astimezone(zone)
-    assert now.utcoffset() is not None
+@pytest.mark.parametrize("tz", ["CET-1CEST", "AAA3BBB", "JST-9EDT,", "XXX-22YYY", "EST5EDT4", "<+01>-1<+02>"])
+def test_local_zone_refuses_dst_without_its_rules(monkeypatch, tz):
+    """glibc would take the transition instants of its posixrules file (New York's) and,
+    after 2037, New York's offsets: shown here for CET-1CEST in 2039."""
+    monkeypatch.setenv("TZ", tz)
+    with pytest.raises(config.TimeZoneError) as caught:
+        local_zone()
+    assert str(caught.value) == (
+        f"TZ={tz!r} names daylight saving time without its rules (glibc would take New York's); "
+        "add them, e.g. CET-1CEST,M3.5.0,M10.5.0/3, or use e.g. Europe/Berlin")
+    assert date_says("CET-1CEST", [2.2e9]) == ["2039-09-18 19:06:40 -0400"]
+
+
+@pytest.mark.parametrize("tz", GLIBC_FALLS_BACK_TO_UTC)
+def test_glibc_reads_the_refused_values_as_utc(tz):
+    """The refusals are what they claim: `date` shows UTC for each of them."""
+    assert {line[-5:] for line in date_says(tz, INSTANTS)} == {"+0000"}
+
+
+@pytest.mark.parametrize("tz, shown", [("\x00", "'\\x00'"), ("x" * 5000, "'" + "x" * 36 + "..."),
+                                       ("\udc80abc-1", "'\\udc80abc-1'"), ("Europe/\nBerlin", "'Europe/\\nBerlin'")])
+def test_local_zone_refuses_hostile_values_in_one_short_line(monkeypatch, tz, shown):
+    monkeypatch.setattr(os, "environ", {**os.environ, "TZ": tz})
+    with pytest.raises(config.TimeZoneError) as caught:
+        local_zone()
+    assert str(caught.value) == f"TZ={shown} {REFUSAL}" and "\n" not in str(caught.value)
 
 
 # ---------------------------------------------------------------- the cache of the last load

@@ -12,12 +12,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "aios"
 # module -> the aios modules it may import. The engine is a package (aios/engine/): its
 # parts (core, runs, planner, recorder, operations, reconcile, recovery, watches, loop,
 # processes, daemon) count as "engine". store/* counts as "store", cli/* as "cli".
+# wallclock is the DST arithmetic of calendar slots (where a zone's clock passes a time);
+# posixtz turns a POSIX TZ rule into a tzinfo for config.local_zone; cron parses and
+# steps cron expressions (spec parses the field, schedule plans its slots).
 ALLOWED = {
-    "spec": set(), "logs": {"fswatch"}, "runner": set(), "supervisor": set(), "fswatch": set(),
-    "schedule": {"spec"},
+    "spec": {"cron"}, "logs": {"fswatch"}, "runner": set(), "supervisor": set(), "fswatch": set(),
+    "schedule": {"spec", "cron", "wallclock"}, "cron": {"wallclock"}, "wallclock": set(),
     "lifecycle": {"spec", "schedule"},   # the table asks schedule when a restart or retry is due
     "states": {"spec", "lifecycle"},     # the status vocabulary, read off the lifecycle table
-    "config": {"spec", "home"}, "store": {"spec"}, "control": {"spec"},
+    "config": {"spec", "home", "posixtz"}, "posixtz": set(), "store": {"spec"}, "control": {"spec"},
     "home": set(), "show": set(), "launch": {"spec"},
     "engine": {"spec", "schedule", "lifecycle", "config", "store", "supervisor", "control", "logs",
                "fswatch", "home", "show", "launch"},

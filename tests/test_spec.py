@@ -8,6 +8,7 @@ from datetime import time as Clock
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from aios.cron import parse as parse_cron
 from aios.spec import JobType, SpecError, check_name, parse_duration, parse_job
 
 CMD = {"command": ["true"]}
@@ -15,6 +16,9 @@ TYPES = "use one of always, daily, interval, random_daily, trigger, idle"
 DURATION = "is not a duration; use seconds or e.g. '30s', '5m', '1h30m'"
 CLOCK = 'is not a time of day; use "HH:MM" from 00:00 to 23:59'
 SIGNAL = 'is not a signal name; use e.g. "TERM", "INT", "HUP", "QUIT"'
+EXACTLY_ONE = 'daily jobs need exactly one of time = "HH:MM" or cron = "M H DOM MON DOW"'
+DAYS = 'use mon, tue, wed, thu, fri, sat, sun or a range like "mon-fri"'
+ZONE = 'use a name like "Europe/Berlin" or "UTC"'
 
 
 # ---------------------------------------------------------------- valid jobs
@@ -34,7 +38,20 @@ VALID = [
      {"time": Clock(23, 59, 30), "catch_up": "all", "catch_up_max": 3, "timeout": 5400.0}),
     ({"type": "daily", "time": Clock(7, 5), "catch_up": "skip", **CMD},
      {"time": Clock(7, 5), "catch_up": "skip"}),
-    ({"type": "daily", "time": "0:00", **CMD}, {"time": Clock(0, 0)}),
+    ({"type": "daily", "time": "0:00", **CMD}, {"time": Clock(0, 0), "cron": None, "days": None, "timezone": None}),
+    ({"type": "daily", "time": "09:00", "days": ["mon", "Wed", "friday"], **CMD}, {"days": (0, 2, 4)}),
+    ({"type": "daily", "time": "09:00", "days": ["mon-fri"], **CMD}, {"days": (0, 1, 2, 3, 4)}),
+    ({"type": "daily", "time": "09:00", "days": "sat-sun", **CMD}, {"days": (5, 6)}),
+    ({"type": "daily", "time": "09:00", "days": ["fri-mon", "wed"], **CMD}, {"days": (0, 2, 4, 5, 6)}),
+    ({"type": "daily", "time": "09:00", "days": ["sun-sat"], **CMD}, {"days": (0, 1, 2, 3, 4, 5, 6)}),
+    ({"type": "daily", "time": "09:00", "days": ["tue-tue"], **CMD}, {"days": (1,)}),
+    ({"type": "daily", "cron": "*/5 * * * 1-5", **CMD},
+     {"time": None, "cron": parse_cron("*/5 * * * 1-5"), "days": None}),
+    ({"type": "daily", "cron": "@daily", "timezone": "Europe/Berlin", **CMD},
+     {"cron": parse_cron("@daily"), "timezone": "Europe/Berlin"}),
+    ({"type": "daily", "time": "09:00", "timezone": "UTC", **CMD}, {"timezone": "UTC"}),
+    ({"type": "random_daily", "after": "14:00", "before": "18:00", "timezone": "Asia/Tokyo", **CMD},
+     {"timezone": "Asia/Tokyo"}),
     ({"type": "interval", "interval": 30, **CMD}, {"type": JobType.INTERVAL, "interval": 1800.0}),
     ({"type": "interval", "interval": 0.5, **CMD}, {"interval": 30.0}),
     ({"type": "interval", "every": "30s", **CMD}, {"interval": 30.0}),
@@ -104,7 +121,37 @@ INVALID = [
     (job("daily", time="09:60"), f"job 'x': time: '09:60' {CLOCK}"),
     (job("daily", time="9am"), f"job 'x': time: '9am' {CLOCK}"),
     (job("daily", time=900), f"job 'x': time: 900 {CLOCK}"),
-    (job("daily"), "job 'x': daily jobs need time = \"HH:MM\""),
+    (job("daily"), f"job 'x': {EXACTLY_ONE}"),
+    (job("daily", time="09:00", cron="@daily"), f"job 'x': {EXACTLY_ONE}"),
+    (job("daily", cron="* * * *"), "job 'x': cron = '* * * *': expected 5 fields (minute hour day-of-month "
+                                   "month day-of-week), got 4; e.g. \"*/5 * * * 1-5\" or \"@daily\""),
+    (job("daily", cron="61 * * * *"), "job 'x': cron = '61 * * * *': minute field '61': 61 is out of range; use 0-59"),
+    (job("daily", cron="@reboot"), "job 'x': cron = '@reboot': @reboot has no slot here: a program to run when "
+                                   "AIOS starts is an always job (restart = \"on-failure\" if it exits when done)"),
+    (job("daily", cron=5), "job 'x': cron = 5: use five fields like \"*/5 * * * 1-5\" or a macro like \"@daily\""),
+    (job("daily", cron="@daily", days=["mon"]),
+     "job 'x': days goes with time; with cron, name the days in its fifth field (e.g. \"0 9 * * mon-fri\")"),
+    (job("daily", time="09:00", days=["mon", "fry"]),
+     f"job 'x': days: 'fry' is not a day (did you mean 'fri'?); {DAYS}"),
+    (job("daily", time="09:00", days=["mon-"]), f"job 'x': days: 'mon-' is not a day; {DAYS}"),
+    (job("daily", time="09:00", days=["mon-fri-sat"]), f"job 'x': days: 'mon-fri-sat' is not a day; {DAYS}"),
+    (job("daily", time="09:00", days=[1]), f"job 'x': days: 1 is not a day; {DAYS}"),
+    (job("daily", time="09:00", days=[]), "job 'x': days = [] must be a list of days like [\"mon\", \"wed-fri\"]"),
+    (job("daily", time="09:00", days=5), "job 'x': days = 5 must be a list of days like [\"mon\", \"wed-fri\"]"),
+    (job("daily", time="09:00", timezone="Europe/Berln"),
+     f"job 'x': timezone = 'Europe/Berln' is not a time zone (did you mean 'Europe/Berlin'?); {ZONE}"),
+    (job("daily", time="09:00", timezone="../../etc/passwd"),
+     f"job 'x': timezone = '../../etc/passwd' is not a time zone; {ZONE}"),
+    (job("daily", time="09:00", timezone="Europe"),
+     f"job 'x': timezone = 'Europe' is not a time zone (did you mean 'Europe/Rome'?); {ZONE}"),
+    (job("daily", time="09:00", timezone="JST-9"), f"job 'x': timezone = 'JST-9' is not a time zone; {ZONE}"),
+    (job("daily", time="09:00", timezone=""), f"job 'x': timezone = '' is not a time zone; {ZONE}"),
+    (job("daily", time="09:00", timezone="UTC\x00"),
+     f"job 'x': timezone = 'UTC\\x00' is not a time zone (did you mean 'UTC'?); {ZONE}"),
+    (job("daily", time="09:00", timezone=1), f"job 'x': timezone = 1 is not a time zone; {ZONE}"),
+    (job("interval", every="5s", timezone="UTC"), "job 'x': field 'timezone' does not apply to interval jobs"),
+    (job("random_daily", after="1:00", before="2:00", days=["mon"]),
+     "job 'x': field 'days' does not apply to random_daily jobs"),
     # random_daily
     (job("random_daily", after="18:00", before="14:00"),
      "job 'x': after = '18:00' is not earlier than before = '14:00'; the window must lie within one day"),
@@ -262,13 +309,16 @@ def test_huge_integers_are_refused_with_spec_error(table):
 # ---------------------------------------------------------------- property: only SpecError
 
 FIELDS = ["type", "program", "command", "shell", "args", "kwargs", "tags", "enabled", "priority",
-          "env", "cwd", "time", "after", "before", "interval", "every", "catch_up", "catch_up_max",
+          "env", "cwd", "time", "cron", "days", "timezone", "after", "before", "interval", "every", "catch_up",
+          "catch_up_max",
           "idle_after", "cooldown", "max_parallel", "restart", "min_uptime", "retries", "backoff",
           "backoff_factor", "backoff_max", "failed_cooldown", "timeout", "stop_signal",
           "stop_timeout", "adopt"]
 _scalars = (st.none() | st.booleans() | st.integers(-2 ** 63, 2 ** 63 - 1) | st.floats() | st.text(max_size=12)
             | st.sampled_from(["always", "daily", "interval", "random_daily", "trigger", "idle", "09:00",
-                               "25:00", "30s", "1h30m", "0s", "TERM", "a.py:main", "../a.py:main", "once"])
+                               "25:00", "30s", "1h30m", "0s", "TERM", "a.py:main", "../a.py:main", "once",
+                               "*/5 * * * 1-5", "@daily", "@reboot", "61 * * * *", "mon-fri", "fri", "Europe/Berlin",
+                               "Europe", "../x"])
             | st.times())
 _values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3)
                        | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)

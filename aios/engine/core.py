@@ -167,7 +167,7 @@ class Engine:
         elif kind is lc.RequeueRetry:
             self.requeue(job, ctx.trigger if ctx else None)
         elif kind is lc.RememberRun:
-            self.update_state(job, last_slot=action.slot)
+            self.planner.remember_idle_run(job, action.slot)
         elif kind is lc.Forget:
             self.cancel_wake(job)
             del self.jobs[job.name]
@@ -282,11 +282,6 @@ class Engine:
             "enabled": life.is_enabled, "held": state.held, "queued": life.queued,
             "last_run": plain(job.last_run) if job.last_run else None, "problem": job.problem or None,
         }
-
-    def local_now(self):
-        from datetime import datetime
-
-        return datetime.fromtimestamp(self.loop.wall, self.planner.zone())
 
     def log_path(self, name: str) -> Path:
         return self.home / "logs" / f"{name}.log"

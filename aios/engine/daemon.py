@@ -70,6 +70,7 @@ class Daemon:
         lock_fd, unclean = (inherited[0], True) if inherited else _lock(home)
         try:
             cfg = _load_config(home)
+            config.local_zone()   # a TZ no libc reads: a one-line refusal now, not at the first schedule
             store = open_store(str(home / "orchestrator.db"), cfg.settings.device_id, force_new=force_new_db)
         except BaseException:
             os.close(lock_fd)

@@ -12,6 +12,7 @@ reason until the job is back or `aios triggers drop` removes them. Part of the e
 from __future__ import annotations
 
 import random
+from datetime import datetime
 
 from .. import lifecycle as lc, schedule
 from ..spec import JobType
@@ -38,28 +39,41 @@ class Planner:
         planned = self._idle(job) if job.spec.type is JobType.IDLE else self._scheduled(job)
         self.engine.handle(job, planned)
 
+    def now(self) -> schedule.Now:
+        loop = self.engine.loop
+        return schedule.Now(wall=datetime.fromtimestamp(loop.wall, self.zone()), boot=loop.boot,
+                            boot_id=loop.clock.boot_id)
+
     def _scheduled(self, job) -> lc.Planned:
-        eng = self.engine
-        plan = schedule.plan(job.spec, job.state, eng.local_now(), random.random())
-        eng.update_state(job, last_slot=plan.last_slot, draw_day=plan.draw_day or job.state.draw_day,
+        eng, now = self.engine, self.now()
+        plan = schedule.plan(job.spec, job.state, now, random.random())
+        eng.update_state(job, last_slot=plan.last_slot, slot_boot=plan.slot_boot, boot_id=now.boot_id,
+                         draw_day=plan.draw_day or job.state.draw_day,
                          draw_at=plan.draw_at if plan.draw_day else job.state.draw_at)
         missed = (f"{plan.missed} run(s) missed; catch_up = {job.spec.catch_up!r}: running {plan.runs}"
                   if plan.missed else "")
         why = "next run at " + self._clock_text(plan.next_due) if plan.next_due else "waiting"
-        return lc.Planned(runs=plan.runs, due=plan.due, next_wall=plan.next_due, why=why, missed=missed)
+        return lc.Planned(runs=plan.runs, due=plan.due, next_wall=plan.next_due, next_boot=plan.next_boot,
+                          why=why, missed=missed)
 
     def _idle(self, job) -> lc.Planned:
-        runs, wall = self.engine.runs, self.engine.loop.wall
-        due = schedule.idle_due(job.spec, job.state, None if runs.busy else runs.quiet_since)
+        """Idleness is measured on the boot clock: a wall clock step neither starts nor delays it."""
+        runs, now = self.engine.runs, self.now()
+        due = schedule.idle_due(job.spec, job.state, None if runs.busy else runs.quiet_since, now)
         if due is None:
             return lc.Planned(why="waiting for other jobs to finish")
-        if due <= wall:
-            return lc.Planned(runs=1, due=due)
-        return lc.Planned(next_wall=due, why="waiting for idleness")
+        if due <= now.boot:
+            return lc.Planned(runs=1, due=self.engine.loop.wall)
+        wall = self.engine.loop.wall + (due - now.boot)
+        return lc.Planned(next_boot=due, next_wall=wall, why="waiting for idleness")
+
+    def remember_idle_run(self, job, slot: float) -> None:
+        """An idle run that was not preempted: none other within its cooldown."""
+        loop = self.engine.loop
+        self.engine.update_state(job, last_slot=slot, slot_boot=loop.boot - (loop.wall - slot),
+                                 boot_id=loop.clock.boot_id)
 
     def _clock_text(self, wall: float) -> str:
-        from datetime import datetime
-
         moment = datetime.fromtimestamp(wall, self.zone())
         return moment.strftime("%H:%M:%S" if abs(wall - self.engine.loop.wall) < 86400 else "%Y-%m-%d %H:%M")
 

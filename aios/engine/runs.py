@@ -38,7 +38,7 @@ class Runs:
         self.engine = engine
         self.running = 0                   # processes of all jobs
         self.busy: set[int] = set()        # keys of running daily, interval, random_daily and trigger runs
-        self.quiet_since = engine.loop.wall
+        self.quiet_since = engine.loop.boot     # boot clock
 
     # ================================================================ starting
     def start(self, job, action: lc.Spawn, ctx) -> None:
@@ -182,7 +182,7 @@ class Runs:
             return
         self.busy.discard(key)
         if not self.busy:
-            self.quiet_since = self.engine.loop.wall
+            self.quiet_since = self.engine.loop.boot
             self.engine.consider_all([job for job in self.engine.jobs.values() if job.spec.type is JobType.IDLE])
 
 

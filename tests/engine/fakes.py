@@ -101,7 +101,7 @@ class FakeProcesses:
 class Harness:
     """An Engine on fake clocks, fake processes and an in-memory store."""
 
-    def __init__(self, toml_jobs: dict, tags=(), clock: FakeClock | None = None):
+    def __init__(self, toml_jobs: dict, tags=(), clock: FakeClock | None = None, zone=None, states=()):
         self.clock = clock or FakeClock()
         self.processes = FakeProcesses()
         self.loop = Loop(self.clock)
@@ -111,8 +111,11 @@ class Harness:
         self.logged: list[str] = []
         self.engine = Engine(home="/nonexistent/aios-home", settings=settings, store=self.store,
                              processes=self.processes, loop=self.loop, log=self.logged.append)
+        if zone is not None:
+            self.engine.planner._zone = zone
+        stored = {state.job: state for state in states}
         for name, table in toml_jobs.items():
-            self.engine.add_job(parse_job(name, table), None)
+            self.engine.add_job(parse_job(name, table), stored.get(name))
         self.engine.tables = dict(toml_jobs)
         self.engine.consider_all()
         self.settle()

@@ -141,7 +141,8 @@ def test_interval_job_runs_on_time_and_never_overlaps(home):
     lateness = [r["started"] - r["due"] for r in tick[1:]]
     assert all(0 <= late < 0.5 for late in lateness), lateness  # liveness bound only
     dues = [r["due"] for r in tick]
-    assert all(abs((b - a) - 0.2) < 1e-6 for a, b in zip(dues, dues[1:])), "on-time runs keep a 200 ms grid"
+    # the grid is kept on the boot clock; shown as wall times it carries the few µs between reading the two clocks
+    assert all(abs((b - a) - 0.2) < 1e-3 for a, b in zip(dues, dues[1:])), "on-time runs keep a 200 ms grid"
     slow = finished_runs(home, "slow")
     for before, after in zip(slow, slow[1:]):
         assert after["started"] >= before["ended"], "an interval job overlapped itself"
