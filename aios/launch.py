@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .spec import JobSpec, Settings, Trigger
+from .spec import MAX_ARG_BYTES, JobSpec, Settings, Trigger, exec_text_problem
 
 RUNNER = str(Path(__file__).with_name("runner.py"))
 
@@ -19,17 +19,45 @@ RUNNER = str(Path(__file__).with_name("runner.py"))
 def argv(spec: JobSpec, trigger: Trigger | None, home: Path) -> list[str]:
     args = list(spec.args) + list(trigger.args if trigger else ())
     if spec.program:
-        kwargs = {**spec.kwargs, **(trigger.kwargs if trigger else {})}
-        payload = json.dumps({"args": args, "kwargs": kwargs}, separators=(",", ":"))
-        return [sys.executable, RUNNER, str(home / "Programs"), spec.program, payload]
+        return [sys.executable, RUNNER, str(home / "Programs"), spec.program, _payload(spec, trigger)]
     if spec.shell:
         return ["/bin/sh", "-c", spec.command[0], spec.name] + [_text(a) for a in args]
     return list(spec.command) + [_text(a) for a in args]
 
 
+def _payload(spec: JobSpec, trigger: Trigger | None) -> str:
+    """The one JSON argument of a program job (ASCII: NUL and surrogates come escaped)."""
+    args = list(spec.args) + list(trigger.args if trigger else ())
+    kwargs = {**spec.kwargs, **(trigger.kwargs if trigger else {})}
+    return json.dumps({"args": args, "kwargs": kwargs}, separators=(",", ":"))
+
+
 def _text(value) -> str:
     """A command-line argument from a JSON value: strings as they are, the rest as JSON."""
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def exec_problem(spec: JobSpec, trigger: Trigger | None = None) -> str | None:
+    """Why a run of `spec` with `trigger`'s arguments can never be exec'd, in one line, or
+    None if it can: check a trigger when it is submitted, and refuse it, never store it.
+
+    A command or shell job gets each trigger argument as one argv string (a NUL byte, a
+    lone surrogate or 128 KiB in one are refused: "argument 2 contains a NUL byte"); a
+    program job gets them all as one JSON string, which escapes NUL and surrogates but
+    must stay under 128 KiB. The spec's own strings were checked by parse_job."""
+    if trigger is None:
+        return None
+    if spec.program:
+        size = len(_payload(spec, trigger))
+        if size >= MAX_ARG_BYTES:
+            return (f"arguments are {size} bytes as JSON; a program job takes less than "
+                    f"{MAX_ARG_BYTES // 1024} KiB (pass a file path instead)")
+        return None
+    for index, value in enumerate(trigger.args, 1):
+        problem = exec_text_problem(_text(value))
+        if problem:
+            return f"argument {index} {problem}"
+    return None
 
 
 def environment(spec: JobSpec, run_id: int | None, base: dict, home: Path, settings: Settings) -> dict:

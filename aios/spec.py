@@ -6,6 +6,7 @@ bad value and what would be accepted. Imports nothing from aios.
 """
 from __future__ import annotations
 
+import os
 import re
 import signal
 from datetime import time as Clock
@@ -17,7 +18,7 @@ from .record import factory, fields, record, replace
 __all__ = [
     "AiosError", "SpecError", "JobType", "Status", "Outcome", "JobSpec", "JobState",
     "Run", "Trigger", "Event", "Settings", "parse_job", "parse_duration", "parse_clock",
-    "check_name", "plain", "record", "replace", "fields", "show_value",
+    "check_name", "plain", "record", "replace", "fields", "show_value", "exec_text_problem",
 ]
 
 class SpecError(AiosError):
@@ -225,6 +226,26 @@ def show_value(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+MAX_ARG_BYTES = 128 * 1024    # Linux MAX_ARG_STRLEN: the most one exec string may hold, NUL included
+
+
+def exec_text_problem(text: str) -> str | None:
+    """Why `text` can never be one string of an exec (an argument, or an environment
+    NAME=VALUE), or None: a NUL byte, a character the file-system encoding cannot
+    encode (a lone surrogate), or more than the kernel takes for one string."""
+    if "\0" in text:
+        return "contains a NUL byte"
+    try:
+        size = len(os.fsencode(text))
+    except UnicodeEncodeError as e:
+        char = text[e.start]
+        kind = "lone surrogate" if "\ud800" <= char <= "\udfff" else "character"
+        return f"cannot be encoded for exec: {kind} {char!r}"
+    if size >= MAX_ARG_BYTES:
+        return f"is {size} bytes; exec takes less than {MAX_ARG_BYTES // 1024} KiB per string"
+    return None
+
+
 def check_name(name: object) -> str:
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise SpecError(
@@ -322,13 +343,23 @@ def _parse_how(where: str, table: dict) -> dict:
     if shell:
         if not isinstance(command, str) or not command.strip():
             raise SpecError(f"{where}: with shell = true, 'command' must be one non-empty string")
+        _check_exec_text(where, "command", command)
         return {"command": (command,), "shell": True}
     if isinstance(command, str):
         raise SpecError(f"{where}: 'command' is a string; give an argv list like [\"sleep\", \"60\"] "
                         "or set shell = true")
     if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
         raise SpecError(f"{where}: 'command' must be a non-empty list of strings, got {show_value(command)}")
+    for index, item in enumerate(command):
+        _check_exec_text(where, f"command[{index}]", item)
     return {"command": tuple(command)}
+
+
+def _check_exec_text(where: str, label: str, text: str) -> None:
+    problem = exec_text_problem(text)
+    if problem:
+        raise SpecError(f"{where}: {label} {problem}; every string a job is started with must be "
+                        "exec-able text")
 
 
 def _parse_program(where: str, value: object) -> str:
@@ -358,13 +389,13 @@ _KIND_NAMES = {bool: "true or false", int: "an integer", str: "a string", list: 
 
 def _parse_common(where: str, job_type: JobType, table: dict) -> dict:
     out = {
-        "args": tuple(_typed(where, table, "args", list, [])),
+        "args": _command_args(where, table),
         "kwargs": dict(_typed(where, table, "kwargs", dict, {})),
         "tags": _parse_tags(where, table.get("tags", [])),
         "enabled": _typed(where, table, "enabled", bool, True),
         "priority": _bounded_int(where, table, "priority", 0, -1000, 1000),
         "env": _parse_env(where, table.get("env", {})),
-        "cwd": _typed(where, table, "cwd", str, None),
+        "cwd": _exec_path(where, table, "cwd"),
         "retries": _bounded_int(where, table, "retries", _DEFAULT_RETRIES.get(job_type, 0), 0, 1000),
         "adopt": _typed(where, table, "adopt", bool, True),
     }
@@ -404,7 +435,26 @@ def _parse_env(where: str, value: object) -> dict:
     if not isinstance(value, dict) or not all(
             isinstance(k, str) and k and "=" not in k and isinstance(v, str) for k, v in value.items()):
         raise SpecError(f"{where}: env must be a table of string values, like {{ LANG = \"C.UTF-8\" }}")
+    for key, text in value.items():
+        _check_exec_text(where, f"env {show_value(key)}", f"{key}={text}")
     return dict(value)
+
+
+def _exec_path(where: str, table: dict, key: str) -> str | None:
+    path = _typed(where, table, key, str, None)
+    if path is not None:
+        _check_exec_text(where, key, path)
+    return path
+
+
+def _command_args(where: str, table: dict) -> tuple:
+    """args as given; for command and shell jobs each string one exec argument."""
+    args = tuple(_typed(where, table, "args", list, []))
+    if table.get("program") is None:
+        for index, arg in enumerate(args):
+            if isinstance(arg, str):
+                _check_exec_text(where, f"args[{index}]", arg)
+    return args
 
 
 def _bounded_int(where: str, table: dict, key: str, default: int, low: int, high: int) -> int:

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
-from aios import launch
+import pytest
+
+from aios import launch, supervisor
+from aios.errors import SpawnError
 from aios.spec import Settings, Trigger, parse_job
 
 HOME = Path("/srv/aios")
@@ -46,3 +50,43 @@ def test_working_dir_defaults_to_home():
     assert launch.working_dir(parse_job("w", {"type": "always", "command": ["x"]}), HOME) == "/srv/aios"
     spec = parse_job("w", {"type": "always", "command": ["x"], "cwd": "/tmp"})
     assert launch.working_dir(spec, HOME) == "/tmp"
+
+
+EXEC_PROBLEMS = [
+    ({"command": ["echo"]}, ("ok", "a\0b"), "argument 2 contains a NUL byte"),
+    ({"command": ["echo"]}, ("\ud800",), "argument 1 cannot be encoded for exec: lone surrogate '\\ud800'"),
+    ({"command": "echo \"$1\"", "shell": True}, ("x", 2, "\0"), "argument 3 contains a NUL byte"),
+    ({"command": ["echo"]}, ("x" * (128 * 1024),), "argument 1 is 131072 bytes; exec takes less than 128 KiB per string"),
+    ({"command": ["echo"]}, ("caf\udce9", {"k": "\0\ud800"}, None, 3), None),   # escaped byte; JSON escapes the rest
+    ({"command": ["echo"]}, ("x" * (128 * 1024 - 1),), None),
+    ({"program": "p.py:main"}, ("\0", "\ud800"), None),                       # one JSON string: escaped
+    ({"program": "p.py:main"}, ("x" * (128 * 1024),),
+     "arguments are 131097 bytes as JSON; a program job takes less than 128 KiB (pass a file path instead)"),
+]
+
+
+@pytest.mark.parametrize("how, args, problem", EXEC_PROBLEMS, ids=[str(i) for i in range(len(EXEC_PROBLEMS))])
+def test_exec_problem_names_the_argument_exec_can_never_take(how, args, problem):
+    spec = parse_job("t", {"type": "trigger", **how})
+    assert launch.exec_problem(spec, Trigger(job="t", args=args)) == problem
+    assert launch.exec_problem(spec) is None
+
+
+def test_exec_problem_agrees_with_a_real_spawn(tmp_path):
+    """What exec_problem lets through starts; what it refuses fails to start."""
+    spec = parse_job("t", {"type": "trigger", "command": ["true"]})
+    fd = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC)
+    try:
+        for args in (("x" * (128 * 1024 - 1),), ("x" * (128 * 1024),), ("a\0",), ("\ud800",), ("caf\udce9",)):
+            trigger = Trigger(job="t", args=args)
+            problem = launch.exec_problem(spec, trigger)
+            try:
+                proc = supervisor.spawn(launch.argv(spec, trigger, HOME), dict(os.environ), "/", fd)
+            except SpawnError:
+                assert problem is not None
+            else:
+                assert problem is None
+                while supervisor.reap(proc) is None:
+                    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+    finally:
+        os.close(fd)

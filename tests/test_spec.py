@@ -15,6 +15,7 @@ TYPES = "use one of always, daily, interval, random_daily, trigger, idle"
 DURATION = "is not a duration; use seconds or e.g. '30s', '5m', '1h30m'"
 CLOCK = 'is not a time of day; use "HH:MM" from 00:00 to 23:59'
 SIGNAL = 'is not a signal name; use e.g. "TERM", "INT", "HUP", "QUIT"'
+EXECABLE = "every string a job is started with must be exec-able text"
 
 
 # ---------------------------------------------------------------- valid jobs
@@ -218,6 +219,19 @@ INVALID = [
     (job("idle", cooldown="-1s"), f"job 'x': cooldown: '-1s' {DURATION}"),
     (job("idle", cooldown=-1), "job 'x': cooldown = -1 must be zero or more and at most a year"),
     (job("idle", cooldown="1h30"), f"job 'x': cooldown: '1h30' {DURATION}"),
+    # strings a job is started with must be exec-able
+    ({"type": "always", "command": ["echo", "a\0b"]}, f"job 'x': command[1] contains a NUL byte; {EXECABLE}"),
+    ({"type": "always", "command": ["ec\ud800ho"]},
+     f"job 'x': command[0] cannot be encoded for exec: lone surrogate '\\ud800'; {EXECABLE}"),
+    ({"type": "always", "command": "echo \0", "shell": True}, f"job 'x': command contains a NUL byte; {EXECABLE}"),
+    ({"type": "always", "command": ["echo", "x" * 131072]},
+     f"job 'x': command[1] is 131072 bytes; exec takes less than 128 KiB per string; {EXECABLE}"),
+    (job("always", env={"LANG": "C\0"}), f"job 'x': env 'LANG' contains a NUL byte; {EXECABLE}"),
+    (job("always", env={"L\0": "C"}), f"job 'x': env 'L\\x00' contains a NUL byte; {EXECABLE}"),
+    (job("always", env={"LANG": "\udcff\ud800"}),
+     f"job 'x': env 'LANG' cannot be encoded for exec: lone surrogate '\\ud800'; {EXECABLE}"),
+    (job("always", cwd="/tmp\0"), f"job 'x': cwd contains a NUL byte; {EXECABLE}"),
+    (job("trigger", args=["ok", 1, "\0"]), f"job 'x': args[2] contains a NUL byte; {EXECABLE}"),
 ]
 
 
@@ -226,6 +240,14 @@ def test_invalid_jobs(table, message):
     with pytest.raises(SpecError) as caught:
         parse_job("x", table)
     assert str(caught.value) == message
+
+
+def test_strings_that_exec_takes_are_accepted():
+    """Escaped surrogates (undecodable bytes of a file name) and 128 KiB less one byte pass;
+    program jobs get their args as JSON, where NUL and surrogates are escaped."""
+    spec = parse_job("x", {"type": "always", "command": ["ls", "caf\udce9", "x" * 131071], "env": {"A": ""}})
+    assert spec.command[1] == "caf\udce9"
+    assert parse_job("x", {"type": "always", "program": "a.py:f", "args": ["\0", "\ud800"]}).args == ("\0", "\ud800")
 
 
 @pytest.mark.parametrize("name", ["", "-x", ".x", "a b", "x" * 65, "é", 5, None, "a/b"])

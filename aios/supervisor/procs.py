@@ -1,16 +1,16 @@
-"""Processes, and nothing else: spawn, signal, reap and adopt process groups.
+"""Process-group leaders once started: watch, signal, reap and adopt them.
 
-Every job runs as the leader of its own process group (pgid = pid), with stdin on
-/dev/null and stdout and stderr on the job's log fd. A `Proc` names one such leader;
-the group is signalled as a whole and, once the leader has exited, whatever is left of
-the group is SIGKILLed before the leader is reaped, so no grandchild outlives its job.
+A `Proc` names one job process that leads its own process group (pgid == pid); the
+group is signalled as a whole and, once the leader has exited, whatever is left of the
+group is SIGKILLed before the leader is reaped, so no grandchild outlives its job.
 
 Exits are seen through a pidfd (`Proc.pidfd`, readable once the process has exited: put
 it in the daemon's selector). Where `os.pidfd_open` is missing or fails (`HAS_PIDFD`
 false) `Proc.pidfd` is None and the caller calls `reap` on every live proc whenever
 SIGCHLD wakes it. A process left running by a daemon that died is taken back with
 `adopt(pid, ticks)`: `ticks` (the process start time from /proc/PID/stat, recorded at
-spawn) guards against a pid that was reused in between.
+spawn) guards against a pid that was reused in between, and only processes of the uids
+the caller allows are taken.
 
 Bookkeeping: `Proc` is frozen, so this module keeps a set of the procs it has handed out
 and not yet closed (`_LIVE`). `reap` closes a proc (removes it and closes its pidfd) as
@@ -18,18 +18,19 @@ soon as it reports the exit, `close(proc)` does the same for a proc the caller g
 on, and both are idempotent. A closed proc is inert: `signal_group` refuses it, so a
 stale Proc can never signal a process group whose number was reused after the reap.
 
-It decides nothing (no restarts, no timeouts, no schedules) and imports nothing from aios.
+It decides nothing (no restarts, no timeouts, no schedules). Imports aios.errors.
 """
 from __future__ import annotations
 
-import errno
 import os
 import signal
 
-__all__ = [
-    "Proc", "HAS_PIDFD", "spawn", "start_ticks", "signal_group", "reap", "adopt",
-    "alive", "close", "find_leaders",
-]
+from ..errors import SpawnError
+from . import procfs
+from .procfs import start_ticks
+
+__all__ = ["Proc", "HAS_PIDFD", "track", "signal_group", "reap", "adopt", "alive", "close",
+           "find_leaders", "start_ticks"]
 
 
 class Proc:
@@ -63,119 +64,26 @@ def _probe_pidfd() -> bool:
 HAS_PIDFD = _probe_pidfd()
 
 _LIVE: set = set()     # procs handed out and not yet closed
-# Reset in the child: every catchable standard signal, whatever the daemon (or Python:
-# SIGPIPE, SIGXFSZ ignored, SIGINT handled) did with it.
-_SIGDEF = tuple(int(s) for s in signal.Signals
-                if int(s) < 32 and s not in (signal.SIGKILL, signal.SIGSTOP))
 _EXITED = os.WEXITED | os.WNOHANG | os.WNOWAIT    # waitid: has it exited? (no reap)
 
 
-# ---------------------------------------------------------------- /proc
-
-
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, ppid, start_ticks) of pid from /proc/PID/stat, or None if it is gone."""
+def track(pid: int, what: str) -> Proc:
+    """The Proc of a child just started; SpawnError (and the child killed and reaped) if
+    it cannot be watched, e.g. no descriptor left for its pidfd."""
+    pidfd = None
     try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        data = os.read(fd, 4096)
-    except ProcessLookupError:      # exited and reaped between open and read
-        return None
-    finally:
-        os.close(fd)
-    if not data:
-        return None
-    # comm (field 2) may hold spaces and parentheses: fields 3.. follow the last ')'.
-    fields = data[data.rindex(b")") + 2:].split()
-    return fields[0].decode(), int(fields[1]), int(fields[19])
-
-
-def start_ticks(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (start time in clock ticks), or None if pid is gone."""
-    st = _stat(pid)
-    return None if st is None else st[2]
-
-
-def _same_process(proc: Proc) -> bool:
-    """True while proc.pid still names the process we know (alive or a zombie)."""
-    st = _stat(proc.pid)
-    return st is not None and st[2] == proc.start_ticks
-
-
-# ---------------------------------------------------------------- spawn
-
-
-def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int) -> Proc:
-    """Start argv as the leader of a new process group; raise OSError naming argv[0].
-
-    stdin is /dev/null, stdout and stderr go to log_fd, every signal disposition is the
-    default and the signal mask is empty. argv[0] without a slash is looked up in
-    env["PATH"] (as a shell started with that environment would).
-    """
-    if not argv:
-        raise OSError(f"cannot start an empty command (cwd {cwd!r})")
-    prev = _enter(cwd, argv)
-    try:
-        pid = _posix_spawn(argv, env, log_fd)
-    finally:
-        if prev is not None:
-            os.chdir(prev)
-    return _track(pid, argv[0])
-
-
-def _enter(cwd: str, argv: list[str]) -> str | None:
-    """chdir to cwd (posix_spawn has no cwd option); return the directory to go back to."""
-    try:
-        prev = os.getcwd()
-    except FileNotFoundError:       # our own cwd was removed: nothing to go back to
-        prev = None
-    if cwd == prev:
-        return None
-    try:
-        os.chdir(cwd)
-    except OSError as e:
-        raise OSError(e.errno, f"cannot start {argv[0]!r}: cwd {cwd!r}: {e.strerror}") from None
-    return prev
-
-
-def _posix_spawn(argv: list[str], env: dict[str, str], log_fd: int) -> int:
-    actions = [
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_DUP2, log_fd, 1),
-        (os.POSIX_SPAWN_DUP2, log_fd, 2),
-    ]
-    program = _lookup(argv[0], env)
-    try:
-        return os.posix_spawnp(
-            program, argv, env, file_actions=actions,
-            setpgroup=0, setsigdef=_SIGDEF, setsigmask=(),
-        )
-    except OSError as e:            # glibc has already reaped the failed child
-        raise OSError(e.errno, f"cannot start {argv[0]!r}: {e.strerror}") from None
-
-
-def _lookup(program: str, env: dict[str, str]) -> str:
-    """program as posix_spawnp should see it: resolved in env's PATH if that differs."""
-    path = env.get("PATH")
-    if "/" in program or path is None or path == os.environ.get("PATH"):
-        return program              # posix_spawnp searches the daemon's own PATH
-    for folder in path.split(os.pathsep):
-        candidate = os.path.join(folder or ".", program)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    raise OSError(errno.ENOENT, f"cannot start {program!r}: not in the job's PATH {path!r}")
-
-
-def _track(pid: int, program: str) -> Proc:
-    try:
+        step = "pidfd_open"
         pidfd = _open_pidfd(pid)
-    except OSError as e:            # e.g. EMFILE: a child we could not watch must not run
+        step = f"/proc/{pid}/stat"
+        ticks = start_ticks(pid)
+    except OSError as e:            # a child we could not watch must not run
         _kill_leftovers(pid)
         os.waitpid(pid, 0)
-        raise OSError(e.errno, f"cannot watch {program!r}: pidfd_open: {e.strerror}") from None
-    proc = Proc(pid=pid, pidfd=pidfd, start_ticks=start_ticks(pid), child=True)
+        if pidfd is not None:
+            os.close(pidfd)
+        from .spawn import failure
+        raise failure(what, e.errno, step, verb="watch") from None
+    proc = Proc(pid=pid, pidfd=pidfd, start_ticks=ticks, child=True)
     _LIVE.add(proc)
     return proc
 
@@ -192,6 +100,11 @@ def _open_pidfd(pid: int) -> int | None:
         return os.pidfd_open(pid)
     except ProcessLookupError:
         return None
+
+
+def _same_process(proc: Proc) -> bool:
+    """True while proc.pid still names the process we know (alive or a zombie)."""
+    return procfs.start_ticks(proc.pid) == proc.start_ticks
 
 
 # ---------------------------------------------------------------- signal
@@ -273,7 +186,7 @@ def _reap_adopted(proc: Proc) -> tuple[None, None] | None:
 def _has_exited(proc: Proc) -> bool:
     if proc.pidfd is not None:
         return _readable(proc.pidfd)
-    st = _stat(proc.pid)
+    st = procfs.stat(proc.pid)
     return st is None or st[2] != proc.start_ticks or st[0] in ("Z", "X")
 
 
@@ -335,24 +248,16 @@ def _leader_environ(pid: int, wanted: set) -> tuple[int, set] | None:
     """(start ticks, set of NAME=VALUE) of a live group leader whose environment we may
     read (our own processes; every one for root) and mentions all of `wanted`, else None."""
     try:
-        env = _read_proc(f"/proc/{pid}/environ", 1 << 20)
+        env = procfs.read(f"/proc/{pid}/environ", 1 << 20)
         if not all(mark in env for mark in wanted):   # first, and cheap: most processes are not ours
             return None
-        data = _read_proc(f"/proc/{pid}/stat", 4096)
+        data = procfs.read(f"/proc/{pid}/stat", 4096)
         fields = data[data.rindex(b")") + 2:].split()
         if fields[0] in (b"Z", b"X") or int(fields[2]) != pid:
             return None
         return int(fields[19]), set(env.split(b"\0"))
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _read_proc(path: str, limit: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return os.read(fd, limit)
-    finally:
-        os.close(fd)
 
 
 def adopt(pid: int, ticks: int) -> Proc | None:
@@ -363,7 +268,7 @@ def adopt(pid: int, ticks: int) -> Proc | None:
     process that took the pid over after the check.
     """
     pidfd = _open_pidfd(pid)
-    st = _stat(pid)
+    st = procfs.stat(pid)
     ours = st is not None and st[1] == os.getpid()   # after a re-exec: exited or not, reap it
     if st is None or st[2] != ticks or (st[0] in ("Z", "X") and not ours):
         if pidfd is not None:

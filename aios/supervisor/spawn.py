@@ -1,0 +1,170 @@
+"""Starting a job's process, and nothing else: every failure to start is one SpawnError.
+
+A job runs as the leader of its own process group (pgid = pid), with stdin on
+/dev/null, stdout and stderr on the job's log fd, every signal disposition at its
+default and an empty signal mask. It is started with posix_spawn (vfork-like: the
+cheapest way to start a process from a large parent).
+
+Whatever stops a process from starting (a missing or non-executable program, a cwd that
+vanished, no descriptors or memory left, a NUL byte or an unencodable string in an
+argument, an argument list too long) raises SpawnError (an OSError) with `.errno` where
+the system gave one and a one-line message naming the program and what failed, e.g.
+`cannot start 'foo': No such file or directory (ENOENT)`. Imports aios.errors; aios.spec
+only to describe bad input, on the error path.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+from ..errors import SpawnError
+from . import procs
+
+__all__ = ["spawn"]
+
+# Reset in the child: every catchable standard signal, whatever the daemon (or Python:
+# SIGPIPE, SIGXFSZ ignored, SIGINT handled) did with it.
+_SIGDEF = tuple(int(s) for s in signal.Signals
+                if int(s) < 32 and s not in (signal.SIGKILL, signal.SIGSTOP))
+
+
+def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int) -> procs.Proc:
+    """Start argv as the leader of a new process group; SpawnError if it cannot start.
+
+    argv[0] without a slash is looked up in env["PATH"] (as a shell started with that
+    environment would).
+    """
+    if not argv:
+        raise SpawnError(f"cannot start an empty command (cwd {_shown(cwd)})")
+    what = _shown(argv[0])
+    try:
+        pid = _start(argv, env, cwd, log_fd, what)
+    except (ValueError, TypeError) as exc:     # NUL byte, unencodable text, not a string
+        raise SpawnError(f"cannot start {what}: {input_problem(argv, env, cwd) or exc}") from None
+    except MemoryError:
+        raise SpawnError(f"cannot start {what}: out of memory (ENOMEM)", errno.ENOMEM) from None
+    return procs.track(pid, what)
+
+
+def _start(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, what: str) -> int:
+    prev = _enter(cwd, what)
+    try:
+        return _posix_spawn(argv, env, log_fd, what)
+    finally:
+        if prev is not None:
+            _leave(prev)
+
+
+def _enter(cwd: str, what: str) -> str | None:
+    """chdir to cwd (posix_spawn has no cwd option); return the directory to go back to."""
+    try:
+        prev = os.getcwd()
+    except OSError:                 # our own cwd was removed: nothing to go back to
+        prev = None
+    if cwd == prev:
+        return None
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise failure(what, e.errno, f"cwd {_shown(cwd)}") from None
+    return prev
+
+
+def _leave(prev: str) -> None:
+    try:
+        os.chdir(prev)
+    except OSError:                 # removed meanwhile; the job started all the same
+        os.chdir("/")
+
+
+def _posix_spawn(argv: list[str], env: dict[str, str], log_fd: int, what: str) -> int:
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, log_fd, 1),
+        (os.POSIX_SPAWN_DUP2, log_fd, 2),
+    ]
+    program = _lookup(argv[0], env, what)
+    try:
+        return os.posix_spawnp(
+            program, argv, env, file_actions=actions,
+            setpgroup=0, setsigdef=_SIGDEF, setsigmask=(),
+        )
+    except OSError as e:            # glibc has already reaped the failed child
+        raise failure(what, e.errno, hint=exec_hint(e.errno, program, env)) from None
+
+
+def _lookup(program: str, env: dict[str, str], what: str) -> str:
+    """program as posix_spawnp should see it: resolved in env's PATH if that differs."""
+    path = env.get("PATH")
+    if "/" in program or path is None or path == os.environ.get("PATH"):
+        return program              # posix_spawnp searches the daemon's own PATH
+    for folder in path.split(os.pathsep):
+        candidate = os.path.join(folder or ".", program)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise SpawnError(f"cannot start {what}: not found in the job's PATH {_shown(path)} (ENOENT)",
+                     errno.ENOENT)
+
+
+# ---------------------------------------------------------------- messages
+
+
+def failure(what: str, err: int | None, where: str = "", hint: str = "", verb: str = "start") -> SpawnError:
+    """SpawnError `cannot VERB WHAT: [WHERE: ]STRERROR (ENAME)[: HINT]`."""
+    text = os.strerror(err) if err else "failed"
+    name = errno.errorcode.get(err, str(err)) if err else ""
+    message = f"cannot {verb} {what}: " + (f"{where}: " if where else "") + text + (f" ({name})" if name else "")
+    return SpawnError(message + (f": {hint}" if hint else ""), err)
+
+
+def exec_hint(err: int | None, program: str, env: dict) -> str:
+    """What an exec errno means for this program, when the bare strerror misleads."""
+    if "/" not in program:
+        return ""
+    if err == errno.ENOENT and os.path.exists(program):
+        return f"its interpreter {_shebang(program)} was not found"
+    if err == errno.EACCES and os.path.isdir(program):
+        return "it is a directory"
+    if err == errno.EACCES and os.path.isfile(program):
+        return "the file is not executable (chmod +x) or its file system is mounted noexec"
+    if err == errno.ENOEXEC:
+        return "not a binary this machine runs, and no '#!' line"
+    return ""
+
+
+def _shebang(program: str) -> str:
+    try:
+        with open(program, "rb") as f:
+            line = f.readline(256).strip()
+    except OSError:
+        return "(unreadable)"
+    return _shown(line.decode(errors="replace")) if line.startswith(b"#!") else "(no '#!' line)"
+
+
+def input_problem(argv: list, env: dict, cwd: object) -> str | None:
+    """Which argument, variable or cwd can never be passed to exec, and why; None if all can."""
+    from ..spec import exec_text_problem
+
+    for index, arg in enumerate(argv):
+        name = f"argument {index}" if index else "the program name"
+        problem = _type_problem(arg) or exec_text_problem(arg)
+        if problem:
+            return f"{name} {problem}"
+    for key, value in env.items():
+        if not isinstance(key, str) or not key or "=" in key:
+            return f"environment variable name {_shown(key)} is not valid (empty, or holds '=')"
+        problem = exec_text_problem(key) or _type_problem(value) or exec_text_problem(f"{key}={value}")
+        if problem:
+            return f"env {_shown(key)} {problem}"
+    problem = _type_problem(cwd) or exec_text_problem(cwd)
+    return f"cwd {problem}" if problem else None
+
+
+def _type_problem(value: object) -> str | None:
+    return None if isinstance(value, str) else f"is {type(value).__name__}, not a string"
+
+
+def _shown(value: object, limit: int = 256) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
