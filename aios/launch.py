@@ -60,10 +60,24 @@ def exec_problem(spec: JobSpec, trigger: Trigger | None = None) -> str | None:
     return None
 
 
+# What the daemon's own environment must not pass on: every AIOS_* variable (control
+# variables such as AIOS_READY_FD and AIOS_REEXEC_FDS, the database URL; the ones a job
+# needs are set below, per run) and systemd's per-service protocol variables (a job
+# holding NOTIFY_SOCKET could tell systemd the daemon is ready or stopping).
+_NOT_INHERITED = frozenset({"NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
+                            "WATCHDOG_PID", "WATCHDOG_USEC"})
+
+
+def inherited(base: dict) -> dict:
+    """The part of the daemon's environment a job starts from."""
+    return {k: v for k, v in base.items() if not k.startswith("AIOS_") and k not in _NOT_INHERITED}
+
+
 def environment(spec: JobSpec, run_id: int | None, base: dict, home: Path, settings: Settings) -> dict:
-    """The daemon's environment, the job's `env`, then what every job finds: AIOS_JOB,
-    AIOS_RUN_ID, AIOS_DEVICE_ID, AIOS_HOME (and where the dashboard listens)."""
-    env = dict(base)
+    """The daemon's environment (less its own variables: `inherited`), the job's `env`,
+    then what every job finds: AIOS_JOB, AIOS_RUN_ID, AIOS_DEVICE_ID, AIOS_HOME (and
+    where the dashboard listens), which the job's `env` cannot override."""
+    env = inherited(base)
     env.update(spec.env)
     env.update(AIOS_JOB=spec.name, AIOS_RUN_ID=str(run_id), AIOS_DEVICE_ID=settings.device_id,
                AIOS_HOME=str(home), AIOS_WEB_HOST=settings.web_host, AIOS_WEB_PORT=str(settings.web_port))

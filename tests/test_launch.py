@@ -90,3 +90,16 @@ def test_exec_problem_agrees_with_a_real_spawn(tmp_path):
                     os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
     finally:
         os.close(fd)
+
+
+def test_the_daemons_own_variables_never_reach_a_job():
+    spec = parse_job("e", {"type": "always", "command": ["x"], "env": {"AIOS_EXTRA": "mine", "AIOS_RUN_ID": "spoof"}})
+    base = {"PATH": "/bin", "AIOS_READY_FD": "5", "AIOS_REEXEC_FDS": "3,4", "AIOS_DB": "postgresql://u:pw@db/aios",
+            "AIOS_HOME": "/elsewhere", "AIOS_JOB": "parent", "NOTIFY_SOCKET": "/run/systemd/notify",
+            "LISTEN_FDS": "1", "LISTEN_PID": "1", "WATCHDOG_USEC": "1000", "HOME": "/root"}
+    env = launch.environment(spec, 7, base, HOME, SETTINGS)
+    assert {k: env[k] for k in env if k.startswith("AIOS_")} == {
+        "AIOS_EXTRA": "mine", "AIOS_JOB": "e", "AIOS_RUN_ID": "7", "AIOS_DEVICE_ID": "lab-1",
+        "AIOS_HOME": "/srv/aios", "AIOS_WEB_HOST": "127.0.0.1", "AIOS_WEB_PORT": "8787"}
+    assert env["PATH"] == "/bin" and env["HOME"] == "/root"
+    assert not {"NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC"} & set(env)

@@ -249,3 +249,32 @@ def test_no_descriptor_left_is_one_spawn_error_and_no_child_runs(free, step):
 def test_no_memory_left_is_one_spawn_error():
     err, text, zombies = run_driver(LIMIT_DRIVER, "memory", "0")
     assert (err, text, zombies) == (errno.ENOMEM, "cannot start 'sleep': Cannot allocate memory (ENOMEM)", [])
+
+
+# ---------------------------------------------------------------- nothing inherited leaks
+
+
+# A process holding inheritable descriptors (as a daemon started from a shell or by
+# `aios up` does) spawns a job, with or without close_on_exec_all first; prints the
+# job's descriptors and what close_on_exec_all reported.
+LEAK_DRIVER = r"""
+import json, os, sys
+from aios import supervisor
+fd = os.open("/etc/hostname", os.O_RDONLY)
+reader, writer = os.pipe()
+for leaked in (fd, reader, writer):
+    os.set_inheritable(leaked, True)
+changed = supervisor.close_on_exec_all(keep=(writer,)) if sys.argv[1] == "close" else []
+log = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+proc = supervisor.spawn(["sleep", "1000"], dict(os.environ), "/", log)
+fds = sorted(int(name) for name in os.listdir(f"/proc/{proc.pid}/fd"))
+supervisor.signal_group(proc, 9)
+print(json.dumps([fds, sorted(changed), [fd, reader, writer]]))
+"""
+
+
+def test_inherited_descriptors_never_reach_a_job_once_marked():
+    fds, changed, (fd, reader, writer) = run_driver(LEAK_DRIVER, "close")
+    assert changed == [fd, reader] and fds == [0, 1, 2, writer]   # `keep` is kept
+    fds, changed, held = run_driver(LEAK_DRIVER, "leave")
+    assert fds == [0, 1, 2, *held]                               # what the call prevents

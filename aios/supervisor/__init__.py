@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..errors import SpawnError
 from .procs import (HAS_PIDFD, Proc, adopt, alive, close, find_leaders, reap, signal_group,
                     start_ticks)
-from .spawn import spawn
+from .spawn import close_on_exec_all, spawn
 
-__all__ = ["SpawnError", "Proc", "HAS_PIDFD", "spawn", "start_ticks", "signal_group", "reap",
-           "adopt", "alive", "close", "find_leaders"]
+__all__ = ["SpawnError", "Proc", "HAS_PIDFD", "spawn", "close_on_exec_all", "start_ticks",
+           "signal_group", "reap", "adopt", "alive", "close", "find_leaders"]

@@ -21,7 +21,7 @@ import signal
 from ..errors import SpawnError
 from . import procs
 
-__all__ = ["spawn"]
+__all__ = ["spawn", "close_on_exec_all"]
 
 # Reset in the child: every catchable standard signal, whatever the daemon (or Python:
 # SIGPIPE, SIGXFSZ ignored, SIGINT handled) did with it.
@@ -105,6 +105,29 @@ def _lookup(program: str, env: dict[str, str], what: str) -> str:
             return candidate
     raise SpawnError(f"cannot start {what}: not found in the job's PATH {_shown(path)} (ENOENT)",
                      errno.ENOENT)
+
+
+def close_on_exec_all(keep: tuple[int, ...] = ()) -> list[int]:
+    """Mark every descriptor above 2 close-on-exec, but those in `keep`; return the ones
+    that were inheritable. exec closes only close-on-exec descriptors, so call this once
+    when the daemon starts: whatever it inherited (a pipe of the shell or of `aios up`,
+    an fd handed over by a re-exec) then never reaches a job. The daemon's own
+    descriptors are close-on-exec already (Python opens them so)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:                 # no /proc: every possible number
+        names = range(3, os.sysconf("SC_OPEN_MAX"))
+    changed = []
+    for fd in map(int, names):
+        if fd <= 2 or fd in keep:
+            continue
+        try:
+            if os.get_inheritable(fd):
+                os.set_inheritable(fd, False)
+                changed.append(fd)
+        except OSError:             # the listing's own descriptor, closed by now
+            continue
+    return changed
 
 
 # ---------------------------------------------------------------- messages
