@@ -73,17 +73,45 @@ def inherited(base: dict) -> dict:
     return {k: v for k, v in base.items() if not k.startswith("AIOS_") and k not in _NOT_INHERITED}
 
 
-def environment(spec: JobSpec, run_id: int | None, base: dict, home: Path, settings: Settings) -> dict:
+def environment(spec: JobSpec, run_id: int | None, base: dict, home: Path, settings: Settings,
+                token: str | None = None) -> dict:
     """The daemon's environment (less its own variables: `inherited`), the job's `env`,
     then what every job finds: AIOS_JOB, AIOS_RUN_ID, AIOS_DEVICE_ID, AIOS_HOME (and
-    where the dashboard listens), which the job's `env` cannot override."""
+    where the dashboard listens), and AIOS_RUN_TOKEN (`run_token`) when given, which the
+    job's `env` cannot override."""
     env = inherited(base)
     env.update(spec.env)
     env.update(AIOS_JOB=spec.name, AIOS_RUN_ID=str(run_id), AIOS_DEVICE_ID=settings.device_id,
                AIOS_HOME=str(home), AIOS_WEB_HOST=settings.web_host, AIOS_WEB_PORT=str(settings.web_port))
+    if token is not None:
+        env[TOKEN_VAR] = token
     if spec.program:
         env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+TOKEN_VAR = "AIOS_RUN_TOKEN"
+
+
+def run_token(secret: bytes, run_id: int | None) -> str:
+    """The secret mark of one run, put in its environment as AIOS_RUN_TOKEN: a keyed
+    BLAKE2b (a MAC, RFC 7693) of the run id under the home's secret (16 to 64 random
+    bytes the daemon keeps to itself). After a crash, a process is a run's only if it
+    carries that run's token: other users can copy every other variable, not this one."""
+    if not 16 <= len(secret) <= 64:
+        raise ValueError(f"the run secret must be 16 to 64 bytes, not {len(secret)}")
+    try:
+        from _blake2 import blake2b     # hashlib's own; importing hashlib loads OpenSSL (3-10 ms)
+    except ImportError:
+        from hashlib import blake2b
+    return blake2b(f"aios run {run_id}".encode(), key=secret, digest_size=16).hexdigest()
+
+
+def token_matches(secret: bytes, run_id: int | None, token: str | None) -> bool:
+    """True if `token` (found in a process's environment) is run_id's own."""
+    import hmac
+
+    return token is not None and hmac.compare_digest(run_token(secret, run_id), token)
 
 
 def working_dir(spec: JobSpec, home: Path) -> str:

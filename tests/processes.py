@@ -102,3 +102,24 @@ def run_driver(source: str, *args: str, prefix: tuple = ()) -> object:
                           timeout=LIVENESS * 2, env={**os.environ, "PYTHONPATH": REPO})
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+NOBODY = 65534
+
+
+def require_root() -> None:
+    """Tests that run processes as another user: skipped only outside CI (CI runs as root)."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("this test needs root, and CI runs the suite as root")
+        pytest.skip("needs root to run a process as nobody (CI runs it)")
+
+
+def foreign_leader(env: dict) -> tuple[subprocess.Popen, int]:
+    """A process-group leader running as nobody with `env`: (its runuser, its pid)."""
+    require_root()
+    script = ("import os, time\nif os.getpgid(0) != os.getpid(): os.setsid()\n"
+              "print(os.getpid(), flush=True)\ntime.sleep(1000)")
+    runner = subprocess.Popen(["runuser", "-u", "nobody", "--", PY, "-S", "-c", script],
+                              env=env, stdout=subprocess.PIPE, text=True, cwd="/")
+    return runner, int(runner.stdout.readline())

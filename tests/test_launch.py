@@ -103,3 +103,24 @@ def test_the_daemons_own_variables_never_reach_a_job():
         "AIOS_HOME": "/srv/aios", "AIOS_WEB_HOST": "127.0.0.1", "AIOS_WEB_PORT": "8787"}
     assert env["PATH"] == "/bin" and env["HOME"] == "/root"
     assert not {"NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC"} & set(env)
+
+
+def test_run_token_is_a_keyed_blake2b_of_the_run_and_reaches_the_environment():
+    import hashlib
+
+    secret = bytes(range(32))
+    token = launch.run_token(secret, 42)
+    assert token == hashlib.blake2b(b"aios run 42", key=secret, digest_size=16).hexdigest()
+    assert len({token, launch.run_token(secret, 43), launch.run_token(bytes(32), 42)}) == 3
+    assert launch.token_matches(secret, 42, token)
+    assert not launch.token_matches(secret, 43, token) and not launch.token_matches(secret, 42, None)
+    spec = parse_job("e", {"type": "always", "command": ["x"], "env": {"AIOS_RUN_TOKEN": "forged"}})
+    assert launch.environment(spec, 42, {}, HOME, SETTINGS, token)["AIOS_RUN_TOKEN"] == token
+    env = launch.environment(spec, 42, {"AIOS_RUN_TOKEN": "the daemon's"}, HOME, SETTINGS)
+    assert env["AIOS_RUN_TOKEN"] == "forged"    # no token given: the job's own env, never the daemon's
+
+
+@pytest.mark.parametrize("size", [0, 15, 65])
+def test_run_token_wants_a_real_secret(size):
+    with pytest.raises(ValueError, match=f"16 to 64 bytes, not {size}"):
+        launch.run_token(bytes(size), 1)

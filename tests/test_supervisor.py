@@ -12,8 +12,8 @@ import time
 import pytest
 
 from aios import supervisor
-from tests.processes import (LIVENESS, PY, gone, log, log_text, our_zombies, procs, start, wait_exit,
-                             wait_log, wait_until)
+from tests.processes import (LIVENESS, NOBODY, PY, foreign_leader, gone, log, log_text, our_zombies, procs,
+                             start, wait_exit, wait_log, wait_until)
 
 # ---------------------------------------------------------------- exits
 
@@ -163,3 +163,53 @@ def test_fallback_signal_and_group_kill_without_pidfd(procs, log, monkeypatch):
     assert supervisor.signal_group(proc, signal.SIGKILL)
     wait_until(lambda: supervisor.reap(proc) is not None)
     wait_until(lambda: gone(grandchild))
+
+
+# ---------------------------------------------------------------- adoption: only our uids
+
+
+MARKS = {"AIOS_HOME": "/srv/aios-test-home", "AIOS_DEVICE_ID": "lab-adopt"}
+
+
+@pytest.fixture
+def forged():
+    """A process of uid nobody carrying the environment of one of our job processes."""
+    runner, pid = foreign_leader({**os.environ, **MARKS, "AIOS_JOB": "web", "AIOS_RUN_ID": "41",
+                                  "AIOS_RUN_TOKEN": "guessed"})
+    yield pid
+    os.kill(pid, signal.SIGKILL)
+    runner.wait()
+
+
+@pytest.fixture
+def ours(procs, log):
+    """One of our job processes: a group leader carrying the marks and a run token."""
+    env = {**os.environ, **MARKS, "AIOS_JOB": "web", "AIOS_RUN_ID": "42", "AIOS_RUN_TOKEN": "t42"}
+    return start(procs, ["sleep", "1000"], log, env=env)
+
+
+def test_leaders_are_found_only_among_the_uids_allowed(forged, ours):
+    keys = ("AIOS_JOB", "AIOS_RUN_ID", "AIOS_RUN_TOKEN")
+    found = {leader.pid: leader for leader in supervisor.leaders(MARKS, keys, [os.getuid()])}
+    assert list(found) == [ours.pid]
+    assert found[ours.pid] == supervisor.Leader(pid=ours.pid, ticks=ours.start_ticks, uid=os.getuid(),
+                                                env={"AIOS_JOB": "web", "AIOS_RUN_ID": "42", "AIOS_RUN_TOKEN": "t42"})
+    found = {leader.pid: leader for leader in supervisor.leaders(MARKS, keys, [os.getuid(), NOBODY])}
+    assert set(found) == {ours.pid, forged} and found[forged].uid == NOBODY
+    assert found[forged].env["AIOS_RUN_TOKEN"] == "guessed"  # what the caller checks next
+    assert [pid for pid, _, _ in supervisor.find_leaders(MARKS, keys)] == [ours.pid]
+
+
+def test_adopt_refuses_another_uid_unless_allowed_and_a_missing_mark(forged, ours):
+    ticks = supervisor.start_ticks(forged)
+    assert supervisor.adopt(forged, ticks) is None                       # default: our uid only
+    assert supervisor.adopt(forged, ticks, uids=[os.getuid()]) is None
+    assert supervisor.adopt(forged, ticks, uids=[NOBODY], marks={"AIOS_RUN_TOKEN": "t41"}) is None
+    assert supervisor.adopt(forged, ticks + 1, uids=[NOBODY]) is None
+    proc = supervisor.adopt(forged, ticks, uids=[NOBODY], marks={"AIOS_RUN_TOKEN": "guessed"})
+    assert proc is not None and not proc.child
+    supervisor.close(proc)
+    # Our own child (a re-exec keeps them) is ours whatever its environment says.
+    adopted = supervisor.adopt(ours.pid, ours.start_ticks, uids=[NOBODY], marks={"AIOS_RUN_TOKEN": "t41"})
+    assert adopted is not None and adopted.child
+    supervisor.close(adopted)

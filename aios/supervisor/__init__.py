@@ -10,9 +10,9 @@ aios.spec only to word an error; never store, schedule or the engine.
 from __future__ import annotations
 
 from ..errors import SpawnError
-from .procs import (HAS_PIDFD, Proc, adopt, alive, close, find_leaders, reap, signal_group,
-                    start_ticks)
+from .procs import (HAS_PIDFD, Leader, Proc, adopt, alive, close, find_leaders, leaders, reap,
+                    signal_group, start_ticks)
 from .spawn import close_on_exec_all, spawn
 
 __all__ = ["SpawnError", "Proc", "HAS_PIDFD", "spawn", "close_on_exec_all", "start_ticks",
-           "signal_group", "reap", "adopt", "alive", "close", "find_leaders"]
+           "signal_group", "reap", "adopt", "alive", "close", "leaders", "Leader", "find_leaders"]

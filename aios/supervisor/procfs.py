@@ -1,5 +1,5 @@
 """What /proc says about a process: its state, parent and start time, its real uid, its
-children, and the environment it was started with. Reads only; imports nothing from aios.
+children, and the environment it was started with. Reads only; imports aios.record.
 
 Every reader returns None (or an empty result) for a process that is gone or that we may
 not read, so a caller never has to tell "exited" from "exited while we looked".
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["stat", "start_ticks", "real_uid", "children", "environ", "read"]
+from ..record import record
+
+__all__ = ["Stat", "stat", "start_ticks", "real_uid", "children", "environ", "read"]
 
 
 def read(path: str, limit: int) -> bytes:
@@ -20,8 +22,22 @@ def read(path: str, limit: int) -> bytes:
         os.close(fd)
 
 
-def stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, ppid, start_ticks) of pid from /proc/PID/stat, or None if it is gone."""
+@record
+class Stat:
+    """The fields of /proc/PID/stat a supervisor needs."""
+
+    state: str          # R, S, D, T, Z (zombie), X (dead)...
+    ppid: int
+    pgrp: int
+    ticks: int          # start time in clock ticks since boot
+
+    @property
+    def exited(self) -> bool:
+        return self.state in ("Z", "X")
+
+
+def stat(pid: int) -> Stat | None:
+    """What /proc/PID/stat says of pid, or None if it is gone."""
     try:
         data = read(f"/proc/{pid}/stat", 4096)
     except (FileNotFoundError, ProcessLookupError):   # gone, or reaped between open and read
@@ -30,13 +46,13 @@ def stat(pid: int) -> tuple[str, int, int] | None:
         return None
     # comm (field 2) may hold spaces and parentheses: fields 3.. follow the last ')'.
     fields = data[data.rindex(b")") + 2:].split()
-    return fields[0].decode(), int(fields[1]), int(fields[19])
+    return Stat(state=fields[0].decode(), ppid=int(fields[1]), pgrp=int(fields[2]), ticks=int(fields[19]))
 
 
 def start_ticks(pid: int) -> int | None:
     """Field 22 of /proc/PID/stat (start time in clock ticks), or None if pid is gone."""
     st = stat(pid)
-    return None if st is None else st[2]
+    return None if st is None else st.ticks
 
 
 def real_uid(pid: int) -> int | None:

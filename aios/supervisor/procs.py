@@ -25,12 +25,12 @@ from __future__ import annotations
 import os
 import signal
 
-from ..errors import SpawnError
+from ..record import record
 from . import procfs
 from .procfs import start_ticks
 
-__all__ = ["Proc", "HAS_PIDFD", "track", "signal_group", "reap", "adopt", "alive", "close",
-           "find_leaders", "start_ticks"]
+__all__ = ["Proc", "HAS_PIDFD", "Leader", "track", "signal_group", "reap", "adopt", "alive", "close",
+           "leaders", "find_leaders", "start_ticks"]
 
 
 class Proc:
@@ -187,7 +187,7 @@ def _has_exited(proc: Proc) -> bool:
     if proc.pidfd is not None:
         return _readable(proc.pidfd)
     st = procfs.stat(proc.pid)
-    return st is None or st[2] != proc.start_ticks or st[0] in ("Z", "X")
+    return st is None or st.ticks != proc.start_ticks or st.exited
 
 
 def _readable(fd: int) -> bool:
@@ -222,58 +222,88 @@ def close(proc: Proc) -> None:
 # ---------------------------------------------------------------- adopt
 
 
-def find_leaders(marks: dict[str, str], keys: tuple[str, ...]) -> list[tuple[int, int, dict]]:
-    """Live process-group leaders (pgid == pid, not zombies) of this user whose
-    environment holds every NAME=VALUE of `marks`: (pid, start ticks, {key: value} for
-    the `keys` they have). How a daemon finds what a dead one left running even where
-    nothing recorded it (killed between a spawn and its record). Reads /proc only."""
-    wanted = {f"{k}={v}".encode() for k, v in marks.items()}
+@record
+class Leader:
+    """A live process-group leader found by its environment."""
+
+    pid: int
+    ticks: int          # start time, as adopt() wants it
+    uid: int            # real uid
+    env: dict           # the requested NAME: value pairs it has
+
+
+def leaders(marks: dict[str, str], keys: tuple[str, ...], uids) -> list[Leader]:
+    """Live process-group leaders (pgid == pid, not zombies) whose real uid is in `uids`
+    and whose environment holds every NAME=VALUE of `marks`, with the values of `keys`
+    they have. How a daemon finds what a dead one left running even where nothing
+    recorded it (killed between a spawn and its record). Environment variables are set
+    by whoever starts a process: pass the uids jobs run as (the daemon's, the jobs'
+    configured users) and check a secret among `keys` (AIOS_RUN_TOKEN). Reads /proc only."""
+    wanted = [f"{k}={v}".encode() for k, v in marks.items()]
+    allowed = set(uids)
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        env = _leader_environ(int(entry), wanted)
-        if env is None or not wanted <= env[1]:
-            continue
-        values = {}
-        for item in env[1]:
-            key, _, value = item.partition(b"=")
-            if key.decode(errors="replace") in keys:
-                values[key.decode()] = value.decode(errors="replace")
-        found.append((int(entry), env[0], values))
+        if entry.isdigit():
+            leader = _leader(int(entry), wanted, keys, allowed)
+            if leader is not None:
+                found.append(leader)
     return found
 
 
-def _leader_environ(pid: int, wanted: set) -> tuple[int, set] | None:
-    """(start ticks, set of NAME=VALUE) of a live group leader whose environment we may
-    read (our own processes; every one for root) and mentions all of `wanted`, else None."""
-    try:
-        env = procfs.read(f"/proc/{pid}/environ", 1 << 20)
-        if not all(mark in env for mark in wanted):   # first, and cheap: most processes are not ours
-            return None
-        data = procfs.read(f"/proc/{pid}/stat", 4096)
-        fields = data[data.rindex(b")") + 2:].split()
-        if fields[0] in (b"Z", b"X") or int(fields[2]) != pid:
-            return None
-        return int(fields[19]), set(env.split(b"\0"))
-    except (OSError, ValueError, IndexError):
+def _leader(pid: int, wanted: list, keys: tuple, uids: set) -> Leader | None:
+    env = procfs.environ(pid)       # first, and cheap: most processes are not ours
+    if env is None or not all(mark in env for mark in wanted):
         return None
+    entries = env.split(b"\0")
+    if not set(wanted) <= set(entries):
+        return None
+    st, uid = procfs.stat(pid), procfs.real_uid(pid)
+    if st is None or st.exited or st.pgrp != pid or uid not in uids:
+        return None
+    values = {}
+    for item in entries:
+        key, _, value = item.partition(b"=")
+        name = key.decode(errors="replace")
+        if name in keys:
+            values[name] = value.decode(errors="replace")
+    return Leader(pid=pid, ticks=st.ticks, uid=uid, env=values)
 
 
-def adopt(pid: int, ticks: int) -> Proc | None:
+def find_leaders(marks: dict[str, str], keys: tuple[str, ...]) -> list[tuple[int, int, dict]]:
+    """What recovery.py calls today: `leaders` of the daemon's own uid, as (pid, ticks,
+    env) tuples. Remove once recovery calls leaders() with the jobs' uids."""
+    return [(l.pid, l.ticks, l.env) for l in leaders(marks, keys, (os.getuid(),))]
+
+
+def adopt(pid: int, ticks: int, *, uids=None, marks: dict[str, str] | None = None) -> Proc | None:
     """Take back a process a dead daemon (or this one before a re-exec) left running, if
-    pid still is that process.
+    pid still is that process: the same start time, a real uid in `uids` (default: the
+    daemon's own) and, if given, every NAME=VALUE of `marks` in its environment (start
+    times repeat across reboots; a per-run secret does not).
 
-    The pidfd is opened before start_ticks is compared, so the pidfd cannot refer to a
+    The pidfd is opened before the process is checked, so the pidfd cannot refer to a
     process that took the pid over after the check.
     """
     pidfd = _open_pidfd(pid)
     st = procfs.stat(pid)
-    ours = st is not None and st[1] == os.getpid()   # after a re-exec: exited or not, reap it
-    if st is None or st[2] != ticks or (st[0] in ("Z", "X") and not ours):
+    # Our own child (after a re-exec) is ours whatever it became: exited or not, reap it.
+    ours = st is not None and st.ppid == os.getpid()
+    if not (st is not None and st.ticks == ticks
+            and (ours or (not st.exited and _owned(pid, uids) and _marked(pid, marks)))):
         if pidfd is not None:
             os.close(pidfd)
         return None
     proc = Proc(pid=pid, pidfd=pidfd, start_ticks=ticks, child=ours)
     _LIVE.add(proc)
     return proc
+
+
+def _owned(pid: int, uids) -> bool:
+    return procfs.real_uid(pid) in (set(uids) if uids is not None else {os.getuid()})
+
+
+def _marked(pid: int, marks: dict[str, str] | None) -> bool:
+    if not marks:
+        return True
+    env = procfs.environ(pid)
+    return env is not None and {f"{k}={v}".encode() for k, v in marks.items()} <= set(env.split(b"\0"))
