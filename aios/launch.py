@@ -1,17 +1,22 @@
-"""How a run of a job becomes a process: its argv, environment and working directory.
+"""How a run of a job becomes a process: its argv, environment, working directory and
+identity (`plan` gathers them for supervisor.spawn).
 
-Pure functions of the spec, the trigger and the daemon's facts; no process is started
-here (supervisor does that). Arguments never pass through a shell: a `program` job gets
-them as one JSON string for runner.py; a shell command gets them as "$1", "$2", ...
-Imports only aios.spec.
+Functions of the spec, the trigger and the daemon's facts; no process is started here
+(supervisor does that). Arguments never pass through a shell: a `program` job gets them
+as one JSON string for runner.py; a shell command gets them as "$1", "$2", ... The only
+things read are the user and group databases (`identity`). Imports aios.spec,
+aios.errors and aios.record.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
-from .spec import MAX_ARG_BYTES, JobSpec, Settings, Trigger, exec_text_problem
+from .errors import SpawnError
+from .record import record
+from .spec import MAX_ARG_BYTES, JobSpec, Settings, SpecError, Trigger, exec_text_problem
 
 RUNNER = str(Path(__file__).with_name("runner.py"))
 
@@ -74,12 +79,14 @@ def inherited(base: dict) -> dict:
 
 
 def environment(spec: JobSpec, run_id: int | None, base: dict, home: Path, settings: Settings,
-                token: str | None = None) -> dict:
-    """The daemon's environment (less its own variables: `inherited`), the job's `env`,
-    then what every job finds: AIOS_JOB, AIOS_RUN_ID, AIOS_DEVICE_ID, AIOS_HOME (and
-    where the dashboard listens), and AIOS_RUN_TOKEN (`run_token`) when given, which the
-    job's `env` cannot override."""
+                token: str | None = None, who: Identity | None = None) -> dict:
+    """The daemon's environment (less its own variables: `inherited`), HOME, USER and
+    LOGNAME of the job's user (`who`), the job's `env`, then what every job finds:
+    AIOS_JOB, AIOS_RUN_ID, AIOS_DEVICE_ID, AIOS_HOME (and where the dashboard listens),
+    and AIOS_RUN_TOKEN (`run_token`) when given, which the job's `env` cannot override."""
     env = inherited(base)
+    if who is not None and who.name is not None:
+        env.update(HOME=who.home, USER=who.name, LOGNAME=who.name)
     env.update(spec.env)
     env.update(AIOS_JOB=spec.name, AIOS_RUN_ID=str(run_id), AIOS_DEVICE_ID=settings.device_id,
                AIOS_HOME=str(home), AIOS_WEB_HOST=settings.web_host, AIOS_WEB_PORT=str(settings.web_port))
@@ -116,3 +123,110 @@ def token_matches(secret: bytes, run_id: int | None, token: str | None) -> bool:
 
 def working_dir(spec: JobSpec, home: Path) -> str:
     return str(home / spec.cwd) if spec.cwd else str(home)
+
+
+# ---------------------------------------------------------------- who a job runs as
+
+
+@record
+class Identity:
+    """Who a job's process runs as: ids for the switch, name and home for its environment
+    (None when only the group changes)."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]     # the complete supplementary list: setgroups() gets exactly this
+    name: str | None = None
+    home: str | None = None
+
+
+def identity(spec: JobSpec) -> Identity | None:
+    """Who `spec` runs as, or None to run as the daemon; SpecError naming the field if a
+    user or group does not exist, or if this daemon may not switch to it (only root may
+    switch; `user` set to the daemon's own user is fine anywhere).
+
+    With `user`, the group is the user's primary group and the supplementary groups are
+    the user's (as login would set them) plus `groups`; without it, the daemon's user
+    keeps its uid and gets `group` and exactly `groups`. Call it at config load to refuse
+    a bad table, and at each spawn (`plan`) to follow changes of the user database."""
+    if spec.user is None and spec.group is None and not spec.groups:
+        return None
+    where = f"job {spec.name!r}"
+    uid, gid, name, home = _user(where, spec.user) if spec.user is not None else (os.geteuid(), os.getegid(), None, None)
+    if spec.group is not None:
+        gid = _group(where, "group", spec.group)
+    groups = {_group(where, "groups", g) for g in spec.groups}
+    if name is not None:
+        groups.update(os.getgrouplist(name, gid))
+    who = Identity(uid=uid, gid=gid, groups=tuple(sorted(groups)), name=name, home=home)
+    return _allowed(where, spec, who)
+
+
+def _user(where: str, user: str) -> tuple[int, int, str | None, str | None]:
+    import pwd
+
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        if user.isdigit():          # an id without a name: allowed, as systemd does
+            return int(user), int(user), None, None
+        raise SpecError(f"{where}: user = {user!r} does not exist on this machine (see getent passwd)") from None
+    return entry.pw_uid, entry.pw_gid, entry.pw_name, entry.pw_dir
+
+
+def _group(where: str, key: str, group: str) -> int:
+    import grp
+
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        shown = f"{key} = {group!r}" if key == "group" else f"{key}: {group!r}"
+        raise SpecError(f"{where}: {shown} does not exist on this machine (see getent group)") from None
+
+
+def _allowed(where: str, spec: JobSpec, who: Identity) -> Identity | None:
+    """who, if this daemon can switch to it: root can; anyone else only to itself (None)."""
+    if os.geteuid() == 0:
+        return who
+    own_groups = set(os.getgroups()) | {os.getegid()}
+    for key, differs in (("user", who.uid != os.geteuid()), ("group", who.gid != os.getegid()),
+                         ("groups", not set(who.groups) <= own_groups)):
+        if differs:
+            return _refuse(where, key, getattr(spec, key))
+    return None
+
+
+def _refuse(where: str, key: str, value) -> None:
+    shown = list(value) if isinstance(value, tuple) else value
+    raise SpecError(f"{where}: {key} = {shown!r} needs a daemon running as root (this one runs as "
+                    f"uid {os.geteuid()}); remove it or start the daemon as root")
+
+
+# ---------------------------------------------------------------- the whole of one run
+
+
+@record
+class Plan:
+    """What supervisor.spawn(argv, env, cwd, log_fd, **options) needs for one run."""
+
+    argv: list
+    env: dict
+    cwd: str
+    options: dict
+
+
+def plan(spec: JobSpec, trigger: Trigger | None, run_id: int | None, base: dict, home: Path,
+         settings: Settings, token: str | None = None) -> Plan:
+    """argv, environment, cwd and spawn options of one run; SpawnError if it cannot
+    start now (its user or group no longer exists)."""
+    try:
+        who = identity(spec)
+    except SpecError as exc:
+        raise SpawnError(f"cannot start job {spec.name!r}: {str(exc).partition(': ')[2]}") from None
+    options: dict = {"umask": spec.umask}
+    if who is not None:
+        options.update(uid=who.uid, gid=who.gid, groups=who.groups)
+    return Plan(argv=argv(spec, trigger, home), cwd=working_dir(spec, home), options=options,
+                env=environment(spec, run_id, base, home, settings, token, who))

@@ -107,6 +107,10 @@ class JobSpec:
     stop_signal: int = int(signal.SIGTERM)
     stop_timeout: float = 10.0
     adopt: bool = True
+    user: str | None = None                 # run as this user (name or numeric id)
+    group: str | None = None                # and this group (default: the user's)
+    groups: tuple[str, ...] = ()            # supplementary groups, beside the user's own
+    umask: int | None = None
 
     @property
     def is_scheduled(self) -> bool:
@@ -206,7 +210,7 @@ _RESTART = ("always", "on-failure")
 _COMMON = {
     "type", "program", "command", "shell", "args", "kwargs", "tags", "enabled", "priority",
     "env", "cwd", "retries", "backoff", "backoff_factor", "backoff_max", "stop_signal",
-    "stop_timeout", "min_uptime", "adopt",
+    "stop_timeout", "min_uptime", "adopt", "user", "group", "groups", "umask",
 }
 _BY_TYPE = {
     JobType.ALWAYS: {"restart", "failed_cooldown"},
@@ -411,6 +415,43 @@ def _parse_common(where: str, job_type: JobType, table: dict) -> dict:
         out["stop_signal"] = parse_signal(table["stop_signal"], f"{where}: stop_signal")
     if job_type is JobType.ALWAYS:
         out.update(_parse_always(where, table))
+    out.update(_parse_privileges(where, table))
+    return out
+
+
+# ---------------------------------------------------------------- how the process runs
+# Names are checked here; whether they exist on this machine is checked at config load
+# (launch.identity), where the user database is.
+
+_ACCOUNT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?")
+_UMASK_RE = re.compile(r"0?[0-7]{3}")
+
+
+def _account(where: str, key: str, value: object) -> str:
+    """A user or group: a name, or a numeric id (an integer, or a string of digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 32 - 1:
+        return str(value)
+    if isinstance(value, str) and _ACCOUNT_RE.fullmatch(value) and not (value.isdigit() and int(value) >= 2 ** 32 - 1):
+        return value
+    raise SpecError(f"{where}: {key} = {show_value(value)} is not a user or group; use a name like "
+                    "\"www-data\" or a numeric id")
+
+
+def _parse_privileges(where: str, table: dict) -> dict:
+    out: dict = {}
+    for key in ("user", "group"):
+        if key in table:
+            out[key] = _account(where, key, table[key])
+    if "groups" in table:
+        groups = table["groups"]
+        if not isinstance(groups, list) or len(groups) > 64:
+            raise SpecError(f"{where}: groups = {show_value(groups)} must be a list of at most 64 groups")
+        out["groups"] = tuple(_account(where, "groups", g) for g in groups)
+    if "umask" in table:
+        umask = table["umask"]
+        if not isinstance(umask, str) or not _UMASK_RE.fullmatch(umask):
+            raise SpecError(f"{where}: umask = {show_value(umask)} must be an octal string like \"027\"")
+        out["umask"] = int(umask, 8)
     return out
 
 

@@ -18,7 +18,9 @@ ENGINE_PARTS = {"spec", "schedule", "config", "store", "supervisor", "control", 
 ALLOWED = {
     "spec": set(), "logs": {"fswatch"}, "runner": set(), "loop": set(), "fswatch": set(),
     "supervisor": {"spec"},     # spec.exec_text_problem words a spawn's bad input (error path only)
-    "schedule": {"spec"}, "config": {"spec", "home"}, "store": {"spec"}, "control": {"spec"},
+    "schedule": {"spec"},
+    "config": {"spec", "home", "launch"},   # launch.identity: a job's user and groups exist at load
+    "store": {"spec"}, "control": {"spec"},
     "home": set(), "show": set(), "launch": {"spec"},
     "engine": ENGINE_PARTS | {"operations", "exits"},
     "operations": ENGINE_PARTS,

@@ -1,6 +1,7 @@
 """Processes, and nothing else: start, watch, signal, reap and adopt job processes.
 
     spawn.py    start a job's process; every failure to start is one SpawnError
+    forkexec.py the fork that changes user and groups before exec (posix_spawn cannot)
     procs.py    Proc: a started or adopted process-group leader; signal, reap, adopt
     procfs.py   what /proc says about a process
 

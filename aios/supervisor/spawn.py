@@ -19,7 +19,7 @@ import os
 import signal
 
 from ..errors import SpawnError
-from . import procs
+from . import forkexec, procs
 
 __all__ = ["spawn", "close_on_exec_all"]
 
@@ -29,17 +29,23 @@ _SIGDEF = tuple(int(s) for s in signal.Signals
                 if int(s) < 32 and s not in (signal.SIGKILL, signal.SIGSTOP))
 
 
-def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int) -> procs.Proc:
+def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, *, uid: int | None = None,
+          gid: int | None = None, groups: tuple[int, ...] | None = None,
+          umask: int | None = None) -> procs.Proc:
     """Start argv as the leader of a new process group; SpawnError if it cannot start.
 
     argv[0] without a slash is looked up in env["PATH"] (as a shell started with that
-    environment would).
+    environment would). uid, gid and groups (the complete supplementary list) are what
+    the process runs as (forkexec.py: a fork instead of posix_spawn); umask its umask.
     """
     if not argv:
         raise SpawnError(f"cannot start an empty command (cwd {_shown(cwd)})")
     what = _shown(argv[0])
     try:
-        pid = _start(argv, env, cwd, log_fd, what)
+        if uid is None and gid is None and groups is None:
+            pid = _start(argv, env, cwd, log_fd, what, umask)
+        else:
+            pid = _fork_start(argv, env, cwd, log_fd, what, uid=uid, gid=gid, groups=groups, umask=umask)
     except (ValueError, TypeError) as exc:     # NUL byte, unencodable text, not a string
         raise SpawnError(f"cannot start {what}: {input_problem(argv, env, cwd) or exc}") from None
     except MemoryError:
@@ -47,13 +53,33 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int) -> procs.
     return procs.track(pid, what)
 
 
-def _start(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, what: str) -> int:
+def _start(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, what: str, umask: int | None) -> int:
     prev = _enter(cwd, what)
+    mask = None if umask is None else os.umask(umask)   # the daemon's, inherited, then put back
     try:
         return _posix_spawn(argv, env, log_fd, what)
     finally:
+        if mask is not None:
+            os.umask(mask)
         if prev is not None:
             _leave(prev)
+
+
+def _fork_start(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, what: str, **drop) -> int:
+    try:
+        return forkexec.fork_exec(argv, env, cwd, log_fd, sigdef=_SIGDEF, **drop)
+    except OSError as e:            # the fork, or a descriptor for its pipe
+        raise failure(what, e.errno, "fork") from None
+    except forkexec.Failed as f:
+        if f.step == "input":
+            raise ValueError("input exec cannot take") from None
+        if f.step == "exec":
+            raise failure(what, f.err, hint=exec_hint(f.err, argv[0], env)) from None
+        where = f"cwd {_shown(cwd)}" if f.step == "cwd" else _DROP_STEPS.get(f.step, f.step).format(**drop)
+        raise failure(what, f.err, where) from None
+
+
+_DROP_STEPS = {"setgroups": "setgroups({groups})", "setgid": "setgid({gid})", "setuid": "setuid({uid})"}
 
 
 def _enter(cwd: str, what: str) -> str | None:
@@ -103,8 +129,7 @@ def _lookup(program: str, env: dict[str, str], what: str) -> str:
         candidate = os.path.join(folder or ".", program)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
-    raise SpawnError(f"cannot start {what}: not found in the job's PATH {_shown(path)} (ENOENT)",
-                     errno.ENOENT)
+    raise failure(what, errno.ENOENT, hint=exec_hint(errno.ENOENT, program, env))
 
 
 def close_on_exec_all(keep: tuple[int, ...] = ()) -> list[int]:
@@ -144,7 +169,7 @@ def failure(what: str, err: int | None, where: str = "", hint: str = "", verb: s
 def exec_hint(err: int | None, program: str, env: dict) -> str:
     """What an exec errno means for this program, when the bare strerror misleads."""
     if "/" not in program:
-        return ""
+        return f"not in the job's PATH {_shown(env.get('PATH', os.defpath))}" if err == errno.ENOENT else ""
     if err == errno.ENOENT and os.path.exists(program):
         return f"its interpreter {_shebang(program)} was not found"
     if err == errno.EACCES and os.path.isdir(program):
