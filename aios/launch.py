@@ -225,7 +225,9 @@ def plan(spec: JobSpec, trigger: Trigger | None, run_id: int | None, base: dict,
         who = identity(spec)
     except SpecError as exc:
         raise SpawnError(f"cannot start job {spec.name!r}: {str(exc).partition(': ')[2]}") from None
-    options: dict = {"umask": spec.umask}
+    options: dict = {"umask": spec.umask, "unit": spec.name}
+    if token is not None:
+        options["mark"] = f"{TOKEN_VAR}={token}"
     if who is not None:
         options.update(uid=who.uid, gid=who.gid, groups=who.groups)
     return Plan(argv=argv(spec, trigger, home), cwd=working_dir(spec, home), options=options,

@@ -7,7 +7,8 @@ alternate spawn by spawn; the median and min-max of n spawns each are printed in
 microseconds, with the ratio to the baseline. --ballast grows this
 process (touched memory) to look like a daemon that has been up a while: a fork copies
 page tables, posix_spawn does not. The fork variant runs as our own ids (root needed:
-setgroups).
+setgroups). With a cgroup v2 we may manage, a variant puts each run in a cgroup of its
+own (the daemon moves in for the spawn and back).
 """
 from __future__ import annotations
 
@@ -38,11 +39,19 @@ def baseline(rev: str):
 
 def variants(old, own_ids: dict) -> dict:
     env, log = dict(os.environ), os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-    found = {"posix_spawn": lambda: (supervisor, supervisor.spawn(["/bin/true"], env, "/", log))}
+
+    def new(tree=None, **options):
+        supervisor.cgroup.TREE = tree           # cgroups for this variant only
+        return supervisor, supervisor.spawn(["/bin/true"], env, "/", log, **options)
+
+    found = {"posix_spawn": new}
     if old is not None:
         found = {"baseline": lambda: (old, old.spawn(["/bin/true"], env, "/", log)), **found}
     if os.geteuid() == 0:
-        found["fork (user switch)"] = lambda: (supervisor, supervisor.spawn(["/bin/true"], env, "/", log, **own_ids))
+        found["fork (user switch)"] = lambda: new(**own_ids)
+    tree = supervisor.cgroup.setup(f"aios-bench-{os.getpid()}")
+    if tree is not None:
+        found["posix_spawn, cgroup"] = lambda: new(tree)
     return found
 
 
@@ -71,6 +80,9 @@ def main(argv: list[str]) -> None:
         ballast[offset] = 1
     own = {"uid": os.getuid(), "gid": os.getgid(), "groups": tuple(os.getgroups())}
     times = measure(variants(baseline(args.baseline), own), args.n)
+    if supervisor.cgroup.TREE is not None:
+        supervisor.cgroup.sweep()
+        os.rmdir(supervisor.cgroup.TREE.scope)
     base = statistics.median(times["baseline"]) if "baseline" in times else None
     rss = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmRSS"))
     print(f"{args.n} spawns of /bin/true per variant, RSS {int(rss) // 1024} MB, "

@@ -124,3 +124,12 @@ def test_run_token_is_a_keyed_blake2b_of_the_run_and_reaches_the_environment():
 def test_run_token_wants_a_real_secret(size):
     with pytest.raises(ValueError, match=f"16 to 64 bytes, not {size}"):
         launch.run_token(bytes(size), 1)
+
+
+def test_plan_gathers_what_spawn_needs():
+    spec = parse_job("p", {"type": "trigger", "command": ["echo"], "cwd": "/tmp", "umask": "027"})
+    plan = launch.plan(spec, Trigger(job="p", args=("a",)), 9, {"PATH": "/bin"}, HOME, SETTINGS, token="t9")
+    assert plan.argv == ["echo", "a"] and plan.cwd == "/tmp"
+    assert plan.env["AIOS_RUN_TOKEN"] == "t9" and plan.env["AIOS_RUN_ID"] == "9"
+    assert plan.options == {"umask": 0o027, "unit": "p", "mark": "AIOS_RUN_TOKEN=t9"}
+    assert launch.plan(spec, None, 9, {}, HOME, SETTINGS).options == {"umask": 0o027, "unit": "p"}

@@ -190,6 +190,7 @@ def test_jobs_run_as_another_user_are_found_for_adoption_among_its_uid(procs, lo
     plan = launch.plan(spec, None, 77, dict(os.environ), Path("/srv/aios-privileges"), SETTINGS, token="t77")
     proc = start(procs, plan.argv, log, env=plan.env, cwd=plan.cwd, **plan.options)
     marks = {"AIOS_HOME": "/srv/aios-privileges"}
+    wait_until(lambda: b"AIOS_RUN_TOKEN=t77" in open(f"/proc/{proc.pid}/environ", "rb").read())
     assert supervisor.leaders(marks, ("AIOS_RUN_TOKEN",), [os.getuid()]) == []
     assert supervisor.leaders(marks, ("AIOS_RUN_TOKEN",), [os.getuid(), NOBODY]) == [
         supervisor.Leader(pid=proc.pid, ticks=proc.start_ticks, uid=NOBODY, env={"AIOS_RUN_TOKEN": "t77"})]

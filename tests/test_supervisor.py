@@ -185,7 +185,10 @@ def forged():
 def ours(procs, log):
     """One of our job processes: a group leader carrying the marks and a run token."""
     env = {**os.environ, **MARKS, "AIOS_JOB": "web", "AIOS_RUN_ID": "42", "AIOS_RUN_TOKEN": "t42"}
-    return start(procs, ["sleep", "1000"], log, env=env)
+    proc = start(procs, ["sleep", "1000"], log, env=env)
+    # posix_spawn returns once the exec has begun; the new environment shows a moment later.
+    wait_until(lambda: b"AIOS_RUN_TOKEN=t42" in open(f"/proc/{proc.pid}/environ", "rb").read())
+    return proc
 
 
 def test_leaders_are_found_only_among_the_uids_allowed(forged, ours):
@@ -204,12 +207,12 @@ def test_adopt_refuses_another_uid_unless_allowed_and_a_missing_mark(forged, our
     ticks = supervisor.start_ticks(forged)
     assert supervisor.adopt(forged, ticks) is None                       # default: our uid only
     assert supervisor.adopt(forged, ticks, uids=[os.getuid()]) is None
-    assert supervisor.adopt(forged, ticks, uids=[NOBODY], marks={"AIOS_RUN_TOKEN": "t41"}) is None
+    assert supervisor.adopt(forged, ticks, uids=[NOBODY], mark="AIOS_RUN_TOKEN=t41") is None
     assert supervisor.adopt(forged, ticks + 1, uids=[NOBODY]) is None
-    proc = supervisor.adopt(forged, ticks, uids=[NOBODY], marks={"AIOS_RUN_TOKEN": "guessed"})
+    proc = supervisor.adopt(forged, ticks, uids=[NOBODY], mark="AIOS_RUN_TOKEN=guessed")
     assert proc is not None and not proc.child
     supervisor.close(proc)
     # Our own child (a re-exec keeps them) is ours whatever its environment says.
-    adopted = supervisor.adopt(ours.pid, ours.start_ticks, uids=[NOBODY], marks={"AIOS_RUN_TOKEN": "t41"})
+    adopted = supervisor.adopt(ours.pid, ours.start_ticks, uids=[NOBODY], mark="AIOS_RUN_TOKEN=t41")
     assert adopted is not None and adopted.child
     supervisor.close(adopted)

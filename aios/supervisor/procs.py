@@ -26,7 +26,7 @@ import os
 import signal
 
 from ..record import record
-from . import procfs
+from . import cgroup, orphans, procfs
 from .procfs import start_ticks
 
 __all__ = ["Proc", "HAS_PIDFD", "Leader", "track", "signal_group", "reap", "adopt", "alive", "close",
@@ -38,19 +38,24 @@ class Proc:
 
     pidfd: readable once the process has exited (None without pidfds); start_ticks: its
     start time in clock ticks since boot (/proc/PID/stat); child: False for an adopted
-    process that is not our child."""
+    process that is not our child; cgroup: the run's own cgroup (None without cgroup
+    containment); mark: the NAME=VALUE of its environment that marks the run's processes
+    (its AIOS_RUN_TOKEN), to find those that left the process group."""
 
-    __slots__ = ("pid", "pidfd", "start_ticks", "child")
+    __slots__ = ("pid", "pidfd", "start_ticks", "child", "cgroup", "mark")
 
-    def __init__(self, *, pid: int, pidfd: int | None, start_ticks: int | None, child: bool):
-        for name, value in (("pid", pid), ("pidfd", pidfd), ("start_ticks", start_ticks), ("child", child)):
+    def __init__(self, *, pid: int, pidfd: int | None, start_ticks: int | None, child: bool,
+                 cgroup: str | None = None, mark: bytes | None = None):
+        for name, value in (("pid", pid), ("pidfd", pidfd), ("start_ticks", start_ticks), ("child", child),
+                            ("cgroup", cgroup), ("mark", mark)):
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name, value) -> None:
         raise AttributeError("Proc is read-only")
 
     def __repr__(self) -> str:
-        return f"Proc(pid={self.pid}, pidfd={self.pidfd}, start_ticks={self.start_ticks}, child={self.child})"
+        return (f"Proc(pid={self.pid}, pidfd={self.pidfd}, start_ticks={self.start_ticks}, child={self.child}, "
+                f"cgroup={self.cgroup!r})")
 
 
 def _probe_pidfd() -> bool:
@@ -67,7 +72,7 @@ _LIVE: set = set()     # procs handed out and not yet closed
 _EXITED = os.WEXITED | os.WNOHANG | os.WNOWAIT    # waitid: has it exited? (no reap)
 
 
-def track(pid: int, what: str) -> Proc:
+def track(pid: int, what: str, cgroup_path: str | None = None, mark: bytes | None = None) -> Proc:
     """The Proc of a child just started; SpawnError (and the child killed and reaped) if
     it cannot be watched, e.g. no descriptor left for its pidfd."""
     pidfd = None
@@ -77,13 +82,15 @@ def track(pid: int, what: str) -> Proc:
         step = f"/proc/{pid}/stat"
         ticks = start_ticks(pid)
     except OSError as e:            # a child we could not watch must not run
-        _kill_leftovers(pid)
+        _kill_group(pid, cgroup_path, None)
         os.waitpid(pid, 0)
         if pidfd is not None:
             os.close(pidfd)
+        if cgroup_path is not None:
+            cgroup.remove(cgroup_path)
         from .spawn import failure
         raise failure(what, e.errno, step, verb="watch") from None
-    proc = Proc(pid=pid, pidfd=pidfd, start_ticks=ticks, child=True)
+    proc = Proc(pid=pid, pidfd=pidfd, start_ticks=ticks, child=True, cgroup=cgroup_path, mark=mark)
     _LIVE.add(proc)
     return proc
 
@@ -111,7 +118,8 @@ def _same_process(proc: Proc) -> bool:
 
 
 def signal_group(proc: Proc, sig: int) -> bool:
-    """Send sig to proc's whole process group; False if the group is gone.
+    """Send sig to proc's whole process group, and to the processes of the run that left
+    it (in its cgroup, or found by orphans.escaped); False if the group is gone.
 
     A stopped process only sees a signal once continued, so every signal but SIGKILL
     and SIGCONT is followed by SIGCONT. An adopted proc is first checked to still be
@@ -119,23 +127,50 @@ def signal_group(proc: Proc, sig: int) -> bool:
     """
     if proc not in _LIVE or (not proc.child and not _same_process(proc)):
         return False
+    if sig == signal.SIGKILL:
+        return _kill_group(proc.pid, proc.cgroup, proc.mark)
+    escaped = _escaped(proc)        # first: once the leader dies, its children move away
+    sent = _send(-proc.pid, sig)
+    for pid in escaped:
+        _send(pid, sig)
+        if sig != signal.SIGCONT:
+            _send(pid, signal.SIGCONT)
+    if sig != signal.SIGCONT:
+        _send(-proc.pid, signal.SIGCONT)
+    return sent
+
+
+def _escaped(proc: Proc) -> list[int]:
+    if proc.cgroup is not None:
+        return [pid for pid in cgroup.pids(proc.cgroup) if _pgid(pid) not in (proc.pid, None)]
+    return orphans.escaped(proc.pid, proc.pid, proc.mark, {p.pid for p in _LIVE})
+
+
+def _kill_group(pgid: int, cgroup_path: str | None, mark: bytes | None) -> bool:
+    """SIGKILL the group and whatever of the run left it; False if the group was gone."""
+    escaped = [] if cgroup_path is not None else orphans.escaped(pgid, pgid, mark, {p.pid for p in _LIVE})
+    sent = _send(-pgid, signal.SIGKILL)
+    if cgroup_path is not None:
+        cgroup.kill(cgroup_path)
+    for pid in escaped:
+        _send(pid, signal.SIGKILL)
+    return sent
+
+
+def _send(pid: int, sig: int) -> bool:
+    """kill(pid, sig) (a negative pid: a group); False if nothing is there."""
     try:
-        os.killpg(proc.pid, sig)
+        os.kill(pid, sig) if pid > 0 else os.killpg(-pid, sig)
     except ProcessLookupError:
         return False
-    if sig not in (signal.SIGKILL, signal.SIGCONT):
-        try:
-            os.killpg(proc.pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
     return True
 
 
-def _kill_leftovers(pgid: int) -> None:
+def _pgid(pid: int) -> int | None:
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        return os.getpgid(pid)
     except ProcessLookupError:
-        pass
+        return None
 
 
 # ---------------------------------------------------------------- reap
@@ -161,12 +196,13 @@ def _reap_child(proc: Proc) -> tuple[int | None, int | None] | None:
     try:
         if os.waitid(os.P_PID, proc.pid, _EXITED) is None:
             return None             # still running
-        _kill_leftovers(proc.pid)   # the zombie leader still holds pid and pgid
+        _kill_group(proc.pid, proc.cgroup, proc.mark)   # the zombie leader still holds pid and pgid
         pid, status = os.waitpid(proc.pid, os.WNOHANG)
     except ChildProcessError:       # reaped by someone else: the status is lost
         return _reap_adopted(proc)
     if pid == 0:
         return None
+    _release(proc)
     if os.WIFSIGNALED(status):
         return (None, os.WTERMSIG(status))
     return (os.WEXITSTATUS(status), None)
@@ -179,8 +215,18 @@ def _reap_adopted(proc: Proc) -> tuple[None, None] | None:
     if now is None or now == proc.start_ticks:
         # The pid is free or still ours (zombie). Had group members been left, the
         # kernel could not have reused the number, so a reused pid means none are.
-        _kill_leftovers(proc.pid)
+        _kill_group(proc.pid, proc.cgroup, proc.mark)
+    elif proc.cgroup is not None:
+        cgroup.kill(proc.cgroup)
+    _release(proc)
     return (None, None)
+
+
+def _release(proc: Proc) -> None:
+    """Once the leader is reaped: remove the run's cgroup (later, if it still empties)."""
+    if proc.cgroup is not None:
+        cgroup.remove(proc.cgroup)
+    cgroup.sweep()
 
 
 def _has_exited(proc: Proc) -> bool:
@@ -275,25 +321,26 @@ def find_leaders(marks: dict[str, str], keys: tuple[str, ...]) -> list[tuple[int
     return [(l.pid, l.ticks, l.env) for l in leaders(marks, keys, (os.getuid(),))]
 
 
-def adopt(pid: int, ticks: int, *, uids=None, marks: dict[str, str] | None = None) -> Proc | None:
+def adopt(pid: int, ticks: int, *, uids=None, mark: str | None = None) -> Proc | None:
     """Take back a process a dead daemon (or this one before a re-exec) left running, if
     pid still is that process: the same start time, a real uid in `uids` (default: the
-    daemon's own) and, if given, every NAME=VALUE of `marks` in its environment (start
-    times repeat across reboots; a per-run secret does not).
+    daemon's own) and, if given, `mark` (NAME=VALUE, the run's AIOS_RUN_TOKEN) in its
+    environment: start times repeat across reboots, a per-run secret does not.
 
     The pidfd is opened before the process is checked, so the pidfd cannot refer to a
     process that took the pid over after the check.
     """
     pidfd = _open_pidfd(pid)
     st = procfs.stat(pid)
+    mark_bytes = None if mark is None else os.fsencode(mark)
     # Our own child (after a re-exec) is ours whatever it became: exited or not, reap it.
     ours = st is not None and st.ppid == os.getpid()
     if not (st is not None and st.ticks == ticks
-            and (ours or (not st.exited and _owned(pid, uids) and _marked(pid, marks)))):
+            and (ours or (not st.exited and _owned(pid, uids) and _marked(pid, mark_bytes)))):
         if pidfd is not None:
             os.close(pidfd)
         return None
-    proc = Proc(pid=pid, pidfd=pidfd, start_ticks=ticks, child=ours)
+    proc = Proc(pid=pid, pidfd=pidfd, start_ticks=ticks, child=ours, cgroup=cgroup.of(pid), mark=mark_bytes)
     _LIVE.add(proc)
     return proc
 
@@ -302,8 +349,5 @@ def _owned(pid: int, uids) -> bool:
     return procfs.real_uid(pid) in (set(uids) if uids is not None else {os.getuid()})
 
 
-def _marked(pid: int, marks: dict[str, str] | None) -> bool:
-    if not marks:
-        return True
-    env = procfs.environ(pid)
-    return env is not None and {f"{k}={v}".encode() for k, v in marks.items()} <= set(env.split(b"\0"))
+def _marked(pid: int, mark: bytes | None) -> bool:
+    return mark is None or mark in (procfs.environ(pid) or b"").split(b"\0")

@@ -19,7 +19,7 @@ import os
 import signal
 
 from ..errors import SpawnError
-from . import forkexec, procs
+from . import cgroup, procs
 
 __all__ = ["spawn", "close_on_exec_all"]
 
@@ -30,27 +30,66 @@ _SIGDEF = tuple(int(s) for s in signal.Signals
 
 
 def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, *, uid: int | None = None,
-          gid: int | None = None, groups: tuple[int, ...] | None = None,
-          umask: int | None = None) -> procs.Proc:
+          gid: int | None = None, groups: tuple[int, ...] | None = None, umask: int | None = None,
+          mark: str | None = None, unit: str = "run") -> procs.Proc:
     """Start argv as the leader of a new process group; SpawnError if it cannot start.
 
     argv[0] without a slash is looked up in env["PATH"] (as a shell started with that
     environment would). uid, gid and groups (the complete supplementary list) are what
     the process runs as (forkexec.py: a fork instead of posix_spawn); umask its umask.
+    mark is the NAME=VALUE of env that marks this run's processes (its AIOS_RUN_TOKEN);
+    with cgroup containment the run gets a cgroup of its own, named after `unit`.
     """
     if not argv:
         raise SpawnError(f"cannot start an empty command (cwd {_shown(cwd)})")
     what = _shown(argv[0])
+    place = _cgroup(what, unit)
+    try:
+        pid = _start_in(place, argv, env, cwd, log_fd, what, uid=uid, gid=gid, groups=groups, umask=umask)
+    except BaseException:
+        if place is not None:
+            cgroup.remove(place)
+        raise
+    return procs.track(pid, what, place, None if mark is None else os.fsencode(mark))
+
+
+def _cgroup(what: str, unit: str) -> str | None:
+    if cgroup.TREE is None:
+        return None
+    try:
+        return cgroup.create(unit)
+    except OSError as e:
+        raise failure(what, e.errno, f"cgroup {_shown(cgroup.TREE.scope)}") from None
+
+
+def _start_in(place: str | None, argv, env, cwd, log_fd, what, *, uid, gid, groups, umask) -> int:
+    """Start the process, inside the cgroup `place` from its first instruction: the
+    daemon moves there for the spawn and back (cgroup.py)."""
+    if place is not None:
+        try:
+            cgroup.enter(place)
+        except OSError as e:
+            raise failure(what, e.errno, f"cgroup {_shown(place)}") from None
     try:
         if uid is None and gid is None and groups is None:
-            pid = _start(argv, env, cwd, log_fd, what, umask)
-        else:
-            pid = _fork_start(argv, env, cwd, log_fd, what, uid=uid, gid=gid, groups=groups, umask=umask)
+            return _start(argv, env, cwd, log_fd, what, umask)
+        return _fork_start(argv, env, cwd, log_fd, what, uid=uid, gid=gid, groups=groups, umask=umask)
     except (ValueError, TypeError) as exc:     # NUL byte, unencodable text, not a string
         raise SpawnError(f"cannot start {what}: {input_problem(argv, env, cwd) or exc}") from None
     except MemoryError:
         raise SpawnError(f"cannot start {what}: out of memory (ENOMEM)", errno.ENOMEM) from None
-    return procs.track(pid, what)
+    finally:
+        if place is not None:
+            _leave_cgroup()
+
+
+def _leave_cgroup() -> None:
+    for _ in range(2):              # cgroup.kill never kills a cgroup the daemon is in
+        try:
+            cgroup.leave()
+            return
+        except OSError:
+            continue
 
 
 def _start(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, what: str, umask: int | None) -> int:
@@ -66,6 +105,8 @@ def _start(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, what: st
 
 
 def _fork_start(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, what: str, **drop) -> int:
+    from . import forkexec          # only jobs that switch user come here
+
     try:
         return forkexec.fork_exec(argv, env, cwd, log_fd, sigdef=_SIGDEF, **drop)
     except OSError as e:            # the fork, or a descriptor for its pipe
