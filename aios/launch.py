@@ -4,16 +4,18 @@ identity (`plan` gathers them for supervisor.spawn).
 Functions of the spec, the trigger and the daemon's facts; no process is started here
 (supervisor does that). Arguments never pass through a shell: a `program` job gets them
 as one JSON string for runner.py; a shell command gets them as "$1", "$2", ... The only
-things read are the user and group databases (`identity`). Imports aios.spec,
-aios.errors and aios.record.
+things read are the user and group databases (`identity`) and a job's env_file. Imports
+aios.spec, aios.errors, aios.record and aios.dotenv.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
 from pathlib import Path
 
+from . import dotenv
 from .errors import SpawnError
 from .record import record
 from .spec import MAX_ARG_BYTES, JobSpec, Settings, SpecError, Trigger, exec_text_problem
@@ -79,14 +81,16 @@ def inherited(base: dict) -> dict:
 
 
 def environment(spec: JobSpec, run_id: int | None, base: dict, home: Path, settings: Settings,
-                token: str | None = None, who: Identity | None = None) -> dict:
+                token: str | None = None, who: Identity | None = None, from_file: dict | None = None) -> dict:
     """The daemon's environment (less its own variables: `inherited`), HOME, USER and
-    LOGNAME of the job's user (`who`), the job's `env`, then what every job finds:
+    LOGNAME of the job's user (`who`), its env_file's variables (`from_file`), the job's
+    `env` (the more specific wins, as in docker compose), then what every job finds:
     AIOS_JOB, AIOS_RUN_ID, AIOS_DEVICE_ID, AIOS_HOME (and where the dashboard listens),
-    and AIOS_RUN_TOKEN (`run_token`) when given, which the job's `env` cannot override."""
+    and AIOS_RUN_TOKEN (`run_token`) when given, which nothing before can override."""
     env = inherited(base)
     if who is not None and who.name is not None:
         env.update(HOME=who.home, USER=who.name, LOGNAME=who.name)
+    env.update(from_file or {})
     env.update(spec.env)
     env.update(AIOS_JOB=spec.name, AIOS_RUN_ID=str(run_id), AIOS_DEVICE_ID=settings.device_id,
                AIOS_HOME=str(home), AIOS_WEB_HOST=settings.web_host, AIOS_WEB_PORT=str(settings.web_port))
@@ -220,7 +224,7 @@ class Plan:
 def plan(spec: JobSpec, trigger: Trigger | None, run_id: int | None, base: dict, home: Path,
          settings: Settings, token: str | None = None) -> Plan:
     """argv, environment, cwd and spawn options of one run; SpawnError if it cannot
-    start now (its user or group no longer exists)."""
+    start now (its user or group no longer exists, its env_file is missing or bad)."""
     try:
         who = identity(spec)
     except SpecError as exc:
@@ -230,5 +234,36 @@ def plan(spec: JobSpec, trigger: Trigger | None, run_id: int | None, base: dict,
         options["mark"] = f"{TOKEN_VAR}={token}"
     if who is not None:
         options.update(uid=who.uid, gid=who.gid, groups=who.groups)
-    return Plan(argv=argv(spec, trigger, home), cwd=working_dir(spec, home), options=options,
-                env=environment(spec, run_id, base, home, settings, token, who))
+    limits = {key: getattr(spec, key) for key in LIMITS if getattr(spec, key) is not None}
+    if limits:
+        options["limits"] = limits
+    env = environment(spec, run_id, base, home, settings, token, who, env_file(spec, home))
+    return Plan(argv=argv(spec, trigger, home), cwd=working_dir(spec, home), options=options, env=env)
+
+
+LIMITS = ("memory_max", "cpu_quota", "cpu_weight", "nice", "nofile", "ioclass")
+
+
+def env_file(spec: JobSpec, home: Path) -> dict | None:
+    """The variables of spec's env_file (relative to home), read now so that edits count
+    from the next start; SpawnError naming the file and line, never a value."""
+    if spec.env_file is None:
+        return None
+    path = home / spec.env_file
+    where = f"cannot start job {spec.name!r}: env_file {str(path)!r}"
+    try:
+        with open(path, "rb") as f:
+            data = f.read(dotenv.MAX_BYTES + 1)
+    except OSError as exc:
+        raise SpawnError(f"{where}: {exc.strerror} ({errno.errorcode.get(exc.errno, exc.errno)})", exc.errno) from None
+    if len(data) > dotenv.MAX_BYTES:
+        raise SpawnError(f"{where}: larger than {dotenv.MAX_BYTES // 1024} KiB")
+    try:
+        values = dotenv.parse(data.decode("utf-8", "surrogateescape"))
+    except dotenv.DotenvError as exc:
+        raise SpawnError(f"{where}: {exc}") from None
+    for key, value in values.items():
+        problem = exec_text_problem(f"{key}={value}")
+        if problem:
+            raise SpawnError(f"{where}: {key} {problem.split(':')[0]}")    # never the value itself
+    return values

@@ -111,6 +111,13 @@ class JobSpec:
     group: str | None = None                # and this group (default: the user's)
     groups: tuple[str, ...] = ()            # supplementary groups, beside the user's own
     umask: int | None = None
+    memory_max: int | None = None           # bytes
+    cpu_quota: float | None = None          # CPUs (0.5: half of one)
+    cpu_weight: int | None = None           # 1..10000, 100 as everyone else
+    nice: int | None = None
+    nofile: int | None = None               # open files
+    ioclass: str | None = None              # "realtime", "best-effort" or "idle"
+    env_file: str | None = None             # dotenv file, read at each start
 
     @property
     def is_scheduled(self) -> bool:
@@ -210,7 +217,8 @@ _RESTART = ("always", "on-failure")
 _COMMON = {
     "type", "program", "command", "shell", "args", "kwargs", "tags", "enabled", "priority",
     "env", "cwd", "retries", "backoff", "backoff_factor", "backoff_max", "stop_signal",
-    "stop_timeout", "min_uptime", "adopt", "user", "group", "groups", "umask",
+    "stop_timeout", "min_uptime", "adopt", "user", "group", "groups", "umask", "memory_max",
+    "cpu_quota", "cpu_weight", "nice", "nofile", "ioclass", "env_file",
 }
 _BY_TYPE = {
     JobType.ALWAYS: {"restart", "failed_cooldown"},
@@ -416,6 +424,7 @@ def _parse_common(where: str, job_type: JobType, table: dict) -> dict:
     if job_type is JobType.ALWAYS:
         out.update(_parse_always(where, table))
     out.update(_parse_privileges(where, table))
+    out.update(_parse_limits(where, table))
     return out
 
 
@@ -424,6 +433,10 @@ def _parse_common(where: str, job_type: JobType, table: dict) -> dict:
 # (launch.identity), where the user database is.
 
 _ACCOUNT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?")
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?) ?([KMGT]?)(?:i?B)?", re.IGNORECASE)
+_PERCENT_RE = re.compile(r"(\d+(?:\.\d+)?) ?%")
+_IOCLASSES = ("realtime", "best-effort", "idle")
+_INT_LIMITS = (("cpu_weight", 1, 10000), ("nice", -20, 19), ("nofile", 16, 1 << 20))
 _UMASK_RE = re.compile(r"0?[0-7]{3}")
 
 
@@ -579,3 +592,39 @@ _TIMING_PARSERS = {
     JobType.IDLE: _parse_idle,
     JobType.TRIGGER: _parse_trigger,
 }
+
+
+def _parse_limits(where: str, table: dict) -> dict:
+    out: dict = {key: _bounded_int(where, table, key, 0, low, high) for key, low, high in _INT_LIMITS
+                 if key in table}
+    if "memory_max" in table:
+        out["memory_max"] = _memory(where, table["memory_max"])
+    if "cpu_quota" in table:
+        quota = table["cpu_quota"]
+        match = _PERCENT_RE.fullmatch(quota) if isinstance(quota, str) else None
+        if not match or not 1 <= float(match[1]) <= 100_000:
+            raise SpecError(f"{where}: cpu_quota = {show_value(quota)} must be a percentage of one CPU "
+                            "from \"1%\" to \"100000%\", like \"50%\" or \"200%\"")
+        out["cpu_quota"] = float(match[1]) / 100
+    if "ioclass" in table:
+        if table["ioclass"] not in _IOCLASSES:
+            raise SpecError(f"{where}: ioclass = {show_value(table['ioclass'])}; use \"realtime\", "
+                            "\"best-effort\" or \"idle\"")
+        out["ioclass"] = table["ioclass"]
+    if "env_file" in table:
+        out["env_file"] = _exec_path(where, table, "env_file")
+    return out
+
+
+def _memory(where: str, value: object) -> int:
+    """Bytes from an integer or a size like "512M", "1.5G", "100MiB" (K = 1024)."""
+    size = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and _SIZE_RE.fullmatch(value.strip()):
+        number, unit = _SIZE_RE.fullmatch(value.strip()).groups()
+        size = int(float(number) * 1024 ** " KMGT".index(unit.upper() or " "))
+    if size is None or not 1 << 20 <= size <= 1 << 50:
+        raise SpecError(f"{where}: memory_max = {show_value(value)} must be a size from 1M to 1P, "
+                        "like \"512M\" or \"2G\" (or a number of bytes)")
+    return size

@@ -39,7 +39,7 @@ def gone(pid):
     except FileNotFoundError:
         return True
 
-def zombies():
+def zombies():   # our zombie children (as PID 1 of a namespace: every zombie in it)
     out = []
     for name in os.listdir("/proc"):
         try:
@@ -47,7 +47,7 @@ def zombies():
                 fields = f.read().rsplit(b")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if fields[0] == b"Z":
+        if fields[0] == b"Z" and int(fields[1]) == os.getpid():
             out.append(int(name))
     return out
 
@@ -88,7 +88,7 @@ until(lambda: supervisor.reap(proc) is not None)
 out["exit: escapee gone"] = until(lambda: gone(escapee), 10)
 if not gone(escapee):
     os.kill(escapee, signal.SIGKILL)
-until(lambda: not supervisor.reap_orphans(()) and not [z for z in zombies() if z != os.getpid()], 10)
+until(lambda: not supervisor.reap_orphans(()) and not zombies(), 10)
 out["zombies"] = zombies()
 if proc.cgroup is not None:
     scope = supervisor.cgroup.TREE.scope

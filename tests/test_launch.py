@@ -133,3 +133,39 @@ def test_plan_gathers_what_spawn_needs():
     assert plan.env["AIOS_RUN_TOKEN"] == "t9" and plan.env["AIOS_RUN_ID"] == "9"
     assert plan.options == {"umask": 0o027, "unit": "p", "mark": "AIOS_RUN_TOKEN=t9"}
     assert launch.plan(spec, None, 9, {}, HOME, SETTINGS).options == {"umask": 0o027, "unit": "p"}
+
+
+# ---------------------------------------------------------------- env_file
+
+
+def test_env_file_is_read_at_each_plan_between_the_daemons_env_and_the_jobs(tmp_path):
+    (tmp_path / ".env").write_text("export TOKEN='s3cret'\nLANG=de_DE.UTF-8\nPATH=/opt/bin\nAIOS_JOB=spoof\n")
+    spec = parse_job("e", {"type": "always", "command": ["x"], "env_file": ".env", "env": {"LANG": "C"}})
+    env = launch.plan(spec, None, 1, {"PATH": "/bin", "TOKEN": "old"}, tmp_path, SETTINGS).env
+    assert (env["TOKEN"], env["LANG"], env["PATH"], env["AIOS_JOB"]) == ("s3cret", "C", "/opt/bin", "e")
+    (tmp_path / ".env").write_bytes(b"TOKEN=rotated\nRAW=caf\xe9\n")     # bytes that are not UTF-8 pass as they are
+    env = launch.plan(spec, None, 2, {}, tmp_path, SETTINGS).env
+    assert env["TOKEN"] == "rotated" and os.fsencode(env["RAW"]) == b"caf\xe9"
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "env_file '{path}': No such file or directory (ENOENT)"),
+    ("A=1\nhunter2\n", "env_file '{path}': line 2: expected KEY=VALUE with KEY made of letters, digits and '_'"),
+    ("A=hunter2\0\n", "env_file '{path}': A contains a NUL byte"),
+    ("A=" + "x" * (1 << 20), "env_file '{path}': larger than 1024 KiB"),
+])
+def test_a_bad_env_file_is_a_spawn_error_that_never_shows_a_value(tmp_path, content, message):
+    path = tmp_path / "job.env"
+    if content is not None:
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    spec = parse_job("e", {"type": "always", "command": ["x"], "env_file": "job.env"})
+    with pytest.raises(SpawnError) as info:
+        launch.plan(spec, None, 1, {}, tmp_path, SETTINGS)
+    assert str(info.value) == f"cannot start job 'e': " + message.format(path=path)
+    assert "hunter2" not in str(info.value)
+
+
+def test_plan_passes_the_jobs_limits_to_spawn():
+    spec = parse_job("l", {"type": "always", "command": ["x"], "memory_max": "64M", "nice": 5, "ioclass": "idle"})
+    assert launch.plan(spec, None, 1, {}, HOME, SETTINGS).options["limits"] == {
+        "memory_max": 64 << 20, "nice": 5, "ioclass": "idle"}

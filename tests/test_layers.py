@@ -21,7 +21,7 @@ ALLOWED = {
     "schedule": {"spec"},
     "config": {"spec", "home", "launch"},   # launch.identity: a job's user and groups exist at load
     "store": {"spec"}, "control": {"spec"},
-    "home": set(), "show": set(), "launch": {"spec"},
+    "home": set(), "show": set(), "launch": {"spec", "dotenv"}, "dotenv": set(),
     "engine": ENGINE_PARTS | {"operations", "exits"},
     "operations": ENGINE_PARTS,
     "exits": ENGINE_PARTS,

@@ -5,6 +5,7 @@ keep every process of a job inside it.
     forkexec.py the fork that changes user and groups before exec (posix_spawn cannot)
     procs.py    Proc: a started or adopted process-group leader; signal, reap, adopt
     cgroup.py   cgroup v2: each run in a cgroup of its own, stopped as a whole
+    limits.py   per-run limits: through the cgroup, or in the child, and what falls short
     orphans.py  the subreaper: orphans reaped, and found again where no cgroup holds them
     procfs.py   what /proc says about a process
 
@@ -21,13 +22,14 @@ from __future__ import annotations
 from ..errors import SpawnError
 from . import cgroup, orphans
 from .orphans import become_subreaper, reap_orphans
-from .procs import (HAS_PIDFD, Leader, Proc, adopt, alive, close, find_leaders, leaders, reap,
-                    signal_group, start_ticks)
+from .procs import (HAS_PIDFD, Leader, Proc, adopt, alive, close, find_leaders, leaders, oom_killed,
+                    reap, signal_group, start_ticks)
 from .spawn import close_on_exec_all, spawn
 
 __all__ = ["SpawnError", "Proc", "HAS_PIDFD", "spawn", "close_on_exec_all", "start_ticks",
            "signal_group", "reap", "adopt", "alive", "close", "leaders", "Leader", "find_leaders",
-           "setup_containment", "containment", "become_subreaper", "reap_orphans"]
+           "setup_containment", "containment", "become_subreaper", "reap_orphans", "limit_notes",
+           "oom_killed"]
 
 
 def setup_containment(scope: str) -> str:
@@ -45,3 +47,11 @@ def containment() -> str:
     if orphans.is_subreaper():
         return "process group + subreaper"
     return "process group"
+
+
+def limit_notes(limits: dict | None) -> list[str]:
+    """How a job's limits (memory_max, cpu_quota, ...) fall short of what was asked here,
+    one line each, e.g. "cpu_quota: not enforced, no cgroup cpu controller here"."""
+    from .spawn import limits_plan
+
+    return list(limits_plan(limits).notes)

@@ -14,7 +14,7 @@ it could fork outside it: the daemon moves itself into the run's cgroup, starts 
 child (which inherits it), and moves back, about 0.07 ms per spawn. Limits are written
 to the run's cgroup before it starts, for the controllers the subtree offers. A run's
 cgroup is removed once empty; one still busy when its leader is reaped is removed
-later (`sweep`). Imports aios.record.
+later (`sweep`). Imports aios.record and limits.py.
 """
 from __future__ import annotations
 
@@ -22,8 +22,10 @@ import errno
 import os
 
 from ..record import record
+from . import limits
 
-__all__ = ["Tree", "TREE", "setup", "create", "enter", "leave", "kill", "pids", "remove", "sweep", "of"]
+__all__ = ["Tree", "TREE", "setup", "create", "enter", "leave", "kill", "pids", "remove", "sweep", "of",
+           "oom_kills"]
 
 
 @record
@@ -166,6 +168,11 @@ def remove(path: str) -> bool:
         return False
     _PENDING.discard(path)
     return True
+
+
+def oom_kills(path: str) -> int:
+    """How many processes of path the kernel killed for its memory.max."""
+    return limits.oom_kills(_read(os.path.join(path, "memory.events")))
 
 
 def sweep() -> None:

@@ -30,7 +30,7 @@ from . import cgroup, orphans, procfs
 from .procfs import start_ticks
 
 __all__ = ["Proc", "HAS_PIDFD", "Leader", "track", "signal_group", "reap", "adopt", "alive", "close",
-           "leaders", "find_leaders", "start_ticks"]
+           "leaders", "find_leaders", "start_ticks", "oom_killed"]
 
 
 class Proc:
@@ -40,14 +40,15 @@ class Proc:
     start time in clock ticks since boot (/proc/PID/stat); child: False for an adopted
     process that is not our child; cgroup: the run's own cgroup (None without cgroup
     containment); mark: the NAME=VALUE of its environment that marks the run's processes
-    (its AIOS_RUN_TOKEN), to find those that left the process group."""
+    (its AIOS_RUN_TOKEN), to find those that left the process group; ended: what was
+    learnt when it was reaped (oom_kills)."""
 
-    __slots__ = ("pid", "pidfd", "start_ticks", "child", "cgroup", "mark")
+    __slots__ = ("pid", "pidfd", "start_ticks", "child", "cgroup", "mark", "ended")
 
     def __init__(self, *, pid: int, pidfd: int | None, start_ticks: int | None, child: bool,
                  cgroup: str | None = None, mark: bytes | None = None):
         for name, value in (("pid", pid), ("pidfd", pidfd), ("start_ticks", start_ticks), ("child", child),
-                            ("cgroup", cgroup), ("mark", mark)):
+                            ("cgroup", cgroup), ("mark", mark), ("ended", {})):
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name, value) -> None:
@@ -223,10 +224,18 @@ def _reap_adopted(proc: Proc) -> tuple[None, None] | None:
 
 
 def _release(proc: Proc) -> None:
-    """Once the leader is reaped: remove the run's cgroup (later, if it still empties)."""
+    """Once the leader is reaped: note the run's OOM kills, remove its cgroup (later, if
+    it still empties)."""
     if proc.cgroup is not None:
+        proc.ended["oom_kills"] = cgroup.oom_kills(proc.cgroup)
         cgroup.remove(proc.cgroup)
     cgroup.sweep()
+
+
+def oom_killed(proc: Proc) -> bool:
+    """After reap: True if the kernel killed a process of the run for its memory_max
+    (cgroup memory.events); always False without a cgroup memory controller."""
+    return proc.ended.get("oom_kills", 0) > 0
 
 
 def _has_exited(proc: Proc) -> bool:

@@ -19,7 +19,7 @@ import os
 import signal
 
 from ..errors import SpawnError
-from . import cgroup, procs
+from . import cgroup, forkexec, limits as planner, procs
 
 __all__ = ["spawn", "close_on_exec_all"]
 
@@ -31,38 +31,49 @@ _SIGDEF = tuple(int(s) for s in signal.Signals
 
 def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, *, uid: int | None = None,
           gid: int | None = None, groups: tuple[int, ...] | None = None, umask: int | None = None,
-          mark: str | None = None, unit: str = "run") -> procs.Proc:
+          mark: str | None = None, unit: str = "run", limits: dict | None = None) -> procs.Proc:
     """Start argv as the leader of a new process group; SpawnError if it cannot start.
 
     argv[0] without a slash is looked up in env["PATH"] (as a shell started with that
     environment would). uid, gid and groups (the complete supplementary list) are what
-    the process runs as (forkexec.py: a fork instead of posix_spawn); umask its umask.
+    the process runs as; umask its umask; limits (memory_max, cpu_quota, cpu_weight,
+    nice, nofile, ioclass: limits.py) are enforced through its cgroup or in the child.
     mark is the NAME=VALUE of env that marks this run's processes (its AIOS_RUN_TOKEN);
-    with cgroup containment the run gets a cgroup of its own, named after `unit`.
+    with cgroup containment the run gets a cgroup of its own, named after `unit`. What
+    must happen between fork and exec (ids, most limits) takes a fork (forkexec.py)
+    instead of posix_spawn.
     """
     if not argv:
         raise SpawnError(f"cannot start an empty command (cwd {_shown(cwd)})")
     what = _shown(argv[0])
-    place = _cgroup(what, unit)
+    how = limits_plan(limits)
+    place = _cgroup(what, unit, how.cgroup_files)
     try:
-        pid = _start_in(place, argv, env, cwd, log_fd, what, uid=uid, gid=gid, groups=groups, umask=umask)
-    except BaseException:
+        pid = _start_in(place, argv, env, cwd, log_fd, what, how, uid=uid, gid=gid, groups=groups, umask=umask)
+        _limit_after(pid, what, how)
+    except BaseException as exc:
         if place is not None:
             cgroup.remove(place)
+        if isinstance(exc, OSError) and not isinstance(exc, SpawnError):
+            raise failure(what, exc.errno) from None    # whatever else failed on the way
         raise
     return procs.track(pid, what, place, None if mark is None else os.fsencode(mark))
 
 
-def _cgroup(what: str, unit: str) -> str | None:
+def limits_plan(limits: dict | None) -> planner.Plan:
+    return planner.plan(limits, cgroup.TREE.controllers if cgroup.TREE is not None else None)
+
+
+def _cgroup(what: str, unit: str, files: dict) -> str | None:
     if cgroup.TREE is None:
         return None
     try:
-        return cgroup.create(unit)
+        return cgroup.create(unit, files)
     except OSError as e:
         raise failure(what, e.errno, f"cgroup {_shown(cgroup.TREE.scope)}") from None
 
 
-def _start_in(place: str | None, argv, env, cwd, log_fd, what, *, uid, gid, groups, umask) -> int:
+def _start_in(place: str | None, argv, env, cwd, log_fd, what, how, *, uid, gid, groups, umask) -> int:
     """Start the process, inside the cgroup `place` from its first instruction: the
     daemon moves there for the spawn and back (cgroup.py)."""
     if place is not None:
@@ -71,9 +82,10 @@ def _start_in(place: str | None, argv, env, cwd, log_fd, what, *, uid, gid, grou
         except OSError as e:
             raise failure(what, e.errno, f"cgroup {_shown(place)}") from None
     try:
-        if uid is None and gid is None and groups is None:
+        if uid is None and gid is None and groups is None and not how.in_child:
             return _start(argv, env, cwd, log_fd, what, umask)
-        return _fork_start(argv, env, cwd, log_fd, what, uid=uid, gid=gid, groups=groups, umask=umask)
+        return _fork_start(argv, env, cwd, log_fd, what, uid=uid, gid=gid, groups=groups, umask=umask,
+                           rlimits=how.rlimits, nice=how.nice, ioprio=how.ioprio)
     except (ValueError, TypeError) as exc:     # NUL byte, unencodable text, not a string
         raise SpawnError(f"cannot start {what}: {input_problem(argv, env, cwd) or exc}") from None
     except MemoryError:
@@ -81,6 +93,20 @@ def _start_in(place: str | None, argv, env, cwd, log_fd, what, *, uid, gid, grou
     finally:
         if place is not None:
             _leave_cgroup()
+
+
+def _limit_after(pid: int, what: str, how) -> None:
+    """Limits set once the job has exec'd (limits.py says why); a job that cannot be
+    limited as asked does not run."""
+    import resource
+
+    for res, soft, hard in how.later:
+        try:
+            resource.prlimit(pid, res, (soft, hard))
+        except OSError as e:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise failure(what, e.errno, "prlimit") from None
 
 
 def _leave_cgroup() -> None:
@@ -105,8 +131,6 @@ def _start(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, what: st
 
 
 def _fork_start(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, what: str, **drop) -> int:
-    from . import forkexec          # only jobs that switch user come here
-
     try:
         return forkexec.fork_exec(argv, env, cwd, log_fd, sigdef=_SIGDEF, **drop)
     except OSError as e:            # the fork, or a descriptor for its pipe
@@ -120,7 +144,9 @@ def _fork_start(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, wha
         raise failure(what, f.err, where) from None
 
 
-_DROP_STEPS = {"setgroups": "setgroups({groups})", "setgid": "setgid({gid})", "setuid": "setuid({uid})"}
+_DROP_STEPS = {"setgroups": "setgroups({groups})", "setgid": "setgid({gid})", "setuid": "setuid({uid})",
+               "setrlimit": "setrlimit(RLIMIT_NOFILE)", "setpriority": "setpriority({nice})",
+               "ioprio_set": "ioprio_set({ioprio})"}
 
 
 def _enter(cwd: str, what: str) -> str | None:
