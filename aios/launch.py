@@ -111,11 +111,22 @@ def run_token(secret: bytes, run_id: int | None) -> str:
     carries that run's token: other users can copy every other variable, not this one."""
     if not 16 <= len(secret) <= 64:
         raise ValueError(f"the run secret must be 16 to 64 bytes, not {len(secret)}")
+    return _blake2b()(f"aios run {run_id}".encode(), key=secret, digest_size=16).hexdigest()
+
+
+def cgroup_scope(home: Path) -> str:
+    """The name of the cgroup that holds a home's runs (supervisor.setup_containment):
+    the same for every daemon of that home, so one finds the runs another left; another
+    for every other home on the machine."""
+    return "aios-" + _blake2b()(os.fsencode(str(home)), digest_size=6).hexdigest()
+
+
+def _blake2b():
     try:
         from _blake2 import blake2b     # hashlib's own; importing hashlib loads OpenSSL (3-10 ms)
     except ImportError:
         from hashlib import blake2b
-    return blake2b(f"aios run {run_id}".encode(), key=secret, digest_size=16).hexdigest()
+    return blake2b
 
 
 def token_matches(secret: bytes, run_id: int | None, token: str | None) -> bool:

@@ -15,6 +15,7 @@ from tests.processes import require_root, run_driver
 PRELUDE = r"""
 import json, os, selectors, signal, sys, time
 from aios import supervisor
+from tests.processes import gone, our_zombies as zombies     # as PID 1: every zombie of the namespace
 log_r, log_w = os.pipe()
 
 def job(script, token="tok-1"):
@@ -31,25 +32,6 @@ def until(condition, timeout=30):
             return False
         time.sleep(0.01)
     return True
-
-def gone(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
-    except FileNotFoundError:
-        return True
-
-def zombies():   # our zombie children (as PID 1 of a namespace: every zombie in it)
-    out = []
-    for name in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] == b"Z" and int(fields[1]) == os.getpid():
-            out.append(int(name))
-    return out
 
 @__import__("atexit").register
 def cleanup():
@@ -89,7 +71,7 @@ out["exit: escapee gone"] = until(lambda: gone(escapee), 10)
 if not gone(escapee):
     os.kill(escapee, signal.SIGKILL)
 until(lambda: not supervisor.reap_orphans(()) and not zombies(), 10)
-out["zombies"] = zombies()
+out["zombies"] = sorted(zombies())
 if proc.cgroup is not None:
     scope = supervisor.cgroup.TREE.scope
     runs = lambda: [d for d in os.listdir(scope) if os.path.isdir(os.path.join(scope, d))]
@@ -179,3 +161,39 @@ def test_as_pid_1_no_zombies_accumulate(mode):
         assert (reaped, zombies) == (100, 0)
     else:
         assert (reaped, zombies) == (0, 100)     # what reap_orphans prevents
+
+
+# A daemon that dies leaves a run in its cgroup; the next one (same scope name) adopts
+# it and stops it whole, setsid child included.
+LEAVE_BEHIND = PRELUDE.replace("@__import__(\"atexit\").register", "") + r"""
+supervisor.setup_containment(sys.argv[1])
+proc, escapee = job(STAY)
+print(json.dumps([proc.pid, proc.start_ticks, escapee, proc.cgroup]))
+"""
+
+TAKE_BACK = PRELUDE + r"""
+pid, ticks, escapee = map(int, sys.argv[2:5])
+supervisor.setup_containment(sys.argv[1])
+proc = supervisor.adopt(pid, ticks, mark="AIOS_RUN_TOKEN=tok-1")
+out = [proc.cgroup if proc else None]
+supervisor.signal_group(proc, signal.SIGKILL)
+out.append(until(lambda: gone(pid) and gone(escapee), 10))
+supervisor.reap(proc)
+print(json.dumps(out))
+"""
+
+
+def test_a_run_left_by_a_dead_daemon_is_adopted_with_its_cgroup():
+    require_root()
+    scope = f"aios-test-adopt-{os.getpid()}"
+    pid, ticks, escapee, place = run_driver(LEAVE_BEHIND, scope)
+    try:
+        if place is None:
+            pytest.skip("no cgroup v2 we may manage here")
+        assert run_driver(TAKE_BACK, scope, str(pid), str(ticks), str(escapee)) == [place, True]
+    finally:
+        for leftover in (pid, escapee):
+            try:
+                os.kill(leftover, 9)
+            except ProcessLookupError:
+                pass

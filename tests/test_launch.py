@@ -169,3 +169,9 @@ def test_plan_passes_the_jobs_limits_to_spawn():
     spec = parse_job("l", {"type": "always", "command": ["x"], "memory_max": "64M", "nice": 5, "ioclass": "idle"})
     assert launch.plan(spec, None, 1, {}, HOME, SETTINGS).options["limits"] == {
         "memory_max": 64 << 20, "nice": 5, "ioclass": "idle"}
+
+
+def test_cgroup_scope_is_stable_for_a_home_and_differs_between_homes():
+    scope = launch.cgroup_scope(Path("/srv/aios"))
+    assert scope == launch.cgroup_scope(Path("/srv/aios")) != launch.cgroup_scope(Path("/srv/aios2"))
+    assert len(scope) == len("aios-") + 12 and scope.startswith("aios-")

@@ -111,6 +111,8 @@ from aios import supervisor
 supervisor.setup_containment(f"aios-test-oom-{os.getpid()}")
 tree = supervisor.cgroup.TREE
 if tree is None or "memory" not in tree.controllers:
+    if tree is not None:
+        os.rmdir(tree.scope)
     print(json.dumps(None)); raise SystemExit
 log = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 proc = supervisor.spawn(["python3", "-c", "x = bytearray(300 << 20)"], dict(os.environ), "/", log,

@@ -182,7 +182,8 @@ def sweep() -> None:
 
 
 def of(pid: int) -> str | None:
-    """The run cgroup pid is in (an adopted process's), or None."""
+    """The run cgroup pid is in (an adopted process's), or None: one inside a cgroup
+    named as our scope, wherever the daemon that started it lived."""
     if TREE is None:
         return None
     try:
@@ -190,7 +191,9 @@ def of(pid: int) -> str | None:
             for line in f:
                 if line.startswith(b"0::"):
                     path = os.path.normpath(TREE.mount + os.fsdecode(line[3:].strip()))
-                    return path if os.path.dirname(path) == TREE.scope else None
+                    scope = os.path.dirname(path)
+                    ours = os.path.basename(scope) == os.path.basename(TREE.scope)
+                    return path if ours and os.path.exists(os.path.join(path, "cgroup.kill")) else None
     except OSError:
         return None
     return None
