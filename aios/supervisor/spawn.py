@@ -2,20 +2,24 @@
 
 A job runs as the leader of its own process group (pgid = pid), with stdin on
 /dev/null, stdout and stderr on the job's log fd, every signal disposition at its
-default and an empty signal mask. It is started with posix_spawn (vfork-like: the
-cheapest way to start a process from a large parent).
+default and an empty signal mask; with cgroup containment, inside a cgroup of its own
+from its first instruction (cgroup.py). It is started with posix_spawn (vfork-like: the
+cheapest way to start a process from a large parent, 0.16 ms for /bin/true), unless
+something must happen between fork and exec (another user, nice, open-file limit, I/O
+class): then with a fork (forkexec.py, about 2 ms: only those jobs pay it).
 
 Whatever stops a process from starting (a missing or non-executable program, a cwd that
 vanished, no descriptors or memory left, a NUL byte or an unencodable string in an
-argument, an argument list too long) raises SpawnError (an OSError) with `.errno` where
-the system gave one and a one-line message naming the program and what failed, e.g.
-`cannot start 'foo': No such file or directory (ENOENT)`. Imports aios.errors; aios.spec
-only to describe bad input, on the error path.
+argument, an argument list too long, a privilege or limit it may not take) raises
+SpawnError (an OSError) with `.errno` where the system gave one and a one-line message
+naming the program and what failed, e.g. `cannot start 'foo': No such file or directory
+(ENOENT)`. Imports aios.errors; aios.spec only to describe bad input, on the error path.
 """
 from __future__ import annotations
 
 import errno
 import os
+import resource
 import signal
 
 from ..errors import SpawnError
@@ -98,8 +102,6 @@ def _start_in(place: str | None, argv, env, cwd, log_fd, what, how, *, uid, gid,
 def _limit_after(pid: int, what: str, how) -> None:
     """Limits set once the job has exec'd (limits.py says why); a job that cannot be
     limited as asked does not run."""
-    import resource
-
     for res, soft, hard in how.later:
         try:
             resource.prlimit(pid, res, (soft, hard))
