@@ -131,3 +131,31 @@ def test_a_job_killed_for_its_memory_max_is_recognised_as_oom():
     if out is None:
         pytest.skip("no cgroup v2 memory controller we may use on this machine")
     assert out == [[None, 9], True]
+
+
+# A daemon that raised its own soft open-file limit starts jobs with the usual one.
+JOBS_NOFILE_DRIVER = r"""
+import json, os, resource
+from aios import supervisor
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+supervisor.set_jobs_nofile(256)
+log = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+ids = {"uid": os.getuid(), "gid": os.getgid(), "groups": tuple(os.getgroups())}
+out = []
+for options in ({}, ids, {"limits": {"nofile": 512}}):
+    proc = supervisor.spawn(["sleep", "1000"], dict(os.environ), "/", log, **options)
+    with open(f"/proc/{proc.pid}/limits") as f:
+        row = next(line for line in f if line.startswith("Max open files"))
+    out.append(row.split()[3:5])
+    supervisor.signal_group(proc, 9)
+out.append(list(resource.getrlimit(resource.RLIMIT_NOFILE)) == [hard, hard])
+print(json.dumps([out, hard]))
+"""
+
+
+def test_jobs_start_with_the_usual_open_file_limit_whatever_the_daemons():
+    require_root()              # the fork path (setgroups) is one of the three
+    (plain, switched, own, restored), hard = run_driver(JOBS_NOFILE_DRIVER)
+    assert plain == switched == ["256", str(hard)]
+    assert own == ["512", "512"] and restored

@@ -25,12 +25,23 @@ import signal
 from ..errors import SpawnError
 from . import cgroup, forkexec, limits as planner, procs
 
-__all__ = ["spawn", "close_on_exec_all"]
+__all__ = ["spawn", "close_on_exec_all", "set_jobs_nofile"]
 
 # Reset in the child: every catchable standard signal, whatever the daemon (or Python:
 # SIGPIPE, SIGXFSZ ignored, SIGINT handled) did with it.
 _SIGDEF = tuple(int(s) for s in signal.Signals
                 if int(s) < 32 and s not in (signal.SIGKILL, signal.SIGSTOP))
+
+
+_JOBS_NOFILE: int | None = None     # the soft open-file limit jobs start with (set_jobs_nofile)
+
+
+def set_jobs_nofile(soft: int | None) -> None:
+    """From now on, jobs start with this soft RLIMIT_NOFILE (the hard limit stays the
+    daemon's) unless they set `nofile`, whatever the daemon raised its own to: programs
+    that use select() need fds below 1024. None: the daemon's own, inherited."""
+    global _JOBS_NOFILE
+    _JOBS_NOFILE = soft
 
 
 def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, *, uid: int | None = None,
@@ -89,7 +100,7 @@ def _start_in(place: str | None, argv, env, cwd, log_fd, what, how, *, uid, gid,
         if uid is None and gid is None and groups is None and not how.in_child:
             return _start(argv, env, cwd, log_fd, what, umask)
         return _fork_start(argv, env, cwd, log_fd, what, uid=uid, gid=gid, groups=groups, umask=umask,
-                           rlimits=how.rlimits, nice=how.nice, ioprio=how.ioprio)
+                           rlimits=how.rlimits or _jobs_nofile(), nice=how.nice, ioprio=how.ioprio)
     except (ValueError, TypeError) as exc:     # NUL byte, unencodable text, not a string
         raise SpawnError(f"cannot start {what}: {input_problem(argv, env, cwd) or exc}") from None
     except MemoryError:
@@ -121,15 +132,33 @@ def _leave_cgroup() -> None:
 
 
 def _start(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, what: str, umask: int | None) -> int:
+    """posix_spawn, with the daemon's cwd, umask and soft open-file limit set to the
+    job's for the moment of the spawn (posix_spawn has no option for them; the parent
+    opens no descriptor meanwhile, so a lowered limit cannot bite it)."""
     prev = _enter(cwd, what)
-    mask = None if umask is None else os.umask(umask)   # the daemon's, inherited, then put back
+    mask = None if umask is None else os.umask(umask)
+    nofile = _jobs_nofile()
+    own = resource.getrlimit(resource.RLIMIT_NOFILE) if nofile else None
+    if nofile:
+        resource.setrlimit(resource.RLIMIT_NOFILE, nofile[0][1:])
     try:
         return _posix_spawn(argv, env, log_fd, what)
     finally:
+        if own is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, own)
         if mask is not None:
             os.umask(mask)
         if prev is not None:
             _leave(prev)
+
+
+def _jobs_nofile() -> tuple:
+    """((RLIMIT_NOFILE, soft, hard),) that jobs start with, if not the daemon's own."""
+    if _JOBS_NOFILE is None:
+        return ()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = _JOBS_NOFILE if hard == resource.RLIM_INFINITY else min(_JOBS_NOFILE, hard)
+    return () if wanted == soft else ((resource.RLIMIT_NOFILE, wanted, hard),)
 
 
 def _fork_start(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, what: str, **drop) -> int:
