@@ -5,8 +5,8 @@ for job tables, and the local time zone.
 A bad job is reported in `Config.errors` and skipped; only a file that cannot be used
 at all (TOML syntax, a job name defined twice, a bad setting) raises `ConfigError`.
 User programs are checked with `ast`, never imported. Imports `aios.spec`, `aios.home`
-and `aios.posixtz` from aios; tomllib, ast, difflib, socket and zoneinfo load only when
-used.
+and `aios.posixtz` from aios, and `aios.launch` (a job's user and groups exist) when a
+job is checked; tomllib, ast, difflib, socket and zoneinfo load only when used.
 """
 from __future__ import annotations
 
@@ -371,6 +371,9 @@ def _plain_table(name: str, table: object) -> object:
 
 
 def _check_spec(home: Path, spec: JobSpec) -> JobSpec:
+    from .launch import identity
+
+    identity(spec)      # its user and groups exist, and this daemon may switch to them
     if spec.program:
         _check_program(home, spec)
     if spec.cwd is not None:

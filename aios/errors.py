@@ -7,3 +7,14 @@ class AiosError(Exception):
 
     def __init__(self, message: str = ""):
         super().__init__(message or (self.__doc__ or "").strip())
+
+
+class SpawnError(AiosError, OSError):
+    """A process could not be started."""
+
+    def __init__(self, message: str = "", err: int | None = None):
+        super().__init__(message)
+        self.errno = err
+
+    def __str__(self) -> str:
+        return self.args[0]

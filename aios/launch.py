@@ -1,17 +1,24 @@
-"""How a run of a job becomes a process: its argv, environment and working directory.
+"""How a run of a job becomes a process: its argv, environment, working directory and
+identity (`plan` gathers them for supervisor.spawn).
 
-Pure functions of the spec, the trigger and the daemon's facts; no process is started
-here (supervisor does that). Arguments never pass through a shell: a `program` job gets
-them as one JSON string for runner.py; a shell command gets them as "$1", "$2", ...
-Imports only aios.spec.
+Functions of the spec, the trigger and the daemon's facts; no process is started here
+(supervisor does that). Arguments never pass through a shell: a `program` job gets them
+as one JSON string for runner.py; a shell command gets them as "$1", "$2", ... The only
+things read are the user and group databases (`identity`) and a job's env_file. Imports
+aios.spec, aios.errors, aios.record and aios.dotenv.
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 
-from .spec import JobSpec, Settings, Trigger
+from . import dotenv
+from .errors import SpawnError
+from .record import record
+from .spec import MAX_ARG_BYTES, JobSpec, Settings, SpecError, Trigger, exec_text_problem
 
 RUNNER = str(Path(__file__).with_name("runner.py"))
 
@@ -19,12 +26,17 @@ RUNNER = str(Path(__file__).with_name("runner.py"))
 def argv(spec: JobSpec, trigger: Trigger | None, home: Path) -> list[str]:
     args = list(spec.args) + list(trigger.args if trigger else ())
     if spec.program:
-        kwargs = {**spec.kwargs, **(trigger.kwargs if trigger else {})}
-        payload = json.dumps({"args": args, "kwargs": kwargs}, separators=(",", ":"))
-        return [sys.executable, RUNNER, str(home / "Programs"), spec.program, payload]
+        return [sys.executable, RUNNER, str(home / "Programs"), spec.program, _payload(spec, trigger)]
     if spec.shell:
         return ["/bin/sh", "-c", spec.command[0], spec.name] + [_text(a) for a in args]
     return list(spec.command) + [_text(a) for a in args]
+
+
+def _payload(spec: JobSpec, trigger: Trigger | None) -> str:
+    """The one JSON argument of a program job (ASCII: NUL and surrogates come escaped)."""
+    args = list(spec.args) + list(trigger.args if trigger else ())
+    kwargs = {**spec.kwargs, **(trigger.kwargs if trigger else {})}
+    return json.dumps({"args": args, "kwargs": kwargs}, separators=(",", ":"))
 
 
 def _text(value) -> str:
@@ -32,17 +44,243 @@ def _text(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def environment(spec: JobSpec, run_id: int | None, base: dict, home: Path, settings: Settings) -> dict:
-    """The daemon's environment, the job's `env`, then what every job finds: AIOS_JOB,
-    AIOS_RUN_ID, AIOS_DEVICE_ID, AIOS_HOME (and where the dashboard listens)."""
-    env = dict(base)
+def exec_problem(spec: JobSpec, trigger: Trigger | None = None) -> str | None:
+    """Why a run of `spec` with `trigger`'s arguments can never be exec'd, in one line, or
+    None if it can: check a trigger when it is submitted, and refuse it, never store it.
+
+    A command or shell job gets each trigger argument as one argv string (a NUL byte, a
+    lone surrogate or 128 KiB in one are refused: "argument 2 contains a NUL byte"); a
+    program job gets them all as one JSON string, which escapes NUL and surrogates but
+    must stay under 128 KiB. The spec's own strings were checked by parse_job."""
+    if trigger is None:
+        return None
+    if spec.program:
+        size = len(_payload(spec, trigger))
+        if size >= MAX_ARG_BYTES:
+            return (f"arguments are {size} bytes as JSON; a program job takes less than "
+                    f"{MAX_ARG_BYTES // 1024} KiB (pass a file path instead)")
+        return None
+    for index, value in enumerate(trigger.args, 1):
+        problem = exec_text_problem(_text(value))
+        if problem:
+            return f"argument {index} {problem}"
+    return None
+
+
+# What the daemon's own environment must not pass on: every AIOS_* variable (control
+# variables such as AIOS_READY_FD and AIOS_REEXEC_FDS, the database URL; the ones a job
+# needs are set below, per run) and systemd's per-service protocol variables (a job
+# holding NOTIFY_SOCKET could tell systemd the daemon is ready or stopping).
+_NOT_INHERITED = frozenset({"NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
+                            "WATCHDOG_PID", "WATCHDOG_USEC"})
+
+
+def inherited(base: dict) -> dict:
+    """The part of the daemon's environment a job starts from."""
+    return {k: v for k, v in base.items() if not k.startswith("AIOS_") and k not in _NOT_INHERITED}
+
+
+def environment(spec: JobSpec, run_id: int | None, base: dict, home: Path, settings: Settings,
+                token: str | None = None, who: Identity | None = None, from_file: dict | None = None) -> dict:
+    """The daemon's environment (less its own variables: `inherited`), HOME, USER and
+    LOGNAME of the job's user (`who`), its env_file's variables (`from_file`), the job's
+    `env` (the more specific wins, as in docker compose), then what every job finds:
+    AIOS_JOB, AIOS_RUN_ID, AIOS_DEVICE_ID, AIOS_HOME (and where the dashboard listens),
+    and AIOS_RUN_TOKEN (`run_token`) when given, which nothing before can override."""
+    env = inherited(base)
+    if who is not None and who.name is not None:
+        env.update(HOME=who.home, USER=who.name, LOGNAME=who.name)
+    env.update(from_file or {})
     env.update(spec.env)
     env.update(AIOS_JOB=spec.name, AIOS_RUN_ID=str(run_id), AIOS_DEVICE_ID=settings.device_id,
                AIOS_HOME=str(home), AIOS_WEB_HOST=settings.web_host, AIOS_WEB_PORT=str(settings.web_port))
+    if token is not None:
+        env[TOKEN_VAR] = token
     if spec.program:
         env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
 
+TOKEN_VAR = "AIOS_RUN_TOKEN"
+
+
+def run_token(secret: bytes, job: str, nonce: str | None = None) -> str:
+    """The secret mark of one run, put in its environment as AIOS_RUN_TOKEN: a fresh nonce
+    and a keyed BLAKE2b (a MAC, RFC 7693) of the job and the nonce under the home's secret
+    (16 to 64 random bytes the daemon keeps to itself). It needs no run id, so a run
+    started while the store fails is marked too. After a crash, a process is a run of
+    `job` only if its token checks out (`token_matches`): other users can copy every
+    other variable, not this one."""
+    if not 16 <= len(secret) <= 64:
+        raise ValueError(f"the run secret must be 16 to 64 bytes, not {len(secret)}")
+    nonce = nonce or os.urandom(8).hex()
+    mac = _blake2b()(f"aios run {job} {nonce}".encode(), key=secret, digest_size=16).hexdigest()
+    return f"{nonce}.{mac}"
+
+
+def cgroup_scope(home: Path) -> str:
+    """The name of the cgroup that holds a home's runs (supervisor.setup_containment):
+    the same for every daemon of that home, so one finds the runs another left; another
+    for every other home on the machine."""
+    return "aios-" + _blake2b()(os.fsencode(str(home)), digest_size=6).hexdigest()
+
+
+def _blake2b():
+    try:
+        from _blake2 import blake2b     # hashlib's own; importing hashlib loads OpenSSL (3-10 ms)
+    except ImportError:
+        from hashlib import blake2b
+    return blake2b
+
+
+def token_matches(secret: bytes, job: str, token: str | None) -> bool:
+    """True if `token` (found in a process's environment) was made for a run of `job`
+    with this secret."""
+    import hmac
+
+    nonce = (token or "").partition(".")[0]
+    return bool(nonce) and hmac.compare_digest(run_token(secret, job, nonce), token)
+
+
 def working_dir(spec: JobSpec, home: Path) -> str:
     return str(home / spec.cwd) if spec.cwd else str(home)
+
+
+# ---------------------------------------------------------------- who a job runs as
+
+
+@record
+class Identity:
+    """Who a job's process runs as: ids for the switch, name and home for its environment
+    (None when only the group changes)."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]     # the complete supplementary list: setgroups() gets exactly this
+    name: str | None = None
+    home: str | None = None
+
+
+def identity(spec: JobSpec) -> Identity | None:
+    """Who `spec` runs as, or None to run as the daemon; SpecError naming the field if a
+    user or group does not exist, or if this daemon may not switch to it (only root may
+    switch; `user` set to the daemon's own user is fine anywhere).
+
+    With `user`, the group is the user's primary group and the supplementary groups are
+    the user's (as login would set them) plus `groups`; without it, the daemon's user
+    keeps its uid and gets `group` and exactly `groups`. Call it at config load to refuse
+    a bad table, and at each spawn (`plan`) to follow changes of the user database."""
+    if spec.user is None and spec.group is None and not spec.groups:
+        return None
+    where = f"job {spec.name!r}"
+    uid, gid, name, home = _user(where, spec.user) if spec.user is not None else (os.geteuid(), os.getegid(), None, None)
+    if spec.group is not None:
+        gid = _group(where, "group", spec.group)
+    groups = {_group(where, "groups", g) for g in spec.groups}
+    if name is not None:
+        groups.update(os.getgrouplist(name, gid))
+    who = Identity(uid=uid, gid=gid, groups=tuple(sorted(groups)), name=name, home=home)
+    return _allowed(where, spec, who)
+
+
+def _user(where: str, user: str) -> tuple[int, int, str | None, str | None]:
+    import pwd
+
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        if user.isdigit():          # an id without a name: allowed, as systemd does
+            return int(user), int(user), None, None
+        raise SpecError(f"{where}: user = {user!r} does not exist on this machine (see getent passwd)") from None
+    return entry.pw_uid, entry.pw_gid, entry.pw_name, entry.pw_dir
+
+
+def _group(where: str, key: str, group: str) -> int:
+    import grp
+
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        shown = f"{key} = {group!r}" if key == "group" else f"{key}: {group!r}"
+        raise SpecError(f"{where}: {shown} does not exist on this machine (see getent group)") from None
+
+
+def _allowed(where: str, spec: JobSpec, who: Identity) -> Identity | None:
+    """who, if this daemon can switch to it: root can; anyone else only to itself (None)."""
+    if os.geteuid() == 0:
+        return who
+    own_groups = set(os.getgroups()) | {os.getegid()}
+    for key, differs in (("user", who.uid != os.geteuid()), ("group", who.gid != os.getegid()),
+                         ("groups", not set(who.groups) <= own_groups)):
+        if differs:
+            return _refuse(where, key, getattr(spec, key))
+    return None
+
+
+def _refuse(where: str, key: str, value) -> None:
+    shown = list(value) if isinstance(value, tuple) else value
+    raise SpecError(f"{where}: {key} = {shown!r} needs a daemon running as root (this one runs as "
+                    f"uid {os.geteuid()}); remove it or start the daemon as root")
+
+
+# ---------------------------------------------------------------- the whole of one run
+
+
+@record
+class Plan:
+    """What supervisor.spawn(argv, env, cwd, log_fd, **options) needs for one run."""
+
+    argv: list
+    env: dict
+    cwd: str
+    options: dict
+
+
+def plan(spec: JobSpec, trigger: Trigger | None, run_id: int | None, base: dict, home: Path,
+         settings: Settings, token: str | None = None) -> Plan:
+    """argv, environment, cwd and spawn options of one run; SpawnError if it cannot
+    start now (its user or group no longer exists, its env_file is missing or bad)."""
+    try:
+        who = identity(spec)
+    except SpecError as exc:
+        raise SpawnError(f"cannot start job {spec.name!r}: {str(exc).partition(': ')[2]}") from None
+    options: dict = {"umask": spec.umask, "unit": spec.name}
+    if token is not None:
+        options["mark"] = f"{TOKEN_VAR}={token}"
+    if who is not None:
+        options.update(uid=who.uid, gid=who.gid, groups=who.groups)
+    limits = {key: getattr(spec, key) for key in LIMITS if getattr(spec, key) is not None}
+    if limits:
+        options["limits"] = limits
+    env = environment(spec, run_id, base, home, settings, token, who, env_file(spec, home))
+    return Plan(argv=argv(spec, trigger, home), cwd=working_dir(spec, home), options=options, env=env)
+
+
+LIMITS = ("memory_max", "cpu_quota", "cpu_weight", "nice", "nofile", "ioclass")
+
+
+def env_file(spec: JobSpec, home: Path) -> dict | None:
+    """The variables of spec's env_file (relative to home), read now so that edits count
+    from the next start; SpawnError naming the file and line, never a value."""
+    if spec.env_file is None:
+        return None
+    path = home / spec.env_file
+    where = f"cannot start job {spec.name!r}: env_file {str(path)!r}"
+    try:
+        with open(path, "rb") as f:
+            data = f.read(dotenv.MAX_BYTES + 1)
+    except OSError as exc:
+        raise SpawnError(f"{where}: {exc.strerror} ({errno.errorcode.get(exc.errno, exc.errno)})", exc.errno) from None
+    if len(data) > dotenv.MAX_BYTES:
+        raise SpawnError(f"{where}: larger than {dotenv.MAX_BYTES // 1024} KiB")
+    try:
+        values = dotenv.parse(data.decode("utf-8", "surrogateescape"))
+    except dotenv.DotenvError as exc:
+        raise SpawnError(f"{where}: {exc}") from None
+    for key, value in values.items():
+        problem = exec_text_problem(f"{key}={value}")
+        if problem:
+            raise SpawnError(f"{where}: {key} {problem.split(':')[0]}")    # never the value itself
+    return values

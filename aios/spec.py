@@ -8,6 +8,7 @@ job has a cron expression.
 """
 from __future__ import annotations
 
+import os
 import re
 import signal
 from datetime import time as Clock
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AiosError", "SpecError", "JobType", "Status", "Outcome", "JobSpec", "JobState",
     "Run", "Trigger", "Event", "Settings", "parse_job", "parse_duration", "parse_clock",
-    "check_name", "plain", "record", "replace", "fields", "show_value",
+    "check_name", "plain", "record", "replace", "fields", "show_value", "exec_text_problem",
 ]
 
 class SpecError(AiosError):
@@ -74,6 +75,7 @@ class Outcome(str, Enum):
     STOPPED = "stopped"            # stopped on request (stop, restart, shutdown)
     PREEMPTED = "preempted"        # idle run stopped because other work started
     SPAWN_FAILED = "spawn_failed"  # the program could not be started
+    OOM = "oom"                    # killed by the kernel for passing its memory_max
     LOST = "lost"                  # the daemon died and the process was gone on its return
     UNKNOWN = "unknown"            # adopted after a crash, it ended; its exit status is unknowable
 
@@ -115,6 +117,17 @@ class JobSpec:
     stop_signal: int = int(signal.SIGTERM)
     stop_timeout: float = 10.0
     adopt: bool = True
+    user: str | None = None                 # run as this user (name or numeric id)
+    group: str | None = None                # and this group (default: the user's)
+    groups: tuple[str, ...] = ()            # supplementary groups, beside the user's own
+    umask: int | None = None
+    memory_max: int | None = None           # bytes
+    cpu_quota: float | None = None          # CPUs (0.5: half of one)
+    cpu_weight: int | None = None           # 1..10000, 100 as everyone else
+    nice: int | None = None
+    nofile: int | None = None               # open files
+    ioclass: str | None = None              # "realtime", "best-effort" or "idle"
+    env_file: str | None = None             # dotenv file, read at each start
 
     @property
     def is_scheduled(self) -> bool:
@@ -218,7 +231,8 @@ _RESTART = ("always", "on-failure")
 _COMMON = {
     "type", "program", "command", "shell", "args", "kwargs", "tags", "enabled", "priority",
     "env", "cwd", "retries", "backoff", "backoff_factor", "backoff_max", "stop_signal",
-    "stop_timeout", "min_uptime", "adopt",
+    "stop_timeout", "min_uptime", "adopt", "user", "group", "groups", "umask", "memory_max",
+    "cpu_quota", "cpu_weight", "nice", "nofile", "ioclass", "env_file",
 }
 _BY_TYPE = {
     JobType.ALWAYS: {"restart", "failed_cooldown"},
@@ -236,6 +250,26 @@ def show_value(value: object, limit: int = 40) -> str:
     """repr() for error messages, shortened so huge input cannot flood a log line."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+MAX_ARG_BYTES = 128 * 1024    # Linux MAX_ARG_STRLEN: the most one exec string may hold, NUL included
+
+
+def exec_text_problem(text: str) -> str | None:
+    """Why `text` can never be one string of an exec (an argument, or an environment
+    NAME=VALUE), or None: a NUL byte, a character the file-system encoding cannot
+    encode (a lone surrogate), or more than the kernel takes for one string."""
+    if "\0" in text:
+        return "contains a NUL byte"
+    try:
+        size = len(os.fsencode(text))
+    except UnicodeEncodeError as e:
+        char = text[e.start]
+        kind = "lone surrogate" if "\ud800" <= char <= "\udfff" else "character"
+        return f"cannot be encoded for exec: {kind} {char!r}"
+    if size >= MAX_ARG_BYTES:
+        return f"is {size} bytes; exec takes less than {MAX_ARG_BYTES // 1024} KiB per string"
+    return None
 
 
 def check_name(name: object) -> str:
@@ -335,13 +369,23 @@ def _parse_how(where: str, table: dict) -> dict:
     if shell:
         if not isinstance(command, str) or not command.strip():
             raise SpecError(f"{where}: with shell = true, 'command' must be one non-empty string")
+        _check_exec_text(where, "command", command)
         return {"command": (command,), "shell": True}
     if isinstance(command, str):
         raise SpecError(f"{where}: 'command' is a string; give an argv list like [\"sleep\", \"60\"] "
                         "or set shell = true")
     if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
         raise SpecError(f"{where}: 'command' must be a non-empty list of strings, got {show_value(command)}")
+    for index, item in enumerate(command):
+        _check_exec_text(where, f"command[{index}]", item)
     return {"command": tuple(command)}
+
+
+def _check_exec_text(where: str, label: str, text: str) -> None:
+    problem = exec_text_problem(text)
+    if problem:
+        raise SpecError(f"{where}: {label} {problem}; every string a job is started with must be "
+                        "exec-able text")
 
 
 def _parse_program(where: str, value: object) -> str:
@@ -371,13 +415,13 @@ _KIND_NAMES = {bool: "true or false", int: "an integer", str: "a string", list: 
 
 def _parse_common(where: str, job_type: JobType, table: dict) -> dict:
     out = {
-        "args": tuple(_typed(where, table, "args", list, [])),
+        "args": _command_args(where, table),
         "kwargs": dict(_typed(where, table, "kwargs", dict, {})),
         "tags": _parse_tags(where, table.get("tags", [])),
         "enabled": _typed(where, table, "enabled", bool, True),
         "priority": _bounded_int(where, table, "priority", 0, -1000, 1000),
         "env": _parse_env(where, table.get("env", {})),
-        "cwd": _typed(where, table, "cwd", str, None),
+        "cwd": _exec_path(where, table, "cwd"),
         "retries": _bounded_int(where, table, "retries", _DEFAULT_RETRIES.get(job_type, 0), 0, 1000),
         "adopt": _typed(where, table, "adopt", bool, True),
     }
@@ -393,6 +437,48 @@ def _parse_common(where: str, job_type: JobType, table: dict) -> dict:
         out["stop_signal"] = parse_signal(table["stop_signal"], f"{where}: stop_signal")
     if job_type is JobType.ALWAYS:
         out.update(_parse_always(where, table))
+    out.update(_parse_privileges(where, table))
+    out.update(_parse_limits(where, table))
+    return out
+
+
+# ---------------------------------------------------------------- how the process runs
+# Names are checked here; whether they exist on this machine is checked at config load
+# (launch.identity), where the user database is.
+
+_ACCOUNT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?")
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?) ?([KMGT]?)(?:i?B)?", re.IGNORECASE)
+_PERCENT_RE = re.compile(r"(\d+(?:\.\d+)?) ?%")
+_IOCLASSES = ("realtime", "best-effort", "idle")
+_INT_LIMITS = (("cpu_weight", 1, 10000), ("nice", -20, 19), ("nofile", 16, 1 << 20))
+_UMASK_RE = re.compile(r"0?[0-7]{3}")
+
+
+def _account(where: str, key: str, value: object) -> str:
+    """A user or group: a name, or a numeric id (an integer, or a string of digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 32 - 1:
+        return str(value)
+    if isinstance(value, str) and _ACCOUNT_RE.fullmatch(value) and not (value.isdigit() and int(value) >= 2 ** 32 - 1):
+        return value
+    raise SpecError(f"{where}: {key} = {show_value(value)} is not a user or group; use a name like "
+                    "\"www-data\" or a numeric id")
+
+
+def _parse_privileges(where: str, table: dict) -> dict:
+    out: dict = {}
+    for key in ("user", "group"):
+        if key in table:
+            out[key] = _account(where, key, table[key])
+    if "groups" in table:
+        groups = table["groups"]
+        if not isinstance(groups, list) or len(groups) > 64:
+            raise SpecError(f"{where}: groups = {show_value(groups)} must be a list of at most 64 groups")
+        out["groups"] = tuple(_account(where, "groups", g) for g in groups)
+    if "umask" in table:
+        umask = table["umask"]
+        if not isinstance(umask, str) or not _UMASK_RE.fullmatch(umask):
+            raise SpecError(f"{where}: umask = {show_value(umask)} must be an octal string like \"027\"")
+        out["umask"] = int(umask, 8)
     return out
 
 
@@ -417,7 +503,26 @@ def _parse_env(where: str, value: object) -> dict:
     if not isinstance(value, dict) or not all(
             isinstance(k, str) and k and "=" not in k and isinstance(v, str) for k, v in value.items()):
         raise SpecError(f"{where}: env must be a table of string values, like {{ LANG = \"C.UTF-8\" }}")
+    for key, text in value.items():
+        _check_exec_text(where, f"env {show_value(key)}", f"{key}={text}")
     return dict(value)
+
+
+def _exec_path(where: str, table: dict, key: str) -> str | None:
+    path = _typed(where, table, key, str, None)
+    if path is not None:
+        _check_exec_text(where, key, path)
+    return path
+
+
+def _command_args(where: str, table: dict) -> tuple:
+    """args as given; for command and shell jobs each string one exec argument."""
+    args = tuple(_typed(where, table, "args", list, []))
+    if table.get("program") is None:
+        for index, arg in enumerate(args):
+            if isinstance(arg, str):
+                _check_exec_text(where, f"args[{index}]", arg)
+    return args
 
 
 def _bounded_int(where: str, table: dict, key: str, default: int, low: int, high: int) -> int:
@@ -569,3 +674,39 @@ _TIMING_PARSERS = {
     JobType.IDLE: _parse_idle,
     JobType.TRIGGER: _parse_trigger,
 }
+
+
+def _parse_limits(where: str, table: dict) -> dict:
+    out: dict = {key: _bounded_int(where, table, key, 0, low, high) for key, low, high in _INT_LIMITS
+                 if key in table}
+    if "memory_max" in table:
+        out["memory_max"] = _memory(where, table["memory_max"])
+    if "cpu_quota" in table:
+        quota = table["cpu_quota"]
+        match = _PERCENT_RE.fullmatch(quota) if isinstance(quota, str) else None
+        if not match or not 1 <= float(match[1]) <= 100_000:
+            raise SpecError(f"{where}: cpu_quota = {show_value(quota)} must be a percentage of one CPU "
+                            "from \"1%\" to \"100000%\", like \"50%\" or \"200%\"")
+        out["cpu_quota"] = float(match[1]) / 100
+    if "ioclass" in table:
+        if table["ioclass"] not in _IOCLASSES:
+            raise SpecError(f"{where}: ioclass = {show_value(table['ioclass'])}; use \"realtime\", "
+                            "\"best-effort\" or \"idle\"")
+        out["ioclass"] = table["ioclass"]
+    if "env_file" in table:
+        out["env_file"] = _exec_path(where, table, "env_file")
+    return out
+
+
+def _memory(where: str, value: object) -> int:
+    """Bytes from an integer or a size like "512M", "1.5G", "100MiB" (K = 1024)."""
+    size = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and _SIZE_RE.fullmatch(value.strip()):
+        number, unit = _SIZE_RE.fullmatch(value.strip()).groups()
+        size = int(float(number) * 1024 ** " KMGT".index(unit.upper() or " "))
+    if size is None or not 1 << 20 <= size <= 1 << 50:
+        raise SpecError(f"{where}: memory_max = {show_value(value)} must be a size from 1M to 1P, "
+                        "like \"512M\" or \"2G\" (or a number of bytes)")
+    return size

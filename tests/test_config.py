@@ -387,7 +387,9 @@ def test_dump_toml_round_trips(tables):
 _job_tables = st.fixed_dictionaries(
     {"type": st.sampled_from(["always", "trigger"]), "program": st.just("job.py:main")},
     optional={"tags": st.lists(_names, max_size=3),
-              "env": st.dictionaries(st.from_regex(r"[A-Z_]{1,8}", fullmatch=True), st.text(max_size=10)),
+              "env": st.dictionaries(st.from_regex(r"[A-Z_]{1,8}", fullmatch=True),   # exec-able text
+                                     st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
+                                             max_size=10)),
               "kwargs": st.dictionaries(st.text(min_size=1, max_size=8), _scalars, max_size=3),
               "args": st.lists(_scalars, max_size=3), "priority": st.integers(-10, 10),
               "enabled": st.booleans()})

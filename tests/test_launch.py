@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
-from aios import launch
+import pytest
+
+from aios import launch, supervisor
+from aios.errors import SpawnError
 from aios.spec import Settings, Trigger, parse_job
 
 HOME = Path("/srv/aios")
@@ -46,3 +50,130 @@ def test_working_dir_defaults_to_home():
     assert launch.working_dir(parse_job("w", {"type": "always", "command": ["x"]}), HOME) == "/srv/aios"
     spec = parse_job("w", {"type": "always", "command": ["x"], "cwd": "/tmp"})
     assert launch.working_dir(spec, HOME) == "/tmp"
+
+
+EXEC_PROBLEMS = [
+    ({"command": ["echo"]}, ("ok", "a\0b"), "argument 2 contains a NUL byte"),
+    ({"command": ["echo"]}, ("\ud800",), "argument 1 cannot be encoded for exec: lone surrogate '\\ud800'"),
+    ({"command": "echo \"$1\"", "shell": True}, ("x", 2, "\0"), "argument 3 contains a NUL byte"),
+    ({"command": ["echo"]}, ("x" * (128 * 1024),), "argument 1 is 131072 bytes; exec takes less than 128 KiB per string"),
+    ({"command": ["echo"]}, ("caf\udce9", {"k": "\0\ud800"}, None, 3), None),   # escaped byte; JSON escapes the rest
+    ({"command": ["echo"]}, ("x" * (128 * 1024 - 1),), None),
+    ({"program": "p.py:main"}, ("\0", "\ud800"), None),                       # one JSON string: escaped
+    ({"program": "p.py:main"}, ("x" * (128 * 1024),),
+     "arguments are 131097 bytes as JSON; a program job takes less than 128 KiB (pass a file path instead)"),
+]
+
+
+@pytest.mark.parametrize("how, args, problem", EXEC_PROBLEMS, ids=[str(i) for i in range(len(EXEC_PROBLEMS))])
+def test_exec_problem_names_the_argument_exec_can_never_take(how, args, problem):
+    spec = parse_job("t", {"type": "trigger", **how})
+    assert launch.exec_problem(spec, Trigger(job="t", args=args)) == problem
+    assert launch.exec_problem(spec) is None
+
+
+def test_exec_problem_agrees_with_a_real_spawn(tmp_path):
+    """What exec_problem lets through starts; what it refuses fails to start."""
+    spec = parse_job("t", {"type": "trigger", "command": ["true"]})
+    fd = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC)
+    try:
+        for args in (("x" * (128 * 1024 - 1),), ("x" * (128 * 1024),), ("a\0",), ("\ud800",), ("caf\udce9",)):
+            trigger = Trigger(job="t", args=args)
+            problem = launch.exec_problem(spec, trigger)
+            try:
+                proc = supervisor.spawn(launch.argv(spec, trigger, HOME), dict(os.environ), "/", fd)
+            except SpawnError:
+                assert problem is not None
+            else:
+                assert problem is None
+                while supervisor.reap(proc) is None:
+                    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+    finally:
+        os.close(fd)
+
+
+def test_the_daemons_own_variables_never_reach_a_job():
+    spec = parse_job("e", {"type": "always", "command": ["x"], "env": {"AIOS_EXTRA": "mine", "AIOS_RUN_ID": "spoof"}})
+    base = {"PATH": "/bin", "AIOS_READY_FD": "5", "AIOS_REEXEC_FDS": "3,4", "AIOS_DB": "postgresql://u:pw@db/aios",
+            "AIOS_HOME": "/elsewhere", "AIOS_JOB": "parent", "NOTIFY_SOCKET": "/run/systemd/notify",
+            "LISTEN_FDS": "1", "LISTEN_PID": "1", "WATCHDOG_USEC": "1000", "HOME": "/root"}
+    env = launch.environment(spec, 7, base, HOME, SETTINGS)
+    assert {k: env[k] for k in env if k.startswith("AIOS_")} == {
+        "AIOS_EXTRA": "mine", "AIOS_JOB": "e", "AIOS_RUN_ID": "7", "AIOS_DEVICE_ID": "lab-1",
+        "AIOS_HOME": "/srv/aios", "AIOS_WEB_HOST": "127.0.0.1", "AIOS_WEB_PORT": "8787"}
+    assert env["PATH"] == "/bin" and env["HOME"] == "/root"
+    assert not {"NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC"} & set(env)
+
+
+def test_run_token_is_a_nonce_and_a_keyed_blake2b_of_the_job_and_reaches_the_environment():
+    import hashlib
+
+    secret = bytes(range(32))
+    token = launch.run_token(secret, "e", "00ff")
+    assert token == "00ff." + hashlib.blake2b(b"aios run e 00ff", key=secret, digest_size=16).hexdigest()
+    fresh = launch.run_token(secret, "e")
+    assert fresh != launch.run_token(secret, "e") and launch.token_matches(secret, "e", fresh)
+    assert launch.token_matches(secret, "e", token)
+    assert not launch.token_matches(secret, "f", token) and not launch.token_matches(bytes(32), "e", token)
+    assert not launch.token_matches(secret, "e", None) and not launch.token_matches(secret, "e", "00ff.forged")
+    spec = parse_job("e", {"type": "always", "command": ["x"], "env": {"AIOS_RUN_TOKEN": "forged"}})
+    assert launch.environment(spec, 42, {}, HOME, SETTINGS, token)["AIOS_RUN_TOKEN"] == token
+    env = launch.environment(spec, 42, {"AIOS_RUN_TOKEN": "the daemon's"}, HOME, SETTINGS)
+    assert env["AIOS_RUN_TOKEN"] == "forged"    # no token given: the job's own env, never the daemon's
+
+
+@pytest.mark.parametrize("size", [0, 15, 65])
+def test_run_token_wants_a_real_secret(size):
+    with pytest.raises(ValueError, match=f"16 to 64 bytes, not {size}"):
+        launch.run_token(bytes(size), "job")
+
+
+def test_plan_gathers_what_spawn_needs():
+    spec = parse_job("p", {"type": "trigger", "command": ["echo"], "cwd": "/tmp", "umask": "027"})
+    plan = launch.plan(spec, Trigger(job="p", args=("a",)), 9, {"PATH": "/bin"}, HOME, SETTINGS, token="t9")
+    assert plan.argv == ["echo", "a"] and plan.cwd == "/tmp"
+    assert plan.env["AIOS_RUN_TOKEN"] == "t9" and plan.env["AIOS_RUN_ID"] == "9"
+    assert plan.options == {"umask": 0o027, "unit": "p", "mark": "AIOS_RUN_TOKEN=t9"}
+    assert launch.plan(spec, None, 9, {}, HOME, SETTINGS).options == {"umask": 0o027, "unit": "p"}
+
+
+# ---------------------------------------------------------------- env_file
+
+
+def test_env_file_is_read_at_each_plan_between_the_daemons_env_and_the_jobs(tmp_path):
+    (tmp_path / ".env").write_text("export TOKEN='s3cret'\nLANG=de_DE.UTF-8\nPATH=/opt/bin\nAIOS_JOB=spoof\n")
+    spec = parse_job("e", {"type": "always", "command": ["x"], "env_file": ".env", "env": {"LANG": "C"}})
+    env = launch.plan(spec, None, 1, {"PATH": "/bin", "TOKEN": "old"}, tmp_path, SETTINGS).env
+    assert (env["TOKEN"], env["LANG"], env["PATH"], env["AIOS_JOB"]) == ("s3cret", "C", "/opt/bin", "e")
+    (tmp_path / ".env").write_bytes(b"TOKEN=rotated\nRAW=caf\xe9\n")     # bytes that are not UTF-8 pass as they are
+    env = launch.plan(spec, None, 2, {}, tmp_path, SETTINGS).env
+    assert env["TOKEN"] == "rotated" and os.fsencode(env["RAW"]) == b"caf\xe9"
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "env_file '{path}': No such file or directory (ENOENT)"),
+    ("A=1\nhunter2\n", "env_file '{path}': line 2: expected KEY=VALUE with KEY made of letters, digits and '_'"),
+    ("A=hunter2\0\n", "env_file '{path}': A contains a NUL byte"),
+    ("A=" + "x" * (1 << 20), "env_file '{path}': larger than 1024 KiB"),
+])
+def test_a_bad_env_file_is_a_spawn_error_that_never_shows_a_value(tmp_path, content, message):
+    path = tmp_path / "job.env"
+    if content is not None:
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    spec = parse_job("e", {"type": "always", "command": ["x"], "env_file": "job.env"})
+    with pytest.raises(SpawnError) as info:
+        launch.plan(spec, None, 1, {}, tmp_path, SETTINGS)
+    assert str(info.value) == f"cannot start job 'e': " + message.format(path=path)
+    assert "hunter2" not in str(info.value)
+
+
+def test_plan_passes_the_jobs_limits_to_spawn():
+    spec = parse_job("l", {"type": "always", "command": ["x"], "memory_max": "64M", "nice": 5, "ioclass": "idle"})
+    assert launch.plan(spec, None, 1, {}, HOME, SETTINGS).options["limits"] == {
+        "memory_max": 64 << 20, "nice": 5, "ioclass": "idle"}
+
+
+def test_cgroup_scope_is_stable_for_a_home_and_differs_between_homes():
+    scope = launch.cgroup_scope(Path("/srv/aios"))
+    assert scope == launch.cgroup_scope(Path("/srv/aios")) != launch.cgroup_scope(Path("/srv/aios2"))
+    assert len(scope) == len("aios-") + 12 and scope.startswith("aios-")

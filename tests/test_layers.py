@@ -16,12 +16,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "aios"
 # posixtz turns a POSIX TZ rule into a tzinfo for config.local_zone; cron parses and
 # steps cron expressions (spec parses the field, schedule plans its slots).
 ALLOWED = {
-    "spec": {"cron"}, "logs": {"fswatch"}, "runner": set(), "supervisor": set(), "fswatch": set(),
+    "spec": {"cron"}, "logs": {"fswatch"}, "runner": set(), "fswatch": set(),
+    "supervisor": {"spec"},     # spec.exec_text_problem words a spawn's bad input (error path only)
     "schedule": {"spec", "cron", "wallclock"}, "cron": {"wallclock"}, "wallclock": set(),
     "lifecycle": {"spec", "schedule"},   # the table asks schedule when a restart or retry is due
     "states": {"spec", "lifecycle"},     # the status vocabulary, read off the lifecycle table
-    "config": {"spec", "home", "posixtz"}, "posixtz": set(), "store": {"spec"}, "control": {"spec"},
-    "home": set(), "show": set(), "launch": {"spec"},
+    "config": {"spec", "home", "posixtz",
+               "launch"},                # launch.identity: a job's user and groups exist at load
+    "posixtz": set(), "store": {"spec"}, "control": {"spec"},
+    "home": set(), "show": set(), "launch": {"spec", "dotenv"}, "dotenv": set(),
     "engine": {"spec", "schedule", "lifecycle", "config", "store", "supervisor", "control", "logs",
                "fswatch", "home", "show", "launch"},
     "cli": {"control", "config", "home", "show", "logs", "store", "engine", "spec", "states"},

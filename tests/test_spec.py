@@ -19,6 +19,10 @@ SIGNAL = 'is not a signal name; use e.g. "TERM", "INT", "HUP", "QUIT"'
 EXACTLY_ONE = 'daily jobs need exactly one of time = "HH:MM" or cron = "M H DOM MON DOW"'
 DAYS = 'use mon, tue, wed, thu, fri, sat, sun or a range like "mon-fri"'
 ZONE = 'use a name like "Europe/Berlin" or "UTC"'
+EXECABLE = "every string a job is started with must be exec-able text"
+ACCOUNT = 'use a name like "www-data" or a numeric id'
+MEMORY = 'must be a size from 1M to 1P, like "512M" or "2G" (or a number of bytes)'
+QUOTA = 'must be a percentage of one CPU from "1%" to "100000%", like "50%" or "200%"'
 
 
 # ---------------------------------------------------------------- valid jobs
@@ -265,6 +269,39 @@ INVALID = [
     (job("idle", cooldown="-1s"), f"job 'x': cooldown: '-1s' {DURATION}"),
     (job("idle", cooldown=-1), "job 'x': cooldown = -1 must be zero or more and at most a year"),
     (job("idle", cooldown="1h30"), f"job 'x': cooldown: '1h30' {DURATION}"),
+    # strings a job is started with must be exec-able
+    ({"type": "always", "command": ["echo", "a\0b"]}, f"job 'x': command[1] contains a NUL byte; {EXECABLE}"),
+    ({"type": "always", "command": ["ec\ud800ho"]},
+     f"job 'x': command[0] cannot be encoded for exec: lone surrogate '\\ud800'; {EXECABLE}"),
+    ({"type": "always", "command": "echo \0", "shell": True}, f"job 'x': command contains a NUL byte; {EXECABLE}"),
+    ({"type": "always", "command": ["echo", "x" * 131072]},
+     f"job 'x': command[1] is 131072 bytes; exec takes less than 128 KiB per string; {EXECABLE}"),
+    (job("always", env={"LANG": "C\0"}), f"job 'x': env 'LANG' contains a NUL byte; {EXECABLE}"),
+    (job("always", env={"L\0": "C"}), f"job 'x': env 'L\\x00' contains a NUL byte; {EXECABLE}"),
+    (job("always", env={"LANG": "\udcff\ud800"}),
+     f"job 'x': env 'LANG' cannot be encoded for exec: lone surrogate '\\ud800'; {EXECABLE}"),
+    (job("always", cwd="/tmp\0"), f"job 'x': cwd contains a NUL byte; {EXECABLE}"),
+    (job("trigger", args=["ok", 1, "\0"]), f"job 'x': args[2] contains a NUL byte; {EXECABLE}"),
+    # privileges and limits
+    (job("always", user="bad user"), f"job 'x': user = 'bad user' is not a user or group; {ACCOUNT}"),
+    (job("always", user=-1), f"job 'x': user = -1 is not a user or group; {ACCOUNT}"),
+    (job("always", group=True), f"job 'x': group = True is not a user or group; {ACCOUNT}"),
+    (job("always", groups="adm"), "job 'x': groups = 'adm' must be a list of at most 64 groups"),
+    (job("always", groups=["adm", "-x"]), f"job 'x': groups = '-x' is not a user or group; {ACCOUNT}"),
+    (job("always", umask=18), "job 'x': umask = 18 must be an octal string like \"027\""),
+    (job("always", umask="0o22"), "job 'x': umask = '0o22' must be an octal string like \"027\""),
+    (job("always", umask="888"), "job 'x': umask = '888' must be an octal string like \"027\""),
+    (job("always", memory_max="lots"), f"job 'x': memory_max = 'lots' {MEMORY}"),
+    (job("always", memory_max="512K"), f"job 'x': memory_max = '512K' {MEMORY}"),
+    (job("always", memory_max=2 ** 60), f"job 'x': memory_max = 1152921504606846976 {MEMORY}"),
+    (job("always", cpu_quota=0.5), f"job 'x': cpu_quota = 0.5 {QUOTA}"),
+    (job("always", cpu_quota="0%"), f"job 'x': cpu_quota = '0%' {QUOTA}"),
+    (job("always", cpu_weight=0), "job 'x': cpu_weight = 0 must be an integer from 1 to 10000"),
+    (job("always", nice=-21), "job 'x': nice = -21 must be an integer from -20 to 19"),
+    (job("always", nofile=10), "job 'x': nofile = 10 must be an integer from 16 to 1048576"),
+    (job("always", ioclass="rt"), "job 'x': ioclass = 'rt'; use \"realtime\", \"best-effort\" or \"idle\""),
+    (job("always", env_file=".env\0"), f"job 'x': env_file contains a NUL byte; {EXECABLE}"),
+    (job("always", env_file=5), "job 'x': env_file = 5 must be a string"),
 ]
 
 
@@ -273,6 +310,28 @@ def test_invalid_jobs(table, message):
     with pytest.raises(SpecError) as caught:
         parse_job("x", table)
     assert str(caught.value) == message
+
+
+def test_privileges_and_limits():
+    spec = parse_job("x", job("always", user="www-data", group=33, groups=["adm", "1000"], umask="0027",
+                              memory_max="1.5G", cpu_quota="150%", cpu_weight=50, nice=-5, nofile=4096,
+                              ioclass="best-effort", env_file="conf/app.env"))
+    assert (spec.user, spec.group, spec.groups, spec.umask) == ("www-data", "33", ("adm", "1000"), 0o027)
+    assert (spec.memory_max, spec.cpu_quota, spec.cpu_weight) == (int(1.5 * 2 ** 30), 1.5, 50)
+    assert (spec.nice, spec.nofile, spec.ioclass, spec.env_file) == (-5, 4096, "best-effort", "conf/app.env")
+    assert parse_job("x", job("always", memory_max=2 ** 20, user="65534")).memory_max == 2 ** 20
+    assert [parse_job("x", job("always", memory_max=m)).memory_max for m in ("100MiB", "2gb", "64 M", "1T")] == [
+        100 << 20, 2 << 30, 64 << 20, 1 << 40]
+    plain = parse_job("x", job("always"))
+    assert (plain.user, plain.groups, plain.umask, plain.memory_max, plain.env_file) == (None, (), None, None, None)
+
+
+def test_strings_that_exec_takes_are_accepted():
+    """Escaped surrogates (undecodable bytes of a file name) and 128 KiB less one byte pass;
+    program jobs get their args as JSON, where NUL and surrogates are escaped."""
+    spec = parse_job("x", {"type": "always", "command": ["ls", "caf\udce9", "x" * 131071], "env": {"A": ""}})
+    assert spec.command[1] == "caf\udce9"
+    assert parse_job("x", {"type": "always", "program": "a.py:f", "args": ["\0", "\ud800"]}).args == ("\0", "\ud800")
 
 
 @pytest.mark.parametrize("name", ["", "-x", ".x", "a b", "x" * 65, "é", 5, None, "a/b"])
@@ -313,7 +372,8 @@ FIELDS = ["type", "program", "command", "shell", "args", "kwargs", "tags", "enab
           "catch_up_max",
           "idle_after", "cooldown", "max_parallel", "restart", "min_uptime", "retries", "backoff",
           "backoff_factor", "backoff_max", "failed_cooldown", "timeout", "stop_signal",
-          "stop_timeout", "adopt"]
+          "stop_timeout", "adopt", "user", "group", "groups", "umask", "memory_max", "cpu_quota", "cpu_weight",
+          "nice", "nofile", "ioclass", "env_file"]
 _scalars = (st.none() | st.booleans() | st.integers(-2 ** 63, 2 ** 63 - 1) | st.floats() | st.text(max_size=12)
             | st.sampled_from(["always", "daily", "interval", "random_daily", "trigger", "idle", "09:00",
                                "25:00", "30s", "1h30m", "0s", "TERM", "a.py:main", "../a.py:main", "once",

@@ -7,102 +7,13 @@ import os
 import selectors
 import signal
 import socket
-import sys
 import time
 
 import pytest
 
 from aios import supervisor
-from aios.supervisor import Proc
-
-LIVENESS = 30.0     # seconds: only ever reached when something is broken
-PY = sys.executable
-
-
-@pytest.fixture
-def log(tmp_path):
-    path = tmp_path / "job.log"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-    yield path, fd
-    os.close(fd)
-
-
-@pytest.fixture
-def procs():
-    """Every proc a test starts; whatever is still running is killed afterwards."""
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        supervisor.signal_group(proc, signal.SIGKILL)
-        wait_until(lambda p=proc: supervisor.reap(p) is not None)
-
-
-def start(procs, argv, log, env=None, cwd=None) -> Proc:
-    proc = supervisor.spawn(argv, env or dict(os.environ), cwd or os.getcwd(), log[1])
-    procs.append(proc)
-    return proc
-
-
-def wait_until(condition, timeout=LIVENESS):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.01)
-
-
-def wait_exit(proc: Proc) -> tuple:
-    """Wait for the pidfd to become readable, then reap."""
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.pidfd, selectors.EVENT_READ)
-        assert sel.select(LIVENESS), "pidfd never became readable"
-    result = supervisor.reap(proc)
-    assert result is not None
-    return result
-
-
-def log_text(log) -> str:
-    return log[0].read_text()
-
-
-def wait_log(log, needle: str) -> str:
-    wait_until(lambda: needle in log_text(log))
-    return log_text(log)
-
-
-def gone(pid: int) -> bool:
-    """The pid no longer runs (it may linger as a zombie of some other reaper)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return True
-    return data[data.rindex(b")") + 2:][:1] in (b"Z", b"X")
-
-
-def our_zombies() -> set[int]:
-    found = set()
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            if fields[0] == b"Z" and int(fields[1]) == os.getpid():
-                found.add(int(name))
-    return found
-
-
-def status_masks(pid: int) -> dict[str, int]:
-    with open(f"/proc/{pid}/status") as f:
-        rows = [line.split(":", 1) for line in f if line.startswith("Sig")]
-    return {key: int(value, 16) for key, value in rows if key in ("SigIgn", "SigCgt", "SigBlk")}
-
-
-def bit(sig: int) -> int:
-    return 1 << (int(sig) - 1)
-
+from tests.processes import (LIVENESS, NOBODY, PY, foreign_leader, gone, log, log_text, our_zombies, procs,
+                             start, wait_exit, wait_log, wait_until)
 
 # ---------------------------------------------------------------- exits
 
@@ -132,76 +43,6 @@ def test_reap_twice_and_close_are_idempotent(procs, log):
     assert supervisor.reap(proc) == (None, None)
     supervisor.close(proc)
     supervisor.close(proc)
-
-
-# ---------------------------------------------------------------- what the child gets
-
-
-def test_argv_with_shell_metacharacters_arrives_literally(procs, log):
-    weird = ["; rm -rf /", "$(echo pwned)", "`id`", "a b", "'\"", "*", "x > y", "\\n"]
-    script = "import json, sys; print(json.dumps(sys.argv[1:]))"
-    proc = start(procs, [PY, "-c", script, *weird], log)
-    wait_until(lambda: supervisor.reap(proc) is not None)
-    assert json.loads(log_text(log).strip()) == weird
-
-
-def test_env_and_cwd_reach_the_child(procs, log, tmp_path):
-    workdir = tmp_path / "work dir"
-    workdir.mkdir()
-    before = os.getcwd()
-    env = {"PATH": os.environ["PATH"], "AIOS_JOB": "demo", "ODD": "a b;$c"}
-    script = "import json, os; print(json.dumps([dict(os.environ), os.getcwd()]))"
-    proc = start(procs, [PY, "-c", script], log, env=env, cwd=str(workdir))
-    assert os.getcwd() == before
-    wait_until(lambda: supervisor.reap(proc) is not None)
-    child_env, child_cwd = json.loads(log_text(log))
-    assert child_env["AIOS_JOB"] == "demo" and child_env["ODD"] == "a b;$c"
-    assert set(child_env) - {"LC_CTYPE"} == set(env)   # Python may coerce LC_CTYPE itself
-    assert os.path.realpath(child_cwd) == os.path.realpath(workdir)
-
-
-def test_program_is_found_in_the_jobs_path(procs, log, tmp_path):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    tool = bindir / "aios-test-tool"
-    tool.write_text("#!/bin/sh\necho tool ran\n")
-    tool.chmod(0o755)
-    env = {"PATH": f"{bindir}:{os.environ['PATH']}"}
-    proc = start(procs, ["aios-test-tool"], log, env=env)
-    wait_until(lambda: supervisor.reap(proc) is not None)
-    assert "tool ran" in log_text(log)
-    with pytest.raises(OSError, match="aios-test-tool"):
-        supervisor.spawn(["aios-test-tool"], dict(os.environ), os.getcwd(), log[1])
-    with pytest.raises(OSError, match="true"):
-        supervisor.spawn(["true"], {"PATH": str(bindir)}, os.getcwd(), log[1])
-
-
-def test_stdout_and_stderr_land_in_the_log_and_stdin_is_devnull(procs, log):
-    script = ("import sys; print('to stdout', flush=True); "
-              "print('to stderr', file=sys.stderr, flush=True); print(repr(sys.stdin.read()))")
-    proc = start(procs, [PY, "-c", script], log)
-    wait_until(lambda: supervisor.reap(proc) is not None)
-    assert log_text(log).splitlines() == ["to stdout", "to stderr", "''"]
-
-
-def test_child_leads_its_own_group_with_default_signals(procs, log):
-    assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN     # as Python sets it
-    old_usr1 = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
-    try:
-        proc = start(procs, ["sleep", "1000"], log)
-    finally:
-        signal.signal(signal.SIGUSR1, old_usr1)
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-    assert os.getpgid(proc.pid) == proc.pid != os.getpgid(0)
-    masks = status_masks(proc.pid)
-    # glibc's posix_spawn leaves its two internal real-time signals (32 and 33, below
-    # SIGRTMIN) ignored and no API can reset them; every real signal is default.
-    assert masks["SigIgn"] & ~(bit(32) | bit(33)) == 0
-    assert masks["SigBlk"] == 0
-    for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM):
-        assert not masks["SigCgt"] & bit(sig)
-    assert os.readlink(f"/proc/{proc.pid}/fd/0") == os.devnull
 
 
 # ---------------------------------------------------------------- process groups
@@ -235,26 +76,6 @@ def test_reap_kills_grandchildren_left_by_an_exited_leader(procs, log):
     wait_until(reaped)
     assert result == (0, None)
     wait_until(lambda: gone(grandchild))
-
-
-# ---------------------------------------------------------------- failures
-
-
-@pytest.mark.parametrize("program", ["aios-no-such-program", "/nonexistent/aios-prog"])
-def test_exec_failure_raises_naming_the_program_and_leaves_no_zombie(log, program):
-    before = our_zombies()
-    with pytest.raises(OSError) as info:
-        supervisor.spawn([program, "x"], dict(os.environ), os.getcwd(), log[1])
-    assert program in str(info.value)
-    assert our_zombies() <= before
-
-
-def test_missing_cwd_raises_naming_it_and_keeps_our_cwd(log, tmp_path):
-    before = os.getcwd()
-    missing = str(tmp_path / "missing")
-    with pytest.raises(OSError, match="missing"):
-        supervisor.spawn(["true"], dict(os.environ), missing, log[1])
-    assert os.getcwd() == before
 
 
 # ---------------------------------------------------------------- adoption
@@ -319,7 +140,7 @@ def sigchld_wakeup():
 
 
 def test_sigchld_fallback_without_pidfd(procs, log, monkeypatch, sigchld_wakeup):
-    monkeypatch.setattr(supervisor, "HAS_PIDFD", False)
+    monkeypatch.setattr(supervisor.procs, "HAS_PIDFD", False)
     proc = start(procs, [PY, "-c", "import sys; sys.stdin.read(); sys.exit(7)"], log)
     assert proc.pidfd is None and proc.start_ticks is not None
     result = None
@@ -335,7 +156,7 @@ def test_sigchld_fallback_without_pidfd(procs, log, monkeypatch, sigchld_wakeup)
 
 
 def test_fallback_signal_and_group_kill_without_pidfd(procs, log, monkeypatch):
-    monkeypatch.setattr(supervisor, "HAS_PIDFD", False)
+    monkeypatch.setattr(supervisor.procs, "HAS_PIDFD", False)
     proc = start(procs, ["sh", "-c", 'sleep 1000 & echo "grandchild $!"; wait'], log)
     grandchild = int(wait_log(log, "grandchild ").split()[1])
     assert supervisor.reap(proc) is None and supervisor.alive(proc)
@@ -344,20 +165,54 @@ def test_fallback_signal_and_group_kill_without_pidfd(procs, log, monkeypatch):
     wait_until(lambda: gone(grandchild))
 
 
-@pytest.mark.skipif(not supervisor.HAS_PIDFD, reason="no pidfd on this kernel")
-def test_a_child_that_cannot_be_watched_is_not_left_running(log):
-    import resource
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    fillers = []
-    before = our_zombies()
-    try:
-        fd = os.open(os.devnull, os.O_RDONLY)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (fd + 1, hard))
-        fillers.append(fd)                  # every fd number below the limit is taken
-        with pytest.raises(OSError, match="cannot watch 'sleep'"):
-            supervisor.spawn(["sleep", "1000"], dict(os.environ), os.getcwd(), log[1])
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-        for fd in fillers:
-            os.close(fd)
-    assert our_zombies() <= before
+# ---------------------------------------------------------------- adoption: only our uids
+
+
+MARKS = {"AIOS_HOME": "/srv/aios-test-home", "AIOS_DEVICE_ID": "lab-adopt"}
+
+
+@pytest.fixture
+def forged():
+    """A process of uid nobody carrying the environment of one of our job processes."""
+    runner, pid = foreign_leader({**os.environ, **MARKS, "AIOS_JOB": "web", "AIOS_RUN_ID": "41",
+                                  "AIOS_RUN_TOKEN": "guessed"})
+    yield pid
+    os.kill(pid, signal.SIGKILL)
+    runner.wait()
+
+
+@pytest.fixture
+def ours(procs, log):
+    """One of our job processes: a group leader carrying the marks and a run token."""
+    env = {**os.environ, **MARKS, "AIOS_JOB": "web", "AIOS_RUN_ID": "42", "AIOS_RUN_TOKEN": "t42"}
+    proc = start(procs, ["sleep", "1000"], log, env=env)
+    # posix_spawn returns once the exec has begun; the new environment shows a moment later.
+    wait_until(lambda: b"AIOS_RUN_TOKEN=t42" in open(f"/proc/{proc.pid}/environ", "rb").read())
+    return proc
+
+
+def test_leaders_are_found_only_among_the_uids_allowed(forged, ours):
+    keys = ("AIOS_JOB", "AIOS_RUN_ID", "AIOS_RUN_TOKEN")
+    found = {leader.pid: leader for leader in supervisor.leaders(MARKS, keys, [os.getuid()])}
+    assert list(found) == [ours.pid]
+    assert found[ours.pid] == supervisor.Leader(pid=ours.pid, ticks=ours.start_ticks, uid=os.getuid(),
+                                                env={"AIOS_JOB": "web", "AIOS_RUN_ID": "42", "AIOS_RUN_TOKEN": "t42"})
+    found = {leader.pid: leader for leader in supervisor.leaders(MARKS, keys, [os.getuid(), NOBODY])}
+    assert set(found) == {ours.pid, forged} and found[forged].uid == NOBODY
+    assert found[forged].env["AIOS_RUN_TOKEN"] == "guessed"  # what the caller checks next
+    assert [pid for pid, _, _ in supervisor.find_leaders(MARKS, keys)] == [ours.pid]
+
+
+def test_adopt_refuses_another_uid_unless_allowed_and_a_missing_mark(forged, ours):
+    ticks = supervisor.start_ticks(forged)
+    assert supervisor.adopt(forged, ticks) is None                       # default: our uid only
+    assert supervisor.adopt(forged, ticks, uids=[os.getuid()]) is None
+    assert supervisor.adopt(forged, ticks, uids=[NOBODY], mark="AIOS_RUN_TOKEN=t41") is None
+    assert supervisor.adopt(forged, ticks + 1, uids=[NOBODY]) is None
+    proc = supervisor.adopt(forged, ticks, uids=[NOBODY], mark="AIOS_RUN_TOKEN=guessed")
+    assert proc is not None and not proc.child
+    supervisor.close(proc)
+    # Our own child (a re-exec keeps them) is ours whatever its environment says.
+    adopted = supervisor.adopt(ours.pid, ours.start_ticks, uids=[NOBODY], mark="AIOS_RUN_TOKEN=t41")
+    assert adopted is not None and adopted.child
+    supervisor.close(adopted)

@@ -17,6 +17,7 @@ engine only the loop reads clocks. Imports lifecycle, spec and the engine's part
 """
 from __future__ import annotations
 
+import os
 import random
 import sys
 from pathlib import Path
@@ -76,7 +77,9 @@ class Engine:
         self.waiters: dict[int, list] = {}     # trigger id -> callables given its result
         self.shutting_down = self.stopped = self.reexec_requested = False
         self.started = self.loop.wall
-        self.secret = b""                      # the home's secret, for run tokens (daemon.py)
+        self.secret = os.urandom(32)           # the home's secret for run tokens (daemon.py keeps it in the store)
+        self.secret_is_new = True              # made now: runs of the last daemon carry no token of it
+        self.containment = "process group"     # how a job's processes are kept together (daemon.py)
         self.base_env: dict = {}               # the environment jobs start from (daemon.py)
         self.jobs_nofile = -1                  # the soft RLIMIT_NOFILE jobs get (the daemon raised its own)
         self.control = None
@@ -231,6 +234,7 @@ class Engine:
 
         if signum == signal.SIGCHLD:
             self.runs.reap_all()
+            self.processes.reap_orphans({pid for job in self.jobs.values() for pid in job.runs})
         elif signum == signal.SIGHUP:
             if not self.shutting_down:
                 self.request_reexec()

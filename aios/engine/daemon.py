@@ -14,7 +14,7 @@ import signal
 import time
 from pathlib import Path
 
-from .. import config, supervisor
+from .. import config, launch, supervisor
 from ..spec import AiosError
 from ..store import open_store
 from . import recovery, watches
@@ -88,8 +88,8 @@ class Daemon:
         then start the jobs a turn at a time, highest priority first."""
         began, engine, cfg = time.monotonic(), self.engine, self.cfg
         previous = self._prepare_store()
-        signums = SHUTDOWN_SIGNALS + (() if supervisor.HAS_PIDFD else (signal.SIGCHLD,))
-        engine.loop.watch_signals(signums, engine.on_signal)
+        engine.loop.watch_signals(SHUTDOWN_SIGNALS + (signal.SIGCHLD,), engine.on_signal)
+        self._contain()
         for problem in cfg.errors:
             engine.event("config_error", None, problem)
         if engine.store.moved_aside:
@@ -111,11 +111,20 @@ class Daemon:
         counts = engine.planner.refresh_queue(anyway=True, control=False) or {}
         _start_in_turns(engine, order, counts)
 
+    def _contain(self) -> None:
+        """Before the first spawn: no descriptor of ours reaches a job, every run in a cgroup
+        of its own where cgroup v2 is ours, jobs with the usual open-file limit."""
+        engine = self.engine
+        supervisor.close_on_exec_all()
+        engine.containment = supervisor.setup_containment(launch.cgroup_scope(engine.home))
+        supervisor.set_jobs_nofile(engine.jobs_nofile)
+
     def _prepare_store(self) -> dict:
         """The tables the last daemon ran (to tell a changed job), --force, then this
         configuration's jobs with their stored state."""
         engine, cfg = self.engine, self.cfg
         store = engine.store
+        engine.secret, engine.secret_is_new = _home_secret(store)
         previous = store.load_specs()
         if self.force and not engine.reexecuted:
             store.clear_states()
@@ -141,6 +150,8 @@ class Daemon:
         engine.loop.close()
         if not any(job.runs for job in engine.jobs.values()):
             _mark_clean(engine.home)   # the next start need not look for leftovers
+        if supervisor.orphans.is_subreaper():
+            supervisor.become_subreaper(False)   # a process that outlives its daemon (tests) is as it was
         os.close(self.lock_fd)
 
     def reexec(self) -> None:
@@ -167,6 +178,8 @@ def _start_in_turns(engine: Engine, rest: list, counts: dict) -> None:
         engine.loop.call_soon(_start_in_turns, engine, rest[START_PER_TURN:], counts)
     else:
         engine.planner.control_rows(counts)
+        if supervisor.become_subreaper():   # after the first jobs: ctypes is not on their path
+            engine.containment = supervisor.containment()
 
 
 # ---------------------------------------------------------------- re-exec and readiness
@@ -269,6 +282,19 @@ def _mark_clean(home: Path) -> None:
         os.ftruncate(fd, 0)
     finally:
         os.close(fd)
+
+
+SECRET_KEY = "run_secret"
+
+
+def _home_secret(store) -> tuple[bytes, bool]:
+    """The home's secret for run tokens, kept in the store; (secret, made just now)."""
+    stored = store.meta_get(SECRET_KEY)
+    if stored:
+        return bytes.fromhex(stored), False
+    secret = os.urandom(32)
+    store.meta_set(SECRET_KEY, secret.hex())
+    return secret, True
 
 
 def _load_config(home: Path):

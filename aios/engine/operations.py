@@ -14,9 +14,6 @@ import os
 from .. import lifecycle as lc
 from ..spec import AiosError, JobType, plain
 
-MAX_ARGUMENT_BYTES = 100_000   # program jobs get them as one argv string (Linux: 128 KiB)
-
-
 class OperationError(AiosError):
     """The operation cannot be done; the message says why."""
 
@@ -108,7 +105,6 @@ class Operations:
         problem = refusal(job.spec, args, kwargs)
         if problem:
             raise OperationError(problem)
-        _check_argument_size(name, args, kwargs)
         if eng.recorder.failing:   # acknowledge nothing the store may not keep
             raise OperationError(f"trigger of {name!r} refused: the state database is failing "
                                  f"({eng.recorder.failure}); try again when it works")
@@ -198,7 +194,7 @@ class Operations:
         times = os.times()
         return {**self.ping(), "python": sys.version.split()[0], "tags": sorted(self.engine.settings.tags),
                 "rss_kib": _rss_kib(), "cpu_seconds": times.user + times.system,
-                "store": self.engine.recorder.failure or "ok"}
+                "store": self.engine.recorder.failure or "ok", "containment": self.engine.containment}
 
     def job_detail(self, name: str) -> dict:
         """A job's status, its aios.toml table, and its log file's path."""
@@ -267,15 +263,6 @@ class Operations:
         diff = reconcile(eng, cfg)
         eng.event("config_applied", None, ", ".join(f"{k}: {len(v)}" for k, v in diff.items()))
         return {**diff, "errors": cfg.errors}
-
-
-def _check_argument_size(name: str, args, kwargs) -> None:
-    import json
-
-    size = len(json.dumps([args, kwargs or {}], default=str))
-    if size > MAX_ARGUMENT_BYTES:
-        raise OperationError(f"trigger of {name!r}: arguments take {size} bytes as JSON; "
-                             f"the limit is {MAX_ARGUMENT_BYTES} (pass a file path instead)")
 
 
 def _rss_kib() -> int | None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import random
 from datetime import datetime
 
-from .. import lifecycle as lc, schedule
-from ..spec import JobType
+from .. import launch, lifecycle as lc, schedule
+from ..spec import JobType, Trigger
 from ..store import StoreError
 
 CONTROL_ROWS = ("RESTART_ALL", "RESTART_")   # rows of the original orchestrator's control path
@@ -160,16 +160,5 @@ def refusal(spec, args, kwargs) -> str | None:
     if kwargs and not spec.program:
         return (f"job {spec.name!r} runs a command, which takes positional arguments only; "
                 "keyword arguments are for program jobs")
-    if spec.program:
-        return None     # a program gets its arguments as one JSON string: any JSON value passes
-    for number, value in enumerate(args, 1):
-        text = value if isinstance(value, str) else None
-        if text is None:
-            continue
-        if "\0" in text:
-            return f"argument {number} contains a NUL byte, which no command can receive"
-        try:
-            text.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:
-            return f"argument {number} cannot be encoded for exec (a lone surrogate)"
-    return None
+    problem = launch.exec_problem(spec, Trigger(job=spec.name, args=tuple(args), kwargs=dict(kwargs or {})))
+    return problem and f"trigger of {spec.name!r}: {problem}"

@@ -17,13 +17,14 @@ class SystemProcesses:
         self.log_guard = None        # watches.LogGuard, once the watches are set up
         self._exits: dict = {}       # pidfd -> (callback, args), to re-register after a spurious wake
 
-    def spawn(self, argv: list, env: dict, cwd: str, log_path: str):
-        """Start a job process writing to `log_path`; OSError (or ValueError) if it cannot be."""
+    def spawn(self, argv: list, env: dict, cwd: str, log_path: str, **options):
+        """Start a job process writing to `log_path`, with supervisor.spawn's options (its
+        user, umask, limits, mark); SpawnError (an OSError) if it cannot be."""
         settings = self.engine.settings
         logs.rotate_if_needed(log_path, settings.log_max_bytes, settings.log_keep)
         fd = logs.open_log(log_path)
         try:
-            proc = supervisor.spawn(argv, env, cwd, fd)
+            proc = supervisor.spawn(argv, env, cwd, fd, **options)
         finally:
             os.close(fd)
         if self.log_guard is not None:
@@ -51,11 +52,27 @@ class SystemProcesses:
     def signal(self, proc, sig: int) -> bool:
         return supervisor.signal_group(proc, sig)
 
-    def adopt(self, pid: int, ticks: int):
-        return supervisor.adopt(pid, ticks)
+    def adopt(self, pid: int, ticks: int, uids, mark: str | None):
+        return supervisor.adopt(pid, ticks, uids=uids, mark=mark)
 
-    def find_leaders(self, marks: dict, keys: tuple) -> list:
-        return supervisor.find_leaders(marks, keys)
+    def leaders(self, marks: dict, keys: tuple, uids) -> list:
+        return supervisor.leaders(marks, keys, uids)
+
+    def environ(self, pid: int, key: str) -> str | None:
+        """One variable of a process's environment (None if absent or unreadable)."""
+        from ..supervisor import procfs
+
+        prefix = key.encode() + b"="
+        for item in (procfs.environ(pid) or b"").split(b"\0"):
+            if item.startswith(prefix):
+                return item[len(prefix):].decode(errors="replace")
+        return None
+
+    def oom_killed(self, proc) -> bool:
+        return supervisor.oom_killed(proc)
+
+    def reap_orphans(self, tracked) -> list:
+        return supervisor.reap_orphans(tracked)
 
     def close(self, proc) -> None:
         supervisor.close(proc)

@@ -1,23 +1,27 @@
 """Adoption: taking back, after a daemon restart or re-exec, the job processes the last
 daemon left running, or recording that they ended meanwhile. Never a second copy, and
 never somebody else's process: a recorded run's process is matched by pid and start
-time; after a crash, /proc is searched for job processes of this home that no record
-names, and those are taken only if they run as the daemon's own user and carry the run
-token that only this home's secret can make. An always job whose configuration changed
+time, a uid jobs run as, and the run token that only this home's secret can make
+(launch.run_token); after a crash, /proc is also searched for job processes of this home
+that no record names, held to the same checks. An always job whose configuration changed
 while no daemon ran is restarted on its new spec. Part of the engine.
 """
 from __future__ import annotations
 
 import os
 
-from ..spec import Outcome, Run, replace
+from .. import launch
+from ..spec import Outcome, Run, SpecError, replace
+
+TOKEN = launch.TOKEN_VAR
 
 
 def adopt_leftovers(engine, previous_tables: dict, unclean: bool) -> None:
     """Runs the previous daemon recorded as started but never saw end: adopt the process if
     it is still the same one (pid and start time), else record the run as lost. Triggers
     whose runs were not adopted go back to the queue (at least once)."""
-    strays = _strays(engine) if unclean else {}
+    uids = _uids(engine)
+    strays = _strays(engine, uids) if unclean else {}
     kept, runs = set(), engine.store.open_runs()
     known = {str(run.id) for run in runs}
     for run in runs:
@@ -25,7 +29,7 @@ def adopt_leftovers(engine, previous_tables: dict, unclean: bool) -> None:
             pid, ticks, _ = strays[str(run.id)]
             run = replace(run, pid=pid, pid_start=ticks)
             engine.recorder.write(engine.store.set_run_pid, run.id, pid, ticks)
-        proc = engine.processes.adopt(run.pid, run.pid_start) if run.pid and run.pid_start else None
+        proc = _adopt_process(engine, run.job, run.pid, run.pid_start, uids) if run.pid and run.pid_start else None
         job = engine.jobs.get(run.job)
         if proc is None or job is None:
             _lost(engine, run, proc)
@@ -35,8 +39,33 @@ def adopt_leftovers(engine, previous_tables: dict, unclean: bool) -> None:
             kept.add(run.trigger_id)
     for run_id, (pid, ticks, name) in strays.items():
         if run_id not in known and not (run_id.isdigit() and engine.store.get_run(int(run_id))):
-            _adopt_unrecorded(engine, name, pid, ticks, previous_tables)
+            _adopt_unrecorded(engine, name, pid, ticks, previous_tables, uids)
     engine.recorder.write(_release_claims, engine, kept)
+
+
+def _uids(engine) -> set:
+    """Whom job processes run as: the daemon's user, and each job's configured user."""
+    uids = {os.getuid()}
+    for job in engine.jobs.values():
+        try:
+            who = launch.identity(job.spec)
+        except SpecError:   # the user is gone: nothing of its can be adopted
+            continue
+        if who is not None:
+            uids.add(who.uid)
+    return uids
+
+
+def _adopt_process(engine, job: str, pid: int, ticks: int, uids):
+    """The process, if it still is the run's: its start time, one of our uids, and the
+    run token only this home's secret makes (runs of a daemon that gave no tokens, with
+    a secret made just now, are taken on the first two)."""
+    token = engine.processes.environ(pid, TOKEN)
+    if token is None and not engine.secret_is_new:
+        return None
+    if token is not None and not launch.token_matches(engine.secret, job, token):
+        return None
+    return engine.processes.adopt(pid, ticks, uids, None if token is None else f"{TOKEN}={token}")
 
 
 def _take(engine, job, run: Run, proc, previous_tables: dict) -> None:
@@ -54,24 +83,26 @@ def _release_claims(engine, kept: set) -> None:
         engine.event("triggers_requeued", None, f"{released} trigger(s) cut short by the last daemon queued again")
 
 
-def _strays(engine) -> dict[str, tuple[int, int, str]]:
+def _strays(engine, uids) -> dict[str, tuple[int, int, str]]:
     """AIOS_RUN_ID -> (pid, start ticks, job) of the live job processes of this home and
-    device that run as our user (process-group leaders only: a job's own children are
-    not copies of it)."""
+    device that run as one of `uids` and carry a valid run token (process-group leaders
+    only: a job's own children are not copies of it)."""
     marks = {"AIOS_HOME": str(engine.home), "AIOS_DEVICE_ID": engine.device}
     found: dict = {}
-    leaders = engine.processes.find_leaders(marks, ("AIOS_JOB", "AIOS_RUN_ID"))
-    for pid, ticks, env in sorted(leaders, key=lambda leader: leader[1]):
-        run_id = env.get("AIOS_RUN_ID", "")
-        if "AIOS_JOB" in env and pid != os.getpid():   # the oldest process of a run is its own
-            found.setdefault(run_id if run_id.isdigit() else f"pid {pid}", (pid, ticks, env["AIOS_JOB"]))
+    leaders = engine.processes.leaders(marks, ("AIOS_JOB", "AIOS_RUN_ID", TOKEN), uids)
+    for leader in sorted(leaders, key=lambda leader: leader.ticks):
+        env, pid = leader.env, leader.pid
+        job, run_id = env.get("AIOS_JOB"), env.get("AIOS_RUN_ID", "")
+        if job is None or pid == os.getpid() or not launch.token_matches(engine.secret, job, env.get(TOKEN)):
+            continue   # the oldest process of a run is its own
+        found.setdefault(run_id if run_id.isdigit() else f"pid {pid}", (pid, leader.ticks, job))
     return found
 
 
-def _adopt_unrecorded(engine, name: str, pid: int, ticks: int, previous_tables: dict) -> None:
+def _adopt_unrecorded(engine, name: str, pid: int, ticks: int, previous_tables: dict, uids) -> None:
     """A job process no run records (its record was never written): adopt it as a new run,
     or stop it if its job is gone from the configuration."""
-    proc = engine.processes.adopt(pid, ticks)
+    proc = _adopt_process(engine, name, pid, ticks, uids)
     job = engine.jobs.get(name)
     if proc is None:
         return

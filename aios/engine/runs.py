@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import signal
 
-from .. import launch, lifecycle as lc, show
+from .. import launch, lifecycle as lc, show, supervisor
 from ..spec import JobType, Outcome, Run, Trigger, replace
 
 _BUSY = (JobType.DAILY, JobType.INTERVAL, JobType.RANDOM_DAILY, JobType.TRIGGER)
@@ -51,8 +51,10 @@ class Runs:
         run = eng.recorder.start_run(Run(job=spec.name, started=eng.loop.wall, device=eng.device,
                                          attempt=action.attempt, trigger_id=trigger.id if trigger else None, due=due))
         try:
-            proc = eng.processes.spawn(*self._launch(job, run, trigger))
-        except (OSError, ValueError) as exc:     # ValueError: a NUL byte, an unencodable string
+            plan = launch.plan(spec, trigger, run.id, eng.base_env, eng.home, eng.settings,
+                               token=launch.run_token(eng.secret, spec.name))
+            proc = eng.processes.spawn(plan.argv, plan.env, plan.cwd, str(eng.log_path(spec.name)), **plan.options)
+        except OSError as exc:     # SpawnError: every way a process cannot be started
             return self._spawn_failed(job, run, trigger, str(exc))
         active = Active(replace(run, pid=proc.pid, pid_start=proc.start_ticks), proc, trigger, eng.loop.boot)
         if run.id is None:
@@ -64,13 +66,6 @@ class Runs:
         eng.handle(job, lc.Spawned(why=_running_why(run)))
         eng.event("job_started", spec.name, f"pid {proc.pid}" + (f", attempt {run.attempt}" if run.attempt > 1 else "")
                   + (f", trigger {trigger.id}" if trigger else ""))
-
-    def _launch(self, job, run: Run, trigger: Trigger | None) -> tuple:
-        """(argv, env, cwd, log path) of a run."""
-        eng, spec = self.engine, job.spec
-        env = launch.environment(spec, run.id, eng.base_env, eng.home, eng.settings)
-        return (launch.argv(spec, trigger, eng.home), env, launch.working_dir(spec, eng.home),
-                str(eng.log_path(spec.name)))
 
     def _spawn_failed(self, job, run: Run, trigger: Trigger | None, why: str) -> None:
         eng = self.engine
@@ -108,7 +103,10 @@ class Runs:
 
     # ================================================================ ending
     def reap_all(self) -> None:
-        """SIGCHLD (where there are no pidfds): look at every process we run."""
+        """SIGCHLD where there are no pidfds: look at every process we run (with pidfds,
+        each exit wakes its own reader)."""
+        if supervisor.HAS_PIDFD:
+            return
         for job in list(self.engine.jobs.values()):
             for active in list(job.runs.values()):
                 self.on_exit(job, active)
@@ -124,6 +122,8 @@ class Runs:
             timer.cancel()
         code, sig = status
         outcome = _outcome(active, code, sig)
+        if outcome is Outcome.KILLED and eng.processes.oom_killed(active.proc):
+            outcome = Outcome.OOM
         run = active.run = replace(active.run, ended=eng.loop.wall, exit_code=code, signal=sig, outcome=outcome)
         uptime = eng.loop.boot - active.started
         text = f"{describe_exit(code, sig)} after {show.duration(uptime)}"

@@ -204,7 +204,8 @@ SOCKET = [  # (id, raw line without its newline, error)
     ("kwargs-for-a-command", _line({"op": "trigger", "job": "work", "kwargs": {"a": 1}}),
      "job 'work' runs a command, which takes positional arguments only; keyword arguments are for program jobs"),
     ("args-too-large", _line({"op": "trigger", "job": "prog", "args": ["x" * 200_000]}),
-     "trigger of 'prog': arguments take 200010 bytes as JSON; the limit is 100000 (pass a file path instead)"),
+     "trigger of 'prog': arguments are 200025 bytes as JSON; a program job takes less than 128 KiB (pass a file "
+     "path instead)"),
     ("trigger-always-job", _line({"op": "trigger", "job": "svc"}),
      "job 'svc' is an always job; it cannot be triggered (use restart)"),
     ("run-always-job", _line({"op": "run", "job": "svc2"}), "job 'svc2' is an always job; use start or restart"),

@@ -58,7 +58,7 @@ class FakeProcesses:
         self._exits: dict[int, tuple] = {}        # pid -> (code, signal)
         self._watchers: dict[int, tuple] = {}
 
-    def spawn(self, argv, env, cwd, log_path):
+    def spawn(self, argv, env, cwd, log_path, **options):
         if argv[0] in self.fail:
             raise self.fail[argv[0]]
         self.next_pid += 1
@@ -88,10 +88,19 @@ class FakeProcesses:
         callback, args, _ = self._watchers.pop(pid)
         self.loop.call_soon(callback, *args)
 
-    def adopt(self, pid, ticks):
+    def adopt(self, pid, ticks, uids, mark):
         return None
 
-    def find_leaders(self, marks, keys):
+    def leaders(self, marks, keys, uids):
+        return []
+
+    def environ(self, pid, key):
+        return None
+
+    def oom_killed(self, proc) -> bool:
+        return False
+
+    def reap_orphans(self, tracked) -> list:
         return []
 
     def close(self, proc) -> None:

@@ -124,13 +124,13 @@ def test_a_trigger_that_can_never_run_is_refused_or_rejected_never_left_waiting(
         command = ["echo"]
     """)
     daemons.up()
-    with pytest.raises(control.AiosError, match="argument 1 contains a NUL byte"):
+    with pytest.raises(control.AiosError, match="trigger of 'cmd': argument 1 contains a NUL byte"):
         control.call(home, "trigger", job="cmd", args=["a\0b"])
     with sqlite3.connect(home / "orchestrator.db") as db:
         assert db.execute("SELECT COUNT(*) FROM triggers").fetchone()[0] == 0, "a refused trigger is not stored"
     row = insert_trigger(home, "cmd", json.dumps(["x\0y"]))     # another program's row
     result = control.call(home, "wait", trigger=row)
-    assert result["outcome"] == "rejected: argument 1 contains a NUL byte, which no command can receive"
+    assert result["outcome"] == "rejected: trigger of 'cmd': argument 1 contains a NUL byte"
     kwargs_row = insert_trigger(home, "cmd", "[]", json.dumps({"k": 1}))
     assert control.call(home, "wait", trigger=kwargs_row)["outcome"].startswith("rejected: job 'cmd' runs a command")
     assert control.call(home, "ping")["jobs"] == 1, "the daemon is up"

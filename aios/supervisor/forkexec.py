@@ -1,0 +1,129 @@
+"""Starting a process that must change what it is between fork and exec: its user and
+groups, resource limits, nice value, I/O class. posix_spawn has no step for that, so:
+fork, then in the child reset signals, lead a new process group, put stdin on /dev/null
+and stdout and stderr on the log, set limits, nice and I/O class while still privileged,
+set the umask, drop privileges (setgroups, then setgid, then setuid: a root child never
+keeps extra groups, and never keeps root once it has its user), chdir (as the job's
+user, so a cwd it may not enter fails), then exec.
+
+The child runs only os-level calls on values prepared by the parent, and reports a
+failure before exec as "STEP:ERRNO" on a close-on-exec pipe; the parent reads the pipe
+to its end (empty: the exec happened) and raises. All signals stay blocked in the parent
+from before the fork until the child has put every disposition back to its default, so
+no handler of the daemon ever runs in the child.
+
+A fork copies the daemon's page tables: it costs more than posix_spawn (see spawn.py),
+so only jobs that need it come here. Imports limits.py.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import signal
+
+from .limits import ioprio_setter
+
+__all__ = ["fork_exec", "Failed"]
+
+
+class Failed(Exception):
+    """The child could not reach exec: step names what failed, err is its errno (0 for
+    input exec cannot take: a NUL byte, an unencodable string)."""
+
+    def __init__(self, step: str, err: int):
+        super().__init__(step, err)
+        self.step, self.err = step, err
+
+
+def fork_exec(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, *, sigdef: tuple,
+              uid: int | None, gid: int | None, groups: tuple | None, umask: int | None,
+              rlimits: tuple = (), nice: int | None = None, ioprio: int | None = None) -> int:
+    """The pid of argv started as described above; OSError if the fork itself fails,
+    Failed if the child failed before its exec (the child is reaped)."""
+    reader, writer = os.pipe2(os.O_CLOEXEC)
+    try:
+        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        os.close(reader)
+        os.close(writer)
+        raise
+    steps = _steps(devnull, log_fd, cwd, sigdef, uid, gid, groups, umask, rlimits, nice, ioprio)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _child(writer, steps, argv, env)
+    finally:                        # only the parent gets here: the child exec'd or exited
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        os.close(writer)
+        os.close(devnull)
+    try:
+        report = os.read(reader, 64)
+    finally:
+        os.close(reader)
+    if report:
+        os.waitpid(pid, 0)
+        step, _, err = report.decode().partition(":")
+        raise Failed(step, int(err))
+    return pid
+
+
+def _steps(devnull, log_fd, cwd, sigdef, uid, gid, groups, umask, rlimits, nice, ioprio) -> list:
+    """What the child does before exec, in order, as (name, call, args), prepared by the
+    parent so that the child runs as little Python as it can. Limits, nice and I/O class
+    come while the child may still raise them; chdir comes as the job's user."""
+    steps = [("signals", _default_signals, (sigdef,)), ("setpgid", os.setpgid, (0, 0)),
+             ("stdio", _stdio, (devnull, log_fd))]
+    steps += [("setrlimit", _setrlimit, limit) for limit in rlimits]
+    if nice is not None:
+        steps.append(("setpriority", os.setpriority, (os.PRIO_PROCESS, 0, nice)))
+    if ioprio is not None:
+        steps.append(("ioprio_set", ioprio_setter(), (ioprio,)))
+    if umask is not None:
+        steps.append(("umask", os.umask, (umask,)))
+    for name, call, value in (("setgroups", os.setgroups, groups), ("setgid", os.setresgid, gid),
+                              ("setuid", os.setresuid, uid)):
+        if value is not None:
+            steps.append((name, call, (value,) if name == "setgroups" else (value, value, value)))
+    steps.append(("cwd", os.chdir, (cwd,)))
+    return steps
+
+
+def _child(writer: int, steps: list, argv: list[str], env: dict[str, str]) -> None:
+    step = "start"
+    try:
+        for step, call, args in steps:
+            call(*args)
+        step = "exec"
+        if "/" in argv[0]:
+            os.execve(argv[0], argv, env)
+        os.execvpe(argv[0], argv, env)      # searches env's PATH, as the job's user
+    except OSError as exc:
+        report = f"{step}:{exc.errno or 0}"
+    except BaseException:           # ValueError, TypeError: input exec cannot take
+        report = "input:0"
+    try:
+        os.write(writer, report.encode())
+    finally:
+        os._exit(127)
+
+
+def _default_signals(sigdef: tuple) -> None:
+    for sig in sigdef:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
+def _stdio(devnull: int, log_fd: int) -> None:
+    os.dup2(devnull, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+
+
+def _setrlimit(res: int, soft: int, hard: int) -> None:
+    try:
+        resource.setrlimit(res, (soft, hard))
+    except ValueError as exc:       # Python's word for EPERM (a hard limit above ours) or EINVAL
+        err = errno.EPERM if "not allowed" in str(exc) else errno.EINVAL
+        raise OSError(err, os.strerror(err)) from None
