@@ -22,6 +22,7 @@ from hypothesis import given, settings, strategies as st
 from aios.spec import Event, JobState, Outcome, Run, Status
 from aios.store import StoreError, open_store
 from aios.store.sqlite import SCHEMA_VERSION, SqliteStore
+from tests import pg
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000.0
@@ -31,7 +32,13 @@ def sqlite_backend(folder: Path, device: str):
     return SqliteStore(str(folder / "state.db"), device)
 
 
-BACKENDS = [pytest.param(sqlite_backend, id="sqlite")]
+def postgres_backend(folder: Path, device: str):
+    from aios.store.postgres import PostgresStore
+
+    return PostgresStore(pg.schema_url(pg.schema_for(folder)), device)
+
+
+BACKENDS = [pytest.param(sqlite_backend, id="sqlite"), pytest.param(postgres_backend, id="postgres")]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -1,25 +1,34 @@
-"""The Store interface: job specs, per-device job state, runs, the trigger queue, events.
+"""The Store interface: job specs, per-device job state, runs, the trigger queue, events,
+and for fleets (PostgreSQL) devices, published jobs, leases, slots and routed commands.
 
-Every backend (sqlite now, postgres for fleets) implements these domain verbs with the
-contracts in their docstrings; tests/test_store.py runs one contract suite on each.
-Only modules under store/ touch a database driver. Imports only `aios.spec`.
+Every backend (sqlite, postgres for fleets) implements these domain verbs with the
+contracts in their docstrings; tests/test_store.py runs one contract suite on each, and
+tests/test_store_fleet.py the fleet verbs on PostgreSQL. Only modules under store/ touch
+a database driver. Imports only `aios.spec`; psycopg loads only for a postgresql:// URL.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from ..spec import AiosError, Event, JobState, Run, Trigger
+from ..spec import AiosError, Command, Device, Event, JobState, Lease, Run, Trigger
 
-__all__ = ["Store", "StoreError", "open_store"]
+__all__ = ["Store", "StoreError", "FleetError", "open_store", "is_postgres_url", "WAKEUP_LOST"]
+
+WAKEUP_LOST = frozenset({"*"})   # drain_wakeups(): the listening connection was lost
 
 
 class StoreError(AiosError):
     """The state database could not be read or written."""
 
 
+class FleetError(StoreError):
+    """Fleet mode needs PostgreSQL: set [store] url = "postgresql://..." in aios.toml or AIOS_DB."""
+
+
 class Store:
     """Persistent state of one AIOS home. Times are epoch seconds (float)."""
 
     device: str
+    fleet = False    # True where the fleet verbs below work (PostgreSQL)
 
     def close(self) -> None:
         """Release the connection. The store is unusable afterwards."""
@@ -34,6 +43,21 @@ class Store:
     def changed(self) -> bool:
         """True if another connection committed since the previous call (cheap)."""
         raise NotImplementedError
+
+    def wakeup_fd(self) -> int | None:
+        """A descriptor that becomes readable when another connection commits a change, for
+        the engine's selector; None where the store has none (SQLite: watch the file).
+        It stays the same until drain_wakeups() returns WAKEUP_LOST; a lost one is
+        connected again here (StoreError while the database cannot be reached)."""
+        return None
+
+    def drain_wakeups(self) -> frozenset[str]:
+        """Without blocking: the tables that other connections changed since the last
+        drain (or changed()), e.g. {"triggers", "commands"}. WAKEUP_LOST if the listening
+        connection was lost: its descriptor is closed (unregister it), changes may have
+        been missed: call wakeup_fd() (again later while it raises), then look at
+        everything."""
+        return frozenset()
 
     # ---- job specs: the validated [jobs.NAME] tables, for readers such as the CLI
     def save_specs(self, tables: dict[str, dict]) -> None:
@@ -134,16 +158,117 @@ class Store:
         """Newest first; with after_id, only events with a larger id."""
         raise NotImplementedError
 
-    # ---- housekeeping
-    def prune(self, before: float) -> int:
-        """Delete ended runs, done triggers and events older than `before`; return rows deleted."""
+    def pending_triggers(self, job: str | None = None, limit: int = 100) -> list[Trigger]:
+        """Unclaimed, not-done triggers (of `job`, or of every job), oldest first."""
         raise NotImplementedError
 
+    def drop_triggers(self, job: str, trigger_id: int | None, now: float) -> int:
+        """Mark the unclaimed, not-done triggers of `job` (only `trigger_id`, if given) done
+        with outcome "dropped"; returns how many."""
+        raise NotImplementedError
 
-def open_store(url: str, device: str) -> Store:
-    """Open the store at `url`: a file path or sqlite:///path (postgresql:// later)."""
-    if url.startswith(("postgres://", "postgresql://")):
-        raise StoreError(f"{url.split(':', 1)[0]} stores are not supported yet; use a SQLite file path")
+    # ---- small named values (e.g. the last boot id seen)
+    def meta_get(self, key: str) -> str | None:
+        raise NotImplementedError
+
+    def meta_set(self, key: str, value: str) -> None:
+        """Insert or replace the value of `key`."""
+        raise NotImplementedError
+
+    # ---- housekeeping
+    def prune(self, before: float, limit: int = 1000) -> int:
+        """Delete ended runs, done triggers and events older than `before`, at most `limit`
+        rows per table per call (call again while it returns rows); return rows deleted."""
+        raise NotImplementedError
+
+    def check(self) -> list[str]:
+        """What is wrong with the database, one line each; [] when it is healthy."""
+        raise NotImplementedError
+
+    # ---- fleet (PostgreSQL). Elsewhere each verb raises FleetError. "The database's
+    # clock" is now() of the database server: no device clock decides who holds what.
+
+    def heartbeat(self, device: str, tags, version: str, load: float) -> None:
+        """Insert or update the row of `device` with its tags, AIOS version and load, and
+        the database's now() as its last heartbeat."""
+        raise FleetError(FleetError.__doc__)
+
+    def devices(self) -> list[Device]:
+        """Every device that ever heartbeat, by id, with the age of its last heartbeat on
+        the database's clock and the jobs it has open runs of."""
+        raise FleetError(FleetError.__doc__)
+
+    def publish_jobs(self, tables: dict[str, dict], by_device: str) -> int:
+        """Publish the fleet's job tables (name -> table as plain JSON data, order kept) as
+        a new version and return it; versions only grow. Publishing tables equal to the
+        newest version adds nothing and returns that version."""
+        raise FleetError(FleetError.__doc__)
+
+    def fleet_jobs(self) -> tuple[int, dict[str, dict]]:
+        """The newest published (version, tables); (0, {}) before the first publication."""
+        raise FleetError(FleetError.__doc__)
+
+    def acquire_lease(self, job: str, device: str, ttl: float) -> Lease | None:
+        """Take the lease of `job` for `device` for `ttl` seconds, only if nobody holds it
+        or it has expired (database clock); None otherwise, also when `device` itself
+        holds it (use renew_lease with the epoch of its run). Every successful acquire
+        increments the epoch, so an epoch names one holding from acquire to expiry.
+        A holder must stop its copy by (when it SENT the acquire or last successful renew)
+        + ttl - (its stop time) on its own monotonic clock: the database set the expiry
+        at or after that moment, so the copy is gone before anyone else can acquire."""
+        raise FleetError(FleetError.__doc__)
+
+    def renew_lease(self, job: str, device: str, epoch: int, ttl: float) -> Lease | None:
+        """Extend the lease to now() + ttl if `device` still holds it at `epoch` and it has
+        not expired; the renewed Lease, or None when it is lost (stop the copy at once)."""
+        raise FleetError(FleetError.__doc__)
+
+    def release_lease(self, job: str, device: str, epoch: int) -> bool:
+        """Give the lease up at once (after the copy stopped) if `device` holds it at
+        `epoch`; the epoch is kept, so the next holder's is larger. False if not held."""
+        raise FleetError(FleetError.__doc__)
+
+    def leases(self) -> list[Lease]:
+        """Every lease currently held (not expired), by job."""
+        raise FleetError(FleetError.__doc__)
+
+    def claim_slot(self, job: str, slot_key: str, device: str) -> bool:
+        """Claim one scheduled slot of a fleet job (`slot_key`: a stable text naming it,
+        e.g. repr(the slot's epoch seconds)) once fleet-wide: True for the first claimer
+        and again for that same device (a restarted daemon), False for every other."""
+        raise FleetError(FleetError.__doc__)
+
+    def send_command(self, device: str, op: str, fields: dict, sender: str = "") -> int:
+        """Queue an operation (start, stop, restart, trigger, ...) for the daemon of
+        `device`; the database wakes it at once. Returns the command's id."""
+        raise FleetError(FleetError.__doc__)
+
+    def take_commands(self, device: str, limit: int = 100) -> list[Command]:
+        """The untaken commands for `device`, oldest first, marked taken atomically: each
+        is delivered once (a daemon that dies after taking one loses it)."""
+        raise FleetError(FleetError.__doc__)
+
+    def finish_command(self, command_id: int, outcome: str) -> bool:
+        """Record how a taken command ended ("ok" or an error line); False if unknown or
+        already finished."""
+        raise FleetError(FleetError.__doc__)
+
+    def get_command(self, command_id: int) -> Command | None:
+        """The command with its state, for a sender waiting for its outcome."""
+        raise FleetError(FleetError.__doc__)
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(("postgres://", "postgresql://"))
+
+
+def open_store(url: str, device: str, *, password_file: str | None = None) -> Store:
+    """Open the store at `url`: a file path, sqlite:///path, or postgresql://... (the
+    password from `password_file`, else AIOS_DB_PASSWORD, else libpq's own sources)."""
+    if is_postgres_url(url):
+        from .postgres import PostgresStore
+
+        return PostgresStore(url, device, password_file=password_file)
     from .sqlite import SqliteStore
 
     return SqliteStore(url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url, device)

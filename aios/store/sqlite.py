@@ -14,10 +14,11 @@ import os
 import sqlite3
 import threading
 from contextlib import contextmanager, suppress
-from datetime import datetime, timezone
 
 from ..spec import Event, JobState, Outcome, Run, Status, Trigger, fields, replace
 from . import Store, StoreError
+from .rows import REJECTED_KWARGS, outcome_text as _outcome_text, parse_args as _parse_args
+from .rows import parse_created as _parse_created, parse_kwargs as _parse_kwargs
 
 __all__ = ["SqliteStore"]
 
@@ -25,7 +26,6 @@ BUSY_TIMEOUT_MS = 200   # fail fast on another process's lock; the daemon retrie
 _PRAGMAS = (f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", "PRAGMA journal_mode = WAL",
             "PRAGMA synchronous = NORMAL", "PRAGMA foreign_keys = OFF")
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"   # epoch seconds, SQLite's clock
-REJECTED_KWARGS = "rejected: kwargs is not a JSON object"
 
 # ---------------------------------------------------------------- schema, version 1
 
@@ -87,9 +87,10 @@ def _insert(into: str, columns: tuple) -> str:
     return f"{into} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
 
 
-_STATE_FIELDS = fields(JobState)
-_RUN_FIELDS = fields(Run)
-_EVENT_FIELDS = fields(Event)
+# What this schema stores: a run's lease epoch exists only in fleets (PostgreSQL).
+_STATE_FIELDS = tuple(name for name in fields(JobState) if name not in ("slot_boot", "boot_id"))
+_RUN_FIELDS = tuple(name for name in fields(Run) if name != "epoch")
+_EVENT_FIELDS = tuple(name for name in fields(Event) if name != "data")
 _RUN_INSERT_FIELDS = tuple(name for name in _RUN_FIELDS if name != "id")
 
 _SAVE_STATE = _insert("INSERT OR REPLACE INTO job_state", ("device",) + _STATE_FIELDS)
@@ -395,56 +396,3 @@ def _run(row: tuple) -> Run:
     values = dict(zip(_RUN_FIELDS, row))
     values["outcome"] = Outcome(values["outcome"]) if values["outcome"] else None
     return Run(**values)
-
-
-def _outcome_text(outcome: Outcome | None) -> str | None:
-    return None if outcome is None else Outcome(outcome).value
-
-
-def _stored_json(raw: object) -> object:
-    """The value another writer stored: None for NULL, empty text or JSON null; the raw
-    value itself for a bare number; _NOT_JSON for text that is not JSON."""
-    if raw is None or (isinstance(raw, (str, bytes)) and not raw.strip()):
-        return None
-    try:
-        return json.loads(raw) if isinstance(raw, (str, bytes)) else raw
-    except ValueError:
-        return _NOT_JSON
-
-
-_NOT_JSON = object()
-
-
-def _parse_args(raw: object) -> tuple:
-    """A JSON list; a JSON scalar is one argument; NULL or empty text is none; text that
-    is not JSON is one argument, the raw text, never split."""
-    value = _stored_json(raw)
-    if value is _NOT_JSON:
-        return (raw,)
-    if value is None:
-        return ()
-    return tuple(value) if isinstance(value, list) else (value,)
-
-
-def _parse_kwargs(raw: object) -> dict | None:
-    """A JSON object, or {} for NULL or empty; None for anything else (rejected)."""
-    value = _stored_json(raw)
-    if value is None:
-        return {}
-    return value if isinstance(value, dict) else None
-
-
-def _parse_created(raw: object) -> float:
-    """Epoch seconds from a number, numeric text, or SQLite's CURRENT_TIMESTAMP text
-    ('YYYY-MM-DD HH:MM:SS', UTC); 0.0 when missing or unreadable."""
-    if raw is None:
-        return 0.0
-    try:
-        return float(raw)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(str(raw).strip().replace("Z", "+00:00"))
-    except ValueError:
-        return 0.0
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
