@@ -36,6 +36,18 @@ def server_dsn() -> str:
     return _server["dsn"]
 
 
+def need_psycopg():
+    """The psycopg module: skips the calling test module without it, fails in CI."""
+    try:
+        import psycopg
+    except ImportError:
+        message = "psycopg is not installed: pip install 'psycopg[binary]'"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message, allow_module_level=True)
+    return psycopg
+
+
 def _start_pgserver() -> str:
     import psycopg  # noqa: F401 - the store needs it too: fail here, with its name
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import select
 import stat
+from contextlib import suppress
 from urllib.parse import quote, unquote
 
 import psycopg
@@ -152,17 +154,28 @@ class Listener:
         try:
             if sync:
                 self._db.execute("SELECT 1")
-            pgconn = self._db.pgconn
-            pgconn.consume_input()
-            while (note := pgconn.notifies()) is not None:
-                pgconn.notify_handler(note)
+            self._consume(self._db.pgconn)
             if not usable(self._db):
                 raise psycopg.OperationalError("the listening connection was lost")
         except psycopg.Error:
             self.close()
+            if sync:   # changed(): listen again at once, so one True covers the outage
+                with suppress(psycopg.Error):
+                    self.fd()
             return WAKEUP_LOST
         heard, self._heard = frozenset(self._heard), set()
         return heard
+
+    @staticmethod
+    def _consume(pgconn, rounds: int = 8) -> None:
+        """Read while the socket has data: a terminated server sends its last words and
+        then EOF, which only the next read reports (as an error)."""
+        for _ in range(rounds):
+            pgconn.consume_input()
+            while (note := pgconn.notifies()) is not None:
+                pgconn.notify_handler(note)
+            if not select.select([pgconn.socket], [], [], 0)[0]:
+                return
 
     def close(self) -> None:
         db, self._db = self._db, None

@@ -11,7 +11,7 @@ Imports nothing from aios.
 """
 from __future__ import annotations
 
-__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "NOTIFYING", "TABLES", "channel", "version", "LOCK"]
+__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "NOTIFYING", "TABLES", "channel", "version", "LOCK", "UNLOCK"]
 
 _V1_TABLES = (
     """CREATE TABLE jobs (name text PRIMARY KEY, position integer NOT NULL, spec json NOT NULL,
@@ -98,8 +98,11 @@ READ_VERSION = "SELECT coalesce(max(version), 0) FROM schema_version"
 CREATE_VERSION_TABLE = ("CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, "
                         "applied timestamptz NOT NULL DEFAULT now())")
 RECORD_VERSION = "INSERT INTO schema_version (version) VALUES (%s)"
-# One lock per schema: 0x41494f53 is "AIOS".
-LOCK = "SELECT pg_advisory_xact_lock(1095323475, hashtext(current_schema()))"
+# One lock per schema (0x41494f53 is "AIOS"), held by the session around the migration's
+# transaction: a transaction that began before another's migration committed could
+# still see the old catalog, so the version is read in a transaction begun after the lock.
+LOCK = "SELECT pg_advisory_lock(1095323475, hashtext(current_schema()))"
+UNLOCK = "SELECT pg_advisory_unlock(1095323475, hashtext(current_schema()))"
 
 
 def version(db) -> tuple[str | None, int]:

@@ -72,14 +72,18 @@ class PostgresStore(Store):
         if version > pg_schema.SCHEMA_VERSION:
             raise StoreError(f"the database {self.url} has schema version {version}, newer than "
                              f"this AIOS knows ({pg_schema.SCHEMA_VERSION}): upgrade AIOS")
-        with db.transaction():
-            db.execute(pg_schema.LOCK)   # the other daemons starting now wait here
-            version = pg_schema.version(db)[1]
-            db.execute(pg_schema.CREATE_VERSION_TABLE)
-            for target in range(version + 1, pg_schema.SCHEMA_VERSION + 1):
-                for statement in pg_schema.MIGRATIONS[target - 1]:
-                    db.execute(statement)
-                db.execute(pg_schema.RECORD_VERSION, (target,))
+        db.execute(pg_schema.LOCK)   # the other daemons starting now wait here
+        try:
+            with db.transaction():
+                version = pg_schema.version(db)[1]   # perhaps migrated meanwhile
+                db.execute(pg_schema.CREATE_VERSION_TABLE)
+                for target in range(version + 1, pg_schema.SCHEMA_VERSION + 1):
+                    for statement in pg_schema.MIGRATIONS[target - 1]:
+                        db.execute(statement)
+                    db.execute(pg_schema.RECORD_VERSION, (target,))
+        finally:
+            if pg_link.usable(db):
+                db.execute(pg_schema.UNLOCK)
 
     def _connection(self):
         """The connection, opened again if it was lost (not inside a transaction)."""
