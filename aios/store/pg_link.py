@@ -12,7 +12,6 @@ from __future__ import annotations
 import inspect
 import math
 import os
-import select
 import stat
 from contextlib import suppress
 from urllib.parse import quote, unquote
@@ -133,13 +132,14 @@ class Listener:
 
     def __init__(self, open_connection, channel: str, own_pid):
         self._open, self._channel, self._own_pid = open_connection, channel, own_pid
-        self._db, self._listened = None, False
+        self._db, self._listened, self._ended = None, False, False
         self._heard: set[str] = set()
 
     def fd(self) -> int:
         if self._db is None:
             db = self._open()
             db.add_notify_handler(self._on_notify)
+            db.add_notice_handler(self._on_notice)
             db.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(self._channel)))
             self._db, self._listened = db, True
         return self._db.fileno()
@@ -155,7 +155,7 @@ class Listener:
             if sync:
                 self._db.execute("SELECT 1")
             self._consume(self._db.pgconn)
-            if not usable(self._db):
+            if self._ended or not usable(self._db):
                 raise psycopg.OperationalError("the listening connection was lost")
         except psycopg.Error:
             self.close()
@@ -167,20 +167,20 @@ class Listener:
         return heard
 
     @staticmethod
-    def _consume(pgconn, rounds: int = 8) -> None:
-        """Read while the socket has data: a terminated server sends its last words and
-        then EOF, which only the next read reports (as an error)."""
-        for _ in range(rounds):
-            pgconn.consume_input()
-            while (note := pgconn.notifies()) is not None:
-                pgconn.notify_handler(note)
-            if not select.select([pgconn.socket], [], [], 0)[0]:
-                return
+    def _consume(pgconn) -> None:
+        pgconn.consume_input()
+        while (note := pgconn.notifies()) is not None:
+            pgconn.notify_handler(note)
 
     def close(self) -> None:
-        db, self._db = self._db, None
+        db, self._db, self._ended = self._db, None, False
         if db is not None:
             db.close()
+
+    def _on_notice(self, diagnostic) -> None:
+        """A server ending the session says so (FATAL) before it closes the socket."""
+        if diagnostic.severity_nonlocalized in ("FATAL", "PANIC"):
+            self._ended = True
 
     def _on_notify(self, note) -> None:
         if note.pid != self._own_pid():

@@ -131,13 +131,13 @@ class PostgresStore(Store):
                 raise
 
     def _read(self, what: str, statement: str, params=()) -> list:
-        with self._lock, self._guard(what):
-            return self._connection().execute(statement, params).fetchall()
+        return self._write(what, statement, params).fetchall()
 
     def _write(self, what: str, statement: str, params=()):
-        """One statement in its own transaction (or the batch's); returns the cursor."""
-        with self._transaction(what) as db:
-            return db.execute(statement, params)
+        """One statement, atomic by itself (autocommit: one round trip), or a part of the
+        batch's transaction; returns the cursor."""
+        with self._lock, self._guard(what):
+            return self._connection().execute(statement, params)
 
     def close(self) -> None:
         with self._lock:
@@ -252,15 +252,16 @@ class PostgresStore(Store):
                         created=parse_created(created)) for tid, job, args, kwargs, created in rows]
 
     def claim_trigger(self, job: str, now: float) -> Trigger | None:
-        params = {"job": job, "now": now, "device": self.device}
-        with self._transaction(f"claiming a trigger of {job!r}") as db:
-            while (row := db.execute(sql.CLAIM, params).fetchone()) is not None:
-                trigger_id, raw_args, raw_kwargs, created = row
-                kwargs = parse_kwargs(raw_kwargs)
-                if kwargs is not None:
-                    return Trigger(job=job, id=trigger_id, args=parse_args(raw_args), kwargs=kwargs,
-                                   created=parse_created(created), claimed=now, device=self.device)
-                db.execute(sql.FINISH_TRIGGER, (REJECTED_KWARGS, now, None, trigger_id))
+        """Each claim is one statement; a claimed row that must be rejected is then marked
+        done by this device (no other can see it meanwhile)."""
+        params, what = {"job": job, "now": now, "device": self.device}, f"claiming a trigger of {job!r}"
+        while (row := self._write(what, sql.CLAIM, params).fetchone()) is not None:
+            trigger_id, raw_args, raw_kwargs, created = row
+            kwargs = parse_kwargs(raw_kwargs)
+            if kwargs is not None:
+                return Trigger(job=job, id=trigger_id, args=parse_args(raw_args), kwargs=kwargs,
+                               created=parse_created(created), claimed=now, device=self.device)
+            self._write(what, sql.FINISH_TRIGGER, (REJECTED_KWARGS, now, None, trigger_id))
         return None
 
     def finish_trigger(self, trigger_id: int, outcome: str, now: float) -> bool:
