@@ -12,7 +12,7 @@ import json
 import threading
 from contextlib import contextmanager, suppress
 
-from ..spec import Command, Device, Event, JobState, Lease, Outcome, Run, Status, Trigger, replace
+from ..spec import Command, Device, Event, JobState, Lease, Run, Status, Trigger, replace
 from . import Store, StoreError
 
 try:
@@ -21,7 +21,7 @@ except ImportError:
     raise StoreError("fleet mode needs psycopg: pip install 'aios[fleet]'") from None
 
 from . import pg_link, pg_schema, pg_sql as sql
-from .rows import REJECTED_KWARGS, outcome_text, parse_args, parse_created, parse_kwargs
+from .rows import REJECTED_KWARGS, filtered, outcome_text, parse_kwargs, require_id, run as run_of, trigger
 
 __all__ = ["PostgresStore"]
 
@@ -196,9 +196,7 @@ class PostgresStore(Store):
         return replace(run, id=cursor.fetchone()[0])
 
     def finish_run(self, run: Run, finish_trigger: bool = False) -> None:
-        if run.id is None:
-            raise ValueError(f"finish_run: the run of {run.job!r} has no id; pass the Run "
-                             "that start_run returned")
+        require_id(run)
         outcome = outcome_text(run.outcome)
         with self._transaction(f"recording the end of run {run.id} of {run.job!r}") as db:
             db.execute(sql.END_RUN, (run.ended, run.exit_code, run.signal, outcome, run.id))
@@ -213,8 +211,8 @@ class PostgresStore(Store):
 
     def recent_runs(self, job: str | None = None, limit: int = 50,
                     since: float | None = None) -> list[Run]:
-        statement, params = _filtered(sql.SELECT_RUNS, "ORDER BY started DESC, id DESC", limit,
-                                      ("job = %s", job), ("started >= %s", since))
+        statement, params = filtered(sql.SELECT_RUNS, "ORDER BY started DESC, id DESC", limit,
+                                     (("job = ?", job), ("started >= ?", since)), "%s")
         return [_run(row) for row in self._read("loading recent runs", statement, params)]
 
     def get_run(self, run_id: int) -> Run | None:
@@ -238,18 +236,15 @@ class PostgresStore(Store):
         if not rows:
             return None
         tid, job, args, kwargs, created, claimed, device, done, outcome, run_id = rows[0]
-        return Trigger(job=job, id=tid, args=parse_args(args), kwargs=parse_kwargs(kwargs) or {},
-                       created=parse_created(created), claimed=claimed, device=device,
+        return trigger(tid, job, args, kwargs, created, claimed=claimed, device=device,
                        done=bool(done), outcome=outcome, run_id=run_id)
 
     def pending_counts(self) -> dict[str, int]:
         return dict(self._read("counting pending triggers", sql.PENDING))
 
     def pending_triggers(self, job: str | None = None, limit: int = 100) -> list[Trigger]:
-        statement, params = _filtered(sql.PENDING_TRIGGERS, "ORDER BY id", limit, ("job = %s", job))
-        rows = self._read("loading pending triggers", statement, params)
-        return [Trigger(job=job, id=tid, args=parse_args(args), kwargs=parse_kwargs(kwargs) or {},
-                        created=parse_created(created)) for tid, job, args, kwargs, created in rows]
+        statement, params = filtered(sql.PENDING_TRIGGERS, "ORDER BY id", limit, (("job = ?", job),), "%s")
+        return [trigger(*row) for row in self._read("loading pending triggers", statement, params)]
 
     def claim_trigger(self, job: str, now: float) -> Trigger | None:
         """Each claim is one statement; a claimed row that must be rejected is then marked
@@ -257,10 +252,8 @@ class PostgresStore(Store):
         params, what = {"job": job, "now": now, "device": self.device}, f"claiming a trigger of {job!r}"
         while (row := self._write(what, sql.CLAIM, params).fetchone()) is not None:
             trigger_id, raw_args, raw_kwargs, created = row
-            kwargs = parse_kwargs(raw_kwargs)
-            if kwargs is not None:
-                return Trigger(job=job, id=trigger_id, args=parse_args(raw_args), kwargs=kwargs,
-                               created=parse_created(created), claimed=now, device=self.device)
+            if parse_kwargs(raw_kwargs) is not None:
+                return trigger(trigger_id, job, raw_args, raw_kwargs, created, claimed=now, device=self.device)
             self._write(what, sql.FINISH_TRIGGER, (REJECTED_KWARGS, now, None, trigger_id))
         return None
 
@@ -295,8 +288,8 @@ class PostgresStore(Store):
 
     def recent_events(self, limit: int = 100, job: str | None = None,
                       after_id: int | None = None) -> list[Event]:
-        statement, params = _filtered(sql.SELECT_EVENTS, "ORDER BY id DESC", limit,
-                                      ("job = %s", job), ("id > %s", after_id))
+        statement, params = filtered(sql.SELECT_EVENTS, "ORDER BY id DESC", limit,
+                                     (("job = ?", job), ("id > ?", after_id)), "%s")
         rows = self._read("loading events", statement, params)
         return [Event(**dict(zip(sql.EVENT_FIELDS, row))) for row in rows]
 
@@ -388,14 +381,6 @@ class PostgresStore(Store):
 
 # ---------------------------------------------------------------- rows
 
-def _filtered(select: str, order: str, limit: int, *filters: tuple) -> tuple[str, tuple]:
-    """`select` with the conditions whose value is not None, ordered and limited."""
-    used = [(condition, value) for condition, value in filters if value is not None]
-    joiner = " AND " if " WHERE " in select else " WHERE "
-    where = joiner + " AND ".join(c for c, _ in used) if used else ""
-    return f"{select}{where} {order} LIMIT %s", (*(v for _, v in used), limit)
-
-
 def _state(row: tuple) -> JobState:
     values = dict(zip(sql.STATE_FIELDS, row))
     values["status"] = Status(values["status"])
@@ -403,9 +388,7 @@ def _state(row: tuple) -> JobState:
 
 
 def _run(row: tuple) -> Run:
-    values = dict(zip(sql.RUN_FIELDS, row))
-    values["outcome"] = Outcome(values["outcome"]) if values["outcome"] else None
-    return Run(**values)
+    return run_of(dict(zip(sql.RUN_FIELDS, row)))
 
 
 def _ttl(ttl: float) -> float:

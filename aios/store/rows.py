@@ -1,4 +1,4 @@
-"""Reading trigger rows that any program may have written, the same way in every backend.
+"""Rows into records, the same way in every backend, and the SQL filters they share.
 
 Other programs insert into `triggers` directly (the original control path), so args,
 kwargs and created may hold anything: these functions turn such values into what a
@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from ..spec import Outcome
+from ..spec import Outcome, Run, Trigger
 
-__all__ = ["REJECTED_KWARGS", "parse_args", "parse_kwargs", "parse_created", "outcome_text"]
+__all__ = ["REJECTED_KWARGS", "parse_args", "parse_kwargs", "parse_created", "outcome_text",
+           "trigger", "run", "require_id", "filtered"]
 
 REJECTED_KWARGS = "rejected: kwargs is not a JSON object"
 _NOT_JSON = object()
@@ -65,3 +66,28 @@ def parse_created(raw: object) -> float:
     except ValueError:
         return 0.0
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def trigger(tid: int, job: str, args: object, kwargs: object, created: object, **state) -> Trigger:
+    """A Trigger from a stored row (its kwargs already accepted; state: claimed, done, ...)."""
+    return Trigger(job=job, id=tid, args=parse_args(args), kwargs=parse_kwargs(kwargs) or {},
+                   created=parse_created(created), **state)
+
+
+def run(values: dict) -> Run:
+    return Run(**{**values, "outcome": Outcome(values["outcome"]) if values["outcome"] else None})
+
+
+def require_id(item: Run) -> None:
+    if item.id is None:
+        raise ValueError(f"finish_run: the run of {item.job!r} has no id; pass the Run "
+                         "that start_run returned")
+
+
+def filtered(select: str, order: str, limit: int, filters: tuple, mark: str = "?") -> tuple[str, tuple]:
+    """`select` with the conditions ("job = ?", value) whose value is not None, ordered and
+    limited; `mark` is the driver's placeholder."""
+    used = [(condition, value) for condition, value in filters if value is not None]
+    joiner = " AND " if " WHERE " in select else " WHERE "
+    where = joiner + " AND ".join(c.replace("?", mark) for c, _ in used) if used else ""
+    return f"{select}{where} {order} LIMIT {mark}", (*(v for _, v in used), limit)

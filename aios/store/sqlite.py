@@ -15,10 +15,10 @@ import sqlite3
 import threading
 from contextlib import contextmanager, suppress
 
-from ..spec import Event, JobState, Outcome, Run, Status, Trigger, fields, replace
+from ..spec import Event, JobState, Run, Status, Trigger, fields, replace
 from . import Store, StoreError
-from .rows import REJECTED_KWARGS, outcome_text as _outcome_text, parse_args as _parse_args
-from .rows import parse_created as _parse_created, parse_kwargs as _parse_kwargs
+from .rows import REJECTED_KWARGS, outcome_text as _outcome_text
+from .rows import filtered, parse_kwargs as _parse_kwargs, require_id, run as _run_of, trigger as _trigger
 
 __all__ = ["SqliteStore"]
 
@@ -246,9 +246,7 @@ class SqliteStore(Store):
         return replace(run, id=run_id)
 
     def finish_run(self, run: Run, finish_trigger: bool = False) -> None:
-        if run.id is None:
-            raise ValueError(f"finish_run: the run of {run.job!r} has no id; pass the Run "
-                             "that start_run returned")
+        require_id(run)
         outcome = _outcome_text(run.outcome)
         with self._transaction(f"recording the end of run {run.id} of {run.job!r}") as db:
             db.execute(_END_RUN, (run.ended, run.exit_code, run.signal, outcome, run.id))
@@ -264,8 +262,8 @@ class SqliteStore(Store):
 
     def recent_runs(self, job: str | None = None, limit: int = 50,
                     since: float | None = None) -> list[Run]:
-        sql, params = _filtered(_SELECT_RUNS, "ORDER BY started DESC, id DESC", limit,
-                                ("job = ?", job), ("started >= ?", since))
+        sql, params = filtered(_SELECT_RUNS, "ORDER BY started DESC, id DESC", limit,
+                               (("job = ?", job), ("started >= ?", since)))
         return [_run(row) for row in self._read("loading recent runs", sql, params)]
 
     def get_run(self, run_id: int) -> Run | None:
@@ -290,9 +288,8 @@ class SqliteStore(Store):
         if not rows:
             return None
         tid, job, args, kwargs, created, claimed, device, done, outcome, run_id = rows[0]
-        return Trigger(job=job, id=tid, args=_parse_args(args), kwargs=_parse_kwargs(kwargs) or {},
-                       created=_parse_created(created), claimed=claimed, device=device,
-                       done=bool(done), outcome=outcome, run_id=run_id)
+        return _trigger(tid, job, args, kwargs, created, claimed=claimed, device=device,
+                        done=bool(done), outcome=outcome, run_id=run_id)
 
     def pending_counts(self) -> dict[str, int]:
         return dict(self._read("counting pending triggers", _PENDING))
@@ -304,13 +301,12 @@ class SqliteStore(Store):
                 if row is None:
                     return None
                 trigger_id, raw_args, raw_kwargs, created = row
-                kwargs = _parse_kwargs(raw_kwargs)
-                if kwargs is None:
+                if _parse_kwargs(raw_kwargs) is None:
                     db.execute(_FINISH_TRIGGER, (REJECTED_KWARGS, now, None, trigger_id))
                     continue
                 db.execute(_CLAIM, (now, self.device, trigger_id))
-                return Trigger(job=job, id=trigger_id, args=_parse_args(raw_args), kwargs=kwargs,
-                               created=_parse_created(created), claimed=now, device=self.device)
+                return _trigger(trigger_id, job, raw_args, raw_kwargs, created, claimed=now,
+                                device=self.device)
 
     def finish_trigger(self, trigger_id: int, outcome: str, now: float) -> bool:
         with self._transaction(f"finishing trigger {trigger_id}") as db:
@@ -339,8 +335,8 @@ class SqliteStore(Store):
 
     def recent_events(self, limit: int = 100, job: str | None = None,
                       after_id: int | None = None) -> list[Event]:
-        sql, params = _filtered(_SELECT_EVENTS, "ORDER BY id DESC", limit,
-                                ("job = ?", job), ("id > ?", after_id))
+        sql, params = filtered(_SELECT_EVENTS, "ORDER BY id DESC", limit,
+                               (("job = ?", job), ("id > ?", after_id)))
         rows = self._read("loading events", sql, params)
         return [Event(**dict(zip(_EVENT_FIELDS, row))) for row in rows]
 
@@ -377,13 +373,6 @@ def _create_private(path: str) -> None:
         os.close(fd)
 
 
-def _filtered(select: str, order: str, limit: int, *filters: tuple) -> tuple[str, tuple]:
-    """`select` with the conditions whose value is not None, ordered and limited."""
-    used = [(condition, value) for condition, value in filters if value is not None]
-    where = " WHERE " + " AND ".join(c for c, _ in used) if used else ""
-    return f"{select}{where} {order} LIMIT ?", (*(v for _, v in used), limit)
-
-
 def _state(row: tuple) -> JobState:
     values = dict(zip(_STATE_FIELDS, row))
     values["status"] = Status(values["status"])
@@ -393,6 +382,4 @@ def _state(row: tuple) -> JobState:
 
 
 def _run(row: tuple) -> Run:
-    values = dict(zip(_RUN_FIELDS, row))
-    values["outcome"] = Outcome(values["outcome"]) if values["outcome"] else None
-    return Run(**values)
+    return _run_of(dict(zip(_RUN_FIELDS, row)))
