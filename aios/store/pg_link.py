@@ -87,17 +87,18 @@ def scrub(text: str, password: str | None) -> str:
 
 # ---------------------------------------------------------------- connections
 
-_WAIT_TAKES_TIMEOUT = "timeout" in inspect.signature(psycopg.Connection.wait).parameters
+# Connection.wait takes a timeout in recent psycopg (3.3.9 does, 3.3.5 did not).
+DEADLINES = "timeout" in inspect.signature(psycopg.Connection.wait).parameters
 
 
 class _Connection(psycopg.Connection):
     """A connection whose every wait on the server ends after `deadline` seconds (where
-    psycopg supports it, 3.3 and later): a paused server or network cannot hold a
-    daemon in a store call longer than that."""
+    psycopg supports it: DEADLINES): a paused server or network cannot hold a daemon in
+    a store call longer than that."""
 
     deadline: float | None = None
 
-    if _WAIT_TAKES_TIMEOUT:
+    if DEADLINES:
         def wait(self, gen, interval=0.1, timeout=None):
             return super().wait(gen, interval, self.deadline if timeout is None else timeout)
 

@@ -316,6 +316,9 @@ class PostgresStore(Store):
             return [str(exc)]
         problems = [f"{self.url}: schema version {version}, expected {pg_schema.SCHEMA_VERSION}"
                     ] if version != pg_schema.SCHEMA_VERSION else []
+        if not pg_link.DEADLINES:
+            problems.append(f"psycopg {psycopg.__version__} cannot bound a wait for the database: a "
+                            "paused network can hold the daemon; pip install -U 'psycopg[binary]'")
         return problems + [f"{self.url}: table {name!r} has no notify trigger {name}_notify: "
                            "daemons will not wake on its changes" for (name,) in missing]
 
