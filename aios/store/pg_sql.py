@@ -27,7 +27,8 @@ def _epoch(column: str) -> str:
 
 
 # ---- job specs, job state, runs
-SAVE_SPEC = "INSERT INTO jobs (name, position, spec, updated) VALUES (%s, %s, %s::json, %s)"
+SAVE_SPEC = ("INSERT INTO jobs (name, position, spec, updated) "
+             "VALUES (%s, %s, %s::json, extract(epoch FROM now()))")
 LOAD_SPECS = "SELECT name, spec FROM jobs ORDER BY position"
 
 SAVE_STATE = (f"INSERT INTO job_state (device, {_columns(STATE_FIELDS)}) "

@@ -28,6 +28,10 @@ __all__ = ["PostgresStore"]
 TIMEOUT = 5.0   # seconds: the longest a call waits for the database (see pg_link.connect)
 
 
+class _Problem(Exception):
+    """Why an operation cannot be done; _guard names the operation."""
+
+
 class PostgresStore(Store):
     """The Store on a PostgreSQL database, seen from `device`. One autocommit connection
     for the verbs (explicit transactions where a verb writes twice, or in a batch), and a
@@ -60,7 +64,7 @@ class PostgresStore(Store):
         try:
             self._schema, version = pg_schema.version(db)
             if self._schema is None:
-                raise StoreError(f"{self.url}: no schema of the search_path exists; create it first")
+                raise _Problem(f"{self.url}: no schema of the search_path exists; create it first")
             if version != pg_schema.SCHEMA_VERSION:   # a normal open reads this and no DDL
                 self._migrate(db, version)
         except BaseException:
@@ -70,7 +74,7 @@ class PostgresStore(Store):
 
     def _migrate(self, db, version: int) -> None:
         if version > pg_schema.SCHEMA_VERSION:
-            raise StoreError(f"the database {self.url} has schema version {version}, newer than "
+            raise _Problem(f"the database {self.url} has schema version {version}, newer than "
                              f"this AIOS knows ({pg_schema.SCHEMA_VERSION}): upgrade AIOS")
         db.execute(pg_schema.LOCK)   # the other daemons starting now wait here
         try:
@@ -88,7 +92,7 @@ class PostgresStore(Store):
     def _connection(self):
         """The connection, opened again if it was lost (not inside a transaction)."""
         if self._closed:
-            raise StoreError("the store is closed")
+            raise _Problem("the store is closed")
         if self._db is None or not pg_link.usable(self._db):
             if self._db is not None:
                 self._db.close()
@@ -104,10 +108,7 @@ class PostgresStore(Store):
         """Re-raise a database error as a one-line StoreError naming `what`."""
         try:
             yield
-        except StoreError as exc:
-            raise StoreError(pg_link.scrub(f"{what} failed: {exc}" if "failed:" not in str(exc)
-                                           else exc, self._password)) from None
-        except (psycopg.Error, UnicodeError) as exc:
+        except (psycopg.Error, UnicodeError, _Problem) as exc:   # a StoreError is named already
             reason = ("no answer from the database within "
                       f"{self.timeout:g} s") if type(exc).__name__ == "_WaitTimeout" else exc
             raise StoreError(pg_link.scrub(f"{what} failed: {reason}", self._password)) from None
@@ -161,12 +162,13 @@ class PostgresStore(Store):
             return self._listener.fd()
 
     def drain_wakeups(self) -> frozenset[str]:
-        with self._lock:
+        with self._lock, self._guard("listening for changes"):
             return self._listener.drain()
 
     # ---- job specs
     def save_specs(self, tables: dict[str, dict]) -> None:
-        rows = [(name, n, json.dumps(table, default=str), None) for n, (name, table) in enumerate(tables.items())]
+        rows = [(name, position, json.dumps(table, default=str))
+                for position, (name, table) in enumerate(tables.items())]
         with self._transaction("saving job specs") as db:
             db.execute("DELETE FROM jobs")
             db.cursor().executemany(sql.SAVE_SPEC, rows)
