@@ -262,13 +262,15 @@ def is_postgres_url(url: str) -> bool:
     return url.startswith(("postgres://", "postgresql://"))
 
 
-def open_store(url: str, device: str, *, password_file: str | None = None) -> Store:
+def open_store(url: str, device: str, *, password_file: str | None = None,
+               timeout: float | None = None) -> Store:
     """Open the store at `url`: a file path, sqlite:///path, or postgresql://... (the
-    password from `password_file`, else AIOS_DB_PASSWORD, else libpq's own sources)."""
+    password from `password_file`, else AIOS_DB_PASSWORD, else libpq's own sources; every
+    call returns or raises within `timeout` seconds, 5 by default)."""
     if is_postgres_url(url):
-        from .postgres import PostgresStore
+        from .postgres import TIMEOUT, PostgresStore
 
-        return PostgresStore(url, device, password_file=password_file)
+        return PostgresStore(url, device, password_file=password_file, timeout=timeout or TIMEOUT)
     from .sqlite import SqliteStore
 
     return SqliteStore(url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url, device)
