@@ -177,8 +177,9 @@ class Store:
 
     # ---- housekeeping
     def prune(self, before: float, limit: int = 1000) -> int:
-        """Delete ended runs, done triggers and events older than `before`, at most `limit`
-        rows per table per call (call again while it returns rows); return rows deleted."""
+        """Delete ended runs, done triggers and events older than `before` (PostgreSQL: also
+        commands, slots and superseded published jobs), at most `limit` rows per table per
+        call (call again while it returns rows); return rows deleted."""
         raise NotImplementedError
 
     def check(self) -> list[str]:
@@ -213,9 +214,13 @@ class Store:
         or it has expired (database clock); None otherwise, also when `device` itself
         holds it (use renew_lease with the epoch of its run). Every successful acquire
         increments the epoch, so an epoch names one holding from acquire to expiry.
-        A holder must stop its copy by (when it SENT the acquire or last successful renew)
-        + ttl - (its stop time) on its own monotonic clock: the database set the expiry
-        at or after that moment, so the copy is gone before anyone else can acquire."""
+        The fencing rule: a holder must have stopped its copy by T + ttl on its own
+        monotonic clock, T being when it SENT the acquire or its last successful renew,
+        less the copy's stop time and a margin for clock rates (1%): the database set
+        the expiry at or after T, so the copy is gone before anyone else can acquire.
+        Every call returns or raises within the store's timeout, so a holder whose renew
+        cannot reach the database learns it in time; renew every ttl/3 or so, and keep
+        timeout + stop time well below ttl. Runs of the copy carry Run.epoch."""
         raise FleetError(FleetError.__doc__)
 
     def renew_lease(self, job: str, device: str, epoch: int, ttl: float) -> Lease | None:
