@@ -23,9 +23,10 @@ __all__ = ["ConfigError", "TimeZoneError", "Config", "load", "write_default", "w
 from .home import CONFIG_FILE
 
 PROGRAMS_DIR = "Programs"
-_SECTIONS = ("device", "jobs", "logs", "web", "retention")
+_SECTIONS = ("device", "jobs", "logs", "retention", "store", "web")
 _SETTING_KEYS = {"device": ("id", "tags"), "web": ("host", "port", "token"), "retention": ("days",),
-                 "logs": ("max_size", "keep")}
+                 "logs": ("max_size", "keep"), "store": ("url", "password_file")}
+STORE_ENV = ("AIOS_DB", "AIOS_DB_PASSWORD_FILE")   # override [store] url and password_file
 
 
 class ConfigError(AiosError):
@@ -93,7 +94,8 @@ def _cache_key(home: Path) -> dict:
     code = [__version__] + [_stat(os.path.join(here, name)) for name in ("spec.py", "cron.py", "config.py")]
     return {"code": code,
             "toml": _stat(home / CONFIG_FILE),
-            "env": [os.environ.get("DEVICE_ID"), os.environ.get("DEVICE_TAGS"), os.uname().nodename]}
+            "env": [os.environ.get(name) for name in ("DEVICE_ID", "DEVICE_TAGS") + STORE_ENV]
+            + [os.uname().nodename]}
 
 
 def _dependencies(home: Path, jobs: dict) -> dict:
@@ -211,7 +213,7 @@ def _unknown_sections(data: dict) -> list[str]:
         else:
             hint = _suggest(key, _SECTIONS, "[{}]")
         errors.append(f"{CONFIG_FILE}: unknown table [{key}]{hint}; "
-                      "use [device], [web], [logs], [retention] or [jobs.NAME]")
+                      "use [device], [web], [logs], [retention], [store] or [jobs.NAME]")
     return errors
 
 
@@ -225,7 +227,8 @@ def _suggest(word: str, choices, form: str = "{!r}") -> str:
 # ---------------------------------------------------------------- settings
 
 def _settings(data: dict, errors: list[str]) -> Settings:
-    device, web, logs, retention = (_section(data, name, errors) for name in ("device", "web", "logs", "retention"))
+    device, web, logs, retention, store = (_section(data, name, errors)
+                                           for name in ("device", "web", "logs", "retention", "store"))
     return Settings(
         device_id=_device_id(device),
         tags=_device_tags(device),
@@ -235,6 +238,9 @@ def _settings(data: dict, errors: list[str]) -> Settings:
         log_max_bytes=_size(logs),
         log_keep=_keep(logs),
         retention_days=_retention(retention),
+        store_url=_store_url(store),
+        store_password_file=os.environ.get("AIOS_DB_PASSWORD_FILE") or _setting(
+            store, "store", "password_file", str, None, "the path of a file holding only the password"),
     )
 
 
@@ -277,6 +283,32 @@ def _device_tags(device: dict) -> frozenset:
         raise ConfigError(f"{where} = {show_value(tags)}: use tag names (letters, digits, '_', '.', '-'), "
                           "as a list like [\"gpu\", \"lab\"] or comma-separated in DEVICE_TAGS")
     return frozenset(tags)
+
+
+def _store_url(store: dict) -> str | None:
+    """AIOS_DB, else [store] url: a postgresql:// URL (a fleet), a sqlite:/// URL or a file
+    path. A password never goes in it (the file is not secret; the URL may be shown)."""
+    env = os.environ.get("AIOS_DB", "").strip()
+    where = "AIOS_DB" if env else f"{CONFIG_FILE}: [store] url"
+    url = env or _setting(store, "store", "url", str, None,
+                          "a postgresql://user@host/db URL or a SQLite file path")
+    if url is None:
+        return None
+    if any(ord(c) < 32 or c == "\x7f" for c in url):
+        raise ConfigError(f"{where} holds control characters; write the URL on one line")
+    if url.startswith(("postgres://", "postgresql://")) and _has_password(url):
+        raise ConfigError(f"{where} holds a password; remove it from the URL and put it in a file "
+                          "only you can read, named by [store] password_file (or "
+                          "AIOS_DB_PASSWORD_FILE), or in AIOS_DB_PASSWORD")
+    return url
+
+
+def _has_password(url: str) -> bool:
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    return bool(userinfo.partition(":")[2]) or any(key == "password" for key, _ in parse_qsl(parts.query))
 
 
 def _port(web: dict) -> int:

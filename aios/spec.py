@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AiosError", "SpecError", "JobType", "Status", "Outcome", "JobSpec", "JobState",
-    "Run", "Trigger", "Event", "Settings", "parse_job", "parse_duration", "parse_clock",
-    "check_name", "plain", "record", "replace", "fields", "show_value", "exec_text_problem",
+    "Run", "Trigger", "Event", "Device", "Lease", "Command", "Settings", "parse_job", "parse_duration",
+    "parse_clock", "check_name", "plain", "record", "replace", "fields", "show_value", "exec_text_problem",
 ]
 
 class SpecError(AiosError):
@@ -154,6 +154,8 @@ class JobState:
     draw_at: float | None = None        # random_daily: the drawn moment, epoch seconds
     enabled: bool | None = None         # runtime enable/disable; None follows the spec
     held: bool = False                  # stopped on request: not started again until asked
+    slot_boot: float | None = None      # scheduled jobs: boot time of the host when last_slot was run
+    boot_id: str | None = None          # the host's boot id (/proc/sys/kernel/random/boot_id) then
 
 
 @record
@@ -171,6 +173,7 @@ class Run:
     exit_code: int | None = None
     signal: int | None = None
     outcome: Outcome | None = None
+    epoch: int | None = None            # fleet jobs: the lease epoch (fencing token) it ran under
 
 
 @record
@@ -199,6 +202,46 @@ class Event:
 
 
 @record
+class Device:
+    """One device of a fleet as its heartbeats describe it. Times are on the database's clock."""
+
+    id: str
+    tags: tuple[str, ...] = ()
+    version: str = ""
+    load: float = 0.0
+    heartbeat: float | None = None      # epoch seconds of the last heartbeat
+    age: float | None = None            # seconds since that heartbeat
+    running: tuple[str, ...] = ()       # jobs with an open run on the device
+
+
+@record
+class Lease:
+    """The right to run a fleet-scope job. `epoch` grows with every change of holder (a
+    fencing token); `expires` is on the database's clock, so it can only be compared with
+    other database times: a holder keeps its own deadline (see Store.renew_lease)."""
+
+    job: str
+    device: str
+    epoch: int
+    expires: float                      # epoch seconds, database clock
+    ttl: float
+
+
+@record
+class Command:
+    """An operation routed through the database to the daemon of `device`."""
+
+    id: int
+    device: str
+    op: str                             # start, stop, restart, trigger, ...
+    fields: dict = factory(dict)
+    sender: str = ""
+    created: float = 0.0                # epoch seconds, database clock
+    taken: float | None = None
+    outcome: str | None = None
+
+
+@record
 class Settings:
     """Device-wide settings from aios.toml and the environment."""
 
@@ -210,6 +253,8 @@ class Settings:
     log_max_bytes: int = 10 * 1024 * 1024
     log_keep: int = 3
     retention_days: float = 30.0        # runs, triggers and events older than this are pruned (0: never)
+    store_url: str | None = None        # None: orchestrator.db in AIOS_HOME; never holds a password
+    store_password_file: str | None = None
 
 
 def plain(item) -> dict:

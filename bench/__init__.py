@@ -13,7 +13,9 @@ function per scenario every system takes part in), `aios_only` (scheduling, trig
 the control plane), `plan` (the rows of the table), `report` (JSON and the Markdown
 table), `__main__` (the command line and the round loop), `profiling` (where AIOS's
 time and memory go: `python3 -m bench.profiling`, see PROFILE.md), `store` (the store's
-own figures: acknowledged triggers per second, pruning steps: `python3 -m bench.store`).
+own figures: acknowledged triggers per second, pruning steps: `python3 -m bench.store`),
+`store_backends` (SQLite and PostgreSQL side by side: acknowledgements and claims per
+second, one client and three: `python3 -m bench.store_backends`).
 """
 from pathlib import Path
 

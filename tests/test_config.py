@@ -256,13 +256,13 @@ def test_absolute_cwd_must_exist(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ('[webb]\nport = 1\n',
-     "aios.toml: unknown table [webb] (did you mean [web]?); use [device], [web], [logs], [retention] or [jobs.NAME]"),
+     "aios.toml: unknown table [webb] (did you mean [web]?); use [device], [web], [logs], [retention], [store] or [jobs.NAME]"),
     ('[job.x]\ntype = "always"\n',
-     "aios.toml: unknown table [job] (did you mean [jobs]?); use [device], [web], [logs], [retention] or [jobs.NAME]"),
+     "aios.toml: unknown table [job] (did you mean [jobs]?); use [device], [web], [logs], [retention], [store] or [jobs.NAME]"),
     ('[backup]\ntype = "always"\n',
      "aios.toml: unknown table [backup] (did you mean [jobs.backup]?); use [device], [web], [logs], "
-     "[retention] or [jobs.NAME]"),
-    ('[zzz]\n', "aios.toml: unknown table [zzz]; use [device], [web], [logs], [retention] or [jobs.NAME]"),
+     "[retention], [store] or [jobs.NAME]"),
+    ('[zzz]\n', "aios.toml: unknown table [zzz]; use [device], [web], [logs], [retention], [store] or [jobs.NAME]"),
     ('[web]\nprot = 80\n', "aios.toml: unknown key 'prot' in [web] (did you mean 'port'?); use host, port, token"),
 ])
 def test_unknown_tables_and_keys_are_reported_not_fatal(tmp_path, text, message):
@@ -339,6 +339,55 @@ def test_settings_defaults(tmp_path):
     assert s.device_id == socket.gethostname() and s.tags == frozenset()
     assert (s.web_host, s.web_port, s.web_token, s.log_max_bytes, s.log_keep) == (
         "127.0.0.1", 8787, None, 10 * 1024 ** 2, 3)
+
+
+# ---------------------------------------------------------------- [store]
+
+def test_store_url_and_password_file_from_the_file(tmp_path, monkeypatch):
+    for name in ("AIOS_DB", "AIOS_DB_PASSWORD_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    assert (load(home_with(tmp_path, "")).settings.store_url is None)
+    text = '[store]\nurl = "postgresql://aios@db.lan:5432/fleet"\npassword_file = "~/.aios-db"\n'
+    s = load(home_with(tmp_path, text)).settings
+    assert (s.store_url, s.store_password_file) == ("postgresql://aios@db.lan:5432/fleet", "~/.aios-db")
+
+
+def test_store_environment_wins_over_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIOS_DB", "postgresql://other@db2/fleet")
+    monkeypatch.setenv("AIOS_DB_PASSWORD_FILE", "/run/secrets/db")
+    s = load(home_with(tmp_path, '[store]\nurl = "/var/lib/aios/state.db"\n')).settings
+    assert (s.store_url, s.store_password_file) == ("postgresql://other@db2/fleet", "/run/secrets/db")
+
+
+@pytest.mark.parametrize("url", ["postgresql://aios:hunter2-pw@db/fleet",
+                                 "postgres://db/fleet?sslmode=require&password=hunter2-pw"])
+def test_a_password_in_the_store_url_is_refused_without_showing_it(tmp_path, monkeypatch, url):
+    monkeypatch.delenv("AIOS_DB", raising=False)
+    message = load_error(tmp_path, f'[store]\nurl = "{url}"\n')
+    assert message.startswith("aios.toml: [store] url holds a password; remove it from the URL")
+    assert "hunter2" not in message
+    monkeypatch.setenv("AIOS_DB", url)
+    message = load_error(tmp_path, "")
+    assert message.startswith("AIOS_DB holds a password") and "hunter2" not in message
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[store]\nurl = 5\n',
+     "aios.toml: [store] url = 5; use a postgresql://user@host/db URL or a SQLite file path"),
+    ('[store]\nurl = "postgresql://db/x\\nDROP"\n',
+     "aios.toml: [store] url holds control characters; write the URL on one line"),
+    ('[store]\npassword_file = ""\n',
+     "aios.toml: [store] password_file = ''; use the path of a file holding only the password"),
+])
+def test_bad_store_settings(tmp_path, monkeypatch, text, message):
+    monkeypatch.delenv("AIOS_DB", raising=False)
+    monkeypatch.delenv("AIOS_DB_PASSWORD_FILE", raising=False)
+    assert load_error(tmp_path, text) == message
+
+
+def test_unknown_store_key_is_reported(tmp_path):
+    assert job_errors(tmp_path, '[store]\npassword = "x"\n') == [
+        "aios.toml: unknown key 'password' in [store] (did you mean 'password_file'?); use url, password_file"]
 
 
 def test_environment_wins_over_the_file(tmp_path, monkeypatch):

@@ -36,6 +36,9 @@ ALLOWED = {
 for _allowed in ALLOWED.values():
     _allowed.update({"errors", "record"})   # the error base and frozen records: importable anywhere
 THIRD_PARTY_ALLOWED = {"tomli"}   # only below Python 3.11, in place of tomllib
+# The fleet extra (pip install 'aios[fleet]'): only the PostgreSQL store's modules, loaded
+# only for a postgresql:// store URL.
+EXTRA_ALLOWED = {"postgres.py": {"psycopg"}, "pg_link.py": {"psycopg"}}
 
 
 def modules():
@@ -79,7 +82,20 @@ def test_imports_follow_the_design(name, path):
     assert ours <= ALLOWED[name], f"{path.name} imports {sorted(ours - ALLOWED[name])}"
     if hasattr(sys, "stdlib_module_names"):  # Python 3.10+
         stdlib = set(sys.stdlib_module_names)
-        assert external <= stdlib | THIRD_PARTY_ALLOWED, f"{path.name}: {external - stdlib}"
+        allowed = stdlib | THIRD_PARTY_ALLOWED | EXTRA_ALLOWED.get(path.name, set())
+        assert external <= allowed, f"{path.name}: {external - stdlib}"
+
+
+def test_psycopg_loads_only_with_a_postgres_store():
+    """Importing the store package (and opening SQLite) must not import psycopg."""
+    code = ("import sys, tempfile, os; from aios.store import open_store; "
+            "open_store(os.path.join(tempfile.mkdtemp(), 's.db'), 'd').close(); "
+            "print('psycopg' in sys.modules)")
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=PACKAGE.parent, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_only_store_touches_sqlite_and_only_supervisor_spawns():

@@ -26,6 +26,7 @@ from aios.store import StoreError, open_store
 from aios.store.memory import MemoryDatabase, MemoryStore
 from aios.store.sqlite import _PENDING_TRIGGERS, _PRUNE, SCHEMA_VERSION, SqliteStore
 from aios.store.sqlite_schema import TABLES
+from tests import pg
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000.0
@@ -40,7 +41,14 @@ def memory_backend(folder: Path, device: str):
     return open_store(f"memory:{folder}", device)
 
 
-BACKENDS = [pytest.param(sqlite_backend, id="sqlite"), pytest.param(memory_backend, id="memory")]
+def postgres_backend(folder: Path, device: str):
+    from aios.store.postgres import PostgresStore
+
+    return PostgresStore(pg.schema_url(pg.schema_for(folder)), device)
+
+
+BACKENDS = [pytest.param(sqlite_backend, id="sqlite"), pytest.param(memory_backend, id="memory"),
+            pytest.param(postgres_backend, id="postgres")]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -472,8 +480,10 @@ def test_changed_sees_only_other_connections_commits(make_store):
     assert store.changed() is False
 
 
-def test_a_write_during_another_stores_batch_fails_after_a_wait_not_a_hang(make_store):
-    store, other = make_store("one"), make_store("one")
+@pytest.mark.parametrize("backend", [sqlite_backend, memory_backend], ids=["sqlite", "memory"])
+def test_a_write_during_another_stores_batch_fails_after_a_wait_not_a_hang(backend, tmp_path):
+    """One writer at a time, as on one SQLite file (PostgreSQL locks rows, not the database)."""
+    store, other = backend(tmp_path, "one"), backend(tmp_path, "one")
     with store.batch():
         store.save_state(JobState(job="a"))
         with pytest.raises(StoreError, match="saving state of 'b' failed: database is locked"):

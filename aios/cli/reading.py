@@ -85,10 +85,11 @@ def open_stored(home: str):
     from ..config import load
     from ..store import open_store
 
-    path = os.path.join(home, "orchestrator.db")
-    if not os.path.exists(path):
+    settings = load(Path(home)).settings
+    path = settings.store_url or os.path.join(home, "orchestrator.db")
+    if settings.store_url is None and not os.path.exists(path):
         raise AiosError(f"nothing recorded yet in {home} (no orchestrator.db); start with: aios up -d")
-    store = open_store(path, load(Path(home)).settings.device_id)
+    store = open_store(path, settings.device_id, password_file=settings.store_password_file)
     try:
         yield store
     finally:

@@ -71,7 +71,8 @@ class Daemon:
         try:
             cfg = _load_config(home)
             config.local_zone()   # a TZ no libc reads: a one-line refusal now, not at the first schedule
-            store = open_store(str(home / "orchestrator.db"), cfg.settings.device_id, force_new=force_new_db)
+            store = open_store(cfg.settings.store_url or str(home / "orchestrator.db"), cfg.settings.device_id,
+                               force_new=force_new_db, password_file=cfg.settings.store_password_file)
         except BaseException:
             os.close(lock_fd)
             raise

@@ -13,6 +13,7 @@ LOG_MIN_RECHECK = 0.01   # ...unless it grows so fast that it would pass max_siz
 LOG_REPORT_EVERY = 10.0  # log_rotated events of one log, at most once in this many seconds
 STORE_POLL = 0.1         # where inotify is missing, look for store changes this often
 STORE_SETTLE = (0.005, 0.02, 0.1, 0.5)   # a write to the store not visible yet: look again after these
+STORE_RELISTEN = 1.0     # a lost LISTEN connection is tried again this often
 
 
 def watch(engine) -> None:
@@ -25,6 +26,8 @@ def watch(engine) -> None:
     for job in engine.jobs.values():
         if job.runs:
             guard.arm(str(engine.log_path(job.name)))
+    if engine.store.wakeup_fd() is not None:   # PostgreSQL: LISTEN/NOTIFY wakes us, no file to watch
+        return StoreWakeups(engine).listen()
     if watcher is None:
         engine.loop.call_later(STORE_POLL, _poll_store, engine)
         return
@@ -47,6 +50,39 @@ def _on_fs_events(engine, watcher, home_wd: int, store_watch: StoreWatch) -> Non
             engine.processes.log_guard.on_event(wd)
     if store_touched:
         store_watch.touched()
+
+
+class StoreWakeups:
+    """A store that says when others committed (PostgreSQL's LISTEN): its descriptor in the
+    loop; each wake-up re-reads what changed. A lost listening connection is listened to
+    again, every STORE_RELISTEN seconds until the database answers, and everything is
+    looked at once it does (changes may have been missed meanwhile)."""
+
+    def __init__(self, engine):
+        self.engine, self.fd = engine, None
+
+    def listen(self) -> None:
+        from ..store import StoreError
+
+        try:
+            self.fd = self.engine.store.wakeup_fd()
+        except StoreError as exc:
+            self.engine.recorder.failed(exc)
+            self.engine.loop.call_later(STORE_RELISTEN, self.listen)
+            return
+        self.engine.loop.add_reader(self.fd, self._woken)
+        self.engine.planner.refresh_queue(anyway=True)
+
+    def _woken(self) -> None:
+        from ..store import WAKEUP_LOST
+
+        changed = self.engine.store.drain_wakeups()
+        if changed == WAKEUP_LOST:
+            self.engine.loop.remove_reader(self.fd)
+            return self.listen()
+        if "triggers" in changed:
+            self.engine.planner.refresh_queue(anyway=True)
+        return None
 
 
 class StoreWatch:

@@ -1,20 +1,28 @@
-"""The Store interface: job specs, per-device job state, runs, the trigger queue, events.
+"""The Store interface: job specs, per-device job state, runs, the trigger queue, events,
+and for fleets (PostgreSQL) devices, published jobs, leases, slots and routed commands.
 
-Every backend (sqlite now, postgres for fleets) implements these domain verbs with the
-contracts in their docstrings; tests/test_store.py runs one contract suite on each.
-Only modules under store/ touch a database driver. Imports only `aios.spec`.
+Every backend (sqlite, postgres for fleets) implements these domain verbs with the
+contracts in their docstrings; tests/test_store.py runs one contract suite on each, and
+tests/test_store_fleet.py the fleet verbs on PostgreSQL. Only modules under store/ touch
+a database driver. Imports only `aios.spec`; psycopg loads only for a postgresql:// URL.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from ..spec import AiosError, Event, JobState, Run, Trigger
+from ..spec import AiosError, Command, Device, Event, JobState, Lease, Run, Trigger
 
-__all__ = ["Store", "StoreError", "BadDatabase", "EmptyDatabase", "NotADatabase",
-           "DamagedDatabase", "ForeignDatabase", "open_store"]
+__all__ = ["Store", "StoreError", "FleetError", "BadDatabase", "EmptyDatabase", "NotADatabase",
+           "DamagedDatabase", "ForeignDatabase", "open_store", "is_postgres_url", "WAKEUP_LOST"]
+
+WAKEUP_LOST = frozenset({"*"})   # drain_wakeups(): the listening connection was lost
 
 
 class StoreError(AiosError):
     """The state database could not be read or written."""
+
+
+class FleetError(StoreError):
+    """Fleet mode needs PostgreSQL: set [store] url = "postgresql://..." in aios.toml or AIOS_DB."""
 
 
 class BadDatabase(StoreError):
@@ -52,6 +60,7 @@ class Store:
 
     device: str
     moved_aside: str | None = None      # where open_store(force_new=True) put a bad database
+    fleet = False                       # True where the fleet verbs below work (PostgreSQL)
 
     def close(self) -> None:
         """Release the connection. The store is unusable afterwards."""
@@ -70,6 +79,21 @@ class Store:
     def changed(self) -> bool:
         """True if another connection committed since the previous call (cheap)."""
         raise NotImplementedError
+
+    def wakeup_fd(self) -> int | None:
+        """A descriptor that becomes readable when another connection commits a change, for
+        the engine's selector; None where the store has none (SQLite: watch the file).
+        It stays the same until drain_wakeups() returns WAKEUP_LOST; a lost one is
+        connected again here (StoreError while the database cannot be reached)."""
+        return None
+
+    def drain_wakeups(self) -> frozenset[str]:
+        """Without blocking: the tables that other connections changed since the last
+        drain (or changed()), e.g. {"triggers", "commands"}. WAKEUP_LOST if the listening
+        connection was lost: its descriptor is closed (unregister it), changes may have
+        been missed: call wakeup_fd() (again later while it raises), then look at
+        everything."""
+        return frozenset()
 
     # ---- job specs: the validated [jobs.NAME] tables, for readers such as the CLI
     def save_specs(self, tables: dict[str, dict]) -> None:
@@ -203,6 +227,83 @@ class Store:
         raise NotImplementedError
 
 
+    # ---- fleet (PostgreSQL). Elsewhere each verb raises FleetError. "The database's
+    # clock" is now() of the database server: no device clock decides who holds what.
+
+    def heartbeat(self, device: str, tags, version: str, load: float) -> None:
+        """Insert or update the row of `device` with its tags, AIOS version and load, and
+        the database's now() as its last heartbeat."""
+        raise FleetError(FleetError.__doc__)
+
+    def devices(self) -> list[Device]:
+        """Every device that ever heartbeat, by id, with the age of its last heartbeat on
+        the database's clock and the jobs it has open runs of."""
+        raise FleetError(FleetError.__doc__)
+
+    def publish_jobs(self, tables: dict[str, dict], by_device: str) -> int:
+        """Publish the fleet's job tables (name -> table as plain JSON data, order kept) as
+        a new version and return it; versions only grow. Publishing tables equal to the
+        newest version adds nothing and returns that version."""
+        raise FleetError(FleetError.__doc__)
+
+    def fleet_jobs(self) -> tuple[int, dict[str, dict]]:
+        """The newest published (version, tables); (0, {}) before the first publication."""
+        raise FleetError(FleetError.__doc__)
+
+    def acquire_lease(self, job: str, device: str, ttl: float) -> Lease | None:
+        """Take the lease of `job` for `device` for `ttl` seconds, only if nobody holds it
+        or it has expired (database clock); None otherwise, also when `device` itself
+        holds it (use renew_lease with the epoch of its run). Every successful acquire
+        increments the epoch, so an epoch names one holding from acquire to expiry.
+        The fencing rule: a holder must have stopped its copy by T + ttl on its own
+        monotonic clock, T being when it SENT the acquire or its last successful renew,
+        less the copy's stop time and a margin for clock rates (1%): the database set
+        the expiry at or after T, so the copy is gone before anyone else can acquire.
+        Every call returns or raises within the store's timeout, so a holder whose renew
+        cannot reach the database learns it in time; renew every ttl/3 or so, and keep
+        timeout + stop time well below ttl. Runs of the copy carry Run.epoch."""
+        raise FleetError(FleetError.__doc__)
+
+    def renew_lease(self, job: str, device: str, epoch: int, ttl: float) -> Lease | None:
+        """Extend the lease to now() + ttl if `device` still holds it at `epoch` and it has
+        not expired; the renewed Lease, or None when it is lost (stop the copy at once)."""
+        raise FleetError(FleetError.__doc__)
+
+    def release_lease(self, job: str, device: str, epoch: int) -> bool:
+        """Give the lease up at once (after the copy stopped) if `device` holds it at
+        `epoch`; the epoch is kept, so the next holder's is larger. False if not held."""
+        raise FleetError(FleetError.__doc__)
+
+    def leases(self) -> list[Lease]:
+        """Every lease currently held (not expired), by job."""
+        raise FleetError(FleetError.__doc__)
+
+    def claim_slot(self, job: str, slot_key: str, device: str) -> bool:
+        """Claim one scheduled slot of a fleet job (`slot_key`: a stable text naming it,
+        e.g. repr(the slot's epoch seconds)) once fleet-wide: True for the first claimer
+        and again for that same device (a restarted daemon), False for every other."""
+        raise FleetError(FleetError.__doc__)
+
+    def send_command(self, device: str, op: str, fields: dict, sender: str = "") -> int:
+        """Queue an operation (start, stop, restart, trigger, ...) for the daemon of
+        `device`; the database wakes it at once. Returns the command's id."""
+        raise FleetError(FleetError.__doc__)
+
+    def take_commands(self, device: str, limit: int = 100) -> list[Command]:
+        """The untaken commands for `device`, oldest first, marked taken atomically: each
+        is delivered once (a daemon that dies after taking one loses it)."""
+        raise FleetError(FleetError.__doc__)
+
+    def finish_command(self, command_id: int, outcome: str) -> bool:
+        """Record how a taken command ended ("ok" or an error line); False if unknown or
+        already finished."""
+        raise FleetError(FleetError.__doc__)
+
+    def get_command(self, command_id: int) -> Command | None:
+        """The command with its state, for a sender waiting for its outcome."""
+        raise FleetError(FleetError.__doc__)
+
+
 def check_run_id(run: Run) -> None:
     """Refuse a run without an id (finish_run needs the Run that start_run returned)."""
     if run.id is None:
@@ -217,9 +318,16 @@ def check_durable(what: str, durable: bool, batch_durable: bool) -> None:
                          "open the batch with batch(durable=True)")
 
 
-def open_store(url: str, device: str, *, force_new: bool = False) -> Store:
-    """Open the store at `url`: a file path or sqlite:///path (postgresql:// later), or
-    memory:NAME, the in-memory database NAME of this process (memory: alone: a new one).
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(("postgres://", "postgresql://"))
+
+
+def open_store(url: str, device: str, *, force_new: bool = False, password_file: str | None = None,
+               timeout: float | None = None) -> Store:
+    """Open the store at `url`: a file path or sqlite:///path, postgresql://... (the password
+    from `password_file`, else AIOS_DB_PASSWORD, else libpq's own sources; every call
+    returns or raises within `timeout` seconds, 5 by default), or memory:NAME, the
+    in-memory database NAME of this process (memory: alone: a new one).
 
     A missing database file is created. An empty, damaged, non-SQLite or foreign file raises
     a BadDatabase subclass and is left untouched, unless `force_new`: then it is moved aside
@@ -230,8 +338,10 @@ def open_store(url: str, device: str, *, force_new: bool = False) -> Store:
 
         name = url.removeprefix("memory:")
         return MemoryStore(device, MemoryDatabase.named(name) if name else None)
-    if url.startswith(("postgres://", "postgresql://")):
-        raise StoreError(f"{url.split(':', 1)[0]} stores are not supported yet; use a SQLite file path")
+    if is_postgres_url(url):
+        from .postgres import TIMEOUT, PostgresStore
+
+        return PostgresStore(url, device, password_file=password_file, timeout=timeout or TIMEOUT)
     from .sqlite import SqliteStore
 
     path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url

@@ -37,8 +37,8 @@ from contextlib import contextmanager, suppress
 from ..spec import Event, JobState, Run, Trigger, replace
 from . import BadDatabase, DamagedDatabase, Store, StoreError, check_durable, check_run_id, sqlite_file
 from .sqlite_file import guard
-from .sqlite_rows import (EVENT_FIELDS, RUN_FIELDS, STATE_FIELDS, event_of, outcome_text, parse_args,
-                          parse_created, parse_kwargs, run_of, state_of, trigger_of)
+from .rows import REJECTED_KWARGS, filtered, outcome_text, parse_args, parse_created, parse_kwargs
+from .sqlite_rows import EVENT_FIELDS, RUN_FIELDS, STATE_FIELDS, event_of, run_of, state_of, trigger_of
 from .sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = ["SqliteStore"]
@@ -47,7 +47,6 @@ BUSY_TIMEOUT_MS = 200   # fail fast on another process's lock; the daemon retrie
 _PRAGMAS = (f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", "PRAGMA journal_mode = WAL",
             "PRAGMA synchronous = NORMAL", "PRAGMA foreign_keys = OFF")
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"   # epoch seconds, SQLite's clock
-REJECTED_KWARGS = "rejected: kwargs is not a JSON object"
 
 # ---------------------------------------------------------------- statements
 
@@ -268,8 +267,8 @@ class SqliteStore(Store):
 
     def recent_runs(self, job: str | None = None, limit: int = 50,
                     since: float | None = None) -> list[Run]:
-        sql, params = _filtered(_SELECT_RUNS, "ORDER BY started DESC, id DESC", limit,
-                                ("job = ?", job), ("started >= ?", since))
+        sql, params = filtered(_SELECT_RUNS, "ORDER BY started DESC, id DESC", limit,
+                               (("job = ?", job), ("started >= ?", since)))
         return [run_of(row) for row in self._read("loading recent runs", sql, params)]
 
     def get_run(self, run_id: int) -> Run | None:
@@ -350,8 +349,8 @@ class SqliteStore(Store):
 
     def recent_events(self, limit: int = 100, job: str | None = None,
                       after_id: int | None = None) -> list[Event]:
-        sql, params = _filtered(_SELECT_EVENTS, "ORDER BY id DESC", limit,
-                                ("job = ?", job), ("id > ?", after_id))
+        sql, params = filtered(_SELECT_EVENTS, "ORDER BY id DESC", limit,
+                               (("job = ?", job), ("id > ?", after_id)))
         return [event_of(row) for row in self._read("loading events", sql, params)]
 
     # ---- home-wide facts
@@ -384,8 +383,3 @@ class SqliteStore(Store):
 
 # ---------------------------------------------------------------- statements, continued
 
-def _filtered(select: str, order: str, limit: int, *filters: tuple) -> tuple[str, tuple]:
-    """`select` with the conditions whose value is not None, ordered and limited."""
-    used = [(condition, value) for condition, value in filters if value is not None]
-    where = " WHERE " + " AND ".join(c for c, _ in used) if used else ""
-    return f"{select}{where} {order} LIMIT ?", (*(v for _, v in used), limit)
