@@ -19,9 +19,12 @@ ALLOWED = {
     "states": {"spec", "lifecycle"},     # the status vocabulary, read off the lifecycle table
     "config": {"spec", "home"}, "store": {"spec"}, "control": {"spec"},
     "home": set(), "show": set(), "launch": {"spec"},
+    "service": set(),                    # the systemd unit of a home; sd_notify readiness
     "engine": {"spec", "schedule", "lifecycle", "config", "store", "supervisor", "control", "logs",
-               "fswatch", "home", "show", "launch"},
-    "cli": {"control", "config", "home", "show", "logs", "store", "engine", "spec", "states"},
+               "fswatch", "home", "show", "launch",
+               "service"},                       # daemon.py: sd_notify READY=1 under systemd (Type=notify)
+    "cli": {"control", "config", "home", "show", "logs", "store", "engine", "spec", "states",
+            "service"},                          # `aios service`
     "web": {"control", "config", "home", "errors", "logs"},
     "__init__": set(), "__main__": {"cli"}, "errors": set(), "record": set(),
 }

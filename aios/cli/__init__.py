@@ -1,8 +1,8 @@
 """The `aios` command (also `python -m aios`): argparse over the control socket.
 
-One module per group of commands (`lifecycle`, `reading`, `acting`, `editing`, `db`); each
-registers its commands with `@command(name, *aliases, setup=...)`, where `setup(parser)`
-adds the command's arguments and the docstring is its help. Each command imports only
+One module per group of commands (`lifecycle`, `reading`, `acting`, `editing`, `db`,
+`service`); each registers its commands with `@command(name, *aliases, setup=...)`, where
+`setup(parser)` adds the command's arguments and the docstring is its help. Each command imports only
 what it needs: talking to a running daemon costs json and a socket; the store, the
 config parser and the engine load only for the commands that use them. Exit codes: 0
 ok, 1 the operation failed, 2 usage, 3 no daemon is running. Imports control, home,
@@ -18,7 +18,7 @@ from ..errors import AiosError
 from ..home import find_home
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
-GROUPS = ("lifecycle", "reading", "acting", "editing", "db")   # the modules below, in help order
+GROUPS = ("lifecycle", "reading", "acting", "editing", "db", "service")   # the modules below, in help order
 _COMMANDS: dict = {}    # name -> (handler, setup, aliases)
 _ALIASES: dict = {}     # alias -> name
 

@@ -26,7 +26,7 @@ START_PER_TURN = 10      # jobs started per loop turn at start-up: the control s
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _INHERIT_ENV = "AIOS_REEXEC_FDS"
 _READY_ENV = "AIOS_READY_FD"
-_CONTROL_ENV = (_INHERIT_ENV, _READY_ENV)   # the daemon's own variables: never passed to jobs
+_CONTROL_ENV = (_INHERIT_ENV, _READY_ENV, "NOTIFY_SOCKET")   # the daemon's own variables: never passed to jobs
 
 
 class AlreadyRunning(AiosError):
@@ -99,6 +99,10 @@ class Daemon:
         engine.event("daemon_reexecuted" if engine.reexecuted else "daemon_started", None,
                      f"pid {os.getpid()}, {len(engine.jobs)} jobs, home {engine.home}, ready in {took:.1f} ms")
         _notify_ready(self.ready_fd, took)
+        if "NOTIFY_SOCKET" in os.environ:   # started by systemd with Type=notify (aios service install)
+            from ..service import notify_ready
+
+            notify_ready(f"ready in {took:.1f} ms; {len(engine.jobs)} jobs")
         order = sorted(engine.jobs.values(), key=lambda j: -j.spec.priority)
         counts = engine.planner.refresh_queue(anyway=True, control=False) or {}
         _start_in_turns(engine, order, counts)
