@@ -2,8 +2,8 @@
 
 CONFIG: an aios.toml (the case's lines, then the good jobs of conftest.BASE), applied to
 the live daemon with `{"op": "apply", "text": ...}`. "file" cases make the whole file
-unusable (refused, nothing changes); "job" cases skip one job (reported in `errors`,
-the others stay as they were). `{home}` stands for the daemon's home.
+unusable; "job" cases make one job invalid: a text with either is refused whole (nothing
+changes), and `{"op": "apply", "text": ..., "check": true}` lists a job case's error alone. `{home}` stands for the daemon's home.
 
 CLI: `aios --home HOME ARGS...` against the live daemon: exit code and exact stderr.
 

@@ -575,7 +575,7 @@ def test_apply_prints_the_diff_and_brings_jobs_in_line(home, daemon):
     (home / "aios.toml").write_text(always("keep", "sleep", "100000") + always("change", "sleep", "100001")
                                     + always("new", "sleep", "100000"))
     diff = aios(home, "apply")
-    assert ok(diff) == "+ new (added)\n- gone (removed)\n~ change (changed)\n  1 unchanged\n"
+    assert ok(diff) == "+ new (added)\n- gone (removed)\n~ change (changed: command)\n  1 unchanged\n"
     assert diff.stderr == ""
     after = wait_until(lambda: set(running_pids(home)) == {"keep", "change", "new"}
                        and running_pids(home)["change"] != before["change"] and running_pids(home),

@@ -31,11 +31,16 @@ def analyze() -> str:
     return found
 
 
-def print_unit(home: Path, scope: str, python: str, config_home: Path) -> str:
-    """What `aios service install --print` writes, run by the interpreter `python`."""
-    done = subprocess.run([python, "-m", "aios", "--home", str(home), "service", "install", f"--{scope}", "--print"],
+def aios_service(home: Path, config_home: Path, *args: str, python: str = sys.executable):
+    """`aios --home HOME service ARGS...` run by `python`, with user units under config_home."""
+    return subprocess.run([python, "-m", "aios", "--home", str(home), "service", *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=60,
                           env={**_ENV, "XDG_CONFIG_HOME": str(config_home)})
+
+
+def print_unit(home: Path, scope: str, python: str, config_home: Path) -> str:
+    """What `aios service install --print` writes, run by the interpreter `python`."""
+    done = aios_service(home, config_home, "install", f"--{scope}", "--print", python=python)
     assert done.returncode == 0, done.stderr
     assert "would write" in done.stderr
     return done.stdout
@@ -67,7 +72,8 @@ def test_the_unit_passes_systemd_analyze_verify(tmp_path, hostile_python, scope)
     home = tmp_path / f"home {HOSTILE}"
     home.mkdir()
     unit = print_unit(home, scope, hostile_python, tmp_path / "config")
-    assert f"ExecStart={service._quote(hostile_python, program=True)} -m aios --home {service._quote(str(home))} up" in unit
+    program, home_word = service._quote(hostile_python, program=True), service._quote(str(home))
+    assert f"ExecStart={program} -m aios --home {home_word} up" in unit
     assert "KillMode=process" in unit.splitlines() and "Type=notify" in unit.splitlines()
     done = verify(unit, tmp_path, scope)
     assert done.returncode == 0 and "aios-test" not in done.stdout + done.stderr, done.stdout + done.stderr
@@ -84,16 +90,13 @@ def test_verify_does_catch_a_broken_unit(tmp_path, hostile_python):
 @pytest.mark.skipif(service.systemd_running(), reason="systemd runs here: install would really install")
 def test_install_without_systemd_prints_the_unit_and_changes_nothing(tmp_path):
     config = tmp_path / "config"
-    done = subprocess.run([sys.executable, "-m", "aios", "--home", str(tmp_path / "h"), "service", "install", "--user"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60, env={**_ENV, "XDG_CONFIG_HOME": str(config)})
+    done = aios_service(tmp_path / "h", config, "install", "--user")
     assert done.returncode == 1
     assert done.stdout.startswith("# Written by `aios service install`") and "[Service]" in done.stdout
     assert "systemd is not running on this machine, so nothing was installed" in done.stderr
     assert "docs/service.md" in done.stderr and str(config / "systemd" / "user") in done.stderr
     assert not config.exists()
-    status = subprocess.run([sys.executable, "-m", "aios", "--home", str(tmp_path / "h"), "service", "status", "--user"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=60,
-                            env={**_ENV, "XDG_CONFIG_HOME": str(config)})
+    status = aios_service(tmp_path / "h", config, "status", "--user")
     assert status.returncode == 1 and "not installed" in status.stdout and "systemd is not running" in status.stdout
 
 
