@@ -98,6 +98,12 @@ def start_ticks(pid: int) -> int | None:
     return None if st is None else st[2]
 
 
+def live_start_ticks(pid: int) -> int | None:
+    """start_ticks of a live process; None if pid is gone or a zombie (it has exited)."""
+    st = _stat(pid)
+    return None if st is None or st[0] in ("Z", "X") else st[2]
+
+
 def _same_process(proc: Proc) -> bool:
     """True while proc.pid still names the process we know (alive or a zombie)."""
     st = _stat(proc.pid)

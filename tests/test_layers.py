@@ -24,7 +24,8 @@ ALLOWED = {
                "fswatch", "home", "show", "launch",
                "service"},                       # daemon.py: sd_notify READY=1 under systemd (Type=notify)
     "cli": {"control", "config", "home", "show", "logs", "store", "engine", "spec", "states",
-            "service"},                          # `aios service`
+            "service",                           # `aios service`
+            "supervisor"},                       # status with the daemon down: is a recorded pid alive (/proc)
     "web": {"control", "config", "home", "errors", "logs"},
     "__init__": set(), "__main__": {"cli"}, "errors": set(), "record": set(),
 }

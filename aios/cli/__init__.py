@@ -5,8 +5,9 @@ One module per group of commands (`lifecycle`, `reading`, `acting`, `editing`, `
 `setup(parser)` adds the command's arguments and the docstring is its help. Each command imports only
 what it needs: talking to a running daemon costs json and a socket; the store, the
 config parser and the engine load only for the commands that use them. Exit codes: 0
-ok, 1 the operation failed, 2 usage, 3 no daemon is running. Imports control, home,
-show, logs, and (lazily) config, store, daemon.
+ok, 1 the operation failed, 2 usage, 3 no daemon is running, 4 (`status`) a job is
+failed or invalid. Imports control, home, show, logs, service, and (lazily) config,
+store, daemon, supervisor (to read /proc).
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from .. import control
 from ..errors import AiosError
 from ..home import find_home
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_JOB_FAILED = 0, 1, 2, 3, 4
+EXIT_CODES = ("Exit codes: 0 ok, 1 the operation failed, 2 usage, 3 no daemon is running, "
+              "4 (status) a job is failed or invalid.")
 GROUPS = ("lifecycle", "reading", "acting", "editing", "db", "service")   # the modules below, in help order
 _COMMANDS: dict = {}    # name -> (handler, setup, aliases)
 _ALIASES: dict = {}     # alias -> name
@@ -98,7 +101,7 @@ def _parser():
         import_module(f"{__name__}.{group}")
     parser = argparse.ArgumentParser(
         prog="aios", description="Drive the AIOS daemon of a home (its aios.toml, jobs and state).",
-        epilog="Exit codes: 0 ok, 1 the operation failed, 2 usage, 3 no daemon is running.")
+        epilog=EXIT_CODES)
     parser.add_argument("--home", help="the AIOS home (default: $AIOS_HOME, else the nearest "
                         "folder upward with aios.toml, else ~/.aios)")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")

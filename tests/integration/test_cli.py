@@ -181,7 +181,8 @@ def test_up_status_logs_down_and_reading_with_the_daemon_down(home, daemon):
     wait_until(lambda: len(processes_with_home(home)) >= 2, what="the job processes")
 
     shown = aios(home, "status")
-    assert ok(shown) and "\x1b" not in shown.stdout and shown.stderr == ""
+    assert shown.returncode == 4, "a failed job makes status exit 4"
+    assert "\x1b" not in shown.stdout and shown.stderr == ""
     rows = table_rows(shown.stdout)
     assert list(rows) == ["svc", "slowstop", "gpu", "off", "crash", "ten"]
     assert rows["svc"]["STATUS"] == "running" and rows["svc"]["PID"] == str(status(home)["svc"]["pid"])
@@ -197,9 +198,9 @@ def test_up_status_logs_down_and_reading_with_the_daemon_down(home, daemon):
 
     one = ok(aios(home, "status", "gpu"))
     assert list(table_rows(one)) == ["gpu"]
-    assert list(table_rows(ok(aios(home, "ls")))) == list(rows)
+    assert list(table_rows(aios(home, "ls").stdout)) == list(rows)
 
-    listed = json.loads(ok(aios(home, "status", "--json")))
+    listed = json.loads(aios(home, "status", "--json").stdout)
     by_name = {j["name"]: j for j in listed}
     assert [j["name"] for j in listed] == list(rows)
     for job in listed:
@@ -208,8 +209,8 @@ def test_up_status_logs_down_and_reading_with_the_daemon_down(home, daemon):
     assert by_name["gpu"]["why"] == "tag missing on this device: gpu"
     assert by_name["crash"]["why"].startswith("crash loop") and by_name["crash"]["pid"] is None
     assert by_name["ten"]["last_run"]["outcome"] == "ok"
-    single = json.loads(ok(aios(home, "status", "crash", "--json")))
-    assert [j["name"] for j in single] == ["crash"]
+    single = aios(home, "status", "crash", "--json")
+    assert single.returncode == 4 and [j["name"] for j in json.loads(single.stdout)] == ["crash"]
 
     unknown = aios(home, "status", "x")
     assert unknown.returncode == 1
@@ -227,12 +228,12 @@ def test_up_status_logs_down_and_reading_with_the_daemon_down(home, daemon):
     assert re.fullmatch(rf"aios: daemon pid {pid} and its jobs stopped in \d+ ms\n", ok(stopped))
 
     offline = aios(home, "status")
-    assert ok(offline) and offline.stderr == "aios: daemon not running; last recorded state\n"
+    assert offline.returncode == 3 and offline.stderr == "aios: daemon not running; last recorded state\n"
     rows = table_rows(offline.stdout)
     assert list(rows) == ["svc", "slowstop", "gpu", "off", "crash", "ten"]
     assert rows["svc"]["STATUS"] == "stopped" and rows["svc"]["PID"] == "-"
     assert rows["gpu"]["WHY"] == "ineligible: tag missing on this device: gpu"
-    assert json.loads(ok(aios(home, "status", "--json", "crash")))[0]["status"] == "failed"
+    assert json.loads(aios(home, "status", "--json", "crash").stdout)[0]["status"] == "failed"
     assert ok(aios(home, "logs", "ten", "-n", "1")) == "line10\n"
 
     refused = aios(home, "start", "x")
