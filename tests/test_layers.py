@@ -20,9 +20,11 @@ ALLOWED = {
     "config": {"spec", "home"}, "store": {"spec"}, "control": {"spec"},
     "home": set(), "show": set(), "launch": {"spec"},
     "service": set(),                    # the systemd unit of a home; sd_notify readiness
+    "oplog": {"logs"},                   # orchestrator.log, rotated like job logs
     "engine": {"spec", "schedule", "lifecycle", "config", "store", "supervisor", "control", "logs",
                "fswatch", "home", "show", "launch",
-               "service"},                       # daemon.py: sd_notify READY=1 under systemd (Type=notify)
+               "service",                        # daemon.py: sd_notify READY=1 under systemd (Type=notify)
+               "oplog"},                         # daemon.py: its log sink, orchestrator.log
     "cli": {"control", "config", "home", "show", "logs", "store", "engine", "spec", "states",
             "service",                           # `aios service`
             "supervisor"},                       # status with the daemon down: is a recorded pid alive (/proc)

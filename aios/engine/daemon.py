@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .. import config, supervisor
+from ..oplog import open_oplog
 from ..spec import AiosError
 from ..store import open_store
 from . import recovery, watches
@@ -70,8 +71,9 @@ class Daemon:
         except BaseException:
             os.close(lock_fd)
             raise
+        log = open_oplog(home, cfg.settings.log_max_bytes, cfg.settings.log_keep)   # orchestrator.log (+ stderr)
         engine = Engine(home=home, settings=cfg.settings, store=store, loop=Loop(), processes=None,
-                        reexecuted=inherited is not None)
+                        reexecuted=inherited is not None, log=log)
         engine.processes = SystemProcesses(engine)
         engine.base_env = {k: v for k, v in os.environ.items() if k not in _CONTROL_ENV}
         return cls(engine, cfg, lock_fd=lock_fd, unclean=unclean, listen_fd=inherited[1] if inherited else None,
