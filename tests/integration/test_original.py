@@ -48,8 +48,9 @@ def shim(*argv: str, timeout: float = 240) -> subprocess.CompletedProcess:
 
 
 def test_each_entry_point_of_the_original_has_help():
-    for name, says in (("quick_performance_test.py", "cold start, restart through the CLI, crash recovery"), ("comprehensive_performance_test.py",
-                       "every scenario, 5 rounds"), ("test_restarts.py", "kill -9s the daemon itself")):
+    for name, says in (("quick_performance_test.py", "cold start, restart through the CLI, crash recovery"),
+                       ("comprehensive_performance_test.py", "every scenario, 5 rounds"),
+                       ("test_restarts.py", "kill -9s the daemon itself")):
         done = shim(name, "--help")
         assert done.returncode == 0 and done.stdout.startswith(f"usage: python3 {name}"), done.stderr
         assert says in " ".join(done.stdout.split())
