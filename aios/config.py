@@ -157,7 +157,13 @@ def _parse_toml(text: str) -> dict:
     try:
         import tomllib
     except ImportError:  # Python < 3.11
-        import tomli as tomllib
+        try:
+            import tomli as tomllib
+        except ImportError:
+            import sys
+
+            raise ConfigError(f"reading {CONFIG_FILE} on Python {sys.version.split()[0]} needs the tomli package: "
+                              f"{sys.executable} -m pip install tomli (Python 3.11 and later have it built in)") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

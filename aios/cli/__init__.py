@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .. import control
+from .. import control, version_line
 from ..errors import AiosError
 from ..home import find_home
 
@@ -77,6 +77,19 @@ def _parse(parser, argv):
     return args
 
 
+def count(text: str) -> int:
+    """An argparse type: a whole number from 1 (`-n 0` and `-n -5` are usage errors)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not at least 1")
+    return value
+
+
 def fail(message: str, code: int = EXIT_FAILED) -> int:
     sys.stderr.write(f"aios: {message}\n")
     return code
@@ -93,6 +106,17 @@ def print_json(value) -> int:
     return EXIT_OK
 
 
+def _version_action():
+    import argparse
+
+    class Version(argparse.Action):   # argparse's own would re-wrap the line
+        def __call__(self, parser, namespace, values, option_string=None):
+            out(version_line())
+            parser.exit()
+
+    return Version
+
+
 def _parser():
     import argparse
     from importlib import import_module
@@ -102,6 +126,8 @@ def _parser():
     parser = argparse.ArgumentParser(
         prog="aios", description="Drive the AIOS daemon of a home (its aios.toml, jobs and state).",
         epilog=EXIT_CODES)
+    parser.add_argument("--version", action=_version_action(), nargs=0, help="show AIOS's version, the Python running it "
+                        "and where it is, and exit")
     parser.add_argument("--home", help="the AIOS home (default: $AIOS_HOME, else the nearest "
                         "folder upward with aios.toml, else ~/.aios)")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import control
 from ..errors import AiosError
-from . import EXIT_FAILED, EXIT_OK, command, out
+from . import EXIT_FAILED, EXIT_OK, UsageError, command, out
 from .acting import key_value
 
 LOCK_FILE = "aios.toml.lock"
@@ -151,10 +151,13 @@ def _add_arguments(cmd) -> None:
 def cmd_add(args, home: str) -> int:
     """Add a job to aios.toml and apply it."""
     from .. import config
-    from ..spec import parse_job
+    from ..spec import SpecError, parse_job
 
     table = _job_table(args)
-    parse_job(args.name, table)
+    try:
+        parse_job(args.name, table)
+    except SpecError as exc:   # the options given are wrong: a usage error
+        raise UsageError(str(exc)) from None
     with edit_lock(home):
         text = _config_text(home)
         if _has_job(text, args.name):

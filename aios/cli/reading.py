@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from .. import control, show
 from ..errors import AiosError
-from . import EXIT_JOB_FAILED, EXIT_NOT_RUNNING, EXIT_OK, command, fail, out, print_json
+from . import EXIT_JOB_FAILED, EXIT_NOT_RUNNING, EXIT_OK, UsageError, command, count, fail, out, print_json
 
 
 def _status_arguments(cmd) -> None:
@@ -140,7 +140,7 @@ def open_stored(home: str):
 def _list_arguments(default: int, follow: bool):
     def setup(cmd) -> None:
         cmd.add_argument("job", nargs="?")
-        cmd.add_argument("-n", type=int, default=default, help=f"how many (default {default})")
+        cmd.add_argument("-n", type=count, default=default, help=f"how many (default {default})")
         cmd.add_argument("--json", action="store_true")
         if follow:
             cmd.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
@@ -219,7 +219,7 @@ def _follow_events(home: str, args) -> int:
 
 def _logs_arguments(cmd) -> None:
     cmd.add_argument("job")
-    cmd.add_argument("-n", type=int, default=50, help="how many lines (default 50)")
+    cmd.add_argument("-n", type=count, default=50, help="how many lines (default 50)")
     cmd.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
 
 
@@ -243,7 +243,7 @@ def cmd_logs(args, home: str) -> int:
 
 def _job_name(name: str) -> str:
     if not name or "/" in name or name.startswith("."):
-        raise AiosError(f"{name!r} is not a job name")
+        raise UsageError(f"{name!r} is not a job name")
     return name
 
 

@@ -135,7 +135,7 @@ CONFIG = [  # (id, kind, aios.toml lines, error)
 
 CLI = [  # (id, argv, exit code, stderr)
     ("unknown-command", ["frobnicate"], 2,
-     "usage: aios [-h] [--home HOME] COMMAND ...\naios: error: argument COMMAND: invalid choice: 'frobnicate' "
+     "usage: aios [-h] [--version] [--home HOME] COMMAND ...\naios: error: argument COMMAND: invalid choice: 'frobnicate' "
      f"(choose from {_command_choices()})\n"),
     ("trigger-unknown-job", ["trigger", "nosuch"], 1, f"aios: no job named 'nosuch' ({KNOWN})\n"),
     ("trigger-always-job", ["trigger", "svc"], 1,
@@ -145,19 +145,21 @@ CLI = [  # (id, argv, exit code, stderr)
      "aios: job 'work' runs a command, which takes positional arguments only; keyword arguments are for "
      "program jobs\n"),
     ("start-nothing", ["start"], 2,
-     "usage: aios [-h] [--home HOME] COMMAND ...\naios: error: start: name one or more jobs, or give --all\n"),
-    ("logs-path-traversal", ["logs", "../../etc/passwd"], 1, "aios: '../../etc/passwd' is not a job name\n"),
+     "usage: aios [-h] [--version] [--home HOME] COMMAND ...\naios: error: start: name one or more jobs, or give --all\n"),
+    ("logs-path-traversal", ["logs", "../../etc/passwd"], 2, "aios: '../../etc/passwd' is not a job name\n"),
     ("history-n-not-a-number", ["history", "-n", "abc"], 2,
-     "usage: aios history [-h] [-n N] [--json] [job]\naios history: error: argument -n: invalid int value: 'abc'\n"),
+     "usage: aios history [-h] [-n N] [--json] [job]\naios history: error: argument -n: 'abc' is not a whole number\n"),
+    ("logs-n-zero", ["logs", "work", "-n", "0"], 2,
+     "usage: aios logs [-h] [-n N] [-f] job\naios logs: error: argument -n: 0 is not at least 1\n"),
     ("stop-shell-characters", ["stop", "a;rm -rf /"], 1, f"aios: a;rm -rf /: no job named 'a;rm -rf /' ({KNOWN})\n"),
     ("restart-command-substitution", ["restart", "$(touch X)"], 1,
      f"aios: $(touch X): no job named '$(touch X)' ({KNOWN})\n"),
     ("status-unicode-name", ["status", "jöb"], 1, f"aios: no job named 'jöb' ({KNOWN})\n"),
     ("run-trigger-job", ["run", "work"], 1, "aios: work: job 'work' is a trigger job; use trigger\n"),
-    ("add-bad-name", ["add", "bad/name", "--type", "always", "--", "true"], 1,
+    ("add-bad-name", ["add", "bad/name", "--type", "always", "--", "true"], 2,
      f"aios: job name 'bad/name' {NAME_RULE}\n"),
     ("unknown-option", ["trigger", "work", "--bogus"], 2,
-     "usage: aios [-h] [--home HOME] COMMAND ...\naios: error: unrecognized arguments: --bogus "
+     "usage: aios [-h] [--version] [--home HOME] COMMAND ...\naios: error: unrecognized arguments: --bogus "
      "(put -- before arguments that start with -)\n"),
     ("second-daemon", ["up", "-d"], 1, "aios: a daemon (pid {pid}) is already running for {home}\n"),
     ("apply-missing-file", ["apply", "/nonexistent/aios.toml"], 1,

@@ -666,10 +666,10 @@ def test_add_with_the_daemon_up_and_down(home, daemon):
     twice = aios(home, "add", "--type", "interval", "--every", "1m", "tick", "--", "echo", "again")
     assert twice.returncode == 1 and "job 'tick' already exists" in twice.stderr
     bad = aios(home, "add", "--type", "daily", "--time", "25:00", "late", "--", "echo", "hi")
-    assert bad.returncode == 1
+    assert bad.returncode == 2, "options a job cannot have are a usage error"
     assert bad.stderr == "aios: job 'late': time: '25:00' is not a time of day; use \"HH:MM\" from 00:00 to 23:59\n"
     missing = aios(home, "add", "--type", "always", "nocmd")
-    assert missing.returncode == 1 and "exactly one of 'program'" in missing.stderr
+    assert missing.returncode == 2 and "exactly one of 'program'" in missing.stderr
     assert (home / "aios.toml").read_text() == text, "a refused add leaves aios.toml alone"
 
     assert ok(aios(home, "add", "--type", "always", "svc2", "--", "sleep", "100000")) == \

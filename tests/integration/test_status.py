@@ -1,13 +1,13 @@
 """`aios status` as a health check on a real daemon: its exit code (0 fine, 4 a job failed
 or invalid, 3 no daemon), what it shows of the pids a dead daemon recorded, and the
-reason of a job that aios.toml names but cannot run."""
+reason of a job that aios.toml names but cannot run (which `up -d` names too)."""
 from __future__ import annotations
 
 import os
 import signal
 
 from .conftest import pid_alive, wait_until, write_home
-from .test_cli import aios, always, daemon, ok, running_pids, status, table_rows  # noqa: F401
+from .test_cli import READY, aios, always, daemon, ok, running_pids, status, table_rows  # noqa: F401
 
 CRASH = '\n[jobs.crash]\ntype = "always"\ncommand = ["sh", "-c", "exit 1"]\nretries = 1\nbackoff = "10ms"\n'
 BAD = '\n[jobs.bad]\ntype = "daily"\ntime = "25:00"\ncommand = ["true"]\n'
@@ -61,7 +61,9 @@ def test_with_the_daemon_down_a_recorded_pid_is_checked_in_proc(home, daemon):
 
 def test_a_job_invalid_in_aios_toml_shows_its_reason_with_the_daemon_up_and_down(home, daemon):
     write_home(home, always("svc", "sleep", "100000") + BAD)
-    daemon.up()
+    up = aios(home, "up", "-d")
+    daemon.pids.append(int(READY.fullmatch(ok(up).rstrip("\n"))[1]))
+    assert up.stderr == f"aios: ready; 1 job skipped (`aios status` shows why):\n  {BAD_WHY}\n"
     wait_until(lambda: "svc" in running_pids(home), what="svc running")
     for args in (("status",), ("status", "bad")):
         shown = aios(home, *args)
