@@ -71,7 +71,8 @@ def test_test_restarts_kills_jobs_and_the_daemon_and_loses_nothing():
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "restart resilience: 2 rounds (seed 7): 2 job kills, 1 daemon kills (kill -9)"
-    assert re.match(r"  triggers acknowledged: [1-9]\d*; lost: 0; ran more than once: 0; "
+    # at least once: a run whose end the killed daemon never saw runs again, and is recorded once
+    assert re.match(r"  triggers acknowledged: [1-9]\d*; lost: 0; ran more than once: \d+; "
                     r"recorded as done other than once: 0 ", lines[1]), lines[1]
     assert lines[2] == "  always jobs, most copies alive at once: svc_sleep 1, svc_py 1"
     assert lines[-1] == "verdict: OK"
