@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-USAGE = """usage: python3 simple_orchestrator.py [--force] [--force-new-db] [--help]
+USAGE = """usage: python3 simple_orchestrator.py [--force] [--force-new-db] [--help] [--version]
 
 Run AIOS in the foreground, with this folder as its home (or $AIOS_HOME).
 On first start it writes aios.toml and Programs/ with the seven example jobs.
@@ -18,13 +18,14 @@ On first start it writes aios.toml and Programs/ with the seven example jobs.
   --force-new-db   if orchestrator.db is empty, damaged or not AIOS's, move it aside
                    (orchestrator.db.broken-TIME) and begin a new one
   --help           show this message
+  --version        show AIOS's version, the Python running it and where it is
 
 Ctrl-C or SIGTERM stops every job gracefully; a second Ctrl-C kills them at once.
 """
 
 
 def main(argv: list) -> int:
-    unknown = [a for a in argv if a not in ("--force", "--force-new-db", "--help", "-h")]
+    unknown = [a for a in argv if a not in ("--force", "--force-new-db", "--help", "-h", "--version")]
     if unknown:
         sys.stderr.write(f"simple_orchestrator.py: unknown option {unknown[0]!r}; use --force or --help\n")
         return 2
@@ -33,6 +34,11 @@ def main(argv: list) -> int:
         return 0
     here = Path(__file__).resolve().parent
     sys.path.insert(0, str(here))
+    if "--version" in argv:
+        from aios import version_line
+
+        sys.stdout.write(version_line() + "\n")
+        return 0
     from aios.engine.daemon import serve
     from aios.spec import AiosError
 

@@ -18,7 +18,7 @@ from .spec import (NAME_RE, AiosError, JobSpec, Settings, SpecError, factory, fi
                    replace, show_value)
 
 __all__ = ["ConfigError", "TimeZoneError", "Config", "load", "write_default", "write_config",
-           "dump_toml", "local_zone", "CONFIG_FILE", "PROGRAMS_DIR"]
+           "require_valid", "dump_toml", "local_zone", "CONFIG_FILE", "PROGRAMS_DIR"]
 
 from .home import CONFIG_FILE
 
@@ -161,7 +161,13 @@ def _parse_toml(text: str) -> dict:
     try:
         import tomllib
     except ImportError:  # Python < 3.11
-        import tomli as tomllib
+        try:
+            import tomli as tomllib
+        except ImportError:
+            import sys
+
+            raise ConfigError(f"reading {CONFIG_FILE} on Python {sys.version.split()[0]} needs the tomli package: "
+                              f"{sys.executable} -m pip install tomli (Python 3.11 and later have it built in)") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -476,12 +482,34 @@ def _create(path: Path, data: bytes) -> None:
         out.write(data)
 
 
-def write_config(home: Path, text: str) -> None:
-    """Replace home/aios.toml by `text` atomically (a crash leaves the old or the new file)."""
+def require_valid(cfg: Config) -> None:
+    """Refuse a configuration with any error, listing them all (before it replaces aios.toml)."""
+    if cfg.errors:
+        count = f"{len(cfg.errors)} error{'s' if len(cfg.errors) > 1 else ''}"
+        raise ConfigError(f"{count}; {CONFIG_FILE} left as it was:\n  " + "\n  ".join(cfg.errors))
+
+
+BACKUP_FILE = CONFIG_FILE + ".prev"
+
+
+def write_config(home: Path, text: str, backup: bool = False) -> None:
+    """Replace home/aios.toml by `text` atomically (a crash leaves the old or the new file);
+    with `backup`, the file it replaces is kept as aios.toml.prev (unless it is the same)."""
     path = Path(home) / CONFIG_FILE
+    if backup:
+        try:
+            old = path.read_bytes()
+        except FileNotFoundError:
+            old = None
+        if old is not None and old != text.encode("utf-8"):
+            _write_atomically(path.with_name(BACKUP_FILE), old)
+    _write_atomically(path, text.encode("utf-8"))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640), "w", encoding="utf-8") as f:
-        f.write(text)
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640), "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

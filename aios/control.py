@@ -135,9 +135,13 @@ def op_events(engine, req):
 
 
 def op_apply(engine, req):
-    """apply [text] -> {"added", "removed", "changed", "unchanged", "errors"}. Reload
-    aios.toml (or, with text, replace it by that TOML text) without stopping the daemon."""
-    return engine.apply(_field(req, "text", str, None))
+    """apply [text] [check] -> {"added", "removed", "changed", "unchanged", "fields", "kept",
+    "errors"}. Reload aios.toml (or, with text, replace it by that TOML text, refused whole
+    if it has any error; the old file is kept as aios.toml.prev) without stopping the
+    daemon. "fields": the changed fields of each changed job; "kept": jobs whose new table
+    is invalid, which keep running on their previous one. With check true, change
+    nothing and also return "skipped" (new jobs with an invalid table)."""
+    return engine.apply(_field(req, "text", str, None), _field(req, "check", bool, False))
 
 
 def op_reexec(engine, req):

@@ -1,5 +1,7 @@
 """AiosError, the one base of every error AIOS reports. Imports nothing (the CLI loads it
 on its fast path)."""
+from __future__ import annotations
+
 
 
 class AiosError(Exception):

@@ -8,7 +8,8 @@ import time
 
 _COLORS = {"green": "32", "red": "31", "yellow": "33", "blue": "34", "dim": "2", "bold": "1"}
 STATUS_COLORS = {"running": "green", "failed": "red", "backoff": "yellow", "stopping": "yellow",
-                 "waiting": "blue", "stopped": "dim", "disabled": "dim", "ineligible": "dim"}
+                 "waiting": "blue", "stopped": "dim", "disabled": "dim", "ineligible": "dim",
+                 "invalid": "red", "missing": "yellow", "unknown": "yellow"}
 OUTCOME_COLORS = {"ok": "green", "failed": "red", "killed": "red", "timeout": "red",
                   "spawn_failed": "red", "lost": "yellow", "unknown": "yellow", "stopped": "dim", "preempted": "dim"}
 

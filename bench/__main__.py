@@ -1,4 +1,4 @@
-"""python3 -m bench [--quick] [--rounds N] [--only SCENARIO ...] [--no-peers] [--out DIR]
+"""python3 -m bench [--quick] [--rounds N] [--only SCENARIO ...] [--no-peers | --installed-peers] [--out DIR]
 
 Runs every scenario on every system, round after round (systems alternating A B A B
 within a round), writes the raw JSON to bench/results/<timestamp>.json (or --out) and
@@ -34,6 +34,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", metavar="SCENARIO",
                         help="scenario families or keys, e.g. cold_start shutdown_100 (the floor always runs)")
     parser.add_argument("--no-peers", action="store_true", help="measure AIOS alone (implied by --quick)")
+    parser.add_argument("--installed-peers", action="store_true",
+                        help="measure beside the peers an earlier run installed (bench/.peers, bench/.node), "
+                             "installing nothing; also with --quick")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="folder for the JSON results")
     parser.add_argument("--no-bytecode-cache", action="store_true",
                         help="keep the caller's environment as is (e.g. PYTHONDONTWRITEBYTECODE=1: "
@@ -64,7 +67,8 @@ def main(argv: list[str]) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="aios-bench-"))
     try:
         env, bytecode = process_env(None if args.no_bytecode_cache else scratch / "pycache")
-        installs = {} if settings.quick or args.no_peers else peers.ensure_all(_say)
+        installs = peers.installed() if args.installed_peers else \
+            {} if settings.quick or args.no_peers else peers.ensure_all(_say)
         systems = make_systems(env, scratch, installs)
         data = {"meta": report.meta(command, settings, bytecode, systems, installs),
                 "floor_of": {s.name: s.interpreter for s in systems if s.kind == "manager"},
@@ -96,7 +100,7 @@ def finish(data: dict, args, settings) -> int:
     path = report.write_json(data, args.out)
     text = report.markdown(data)
     print(text)
-    if settings.quick or args.only or args.no_peers or settings.rounds < MIN_FULL_ROUNDS:
+    if settings.quick or args.only or args.no_peers or args.installed_peers or settings.rounds < MIN_FULL_ROUNDS:
         _say(f"raw results: {path}; BENCHMARKS.md not written (only a full run with the peers, of at "
              f"least {MIN_FULL_ROUNDS} rounds, writes it)")
     else:

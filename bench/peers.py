@@ -56,10 +56,24 @@ def ensure_all(say) -> dict[str, Install]:
             "pm2": ensure_pm2(say)}
 
 
-def ensure_pip(package: str, script: str, say) -> Install:
+def installed() -> dict[str, Install]:
+    """The peers already installed by an earlier run; installs nothing."""
+    found = {"supervisord": _pip_installed("supervisor", "supervisord"), "circus": _pip_installed("circus", "circusd"),
+             "pm2": _pm2_installed() if node() else None}
+    return {name: install for name, install in found.items() if install is not None}
+
+
+def _pip_installed(package: str, script: str) -> Install | None:
     version = _pip_version(package)
     if version and venv_bin(script).exists():
         return Install(package, version, note=f"pip {' '.join(PIP_PINS[package])} in {rel(VENV)}")
+    return None
+
+
+def ensure_pip(package: str, script: str, say) -> Install:
+    found = _pip_installed(package, script)
+    if found is not None:
+        return found
     try:
         if not venv_bin("python").exists():
             say(f"creating {rel(VENV)} with {sys.executable} -m venv")
@@ -69,10 +83,8 @@ def ensure_pip(package: str, script: str, say) -> Install:
               *PIP_PINS[package]])
     except InstallError as exc:
         return Install(package, error=f"could not be installed: {exc}")
-    version = _pip_version(package)
-    if not version or not venv_bin(script).exists():
-        return Install(package, error=f"could not be installed: {script} missing after pip install")
-    return Install(package, version, note=f"pip {' '.join(PIP_PINS[package])} in {rel(VENV)}")
+    return _pip_installed(package, script) or Install(
+        package, error=f"could not be installed: {script} missing after pip install")
 
 
 def _pip_version(package: str) -> str | None:
@@ -97,9 +109,13 @@ def ensure_pm2(say) -> Install:
             _run([npm, "install", "--prefix", str(NODE_PREFIX), "--no-audit", "--no-fund", "--no-save", PM2_PIN])
         except InstallError as exc:
             return Install("pm2", error=f"could not be installed: {exc}")
+    return _pm2_installed() or Install("pm2", error="could not be installed: no node_modules/pm2 after npm install")
+
+
+def _pm2_installed() -> Install | None:
     version = pm2_version()
     if not version:
-        return Install("pm2", error="could not be installed: no node_modules/pm2 after npm install")
+        return None
     return Install("pm2", version, note=f"npm {PM2_PIN} under {rel(NODE_PREFIX)}, node {_node_version()}")
 
 

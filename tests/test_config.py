@@ -633,3 +633,28 @@ def test_a_corrupt_cache_is_ignored(tmp_path):
     home, first = _cached_home(tmp_path)
     (home / ".aios.toml.cache").write_text("{not json")
     assert load(home, cache=True) == first
+
+
+def test_write_config_keeps_the_file_it_replaces_as_prev(tmp_path):
+    config.write_config(tmp_path, "# one\n", backup=True)
+    assert not (tmp_path / "aios.toml.prev").exists(), "nothing was replaced"
+    config.write_config(tmp_path, "# two\n", backup=True)
+    assert (tmp_path / "aios.toml.prev").read_text() == "# one\n"
+    config.write_config(tmp_path, "# two\n", backup=True)
+    assert (tmp_path / "aios.toml.prev").read_text() == "# one\n", "the same text keeps the older backup"
+    config.write_config(tmp_path, "# three\n")
+    assert (tmp_path / "aios.toml").read_text() == "# three\n"
+    assert (tmp_path / "aios.toml.prev").read_text() == "# one\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aios.toml", "aios.toml.prev"], "no temporary file left"
+
+
+def test_require_valid_lists_every_error(tmp_path):
+    home = home_with(tmp_path, "")
+    cfg = load(home, '[jobs.a]\ntype = "daily"\ntime = "25:00"\ncommand = ["true"]\n'
+                     '[jobs.b]\ntype = "always"\n[jobs.c]\ntype = "always"\ncommand = ["true"]\n')
+    with pytest.raises(ConfigError) as refused:
+        config.require_valid(cfg)
+    lines = str(refused.value).splitlines()
+    assert lines[0] == "2 errors; aios.toml left as it was:"
+    assert lines[1].startswith("  job 'a': time:") and lines[2].startswith("  job 'b':") and len(lines) == 3
+    config.require_valid(load(home, '[jobs.c]\ntype = "always"\ncommand = ["true"]\n'))

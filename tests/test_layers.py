@@ -25,9 +25,15 @@ ALLOWED = {
                "launch"},                # launch.identity: a job's user and groups exist at load
     "posixtz": set(), "store": {"spec"}, "control": {"spec"},
     "home": set(), "show": set(), "launch": {"spec", "dotenv"}, "dotenv": set(),
+    "service": set(),                    # the systemd unit of a home; sd_notify readiness
+    "oplog": {"logs"},                   # orchestrator.log, rotated like job logs
     "engine": {"spec", "schedule", "lifecycle", "config", "store", "supervisor", "control", "logs",
-               "fswatch", "home", "show", "launch"},
-    "cli": {"control", "config", "home", "show", "logs", "store", "engine", "spec", "states"},
+               "fswatch", "home", "show", "launch",
+               "service",                        # daemon.py: sd_notify READY=1 under systemd (Type=notify)
+               "oplog"},                         # daemon.py: its log sink, orchestrator.log
+    "cli": {"control", "config", "home", "show", "logs", "store", "engine", "spec", "states",
+            "service",                           # `aios service`
+            "supervisor"},                       # status with the daemon down: is a recorded pid alive (/proc)
     "web": {"control", "config", "home", "errors", "logs",
             "fswatch",     # every live log tail of the web process shares its one inotify instance
             "spec"},       # /metrics names every job state

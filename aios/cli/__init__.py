@@ -1,24 +1,27 @@
 """The `aios` command (also `python -m aios`): argparse over the control socket.
 
 One module per group of commands (`lifecycle`, `reading`, `acting`, `editing`, `db`,
-`dashboard`); each registers its commands with `@command(name, *aliases, setup=...)`,
+`dashboard`, `service`); each registers its commands with `@command(name, *aliases, setup=...)`,
 where `setup(parser)` adds the command's arguments and the docstring is its help. Each command imports only
 what it needs: talking to a running daemon costs json and a socket; the store, the
 config parser and the engine load only for the commands that use them. Exit codes: 0
-ok, 1 the operation failed, 2 usage, 3 no daemon is running. Imports control, home,
-show, logs, and (lazily) config, store, daemon.
+ok, 1 the operation failed, 2 usage, 3 no daemon is running, 4 (`status`) a job is
+failed or invalid. Imports control, home, show, logs, service, and (lazily) config,
+store, daemon, supervisor (to read /proc).
 """
 from __future__ import annotations
 
 import os
 import sys
 
-from .. import control
+from .. import control, version_line
 from ..errors import AiosError
 from ..home import find_home
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
-GROUPS = ("lifecycle", "reading", "acting", "editing", "db", "dashboard")   # the modules below, in help order
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_JOB_FAILED = 0, 1, 2, 3, 4
+EXIT_CODES = ("Exit codes: 0 ok, 1 the operation failed, 2 usage, 3 no daemon is running, "
+              "4 (status) a job is failed or invalid.")
+GROUPS = ("lifecycle", "reading", "acting", "editing", "db", "dashboard", "service")   # the modules below, in help order
 _COMMANDS: dict = {}    # name -> (handler, setup, aliases)
 _ALIASES: dict = {}     # alias -> name
 
@@ -74,6 +77,19 @@ def _parse(parser, argv):
     return args
 
 
+def count(text: str) -> int:
+    """An argparse type: a whole number from 1 (`-n 0` and `-n -5` are usage errors)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not at least 1")
+    return value
+
+
 def fail(message: str, code: int = EXIT_FAILED) -> int:
     sys.stderr.write(f"aios: {message}\n")
     return code
@@ -90,6 +106,17 @@ def print_json(value) -> int:
     return EXIT_OK
 
 
+def _version_action():
+    import argparse
+
+    class Version(argparse.Action):   # argparse's own would re-wrap the line
+        def __call__(self, parser, namespace, values, option_string=None):
+            out(version_line())
+            parser.exit()
+
+    return Version
+
+
 def _parser():
     import argparse
     from importlib import import_module
@@ -98,7 +125,9 @@ def _parser():
         import_module(f"{__name__}.{group}")
     parser = argparse.ArgumentParser(
         prog="aios", description="Drive the AIOS daemon of a home (its aios.toml, jobs and state).",
-        epilog="Exit codes: 0 ok, 1 the operation failed, 2 usage, 3 no daemon is running.")
+        epilog=EXIT_CODES)
+    parser.add_argument("--version", action=_version_action(), nargs=0, help="show AIOS's version, the Python running it "
+                        "and where it is, and exit")
     parser.add_argument("--home", help="the AIOS home (default: $AIOS_HOME, else the nearest "
                         "folder upward with aios.toml, else ~/.aios)")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")

@@ -5,7 +5,7 @@ import sys
 
 from .. import control
 from ..errors import AiosError
-from . import EXIT_FAILED, EXIT_OK, UsageError, command, out
+from . import EXIT_FAILED, EXIT_OK, UsageError, command, count, out
 
 
 def _each(home: str, op: str, names: list[str], select_all) -> int:
@@ -147,7 +147,7 @@ def key_value(text: str, flag: str) -> tuple[str, str]:
 def _triggers_arguments(cmd) -> None:
     cmd.add_argument("words", nargs="*", metavar="[JOB] | drop JOB [ID]",
                      help="list the queued triggers (of JOB), or drop the queued triggers of JOB (or the one ID)")
-    cmd.add_argument("-n", type=int, default=100, help="how many to list (default 100)")
+    cmd.add_argument("-n", type=count, default=100, help="how many to list (default 100)")
     cmd.add_argument("--json", action="store_true")
 
 

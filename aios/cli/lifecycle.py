@@ -58,7 +58,22 @@ def _up_detached(home: str, options: list[str]) -> int:
     from .dashboard import announce
 
     announce(home)
+    _say_skipped(home)
     return EXIT_OK
+
+
+def _say_skipped(home: str) -> None:
+    """Ready, but not with every job: name those skipped for an invalid table."""
+    from ..errors import AiosError
+
+    try:
+        skipped = [row["why"] for row in control.call(home, "status") if row["status"] == "invalid"]
+    except AiosError:
+        return
+    if skipped:
+        jobs = f"{len(skipped)} job{'s' if len(skipped) > 1 else ''}"
+        sys.stderr.write(f"aios: ready; {jobs} skipped (`aios status` shows why):\n"
+                         + "".join(f"  {why}\n" for why in skipped))
 
 
 def _read_ready(fd: int, timeout: float = 60.0) -> str:

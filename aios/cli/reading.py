@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from .. import control, show
 from ..errors import AiosError
-from . import EXIT_OK, command, fail, out, print_json
+from . import EXIT_JOB_FAILED, EXIT_NOT_RUNNING, EXIT_OK, UsageError, command, count, fail, out, print_json
 
 
 def _status_arguments(cmd) -> None:
@@ -18,20 +18,25 @@ def _status_arguments(cmd) -> None:
 
 @command("status", "ls", setup=_status_arguments)
 def cmd_status(args, home: str) -> int:
-    """Jobs: state, pid, uptime, restarts, last run, next run, tags, and why."""
+    """Jobs: state, pid, uptime, restarts, last run, next run, tags, and why. Exits 0 when
+    every job is as it should be, 4 when a job is failed (or invalid in aios.toml, so it
+    does not run), 3 when the daemon is not running (the last recorded state is shown,
+    with what /proc says of the pids it recorded)."""
     import time
 
     try:
-        jobs, note = control.call(home, "status", **({"job": args.job} if args.job else {})), None
+        jobs, down = control.call(home, "status", **({"job": args.job} if args.job else {})), False
     except control.DaemonNotRunning:
-        jobs, note = _stored_status(home, args.job), "daemon not running; last recorded state"
+        jobs, down = _stored_status(home, args.job), True
     if args.json:
-        return print_json(jobs)
-    color = show.use_color(sys.stdout)
-    out(show.table(_STATUS_HEADERS, [_status_row(j, time.time(), color) for j in jobs], color))
-    if note:
-        sys.stderr.write(f"aios: {note}\n")
-    return EXIT_OK
+        print_json(jobs)
+    else:
+        color = show.use_color(sys.stdout)
+        out(show.table(_STATUS_HEADERS, [_status_row(j, time.time(), color) for j in jobs], color))
+    if down:
+        sys.stderr.write("aios: daemon not running; last recorded state\n")
+        return EXIT_NOT_RUNNING
+    return EXIT_JOB_FAILED if any(j["status"] in ("failed", "invalid") for j in jobs) else EXIT_OK
 
 
 _STATUS_HEADERS = ["NAME", "TYPE", "STATUS", "PID", "UPTIME", "RESTARTS", "LAST RUN", "NEXT", "TAGS", "WHY"]
@@ -40,9 +45,10 @@ _STATUS_HEADERS = ["NAME", "TYPE", "STATUS", "PID", "UPTIME", "RESTARTS", "LAST 
 def _status_row(job: dict, now: float, color: bool) -> list:
     last = job.get("last_run")
     last_text = f"{last['outcome'] or 'running'} {show.ago(last['started'], now)}" if last else "-"
+    pid = "-" if not job["pid"] else f"{job['pid']} gone" if job.get("pid_alive") is False else str(job["pid"])
     return [
         (job["name"], "bold"), (job["type"], None), (job["status"], show.STATUS_COLORS.get(job["status"])),
-        (str(job["pid"] or "-"), None), (show.duration(job.get("uptime")), None),
+        (pid, None), (show.duration(job.get("uptime")), None),
         (str(job.get("restarts", 0)), None), (last_text, show.OUTCOME_COLORS.get(last and last["outcome"])),
         (show.until(job.get("next_due"), now), None), (",".join(job.get("tags") or []) or "-", None),
         (_why(job, now), "dim"),
@@ -60,21 +66,58 @@ def _why(job: dict, now: float) -> str:
 
 
 def _stored_status(home: str, name: str | None) -> list[dict]:
+    """The jobs as the last daemon recorded them, each pid it recorded checked in /proc, and
+    the jobs aios.toml has now but cannot run (invalid)."""
     with open_stored(home) as store:
         states, last, specs = store.load_states(), store.last_runs(), store.load_specs()
-    names = [name] if name else list(specs) or sorted(states)
-    if name and name not in specs and name not in states:
+    invalid = {n: why for n, why in _invalid_now(home).items() if n not in specs}
+    names = [n for n in (list(specs) or sorted(states)) + sorted(invalid) if name in (None, n)]
+    if name and not names:
         raise AiosError(f"no job named {name!r}")
-    return [_stored_job(n, specs.get(n, {}), states.get(n), last.get(n)) for n in names]
+    return [_invalid_job(n, invalid[n]) if n in invalid
+            else _stored_job(n, specs.get(n, {}), states.get(n), last.get(n)) for n in names]
+
+
+def _invalid_now(home: str) -> dict:
+    from pathlib import Path
+
+    from ..config import ConfigError, load
+
+    try:
+        return load(Path(home)).invalid
+    except ConfigError:
+        return {}
+
+
+def _invalid_job(name: str, why: str) -> dict:
+    return {"name": name, "type": "?", "status": "invalid", "why": f"invalid in aios.toml: {why}", "pid": None,
+            "uptime": None, "restarts": 0, "next_due": None, "tags": [], "last_run": None}
 
 
 def _stored_job(name: str, table: dict, state, last) -> dict:
     from ..spec import plain
 
-    return {"name": name, "type": table.get("type", "?"), "status": state.status.value if state else "stopped",
-            "why": state.why if state else "", "pid": state.pid if state else None, "uptime": None,
-            "restarts": state.restarts if state else 0, "next_due": state.next_due if state else None,
-            "tags": table.get("tags", []), "last_run": plain(last) if last else None}
+    job = {"name": name, "type": table.get("type", "?"), "status": state.status.value if state else "stopped",
+           "why": state.why if state else "", "pid": state.pid if state else None, "uptime": None,
+           "restarts": state.restarts if state else 0, "next_due": state.next_due if state else None,
+           "tags": table.get("tags", []), "last_run": plain(last) if last else None}
+    if job["pid"]:
+        job.update(_recorded_pid(job, last))
+    return job
+
+
+def _recorded_pid(job: dict, last) -> dict:
+    """What /proc says of a pid recorded by a daemon that is gone: the same process (pid and
+    start time), still running unsupervised, or gone (then the job's state is unknown)."""
+    from ..supervisor import procfs
+
+    pid, stat = job["pid"], procfs.stat(job["pid"])
+    ticks = None if stat is None or stat.exited else stat.ticks
+    expected = last.pid_start if last is not None and last.pid == pid else None
+    if ticks is not None and expected in (None, ticks):
+        return {"pid_alive": True, "why": "not supervised: the daemon is down (`aios up -d` adopts it)"}
+    return {"pid_alive": False, "status": "unknown",
+            "why": f"recorded as {job['status']} with pid {pid}, which is gone (the daemon is down)"}
 
 
 @contextmanager
@@ -99,7 +142,7 @@ def open_stored(home: str):
 def _list_arguments(default: int, follow: bool):
     def setup(cmd) -> None:
         cmd.add_argument("job", nargs="?")
-        cmd.add_argument("-n", type=int, default=default, help=f"how many (default {default})")
+        cmd.add_argument("-n", type=count, default=default, help=f"how many (default {default})")
         cmd.add_argument("--json", action="store_true")
         if follow:
             cmd.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
@@ -181,7 +224,7 @@ def _follow_events(home: str, args) -> int:
 
 def _logs_arguments(cmd) -> None:
     cmd.add_argument("job")
-    cmd.add_argument("-n", type=int, default=50, help="how many lines (default 50)")
+    cmd.add_argument("-n", type=count, default=50, help="how many lines (default 50)")
     cmd.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
 
 
@@ -205,7 +248,7 @@ def cmd_logs(args, home: str) -> int:
 
 def _job_name(name: str) -> str:
     if not name or "/" in name or name.startswith("."):
-        raise AiosError(f"{name!r} is not a job name")
+        raise UsageError(f"{name!r} is not a job name")
     return name
 
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .. import config, launch, supervisor
+from ..oplog import open_oplog
 from ..spec import AiosError
 from ..store import open_store
 from . import recovery, watches
@@ -27,7 +28,7 @@ START_PER_TURN = 10      # jobs started per loop turn at start-up: the control s
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _INHERIT_ENV = "AIOS_REEXEC_FDS"
 _READY_ENV = "AIOS_READY_FD"
-_CONTROL_ENV = (_INHERIT_ENV, _READY_ENV)   # the daemon's own variables: never passed to jobs
+_CONTROL_ENV = (_INHERIT_ENV, _READY_ENV, "NOTIFY_SOCKET")   # the daemon's own variables: never passed to jobs
 
 
 class AlreadyRunning(AiosError):
@@ -76,8 +77,9 @@ class Daemon:
         except BaseException:
             os.close(lock_fd)
             raise
+        log = open_oplog(home, cfg.settings.log_max_bytes, cfg.settings.log_keep)   # orchestrator.log (+ stderr)
         engine = Engine(home=home, settings=cfg.settings, store=store, loop=Loop(), processes=None,
-                        reexecuted=inherited is not None)
+                        reexecuted=inherited is not None, log=log)
         engine.processes = SystemProcesses(engine)
         engine.base_env = {k: v for k, v in os.environ.items() if k not in _CONTROL_ENV}
         engine.jobs_nofile = jobs_nofile
@@ -108,6 +110,10 @@ class Daemon:
         engine.event("daemon_reexecuted" if engine.reexecuted else "daemon_started", None,
                      f"pid {os.getpid()}, {len(engine.jobs)} jobs, home {engine.home}, ready in {took:.1f} ms")
         _notify_ready(self.ready_fd, took)
+        if "NOTIFY_SOCKET" in os.environ:   # started by systemd with Type=notify (aios service install)
+            from ..service import notify_ready
+
+            notify_ready(f"ready in {took:.1f} ms; {len(engine.jobs)} jobs")
         order = sorted(engine.jobs.values(), key=lambda j: -j.spec.priority)
         counts = engine.planner.refresh_queue(anyway=True, control=False) or {}
         _start_in_turns(engine, order, counts)

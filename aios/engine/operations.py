@@ -245,24 +245,32 @@ class Operations:
     def shutdown(self, why: str) -> None:
         self.engine.shutdown(why)
 
-    def apply(self, text: str | None = None) -> dict:
+    def apply(self, text: str | None = None, check: bool = False) -> dict:
         """Load aios.toml again (or `text`, which then replaces it) and bring the running
         jobs in line: start added ones, stop removed ones, restart changed always jobs;
         other changed jobs take their new spec from their next run. A job whose new table
-        is invalid keeps running on its previous spec and shows the error."""
+        is invalid keeps running on its previous spec and shows the error. A `text` with
+        any error is refused whole (aios.toml and the jobs stay as they were); the file it
+        replaces is kept as aios.toml.prev. With `check`, only say what would change."""
         from .. import config
-        from .reconcile import reconcile
+        from .reconcile import changes, reconcile
 
         eng = self.engine
-        cfg = config.load(eng.home, text, cache=text is None)
-        if cfg.settings.device_id != eng.settings.device_id:
-            raise OperationError(f"the device id changed ({eng.settings.device_id!r} -> "
-                                 f"{cfg.settings.device_id!r}); restart the daemon to change it")
+        cfg = config.load(eng.home, text, cache=text is None and not check)
+        moved = cfg.settings.device_id != eng.settings.device_id
+        errors = cfg.errors + ([f"the device id changed ({eng.settings.device_id!r} -> {cfg.settings.device_id!r}); "
+                                "restart the daemon to change it"] if moved else [])
+        plan = changes(eng.tables, cfg)
+        if check:
+            return {**plan, "errors": errors}
+        if moved:
+            raise OperationError(errors[-1])
         if text is not None:
-            config.write_config(eng.home, text)
+            config.require_valid(cfg)
+            config.write_config(eng.home, text, backup=True)
         diff = reconcile(eng, cfg)
         eng.event("config_applied", None, ", ".join(f"{k}: {len(v)}" for k, v in diff.items()))
-        return {**diff, "errors": cfg.errors}
+        return {**diff, "fields": plan["fields"], "kept": plan["kept"], "errors": cfg.errors}
 
 
 def _rss_kib() -> int | None:

@@ -3,7 +3,8 @@ added jobs start, removed ones stop and are forgotten, changed ones take their n
 (a running always job restarts on it), and a job whose new table is invalid keeps
 running on its previous spec, with the error shown in its status. Queued triggers are
 never touched: a trigger of a job that left the configuration waits for it to return.
-Part of the engine.
+`changes` says the same beforehand, as a pure function (`aios apply --check`). Part of
+the engine.
 """
 from __future__ import annotations
 
@@ -52,3 +53,31 @@ def _update(engine, cfg, diff: dict) -> list:
             if (ineligible, spec.enabled) != (job.life.ineligible, job.life.spec_enabled):
                 engine.handle(job, lc.Reconfigure(ineligible=ineligible, spec_enabled=spec.enabled))
     return added
+
+
+def changes(running: dict, cfg) -> dict:
+    """What applying `cfg` would do to jobs running the tables `running` (name -> table):
+    the names added, removed, changed (with the fields that differ) and unchanged, the
+    running jobs whose new table is invalid (they keep their previous one), and the new
+    names skipped for an invalid table. Pure: nothing is applied."""
+    out = {"added": [], "removed": [], "changed": [], "unchanged": [], "fields": {}, "kept": {}, "skipped": {}}
+    for name, table in cfg.tables.items():
+        old = running.get(name)
+        if old is None:
+            out["added"].append(name)
+        elif old == table:
+            out["unchanged"].append(name)
+        else:
+            out["changed"].append(name)
+            out["fields"][name] = sorted(key for key in old.keys() | table.keys()
+                                         if old.get(key, _NONE) != table.get(key, _NONE))
+    for name in running:
+        if name in cfg.invalid:
+            out["kept"][name] = cfg.invalid[name]
+        elif name not in cfg.tables:
+            out["removed"].append(name)
+    out["skipped"] = {name: why for name, why in cfg.invalid.items() if name not in running}
+    return out
+
+
+_NONE = object()   # a field absent from a table

@@ -51,10 +51,13 @@ def test_config(live, case_id, kind, lines, error):
         with pytest.raises(control.AiosError) as refused:
             control.call(live.home, "apply", text=text)
         assert str(refused.value) == expected
-    else:
-        result = control.call(live.home, "apply", text=text)
+    else:   # applied, the file is refused whole; checked, the error is listed alone
+        with pytest.raises(control.AiosError) as refused:
+            control.call(live.home, "apply", text=text)
+        assert str(refused.value) == f"1 error; aios.toml left as it was:\n  {expected}"
+        result = control.call(live.home, "apply", text=text, check=True)
         assert result["errors"] == [expected]
-        assert set(result["removed"]) <= {"Tick"} and {"svc", "svc2", "work", "prog"} <= set(result["unchanged"])
+        assert result["removed"] == [] and {"svc", "svc2", "work", "prog"} <= set(result["unchanged"])
         assert result["added"] == (["Tick"] if case_id == "names-differ-in-case-only" else [])
     live.unharmed()
 

@@ -172,7 +172,10 @@ class Harness:
 
 def jobs(text: str) -> dict:
     """[jobs.NAME] tables from TOML text."""
-    import tomllib
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib
 
     return tomllib.loads(textwrap.dedent(text))["jobs"]
 

@@ -181,7 +181,8 @@ def test_up_status_logs_down_and_reading_with_the_daemon_down(home, daemon):
     wait_until(lambda: len(processes_with_home(home)) >= 2, what="the job processes")
 
     shown = aios(home, "status")
-    assert ok(shown) and "\x1b" not in shown.stdout and shown.stderr == ""
+    assert shown.returncode == 4, "a failed job makes status exit 4"
+    assert "\x1b" not in shown.stdout and shown.stderr == ""
     rows = table_rows(shown.stdout)
     assert list(rows) == ["svc", "slowstop", "gpu", "off", "crash", "ten"]
     assert rows["svc"]["STATUS"] == "running" and rows["svc"]["PID"] == str(status(home)["svc"]["pid"])
@@ -197,9 +198,9 @@ def test_up_status_logs_down_and_reading_with_the_daemon_down(home, daemon):
 
     one = ok(aios(home, "status", "gpu"))
     assert list(table_rows(one)) == ["gpu"]
-    assert list(table_rows(ok(aios(home, "ls")))) == list(rows)
+    assert list(table_rows(aios(home, "ls").stdout)) == list(rows)
 
-    listed = json.loads(ok(aios(home, "status", "--json")))
+    listed = json.loads(aios(home, "status", "--json").stdout)
     by_name = {j["name"]: j for j in listed}
     assert [j["name"] for j in listed] == list(rows)
     for job in listed:
@@ -208,8 +209,8 @@ def test_up_status_logs_down_and_reading_with_the_daemon_down(home, daemon):
     assert by_name["gpu"]["why"] == "tag missing on this device: gpu"
     assert by_name["crash"]["why"].startswith("crash loop") and by_name["crash"]["pid"] is None
     assert by_name["ten"]["last_run"]["outcome"] == "ok"
-    single = json.loads(ok(aios(home, "status", "crash", "--json")))
-    assert [j["name"] for j in single] == ["crash"]
+    single = aios(home, "status", "crash", "--json")
+    assert single.returncode == 4 and [j["name"] for j in json.loads(single.stdout)] == ["crash"]
 
     unknown = aios(home, "status", "x")
     assert unknown.returncode == 1
@@ -227,12 +228,12 @@ def test_up_status_logs_down_and_reading_with_the_daemon_down(home, daemon):
     assert re.fullmatch(rf"aios: daemon pid {pid} and its jobs stopped in \d+ ms\n", ok(stopped))
 
     offline = aios(home, "status")
-    assert ok(offline) and offline.stderr == "aios: daemon not running; last recorded state\n"
+    assert offline.returncode == 3 and offline.stderr == "aios: daemon not running; last recorded state\n"
     rows = table_rows(offline.stdout)
     assert list(rows) == ["svc", "slowstop", "gpu", "off", "crash", "ten"]
     assert rows["svc"]["STATUS"] == "stopped" and rows["svc"]["PID"] == "-"
     assert rows["gpu"]["WHY"] == "ineligible: tag missing on this device: gpu"
-    assert json.loads(ok(aios(home, "status", "--json", "crash")))[0]["status"] == "failed"
+    assert json.loads(aios(home, "status", "--json", "crash").stdout)[0]["status"] == "failed"
     assert ok(aios(home, "logs", "ten", "-n", "1")) == "line10\n"
 
     refused = aios(home, "start", "x")
@@ -576,7 +577,7 @@ def test_apply_prints_the_diff_and_brings_jobs_in_line(home, daemon):
     (home / "aios.toml").write_text(always("keep", "sleep", "100000") + always("change", "sleep", "100001")
                                     + always("new", "sleep", "100000"))
     diff = aios(home, "apply")
-    assert ok(diff) == "+ new (added)\n- gone (removed)\n~ change (changed)\n  1 unchanged\n"
+    assert ok(diff) == "+ new (added)\n- gone (removed)\n~ change (changed: command)\n  1 unchanged\n"
     assert diff.stderr == ""
     after = wait_until(lambda: set(running_pids(home)) == {"keep", "change", "new"}
                        and running_pids(home)["change"] != before["change"] and running_pids(home),
@@ -666,10 +667,10 @@ def test_add_with_the_daemon_up_and_down(home, daemon):
     twice = aios(home, "add", "--type", "interval", "--every", "1m", "tick", "--", "echo", "again")
     assert twice.returncode == 1 and "job 'tick' already exists" in twice.stderr
     bad = aios(home, "add", "--type", "daily", "--time", "25:00", "late", "--", "echo", "hi")
-    assert bad.returncode == 1
+    assert bad.returncode == 2, "options a job cannot have are a usage error"
     assert bad.stderr == "aios: job 'late': time: '25:00' is not a time of day; use \"HH:MM\" from 00:00 to 23:59\n"
     missing = aios(home, "add", "--type", "always", "nocmd")
-    assert missing.returncode == 1 and "exactly one of 'program'" in missing.stderr
+    assert missing.returncode == 2 and "exactly one of 'program'" in missing.stderr
     assert (home / "aios.toml").read_text() == text, "a refused add leaves aios.toml alone"
 
     assert ok(aios(home, "add", "--type", "always", "svc2", "--", "sleep", "100000")) == \

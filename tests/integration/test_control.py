@@ -87,7 +87,7 @@ def test_every_op(daemon, home):
     assert about["pid"] == daemon.pid and about["rss_kib"] > 1000 and about["cpu_seconds"] >= 0
     assert client.call("events", job="work", limit=3)[0]["name"] in ("trigger_done", "job_exited")
     assert client.call("apply") == {"added": [], "removed": [], "changed": [], "unchanged": ["svc", "tick", "work"],
-                                    "errors": []}
+                                    "fields": {}, "kept": {}, "errors": []}
     client.close()
 
 
