@@ -14,18 +14,18 @@ import os
 import re
 from pathlib import Path
 
-from .spec import (NAME_RE, AiosError, JobSpec, Settings, SpecError, factory, fields, parse_job, record,
-                   replace, show_value)
+from .spec import (NAME_RE, AiosError, JobSpec, Settings, SpecError, factory, fields, parse_duration, parse_job,
+                   record, replace, show_value)
 
 __all__ = ["ConfigError", "TimeZoneError", "Config", "load", "write_default", "write_config",
-           "require_valid", "dump_toml", "local_zone", "CONFIG_FILE", "PROGRAMS_DIR"]
+           "require_valid", "with_fleet", "dump_toml", "local_zone", "CONFIG_FILE", "PROGRAMS_DIR"]
 
 from .home import CONFIG_FILE
 
 PROGRAMS_DIR = "Programs"
 _SECTIONS = ("device", "jobs", "logs", "retention", "store", "web")
 _SETTING_KEYS = {"device": ("id", "tags"), "web": ("host", "port", "token"), "retention": ("days",),
-                 "logs": ("max_size", "keep"), "store": ("url", "password_file")}
+                 "logs": ("max_size", "keep"), "store": ("url", "password_file", "lease_ttl")}
 STORE_ENV = ("AIOS_DB", "AIOS_DB_PASSWORD_FILE")   # override [store] url and password_file
 
 
@@ -245,6 +245,7 @@ def _settings(data: dict, errors: list[str]) -> Settings:
         log_keep=_keep(logs),
         retention_days=_retention(retention),
         store_url=_store_url(store),
+        lease_ttl=_lease_ttl(store),
         store_password_file=os.environ.get("AIOS_DB_PASSWORD_FILE") or _setting(
             store, "store", "password_file", str, None, "the path of a file holding only the password"),
     )
@@ -307,6 +308,19 @@ def _store_url(store: dict) -> str | None:
                           "only you can read, named by [store] password_file (or "
                           "AIOS_DB_PASSWORD_FILE), or in AIOS_DB_PASSWORD")
     return url
+
+
+def _lease_ttl(store: dict) -> float:
+    """[store] lease_ttl: how long a fleet job's lease holds without renewal (2 s to 5 min);
+    a dead holder's jobs move within it."""
+    value = store.get("lease_ttl", 10)
+    try:
+        seconds = parse_duration(value, f"{CONFIG_FILE}: [store] lease_ttl")
+    except SpecError as exc:
+        raise ConfigError(str(exc)) from None
+    if not 2 <= seconds <= 300:
+        raise ConfigError(f"{CONFIG_FILE}: [store] lease_ttl = {show_value(value)}; use from \"2s\" to \"5m\"")
+    return seconds
 
 
 def _has_password(url: str) -> bool:
@@ -372,6 +386,22 @@ def _load_jobs(home: Path, jobs: dict, header_lines: dict, errors: list[str], in
             continue
         specs[name], tables[name] = spec, table
     return specs, tables
+
+
+def with_fleet(cfg: Config, tables: dict[str, dict]) -> Config:
+    """The jobs one device of a fleet runs: the fleet's published job `tables`, checked
+    against this home (its Programs/, its users), then this device's own jobs (local =
+    true in its aios.toml), which win a name both have. The settings stay this device's."""
+    errors, invalid = list(cfg.errors), {}
+    fleet_errors: list[str] = []
+    specs, plain = _load_jobs(cfg.home, tables, {}, fleet_errors, invalid)
+    errors += [f"fleet job {line}" for line in fleet_errors]
+    for name, spec in cfg.specs.items():
+        if spec.local:
+            specs[name], plain[name] = spec, cfg.tables[name]
+            invalid.pop(name, None)
+    invalid.update({n: e for n, e in cfg.invalid.items() if n not in specs})
+    return Config(home=cfg.home, settings=cfg.settings, specs=specs, tables=plain, errors=errors, invalid=invalid)
 
 
 def _check_unique(name: str, seen: dict[str, str], header_lines: dict) -> None:

@@ -115,6 +115,20 @@ def op_signal(engine, req):
     return engine.signal(_job(req), _field(req, "signal", str))
 
 
+def op_fleet(engine, req):
+    """fleet -> {"device", "version", "devices": [...], "leases": [...]}: this device, the
+    version of the fleet's jobs it runs, every device (tags, version, load, last heartbeat,
+    running jobs) and who holds each fleet job's lease (fleet mode only)."""
+    return engine.fleet_view()
+
+
+def op_route(engine, req, reply):
+    """route device request -> "ok". Carry out `request`, an object such as {"op": "restart",
+    "job": "web"} (start, stop, restart, enable, disable, run, signal), on the daemon of
+    another device of the fleet, through the database; the reply is that daemon's answer."""
+    engine.route(_field(req, "device", str), _field(req, "request", dict), reply)
+
+
 def op_run(engine, req):
     """run job -> null. Run a scheduled or idle job once now (never beside its own run)."""
     return engine.run_now(_job(req))
@@ -187,8 +201,9 @@ COMMANDS = {
     "restart": op_restart, "enable": op_enable, "disable": op_disable,
     "run": op_run, "history": op_history, "events": op_events, "apply": op_apply,
     "reexec": op_reexec, "shutdown": op_shutdown, "triggers": op_triggers, "drop": op_drop, "signal": op_signal,
+    "fleet": op_fleet,
 }
-DEFERRED = {"wait": op_wait, "trigger": op_trigger}   # reply later: reply(result), or reply(AiosError)
+DEFERRED = {"wait": op_wait, "trigger": op_trigger, "route": op_route}   # reply later: reply(result), or reply(AiosError)
 STREAMING = {"watch": op_watch}    # reply, then keep sending lines
 
 

@@ -52,6 +52,7 @@ class Life:
     enabled: bool | None = None    # the runtime override (None: follow the spec)
     spec_enabled: bool = True
     ineligible: str = ""       # why the job does not run on this device ("" if it does)
+    standby: str = ""          # a fleet job without its lease here: why it stands by ("" if it may run)
     down: bool = False         # the daemon is shutting down
     active: int = 0            # processes running
     retrying: int = 0          # failed runs waiting for their retry
@@ -223,6 +224,19 @@ class Adopted:
 
 
 @record
+class LeaseGranted:
+    """This device holds the lease of the (fleet) job: it may run it here."""
+
+
+@record
+class LeaseLost:
+    """This device does not hold (or can no longer renew) the lease of the fleet job:
+    stop its processes at once (fencing) and stand by; `why` says where it runs."""
+
+    why: str
+
+
+@record
 class Preempt:
     """Other work started: an idle job's runs stop."""
 
@@ -235,8 +249,8 @@ class TimedOut:
 
 
 EVENTS = (Start, Stop, Restart, Enable, Disable, RunNow, Shutdown, Remove, Reconfigure, Consider,
-          Woke, Planned, Queued, Claimed, Spawned, SpawnFailed, Exited, RetryDue, Adopted, Preempt,
-          TimedOut)
+          Woke, Planned, Queued, Claimed, Spawned, SpawnFailed, Exited, RetryDue, Adopted, LeaseGranted,
+          LeaseLost, Preempt, TimedOut)
 
 
 # ================================================================ actions
@@ -342,7 +356,7 @@ def step(spec: JobSpec, life: Life, event, moment: Moment) -> Step:
 
 
 def _runnable(life: Life) -> bool:
-    return (not life.held and life.is_enabled and not life.ineligible and not life.down
+    return (not life.held and life.is_enabled and not life.ineligible and not life.standby and not life.down
             and life.intent is Intent.NONE)
 
 
@@ -357,12 +371,14 @@ def _consider(spec: JobSpec, life: Life, moment: Moment, actions: tuple = ()) ->
     the job's own account."""
     if life.down or life.intent is not Intent.NONE or life.held:
         return Step(life=life, actions=actions)
-    if (life.ineligible or not life.is_enabled) and life.active:
+    if (life.ineligible or not life.is_enabled or life.standby) and life.active:
         return Step(life=life, actions=actions)   # its processes are being stopped
     if life.ineligible:
         return Step(life=_status(life, Status.INELIGIBLE, life.ineligible, next_due=None), actions=actions + (CancelWake(),))
     if not life.is_enabled:
         return Step(life=_status(life, Status.DISABLED, "disabled", next_due=None), actions=actions + (CancelWake(),))
+    if life.standby:
+        return Step(life=_status(life, Status.STANDBY, life.standby, next_due=None), actions=actions + (CancelWake(),))
     if _holding(life, moment):
         return Step(life=life, actions=actions)
     if spec.type is JobType.ALWAYS:
@@ -683,12 +699,30 @@ def _on_adopted(spec, life, event, moment) -> Step:
     if not event.keep:
         return _stop_processes(_status(life, Status.RUNNING, "left by the previous daemon"), Intent.REPLACE,
                                Outcome.STOPPED)
-    if life.down or life.ineligible or not life.is_enabled:
+    if life.down or life.ineligible or not life.is_enabled or life.standby:
         return _stop_processes(life, Intent.RECONFIGURE, Outcome.STOPPED)
     if event.stale and spec.type is JobType.ALWAYS:
         return _stop_processes(_status(life, Status.RUNNING, "its configuration changed while no daemon ran"),
                                Intent.RESTART, Outcome.STOPPED)
     return Step(life=life, actions=(CancelWake(),))
+
+
+def _on_lease_granted(spec, life, event, moment) -> Step:
+    if not life.standby:
+        return Step(life=life)
+    life = replace(life, standby="")
+    if life.status is Status.STANDBY:
+        life = _status(life, Status.STOPPED, "this device holds the lease")
+    return _consider(spec, life, moment)
+
+
+def _on_lease_lost(spec, life, event, moment) -> Step:
+    life = replace(life, standby=event.why or "another device holds the lease")
+    if life.active:
+        if life.intent in (Intent.NONE, Intent.RESTART):
+            return _stop_processes(life, Intent.RECONFIGURE, Outcome.STOPPED)
+        return Step(life=life)
+    return _consider(spec, life, moment)
 
 
 def _on_preempt(spec, life, event, moment) -> Step:
@@ -709,5 +743,6 @@ _HANDLERS = {
     RunNow: _on_run_now, Shutdown: _on_shutdown, Remove: _on_remove, Reconfigure: _on_reconfigure,
     Consider: _on_consider, Woke: _on_woke, Planned: _on_planned, Queued: _on_queued, Claimed: _on_claimed,
     Spawned: _on_spawned, SpawnFailed: _on_spawn_failed, Exited: _on_exited, RetryDue: _on_retry_due,
-    Adopted: _on_adopted, Preempt: _on_preempt, TimedOut: _on_timed_out,
+    Adopted: _on_adopted, LeaseGranted: _on_lease_granted, LeaseLost: _on_lease_lost, Preempt: _on_preempt,
+    TimedOut: _on_timed_out,
 }

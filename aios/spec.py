@@ -49,22 +49,7 @@ class Status(str, Enum):
     FAILED = "failed"          # crash loop: probed again after a cool-down
     DISABLED = "disabled"
     INELIGIBLE = "ineligible"  # its tags are not all in DEVICE_TAGS
-
-    def can_become(self, other: Status) -> bool:
-        return other is self or other in _TRANSITIONS[self]
-
-
-_S = Status
-_TRANSITIONS = {
-    _S.STOPPED: {_S.RUNNING, _S.WAITING, _S.DISABLED, _S.INELIGIBLE},
-    _S.WAITING: {_S.RUNNING, _S.STOPPED, _S.BACKOFF, _S.DISABLED, _S.INELIGIBLE},
-    _S.RUNNING: {_S.STOPPING, _S.STOPPED, _S.WAITING, _S.BACKOFF, _S.FAILED},
-    _S.STOPPING: {_S.STOPPED, _S.WAITING, _S.RUNNING, _S.DISABLED, _S.INELIGIBLE},
-    _S.BACKOFF: {_S.RUNNING, _S.STOPPED, _S.WAITING, _S.DISABLED, _S.INELIGIBLE},
-    _S.FAILED: {_S.RUNNING, _S.STOPPED, _S.WAITING, _S.DISABLED, _S.INELIGIBLE},
-    _S.DISABLED: {_S.STOPPED, _S.WAITING, _S.RUNNING, _S.INELIGIBLE},
-    _S.INELIGIBLE: {_S.STOPPED, _S.WAITING, _S.RUNNING, _S.DISABLED},
-}
+    STANDBY = "standby"        # a fleet job another device runs (or will: it holds the lease)
 
 
 class Outcome(str, Enum):
@@ -128,6 +113,9 @@ class JobSpec:
     nofile: int | None = None               # open files
     ioclass: str | None = None              # "realtime", "best-effort" or "idle"
     env_file: str | None = None             # dotenv file, read at each start
+    scope: str = "device"                   # fleet mode: "device" (a copy per device) or "fleet" (one in all)
+    prefer: tuple[str, ...] = ()            # fleet jobs: the device ids to run on first, in order
+    local: bool = False                     # fleet mode: this device's own job, not published
 
     @property
     def is_scheduled(self) -> bool:
@@ -255,6 +243,7 @@ class Settings:
     retention_days: float = 30.0        # runs, triggers and events older than this are pruned (0: never)
     store_url: str | None = None        # None: orchestrator.db in AIOS_HOME; never holds a password
     store_password_file: str | None = None
+    lease_ttl: float = 10.0             # fleet jobs: how long a lease holds without a renewal
 
 
 def plain(item) -> dict:
@@ -277,7 +266,7 @@ _COMMON = {
     "type", "program", "command", "shell", "args", "kwargs", "tags", "enabled", "priority",
     "env", "cwd", "retries", "backoff", "backoff_factor", "backoff_max", "stop_signal",
     "stop_timeout", "min_uptime", "adopt", "user", "group", "groups", "umask", "memory_max",
-    "cpu_quota", "cpu_weight", "nice", "nofile", "ioclass", "env_file",
+    "cpu_quota", "cpu_weight", "nice", "nofile", "ioclass", "env_file", "scope", "prefer", "local",
 }
 _BY_TYPE = {
     JobType.ALWAYS: {"restart", "failed_cooldown"},
@@ -469,6 +458,8 @@ def _parse_common(where: str, job_type: JobType, table: dict) -> dict:
         "cwd": _exec_path(where, table, "cwd"),
         "retries": _bounded_int(where, table, "retries", _DEFAULT_RETRIES.get(job_type, 0), 0, 1000),
         "adopt": _typed(where, table, "adopt", bool, True),
+        "local": _typed(where, table, "local", bool, False),
+        **_parse_placement(where, job_type, table),
     }
     for key in ("backoff", "backoff_max", "stop_timeout", "min_uptime"):
         if key in table:
@@ -525,6 +516,25 @@ def _parse_privileges(where: str, table: dict) -> dict:
             raise SpecError(f"{where}: umask = {show_value(umask)} must be an octal string like \"027\"")
         out["umask"] = int(umask, 8)
     return out
+
+
+def _parse_placement(where: str, job_type: JobType, table: dict) -> dict:
+    """Where a job runs in a fleet: scope = "device" (every eligible device runs its own
+    copy) or "fleet" (one copy in the whole fleet, on a device holding its lease, the
+    `prefer`red devices first)."""
+    scope = table.get("scope", "device")
+    if scope not in ("device", "fleet"):
+        raise SpecError(f"{where}: scope = {show_value(scope)}; use \"device\" (a copy on every eligible "
+                        "device) or \"fleet\" (one copy in the whole fleet)")
+    if scope == "fleet" and job_type is JobType.IDLE:
+        raise SpecError(f"{where}: idle jobs run when their own device is idle; scope = \"fleet\" "
+                        "does not apply to them")
+    prefer = table.get("prefer", [])
+    if not isinstance(prefer, list) or not all(isinstance(d, str) and d.strip() for d in prefer):
+        raise SpecError(f"{where}: prefer = {show_value(prefer)} must be a list of device ids like [\"gpu-box\"]")
+    if prefer and scope != "fleet":
+        raise SpecError(f"{where}: prefer applies to fleet jobs; add scope = \"fleet\"")
+    return {"scope": scope, "prefer": tuple(prefer)}
 
 
 def _parse_always(where: str, table: dict) -> dict:

@@ -21,6 +21,7 @@ STATUS_MEANING = {
     Status.FAILED: "failed too often in a row (crash loop, or cannot be started); tried again after a cool-down",
     Status.DISABLED: "disabled (`aios disable`, or enabled = false); kept across restarts",
     Status.INELIGIBLE: "its tags are not all in DEVICE_TAGS: it does not run on this device",
+    Status.STANDBY: "a fleet job (scope = \"fleet\") whose lease another device holds: it runs there, not here",
 }
 
 
@@ -112,7 +113,8 @@ _SPECS = {
 }
 _REQUESTS = (lc.Start(), lc.Stop(), lc.Restart(), lc.Enable(), lc.Disable(), lc.RunNow(), lc.Consider(),
              lc.Reconfigure(restart=True), lc.Reconfigure(ineligible="tag missing on this device: gpu"),
-             lc.Queued(count=1, added=True), lc.Preempt(), lc.Shutdown())
+             lc.Queued(count=1, added=True), lc.Preempt(), lc.LeaseLost(why="runs on lab-2"), lc.LeaseGranted(),
+             lc.Shutdown())
 
 
 def transitions(depth: int = 4) -> dict[tuple[Status, Status], set[str]]:

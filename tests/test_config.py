@@ -387,7 +387,7 @@ def test_bad_store_settings(tmp_path, monkeypatch, text, message):
 
 def test_unknown_store_key_is_reported(tmp_path):
     assert job_errors(tmp_path, '[store]\npassword = "x"\n') == [
-        "aios.toml: unknown key 'password' in [store] (did you mean 'password_file'?); use url, password_file"]
+        "aios.toml: unknown key 'password' in [store] (did you mean 'password_file'?); use url, password_file, lease_ttl"]
 
 
 def test_environment_wins_over_the_file(tmp_path, monkeypatch):
@@ -658,3 +658,35 @@ def test_require_valid_lists_every_error(tmp_path):
     assert lines[0] == "2 errors; aios.toml left as it was:"
     assert lines[1].startswith("  job 'a': time:") and lines[2].startswith("  job 'b':") and len(lines) == 3
     config.require_valid(load(home, '[jobs.c]\ntype = "always"\ncommand = ["true"]\n'))
+
+
+@pytest.mark.parametrize("value, error", [
+    ('"1s"', 'aios.toml: [store] lease_ttl = \'1s\'; use from "2s" to "5m"'),
+    ("600", 'aios.toml: [store] lease_ttl = 600; use from "2s" to "5m"'),
+    ('"soon"', "aios.toml: [store] lease_ttl: 'soon' is not a duration; use seconds or e.g. '30s', '5m', '1h30m'"),
+])
+def test_a_lease_ttl_outside_2_s_to_5_min_is_refused(tmp_path, value, error):
+    with pytest.raises(ConfigError) as raised:
+        load(home_with(tmp_path, f"[store]\nlease_ttl = {value}\n"))
+    assert str(raised.value) == error
+
+
+def test_the_fleets_jobs_and_this_devices_own(tmp_path):
+    from aios.config import with_fleet
+
+    cfg = load(home_with(tmp_path, """
+        [jobs.mine]
+        type = "always"
+        command = ["sleep", "1"]
+        local = true
+
+        [jobs.old]
+        type = "always"
+        command = ["sleep", "2"]
+    """))
+    merged = with_fleet(cfg, {"web": {"type": "always", "command": ["web"], "scope": "fleet"},
+                              "broken": {"type": "always"}})
+    assert list(merged.specs) == ["web", "mine"], "the published jobs, then this device's own"
+    assert merged.specs["web"].scope == "fleet" and "old" not in merged.specs
+    assert merged.invalid == {"broken": "job 'broken': give exactly one of 'program' (\"file.py:func\") or "
+                                        "'command' (argv list)"}

@@ -34,7 +34,7 @@ requests = st.sampled_from([
     lc.Start(), lc.Stop(), lc.Restart(), lc.Enable(), lc.Disable(), lc.RunNow(), lc.Consider(),
     lc.Reconfigure(restart=True), lc.Reconfigure(ineligible="tag missing on this device: gpu"),
     lc.Reconfigure(spec_enabled=False), lc.Reconfigure(), lc.Queued(count=2, added=True),
-    lc.Queued(count=0), lc.Preempt(),
+    lc.Queued(count=0), lc.Preempt(), lc.LeaseLost(why="runs on lab-2"), lc.LeaseGranted(),
     lc.TimedOut(run=1), lc.Shutdown(), lc.Remove()])
 
 pokes = st.one_of(
@@ -126,6 +126,7 @@ def check(model: states.Model, spec: JobSpec, event, before: lc.Life, steps: lis
         assert not (before.held and type(event) not in STARTS), f"a held job started on its own ({event})"
         assert before.is_enabled or type(event) in (lc.Enable, lc.Reconfigure), "a disabled job started"
         assert not before.ineligible or isinstance(event, lc.Reconfigure), "an ineligible job started"
+        assert not before.standby or isinstance(event, lc.LeaseGranted), "a fleet job started without its lease"
     last_failure = [s for _, e, s in steps if isinstance(e, lc.SpawnFailed)]
     if last_failure and not life.active and not life.down and life is last_failure[-1].life:
         assert life.status in (Status.BACKOFF, Status.FAILED), life
@@ -137,7 +138,8 @@ def check(model: states.Model, spec: JobSpec, event, before: lc.Life, steps: lis
 @given(specs, st.builds(
     lc.Life, status=st.sampled_from(list(Status)), intent=st.sampled_from(list(lc.Intent)),
     attempts=st.integers(0, 9), held=st.booleans(), enabled=st.sampled_from([None, True, False]),
-    ineligible=st.sampled_from(["", "tag missing"]), down=st.booleans(), active=st.integers(0, 3),
+    ineligible=st.sampled_from(["", "tag missing"]), standby=st.sampled_from(["", "runs on lab-2"]),
+    down=st.booleans(), active=st.integers(0, 3),
     retrying=st.integers(0, 2), queued=st.integers(0, 3), owed=st.integers(0, 2), waking=st.booleans()),
     st.one_of(requests, st.sampled_from([
         lc.Woke(), lc.Planned(runs=1, due=1.0), lc.Planned(next_wall=5.0), lc.Claimed(found=True),
@@ -235,3 +237,17 @@ def test_a_held_job_is_not_started_by_wake_ups_triggers_or_config():
     assert model.processes == 0 and model.life.status is Status.STOPPED
     model.feed(lc.Start(), T)
     assert model.processes == 1
+
+
+def test_a_fleet_job_runs_only_while_this_device_holds_its_lease():
+    model = run(spec_of(JobType.ALWAYS), life=lc.Life(standby="waiting for its lease"))
+    assert (model.life.status, model.processes) == (Status.STANDBY, 0)
+    model.feed(lc.LeaseGranted(), T)
+    assert model.life.status is Status.RUNNING and model.processes == 1
+    model.feed(lc.LeaseLost(why="renewing the lease failed"), T)
+    assert model.life.status is Status.STOPPING and model.stopping == 1, "a lost lease stops the copy at once"
+    model.exit(Outcome.STOPPED, T)
+    assert (model.life.status, model.life.why) == (Status.STANDBY, "renewing the lease failed")
+    model.feed(lc.Restart(), T)
+    model.feed(lc.Consider(), T)
+    assert model.processes == 0, "no request starts a fleet job without its lease"

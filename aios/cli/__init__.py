@@ -21,7 +21,7 @@ from ..home import find_home
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_JOB_FAILED = 0, 1, 2, 3, 4
 EXIT_CODES = ("Exit codes: 0 ok, 1 the operation failed, 2 usage, 3 no daemon is running, "
               "4 (status) a job is failed or invalid.")
-GROUPS = ("lifecycle", "reading", "acting", "editing", "db", "dashboard", "service")   # the modules below, in help order
+GROUPS = ("lifecycle", "reading", "acting", "editing", "db", "dashboard", "service", "fleet")   # the modules below, in help order
 _COMMANDS: dict = {}    # name -> (handler, setup, aliases)
 _ALIASES: dict = {}     # alias -> name
 

@@ -8,16 +8,20 @@ from ..errors import AiosError
 from . import EXIT_FAILED, EXIT_OK, UsageError, command, count, out
 
 
-def _each(home: str, op: str, names: list[str], select_all) -> int:
-    """Apply one op to the named jobs (or, with --all, to the jobs select_all picks)."""
+def _each(home: str, op: str, names: list[str], select_all, device: str | None = None) -> int:
+    """Apply one op to the named jobs (or, with --all, to the jobs select_all picks), on
+    this device or, with `device`, on that device of the fleet."""
     with control.Client(home) as client:
         if select_all:
             names = [j["name"] for j in client.call("status") if select_all(j)]
         failed = 0
         for name in names:
             try:
-                client.call(op, job=name)
-                out(f"{name}: {op} ok")
+                if device:
+                    client.call("route", device=device, request={"op": op, "job": name})
+                else:
+                    client.call(op, job=name)
+                out(f"{name}: {op} ok" + (f" on {device}" if device else ""))
             except AiosError as exc:
                 failed += 1
                 sys.stderr.write(f"aios: {name}: {exc}\n")
@@ -27,50 +31,56 @@ def _each(home: str, op: str, names: list[str], select_all) -> int:
 _RUNNABLE = ("disabled", "ineligible")
 
 
+def _on_device(cmd) -> None:
+    cmd.add_argument("--device", metavar="ID", help="on that device of the fleet (routed through the database)")
+
+
 def _jobs_or_all(cmd) -> None:
     cmd.add_argument("jobs", nargs="*", metavar="JOB")
     cmd.add_argument("--all", action="store_true", help="every job this applies to")
+    _on_device(cmd)
 
 
 def _one_job(cmd) -> None:
     cmd.add_argument("job")
+    _on_device(cmd)
 
 
 @command("start", setup=_jobs_or_all)
 def cmd_start(args, home: str) -> int:
     """Start jobs that are stopped or failed."""
-    return _each(home, "start", args.jobs, args.all and (lambda j: j["status"] not in _RUNNABLE))
+    return _each(home, "start", args.jobs, args.all and (lambda j: j["status"] not in _RUNNABLE), args.device)
 
 
 @command("stop", setup=_jobs_or_all)
 def cmd_stop(args, home: str) -> int:
     """Stop jobs (stop signal to each process group, SIGKILL after stop_timeout)."""
-    return _each(home, "stop", args.jobs, args.all and (lambda j: j["status"] not in _RUNNABLE + ("stopped",)))
+    return _each(home, "stop", args.jobs, args.all and (lambda j: j["status"] not in _RUNNABLE + ("stopped",)), args.device)
 
 
 @command("restart", setup=_jobs_or_all)
 def cmd_restart(args, home: str) -> int:
     """Stop jobs and start them again."""
     picked = args.all and (lambda j: j["status"] not in _RUNNABLE and (j["type"] == "always" or j["pids"]))
-    return _each(home, "restart", args.jobs, picked)
+    return _each(home, "restart", args.jobs, picked, args.device)
 
 
 @command("enable", setup=_one_job)
 def cmd_enable(args, home: str) -> int:
     """Enable a job (kept across restarts)."""
-    return _each(home, "enable", [args.job], None)
+    return _each(home, "enable", [args.job], None, args.device)
 
 
 @command("disable", setup=_one_job)
 def cmd_disable(args, home: str) -> int:
     """Disable a job, stopping its processes (kept across restarts)."""
-    return _each(home, "disable", [args.job], None)
+    return _each(home, "disable", [args.job], None, args.device)
 
 
 @command("run", setup=_one_job)
 def cmd_run(args, home: str) -> int:
     """Run a scheduled or idle job once, now."""
-    return _each(home, "run", [args.job], None)
+    return _each(home, "run", [args.job], None, args.device)
 
 
 def _signal_arguments(cmd) -> None:

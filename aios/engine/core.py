@@ -25,6 +25,7 @@ from pathlib import Path
 from .. import lifecycle as lc
 from ..spec import Event, JobSpec, JobState, Run, Status, Trigger, plain, replace
 from .loop import Loop
+from .fleet import Fleet
 from .operations import Operations
 from .planner import Planner
 from .recorder import Recorder
@@ -87,19 +88,24 @@ class Engine:
         self.runs = Runs(self)
         self.planner = Planner(self)
         self.ops = Operations(self)
+        self.fleet = Fleet(self) if store.fleet else None   # fleet mode: a shared PostgreSQL
 
     # ================================================================ jobs
     def add_job(self, spec: JobSpec, stored: JobState | None, last_run: Run | None = None) -> Job:
         state = _fresh_state(stored or JobState(job=spec.name), self.loop.wall, keep_held=self.reexecuted)
         life = lc.Life(status=state.status, why=state.why, attempts=state.attempts, restarts=state.restarts,
                        held=state.held, enabled=state.enabled, spec_enabled=spec.enabled,
-                       ineligible=self.ineligible(spec), next_due=state.next_due)
+                       ineligible=self.ineligible(spec), standby=self.standby(spec), next_due=state.next_due)
         job = self.jobs[spec.name] = Job(spec, state, life, last_run)
         self.recorder.save_state(state)   # no stale "running" with the pid of a process that is gone
         if state.status is Status.FAILED and state.next_due:   # a crash-loop verdict survives a restart
             job.life = replace(life, waking=True)
             self.wake(job, lc.Wake(boot=self.loop.boot + max(0.0, state.next_due - self.loop.wall)))
         return job
+
+    def standby(self, spec: JobSpec) -> str:
+        """Why a job may not run yet in fleet mode: a fleet job without its lease."""
+        return "waiting for its lease" if self.fleet is not None and spec.scope == "fleet" else ""
 
     def ineligible(self, spec: JobSpec) -> str:
         missing = set(spec.tags) - self.settings.tags

@@ -89,8 +89,9 @@ class Daemon:
     def start(self) -> None:
         """Adopt what the last daemon left, answer on the control socket (that is "ready"),
         then start the jobs a turn at a time, highest priority first."""
-        began, engine, cfg = time.monotonic(), self.engine, self.cfg
+        began, engine = time.monotonic(), self.engine
         previous = self._prepare_store()
+        cfg = self.cfg
         engine.loop.watch_signals(SHUTDOWN_SIGNALS + (signal.SIGCHLD,), engine.on_signal)
         self._contain()
         for problem in cfg.errors:
@@ -117,6 +118,8 @@ class Daemon:
         order = sorted(engine.jobs.values(), key=lambda j: -j.spec.priority)
         counts = engine.planner.refresh_queue(anyway=True, control=False) or {}
         _start_in_turns(engine, order, counts)
+        if engine.fleet is not None:
+            engine.loop.call_soon(engine.fleet.start)   # heartbeat and leases: after ready, beside the first jobs
 
     def _contain(self) -> None:
         """Before the first spawn: no descriptor of ours reaches a job, every run in a cgroup
@@ -137,6 +140,10 @@ class Daemon:
             store.clear_states()
             dropped = store.clear_triggers()
             engine.log(f"--force: cleared job state and {dropped} pending trigger(s)")
+        if engine.fleet is not None:   # a fleet: its published jobs, and this device's own
+            engine.fleet.version, tables = store.fleet_jobs()
+            if engine.fleet.version:
+                cfg = self.cfg = config.with_fleet(cfg, tables)
         states, last = store.load_states(), store.last_runs()
         for name, spec in cfg.specs.items():
             engine.add_job(spec, states.get(name), last.get(name))
@@ -151,6 +158,8 @@ class Daemon:
             engine.control.close()
             _unlink(Path(engine.control.path))
         engine.event("daemon_stopped", None, "all jobs stopped")
+        if engine.fleet is not None:
+            engine.fleet.release_all()
         engine.recorder.flush()
         engine.store.close()
         engine.loop.restore_signals()

@@ -234,6 +234,35 @@ class Operations:
     def events(self, job: str | None, limit: int, after_id: int | None) -> list[dict]:
         return [plain(e) for e in self.engine.store.recent_events(limit, job, after_id)]
 
+    # ================================================================ the fleet
+    def _fleet(self):
+        from ..store import FleetError
+
+        if self.engine.fleet is None:
+            raise OperationError(FleetError.__doc__)
+        return self.engine.fleet
+
+    def fleet_view(self) -> dict:
+        """This device, the fleet jobs' version it runs, every device and every lease."""
+        eng, fleet = self.engine, self._fleet()
+        return {"device": eng.device, "version": fleet.version, "ttl": fleet.ttl,
+                "devices": [plain(d) for d in eng.store.devices()], "leases": [plain(lease) for lease in eng.store.leases()]}
+
+    def route(self, device: str, request: dict, reply) -> None:
+        """Carry out `request` ({"op": ..., "job": ...}) on `device`'s daemon; reply its answer."""
+        fleet = self._fleet()
+        op = request.get("op")
+        if op not in fleet.ROUTABLE:
+            raise OperationError(f"op {op!r} cannot be routed to another device; use one of "
+                                 + ", ".join(fleet.ROUTABLE))
+        fields = {k: v for k, v in request.items() if k != "op"}
+
+        def answered(outcome) -> None:
+            failed = isinstance(outcome, Exception) or outcome != "ok"
+            reply(outcome if isinstance(outcome, Exception) else
+                  OperationError(f"{device}: {outcome.removeprefix('error: ')}") if failed else "ok")
+        fleet.route(device, op, fields, answered)
+
     # ================================================================ the daemon itself
     def request_reexec(self) -> dict:
         """Leave the loop so the daemon can exec a fresh copy of itself (same pid)."""
@@ -268,6 +297,8 @@ class Operations:
         if text is not None:
             config.require_valid(cfg)
             config.write_config(eng.home, text, backup=True)
+        if eng.fleet is not None:
+            cfg = eng.fleet.publish(cfg)
         diff = reconcile(eng, cfg)
         eng.event("config_applied", None, ", ".join(f"{k}: {len(v)}" for k, v in diff.items()))
         return {**diff, "fields": plan["fields"], "kept": plan["kept"], "errors": cfg.errors}

@@ -50,11 +50,24 @@ class Planner:
         eng.update_state(job, last_slot=plan.last_slot, slot_boot=plan.slot_boot, boot_id=now.boot_id,
                          draw_day=plan.draw_day or job.state.draw_day,
                          draw_at=plan.draw_at if plan.draw_day else job.state.draw_at)
-        missed = (f"{plan.missed} run(s) missed; catch_up = {job.spec.catch_up!r}: running {plan.runs}"
+        runs = plan.runs if self._slot_is_ours(job, plan) else 0
+        missed = (f"{plan.missed} run(s) missed; catch_up = {job.spec.catch_up!r}: running {runs}"
                   if plan.missed else "")
         why = "next run at " + self._clock_text(plan.next_due) if plan.next_due else "waiting"
-        return lc.Planned(runs=plan.runs, due=plan.due, next_wall=plan.next_due, next_boot=plan.next_boot,
+        return lc.Planned(runs=runs, due=plan.due, next_wall=plan.next_due, next_boot=plan.next_boot,
                           why=why, missed=missed)
+
+    def _slot_is_ours(self, job, plan) -> bool:
+        """A fleet job's slot runs once in the whole fleet: claimed by whoever holds the
+        lease when it is due (a lease that moved cannot make it run twice)."""
+        eng = self.engine
+        if not plan.runs or eng.fleet is None or job.spec.scope != "fleet":
+            return True
+        try:
+            return eng.store.claim_slot(job.name, repr(plan.due), eng.device)
+        except StoreError as exc:
+            eng.recorder.failed(exc)
+            return False
 
     def _idle(self, job) -> lc.Planned:
         """Idleness is measured on the boot clock: a wall clock step neither starts nor delays it."""

@@ -45,9 +45,13 @@ def _update(engine, cfg, diff: dict) -> list:
         job.problem = ""
         ineligible = engine.ineligible(spec)
         if job.spec != spec:
+            placed = job.spec.scope != spec.scope
             job.spec = spec
             diff["changed"].append(name)
             engine.handle(job, lc.Reconfigure(restart=True, ineligible=ineligible, spec_enabled=spec.enabled))
+            if placed:   # now a fleet job (its lease first), or no longer one (it may run here)
+                why = engine.standby(spec)
+                engine.handle(job, lc.LeaseLost(why=why) if why else lc.LeaseGranted())
         else:
             diff["unchanged"].append(name)
             if (ineligible, spec.enabled) != (job.life.ineligible, job.life.spec_enabled):

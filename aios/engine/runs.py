@@ -48,7 +48,8 @@ class Runs:
         due = ctx.due if ctx is not None and action.retry else action.due
         if spec.type in _BUSY and not self.busy:
             self._preempt_idle_jobs()
-        run = eng.recorder.start_run(Run(job=spec.name, started=eng.loop.wall, device=eng.device,
+        epoch = eng.fleet.epoch(spec.name) if eng.fleet is not None else None
+        run = eng.recorder.start_run(Run(job=spec.name, started=eng.loop.wall, device=eng.device, epoch=epoch,
                                          attempt=action.attempt, trigger_id=trigger.id if trigger else None, due=due))
         try:
             plan = launch.plan(spec, trigger, run.id, eng.base_env, eng.home, eng.settings,
@@ -165,6 +166,13 @@ class Runs:
         self.engine.event("stop_timeout", job.name, f"pid {active.proc.pid} still running "
                           f"{job.spec.stop_timeout:g} s after the stop signal; sending SIGKILL to its group")
         self.engine.processes.signal(active.proc, signal.SIGKILL)
+
+    def kill_by(self, job, deadline: float) -> None:
+        """SIGKILL the job's process groups at boot-clock `deadline` if they still run (a
+        lost lease: the copy must be gone before the lease can expire)."""
+        for active in list(job.runs.values()):
+            active.timers.append(self.engine.loop.call_at(
+                deadline, self.engine.processes.signal, active.proc, signal.SIGKILL))
 
     def kill_everything(self) -> None:
         for job in self.engine.jobs.values():

@@ -71,7 +71,9 @@ class StoreWakeups:
             self.engine.loop.call_later(STORE_RELISTEN, self.listen)
             return
         self.engine.loop.add_reader(self.fd, self._woken)
-        self.engine.planner.refresh_queue(anyway=True)
+        self.engine.planner.refresh_queue(anyway=True)   # changes may have been missed: look at everything
+        if self.engine.fleet is not None:
+            self.engine.fleet.on_change(frozenset({"fleet_jobs", "leases", "commands"}))
 
     def _woken(self) -> None:
         from ..store import WAKEUP_LOST
@@ -82,6 +84,8 @@ class StoreWakeups:
             return self.listen()
         if "triggers" in changed:
             self.engine.planner.refresh_queue(anyway=True)
+        if self.engine.fleet is not None:
+            self.engine.fleet.on_change(changed)
         return None
 
 
