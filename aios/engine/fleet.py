@@ -17,6 +17,9 @@ the store is shared (`store.fleet`):
   clock, less 1 % for clock rates) less the copy's stop time: when a renewal fails or
   cannot reach the database in time, the copy is stopped (its stop signal, then SIGKILL
   at the deadline), and a new holder can only acquire after the expiry;
+- the fence (supervisor/fence.py), a small process of its own that SIGKILLs a copy at its
+  lease's deadline unless this daemon moved the deadline on first: a daemon frozen
+  (SIGSTOP) or killed cannot keep a copy running past its lease;
 - operations routed to it by other devices (`aios restart JOB --device ID`), carried out
   as if asked on its own socket.
 
@@ -51,12 +54,18 @@ class Fleet:
         self.devices: list = []
         self.routed: dict[int, tuple] = {}      # command id -> (reply, deadline)
         self._tick_timer = None
+        self._fence = None
 
     @property
     def ttl(self) -> float:
         return self.engine.settings.lease_ttl
 
     def start(self) -> None:
+        if self.fleet_jobs():
+            try:
+                self.fence().start()   # connected before the first copy needs it
+            except OSError as exc:
+                self.engine.event("fence_unreachable", None, str(exc))
         self.tick()
 
     # ================================================================ the regular tick
@@ -172,11 +181,60 @@ class Fleet:
         return min(job.spec.stop_timeout, self.ttl / 3)
 
     def _arm_fence(self, job, held: Held) -> None:
+        """This daemon stops the copy by its deadline; the fence kills it at the lease's."""
         if held.fence is not None:
             held.fence.cancel()
-        held.fence = self.engine.loop.call_at(self._deadline(job, held), self._fence, job.name)
+        held.fence = self.engine.loop.call_at(self._deadline(job, held), self._fence_due, job.name)
+        for active in job.runs.values():
+            self.watching(job, active)
 
-    def _fence(self, name: str) -> None:
+    def watching(self, job, active) -> None:
+        """A copy of a fleet job runs (spawned or adopted): the fence kills it at the lease's
+        end unless renewed first."""
+        held = self.held.get(job.name)
+        if held is None or active.proc is None:
+            return
+        deadline = held.sent + self.ttl * (1 - MARGIN)
+        try:
+            self.fence().arm(_key(job, active), active.proc.pid, active.proc.start_ticks or 0,
+                             active.proc.cgroup, deadline)
+        except OSError as exc:   # without its fence the copy still stops in time, as long as we run
+            self.engine.event("fence_unreachable", job.name, str(exc))
+
+    def ended(self, job, active) -> None:
+        if self._fence is not None and job.spec.scope == "fleet":
+            try:
+                self._fence.disarm(_key(job, active))
+            except OSError:
+                pass
+
+    def fence(self):
+        if self._fence is None:
+            from ..supervisor.fence import FenceClient
+
+            self._fence = FenceClient(str(self.engine.home), self.engine.processes.start_helper)
+        return self._fence
+
+    def resume(self, job, run) -> bool:
+        """A copy the last daemon left running, under the lease epoch `run.epoch`: renew that
+        lease (this device still holds it) and run on, else it stops as a lost lease."""
+        eng = self.engine
+        if run.epoch is None:
+            return False
+        sent = eng.loop.boot
+        try:
+            lease = eng.store.renew_lease(job.name, eng.device, run.epoch, self.ttl)
+        except StoreError as exc:
+            eng.recorder.failed(exc)
+            return False
+        if lease is None:
+            return False
+        held = self.held[job.name] = Held(lease, sent)
+        self._arm_fence(job, held)
+        eng.handle(job, lc.LeaseGranted())
+        return True
+
+    def _fence_due(self, name: str) -> None:
         held, job = self.held.get(name), self.engine.jobs.get(name)
         if held is not None and job is not None:
             self._lose(job, held, "its lease could not be renewed in time")
@@ -314,6 +372,10 @@ class Fleet:
             return f"error: {exc}"
         self.engine.event("routed", fields.get("job"), f"{command.op} asked by {command.sender or '?'}")
         return "ok"
+
+
+def _key(job, active) -> str:
+    return f"{job.name}:{active.proc.pid}"
 
 
 def _version() -> str:

@@ -31,6 +31,17 @@ class SystemProcesses:
             self.log_guard.arm(log_path)
         return proc
 
+    def start_helper(self, argv: list) -> None:
+        """Start a helper process of the daemon's own (the fence): its own group, output to
+        /dev/null, not a job (never adopted; reaped as an orphan when it ends)."""
+        package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = {**self.engine.base_env, "PYTHONPATH": package_parent}
+        fd = os.open(os.devnull, os.O_WRONLY)
+        try:
+            supervisor.close(supervisor.spawn(argv, env, str(self.engine.home), fd))
+        finally:
+            os.close(fd)
+
     def watch(self, proc, callback, *args) -> None:
         """Call callback(*args) when proc may have exited (then `reap` tells)."""
         if proc.pidfd is not None:

@@ -74,6 +74,8 @@ def _take(engine, job, run: Run, proc, previous_tables: dict) -> None:
         engine.event("adopt_refused", job.name, f"pid {run.pid} left running; adopt = false: stopping it")
     elif stale:
         engine.event("adopt_stale", job.name, f"pid {run.pid} runs a previous configuration of the job")
+    if engine.fleet is not None and job.spec.scope == "fleet" and not stale:
+        engine.fleet.resume(job, run)   # its lease renewed: it runs on; else it stops (lost lease)
     engine.runs.adopt(job, run, proc, keep=job.spec.adopt, stale=stale)
 
 

@@ -96,6 +96,8 @@ class Runs:
         self.engine.processes.watch(active.proc, self.on_exit, job, active)
         if job.spec.timeout and job.spec.type is not JobType.ALWAYS:
             active.timers.append(self.engine.loop.call_later(job.spec.timeout, self._timed_out, job, active))
+        if self.engine.fleet is not None and job.spec.scope == "fleet":
+            self.engine.fleet.watching(job, active)
 
     def _timed_out(self, job, active: Active) -> None:
         self.engine.event("timeout", job.name, f"pid {active.proc.pid} ran past its timeout of "
@@ -119,6 +121,8 @@ class Runs:
             return
         del job.runs[active.proc.pid]
         self.running -= 1
+        if eng.fleet is not None:
+            eng.fleet.ended(job, active)
         for timer in active.timers:
             timer.cancel()
         code, sig = status

@@ -61,19 +61,20 @@ class StoreWakeups:
     def __init__(self, engine):
         self.engine, self.fd = engine, None
 
-    def listen(self) -> None:
+    def listen(self, again: bool = False) -> None:
         from ..store import StoreError
 
         try:
             self.fd = self.engine.store.wakeup_fd()
         except StoreError as exc:
             self.engine.recorder.failed(exc)
-            self.engine.loop.call_later(STORE_RELISTEN, self.listen)
+            self.engine.loop.call_later(STORE_RELISTEN, self.listen, True)
             return
         self.engine.loop.add_reader(self.fd, self._woken)
-        self.engine.planner.refresh_queue(anyway=True)   # changes may have been missed: look at everything
-        if self.engine.fleet is not None:
-            self.engine.fleet.on_change(frozenset({"fleet_jobs", "leases", "commands"}))
+        if again:   # changes may have been missed meanwhile: look at everything
+            self.engine.planner.refresh_queue(anyway=True)
+            if self.engine.fleet is not None:
+                self.engine.fleet.on_change(frozenset({"fleet_jobs", "leases", "commands"}))
 
     def _woken(self) -> None:
         from ..store import WAKEUP_LOST
@@ -81,7 +82,7 @@ class StoreWakeups:
         changed = self.engine.store.drain_wakeups()
         if changed == WAKEUP_LOST:
             self.engine.loop.remove_reader(self.fd)
-            return self.listen()
+            return self.listen(again=True)
         if "triggers" in changed:
             self.engine.planner.refresh_queue(anyway=True)
         if self.engine.fleet is not None:

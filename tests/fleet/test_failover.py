@@ -1,0 +1,69 @@
+"""One copy in the whole fleet: a fleet job runs on exactly one device, moves within the
+lease ttl when its holder dies or freezes, and never runs twice at once."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from aios import control
+
+from .conftest import TTL, Sampler, copies, wait_until
+
+SOLO = """
+    [jobs.solo]
+    type = "always"
+    command = ["sleep", "100000"]
+    scope = "fleet"
+    stop_timeout = "300ms"
+"""
+
+
+def one_copy(fleet) -> tuple[int, str]:
+    found = wait_until(lambda: copies("solo", fleet.root) if len(copies("solo", fleet.root)) == 1 else None,
+                       what="exactly one copy of the fleet job")
+    return found[0]
+
+
+def test_a_fleet_job_runs_once_and_moves_when_its_holder_is_killed(fleet):
+    fleet.publish(SOLO)
+    for name in ("a", "b", "c"):
+        fleet.device(name)
+    with Sampler("solo", fleet.root) as sampler:
+        pid, holder = one_copy(fleet)
+        os.kill(fleet.daemons[holder].pid, signal.SIGKILL)      # the holder's daemon dies; its copy keeps running
+        killed = time.monotonic()
+        wait_until(lambda: [c for c in copies("solo", fleet.root) if c[1] != holder], what="a copy elsewhere")
+        moved = time.monotonic() - killed
+    assert sampler.most == 1, f"two copies at once: {sampler.seen}"
+    assert moved <= TTL + 1.5, f"moved after {moved:.2f} s (ttl {TTL} s)"
+    status = {d: control.call(fleet.daemons[d].home, "status", job="solo")[0]["status"]
+              for d in ("a", "b", "c") if d != holder}
+    assert sorted(status.values()) == ["running", "standby"]
+
+
+def test_a_frozen_holder_loses_its_copy_before_another_device_starts_one(fleet):
+    fleet.publish(SOLO)
+    for name in ("a", "b"):
+        fleet.device(name)
+    with Sampler("solo", fleet.root) as sampler:
+        pid, holder = one_copy(fleet)
+        frozen = fleet.daemons[holder]
+        os.kill(frozen.pid, signal.SIGSTOP)                     # past its lease: it cannot renew or stop anything
+        wait_until(lambda: [c for c in copies("solo", fleet.root) if c[1] != holder], what="a copy elsewhere")
+        os.kill(frozen.pid, signal.SIGCONT)
+        time.sleep(TTL)   # the thawed daemon's first turns: it must not start a second copy
+    assert sampler.most == 1, f"two copies at once: {sampler.seen}"
+    assert len(copies("solo", fleet.root)) == 1
+
+
+def test_a_tagged_fleet_job_never_lands_on_a_device_without_the_tag(fleet):
+    fleet.publish(SOLO.replace('scope = "fleet"', 'scope = "fleet"\n    tags = ["gpu"]'))
+    fleet.device("plain")
+    fleet.device("gpu-box", tags="gpu")
+    pid, holder = one_copy(fleet)
+    assert holder == "gpu-box"
+    os.kill(fleet.daemons["gpu-box"].pid, signal.SIGKILL)
+    wait_until(lambda: not copies("solo", fleet.root), what="the copy to stop at its lease's end")
+    row = control.call(fleet.daemons["plain"].home, "status", job="solo")[0]
+    assert row["status"] == "ineligible" and not copies("solo", fleet.root)
