@@ -101,12 +101,13 @@ def op_disable(engine, req):
 
 
 def op_trigger(engine, req, reply):
-    """trigger job [args] [kwargs] -> trigger id. Queue a run with JSON args (list) and
-    kwargs (object); the reply comes once the trigger is on disk (it survives power loss)."""
+    """trigger job [args] [kwargs] [device] -> trigger id. Queue a run with JSON args (list)
+    and kwargs (object), for one device of a fleet if `device` is given; the reply comes
+    once the trigger is on disk (it survives power loss)."""
     args, kwargs = _field(req, "args", list, []), _field(req, "kwargs", dict, {})
     if not all(isinstance(k, str) for k in kwargs):
         raise RequestError("op 'trigger': field 'kwargs' must have string keys")
-    engine.trigger(_job(req), args, kwargs, reply=reply)
+    engine.trigger(_job(req), args, kwargs, reply=reply, target=_field(req, "device", str, None))
 
 
 def op_signal(engine, req):

@@ -176,6 +176,7 @@ class Trigger:
     done: bool = False
     outcome: str | None = None
     run_id: int | None = None           # the run that completed it
+    target: str | None = None           # fleet: the one device that may run it (None: any)
 
 
 @record

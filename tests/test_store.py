@@ -820,7 +820,7 @@ def _user_version(path: str) -> int:
 
 
 def test_a_new_database_gets_the_current_schema(sqlite_store, db_path):
-    assert _user_version(db_path) == SCHEMA_VERSION == 2
+    assert _user_version(db_path) == SCHEMA_VERSION == 3
     assert set(TABLES) <= _tables(db_path)
 
 
@@ -951,3 +951,15 @@ def test_unopenable_path_gives_store_error(tmp_path):
 
 def _ended(run: Run, ended: float, outcome: Outcome = Outcome.OK) -> Run:
     return replace(run, ended=ended, exit_code=0 if outcome is Outcome.OK else 1, outcome=outcome)
+
+
+def test_a_trigger_with_a_target_is_claimed_and_counted_only_by_that_device(make_store):
+    one, two = make_store("one"), make_store("two")
+    one.add_trigger("j", ["for two"], now=T0, target="two")
+    one.add_trigger("j", ["for anyone"], now=T0 + 1)
+    assert one.pending_counts() == {"j": 1} and two.pending_counts() == {"j": 2}
+    first = one.claim_trigger("j", T0 + 2)
+    assert first.args == ("for anyone",) and one.claim_trigger("j", T0 + 3) is None
+    mine = two.claim_trigger("j", T0 + 4)
+    assert (mine.args, mine.target, mine.device) == (("for two",), "two", "two")
+    assert two.get_trigger(mine.id).target == "two"

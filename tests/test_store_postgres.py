@@ -101,7 +101,8 @@ def test_a_new_schema_gets_every_table_and_notify_trigger(opened, pg_url):
     tables = {name for (name,) in query(pg_url, "SELECT tablename FROM pg_tables "
                                                 "WHERE schemaname = current_schema()")}
     assert tables == set(pg_schema.TABLES)
-    assert query(pg_url, "SELECT version FROM schema_version") == [(pg_schema.SCHEMA_VERSION,)]
+    assert query(pg_url, "SELECT version FROM schema_version ORDER BY version") == [
+        (version,) for version in range(1, pg_schema.SCHEMA_VERSION + 1)]
 
 
 def test_daemons_opening_a_new_schema_together_migrate_it_once(pg_url):
@@ -121,7 +122,8 @@ def test_daemons_opening_a_new_schema_together_migrate_it_once(pg_url):
         thread.join(LIVENESS)
     try:
         assert errors == [] and len(stores) == 6
-        assert query(pg_url, "SELECT version FROM schema_version") == [(1,)]
+        assert query(pg_url, "SELECT version FROM schema_version ORDER BY version") == [
+            (version,) for version in range(1, pg_schema.SCHEMA_VERSION + 1)], "each migration once"
         stores[0].add_trigger("j", now=T0)
         assert stores[5].claim_trigger("j", T0).id is not None
     finally:
@@ -132,7 +134,8 @@ def test_daemons_opening_a_new_schema_together_migrate_it_once(pg_url):
 def test_a_newer_schema_is_refused(opened, pg_url):
     opened().close()
     query(pg_url, "INSERT INTO schema_version (version) VALUES (99)")
-    with pytest.raises(StoreError, match=r"schema version 99, newer than this AIOS knows \(1\): upgrade AIOS"):
+    with pytest.raises(StoreError, match=rf"schema version 99, newer than this AIOS knows "
+                                         rf"\({pg_schema.SCHEMA_VERSION}\): upgrade AIOS"):
         opened()
 
 

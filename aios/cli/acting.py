@@ -103,6 +103,7 @@ def _trigger_arguments(cmd) -> None:
                      help="a positional argument, after those given as ARG (repeatable)")
     cmd.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="a keyword argument")
     cmd.add_argument("--wait", action="store_true", help="wait for the run; exit with its exit code")
+    cmd.add_argument("--device", metavar="ID", help="for that device of the fleet only")
 
 
 @command("trigger", setup=_trigger_arguments)
@@ -110,7 +111,8 @@ def cmd_trigger(args, home: str) -> int:
     """Queue a run of a job with arguments; --wait waits for it and exits with its code."""
     kwargs = dict(key_value(kv, "--kw") for kv in args.kw)
     with control.Client(home) as client:
-        trigger_id = client.call("trigger", job=args.job, args=args.args + args.more_args, kwargs=kwargs)
+        trigger_id = client.call("trigger", job=args.job, args=args.args + args.more_args, kwargs=kwargs,
+                                 **({"device": args.device} if args.device else {}))
     out(str(trigger_id))
     if not args.wait:
         return EXIT_OK

@@ -95,26 +95,35 @@ class Operations:
             raise OperationError(f"job {job.name!r} is disabled; enable it first")
 
     # ================================================================ triggers
-    def trigger(self, name: str, args=(), kwargs=None, reply=None) -> int | None:
-        """Queue a run of `name` with args/kwargs. Without `reply`, it is on disk when this
-        returns its id; with `reply`, the triggers of one loop turn are committed together
-        (one flush to disk for all) and reply(id) comes after that commit."""
+    def trigger(self, name: str, args=(), kwargs=None, reply=None, target: str | None = None) -> int | None:
+        """Queue a run of `name` with args/kwargs (for the one device `target` of a fleet).
+        Without `reply`, it is on disk when this returns its id; with `reply`, the triggers
+        of one loop turn are committed together (one flush to disk for all) and reply(id)
+        comes after that commit."""
         from .planner import refusal
 
-        eng, job = self.engine, self.job(name)
+        eng = self.engine
+        if target is not None and target != eng.device:
+            self._fleet()
+            return self._queue(name, args, kwargs, reply, target)
+        job = self.job(name)
         problem = refusal(job.spec, args, kwargs)
         if problem:
             raise OperationError(problem)
         if eng.recorder.failing:   # acknowledge nothing the store may not keep
             raise OperationError(f"trigger of {name!r} refused: the state database is failing "
                                  f"({eng.recorder.failure}); try again when it works")
+        return self._queue(name, args, kwargs, reply, target)
+
+    def _queue(self, name: str, args, kwargs, reply, target: str | None) -> int | None:
+        eng = self.engine
         if reply is None:
-            trig = eng.store.add_trigger(name, list(args), dict(kwargs or {}), eng.loop.wall)
-            self._queued(job, trig.id)
+            trig = eng.store.add_trigger(name, list(args), dict(kwargs or {}), eng.loop.wall, target)
+            self._queued(name, trig.id)
             return trig.id
         if not self._acks:
             eng.loop.call_later(0, self._commit_acks)   # at the end of this loop turn
-        self._acks.append((job, list(args), dict(kwargs or {}), reply))
+        self._acks.append((name, list(args), dict(kwargs or {}), reply, target))
         return None
 
     def _commit_acks(self) -> None:
@@ -124,19 +133,24 @@ class Operations:
         eng, acks, self._acks = self.engine, self._acks, []
         try:
             with eng.store.batch(durable=True):
-                ids = [eng.store.add_trigger(job.name, args, kwargs, eng.loop.wall).id for job, args, kwargs, _ in acks]
+                ids = [eng.store.add_trigger(name, args, kwargs, eng.loop.wall, target).id
+                       for name, args, kwargs, _, target in acks]
         except StoreError as exc:
             reason = str(exc).split(" failed: ", 1)[-1]
-            for job, _, _, reply in acks:
-                reply(OperationError(f"adding a trigger of {job.name!r} failed: {reason}"))
+            for name, _, _, reply, _ in acks:
+                reply(OperationError(f"adding a trigger of {name!r} failed: {reason}"))
             return
-        for (job, _, _, reply), trigger_id in zip(acks, ids):
-            self._queued(job, trigger_id)
+        for (name, _, _, reply, _), trigger_id in zip(acks, ids):
+            self._queued(name, trigger_id)
             reply(trigger_id)
 
-    def _queued(self, job, trigger_id: int) -> None:
-        self.engine.event("trigger_added", job.name, f"trigger {trigger_id} queued")
-        self.engine.handle(job, lc.Queued(count=1, added=True))
+    def _queued(self, name: str, trigger_id: int) -> None:
+        """A trigger is on disk: this device's job (if it has it) takes it up; another
+        device hears of it from the database."""
+        eng = self.engine
+        eng.event("trigger_added", name if name in eng.jobs else None, f"trigger {trigger_id} of {name!r} queued")
+        if name in eng.jobs:
+            eng.handle(eng.jobs[name], lc.Queued(count=1, added=True))
 
     def wait_trigger(self, trigger_id: int, reply) -> None:
         """Call reply(result) once the trigger is done (at once if it already is: run, rejected

@@ -148,8 +148,9 @@ class Store:
 
     # ---- triggers: a durable FIFO queue per job
     def add_trigger(self, job: str, args: tuple | list = (), kwargs: dict | None = None,
-                    now: float = 0.0) -> Trigger:
-        """Enqueue a trigger; it is durable when this returns (the acknowledgement)."""
+                    now: float = 0.0, target: str | None = None) -> Trigger:
+        """Enqueue a trigger; it is durable when this returns (the acknowledgement). With a
+        `target` device, only that device claims it (and counts it as pending)."""
         raise NotImplementedError
 
     def get_trigger(self, trigger_id: int) -> Trigger | None:
@@ -157,13 +158,14 @@ class Store:
         raise NotImplementedError
 
     def pending_counts(self) -> dict[str, int]:
-        """Unclaimed, not-done triggers per job name (including rows such as RESTART_ALL
-        that other processes inserted)."""
+        """Unclaimed, not-done triggers per job name that this device may claim (including
+        rows such as RESTART_ALL that other processes inserted; not those targeted at another
+        device)."""
         raise NotImplementedError
 
     def claim_trigger(self, job: str, now: float) -> Trigger | None:
         """Atomically claim the oldest unclaimed trigger of `job` for this device, or None.
-        A trigger is claimed by at most one caller."""
+        A trigger is claimed by at most one caller, and one with a target only by it."""
         raise NotImplementedError
 
     def finish_trigger(self, trigger_id: int, outcome: str, now: float) -> bool:

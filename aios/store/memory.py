@@ -208,13 +208,13 @@ class MemoryStore(Store):
 
     # ---- triggers
     def add_trigger(self, job: str, args: tuple | list = (), kwargs: dict | None = None,
-                    now: float = 0.0) -> Trigger:
+                    now: float = 0.0, target: str | None = None) -> Trigger:
         args, kwargs = tuple(args), dict(kwargs or {})
-        row = Trigger(job=job, args=json.dumps(list(args)), kwargs=json.dumps(kwargs), created=now)
+        row = Trigger(job=job, args=json.dumps(list(args)), kwargs=json.dumps(kwargs), created=now, target=target)
         with self._writing(f"adding a trigger of {job!r}", durable=True) as t:
             row = replace(row, id=t.new_id("triggers"))
             t.triggers[row.id] = row
-        return Trigger(job=job, id=row.id, args=args, kwargs=kwargs, created=now)
+        return Trigger(job=job, id=row.id, args=args, kwargs=kwargs, created=now, target=target)
 
     def get_trigger(self, trigger_id: int) -> Trigger | None:
         with self._reading(f"loading trigger {trigger_id}") as t:
@@ -225,13 +225,14 @@ class MemoryStore(Store):
         counts: dict[str, int] = {}
         with self._reading("counting pending triggers") as t:
             for row in t.triggers.values():
-                if _pending(row):
+                if _pending(row) and row.target in (None, self.device):
                     counts[row.job] = counts.get(row.job, 0) + 1
         return counts
 
     def claim_trigger(self, job: str, now: float) -> Trigger | None:
         with self._writing(f"claiming a trigger of {job!r}") as t:
-            row = next((r for r in t.triggers.values() if r.job == job and _pending(r)), None)
+            row = next((r for r in t.triggers.values()
+                        if r.job == job and _pending(r) and r.target in (None, self.device)), None)
             if row is None:
                 return None
             row = t.triggers[row.id] = replace(row, claimed=now, device=self.device)

@@ -90,7 +90,9 @@ def _v1() -> tuple[str, ...]:
     return _V1_TABLES + (_NOTIFY_FUNCTION,) + triggers
 
 
-MIGRATIONS = (_v1(),)   # MIGRATIONS[n] takes the schema from version n to n + 1
+_V2 = ("ALTER TABLE triggers ADD COLUMN target text",)   # aios trigger JOB --device ID
+
+MIGRATIONS = (_v1(), _V2)   # MIGRATIONS[n] takes the schema from version n to n + 1
 SCHEMA_VERSION = len(MIGRATIONS)
 
 HAS_VERSION_TABLE = "SELECT current_schema(), to_regclass('schema_version') IS NOT NULL"

@@ -46,17 +46,19 @@ LAST_RUNS = (f"SELECT DISTINCT ON (job) {_columns(RUN_FIELDS)} FROM runs WHERE d
              "ORDER BY job, started DESC, id DESC")
 
 # ---- triggers
-ADD_TRIGGER = "INSERT INTO triggers (job, args, kwargs, created) VALUES (%s, %s, %s, %s) RETURNING id"
-GET_TRIGGER = ("SELECT id, job, args, kwargs, created, claimed, device, done, outcome, run_id "
+ADD_TRIGGER = ("INSERT INTO triggers (job, args, kwargs, created, target) VALUES (%s, %s, %s, %s, %s) "
+               "RETURNING id")
+GET_TRIGGER = ("SELECT id, job, args, kwargs, created, claimed, device, done, outcome, run_id, target "
                "FROM triggers WHERE id = %s")
-PENDING = "SELECT job, count(*) FROM triggers WHERE done = 0 AND claimed IS NULL GROUP BY job"
+_MINE = "(target IS NULL OR target = %(device)s)"   # a trigger this device may claim
+PENDING = f"SELECT job, count(*) FROM triggers WHERE done = 0 AND claimed IS NULL AND {_MINE} GROUP BY job"
 PENDING_TRIGGERS = "SELECT id, job, args, kwargs, created FROM triggers WHERE done = 0 AND claimed IS NULL"
 # The oldest unclaimed trigger that no other transaction is claiming right now: claimers
 # never wait for each other, and each row goes to one of them.
 CLAIM = """UPDATE triggers SET claimed = %(now)s, device = %(device)s
     WHERE id = (SELECT id FROM triggers WHERE job = %(job)s AND done = 0 AND claimed IS NULL
-                ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-    RETURNING id, args, kwargs, created"""
+                AND (target IS NULL OR target = %(device)s) ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING id, args, kwargs, created, target"""
 FINISH_TRIGGER = ("UPDATE triggers SET done = 1, outcome = %s, finished = %s, "
                   "run_id = coalesce(%s::bigint, run_id) WHERE id = %s AND done = 0")
 DROP_TRIGGERS = ("UPDATE triggers SET done = 1, outcome = 'dropped', finished = %s "

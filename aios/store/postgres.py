@@ -236,22 +236,22 @@ class PostgresStore(Store):
 
     # ---- triggers
     def add_trigger(self, job: str, args: tuple | list = (), kwargs: dict | None = None,
-                    now: float = 0.0) -> Trigger:
+                    now: float = 0.0, target: str | None = None) -> Trigger:
         args, kwargs = tuple(args), dict(kwargs or {})
-        values = (job, json.dumps(list(args)), json.dumps(kwargs), now)
+        values = (job, json.dumps(list(args)), json.dumps(kwargs), now, target)
         trigger_id = self._write(f"adding a trigger of {job!r}", sql.ADD_TRIGGER, values, durable=True).fetchone()[0]
-        return Trigger(job=job, id=trigger_id, args=args, kwargs=kwargs, created=now)
+        return Trigger(job=job, id=trigger_id, args=args, kwargs=kwargs, created=now, target=target)
 
     def get_trigger(self, trigger_id: int) -> Trigger | None:
         rows = self._read(f"loading trigger {trigger_id}", sql.GET_TRIGGER, (trigger_id,))
         if not rows:
             return None
-        tid, job, args, kwargs, created, claimed, device, done, outcome, run_id = rows[0]
+        tid, job, args, kwargs, created, claimed, device, done, outcome, run_id, target = rows[0]
         return trigger(tid, job, args, kwargs, created, claimed=claimed, device=device,
-                       done=bool(done), outcome=outcome, run_id=run_id)
+                       done=bool(done), outcome=outcome, run_id=run_id, target=target)
 
     def pending_counts(self) -> dict[str, int]:
-        return dict(self._read("counting pending triggers", sql.PENDING))
+        return dict(self._read("counting pending triggers", sql.PENDING, {"device": self.device}))
 
     def pending_triggers(self, job: str | None = None, limit: int = 100) -> list[Trigger]:
         statement, params = filtered(sql.PENDING_TRIGGERS, "ORDER BY id", limit, (("job = ?", job),), "%s")
@@ -262,9 +262,10 @@ class PostgresStore(Store):
         done by this device (no other can see it meanwhile)."""
         params, what = {"job": job, "now": now, "device": self.device}, f"claiming a trigger of {job!r}"
         while (row := self._write(what, sql.CLAIM, params).fetchone()) is not None:
-            trigger_id, raw_args, raw_kwargs, created = row
+            trigger_id, raw_args, raw_kwargs, created, target = row
             if parse_kwargs(raw_kwargs) is not None:
-                return trigger(trigger_id, job, raw_args, raw_kwargs, created, claimed=now, device=self.device)
+                return trigger(trigger_id, job, raw_args, raw_kwargs, created, claimed=now, device=self.device,
+                               target=target)
             self._write(what, sql.FINISH_TRIGGER, (REJECTED_KWARGS, now, None, trigger_id))
         return None
 

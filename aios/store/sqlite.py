@@ -70,18 +70,19 @@ _LAST_RUNS = f"""{_SELECT_RUNS} WHERE id IN (
             ORDER BY started DESC, id DESC LIMIT 1)
     FROM (SELECT DISTINCT job FROM runs WHERE device = :device) AS j)"""
 
-_ADD_TRIGGER = "INSERT INTO triggers (job, args, kwargs, created) VALUES (?, ?, ?, ?)"
-_PENDING = ("SELECT job, COUNT(*) FROM triggers WHERE done = 0 AND claimed IS NULL "
+_ADD_TRIGGER = "INSERT INTO triggers (job, args, kwargs, created, target) VALUES (?, ?, ?, ?, ?)"
+_MINE = "(target IS NULL OR target = ?)"   # a trigger this device may claim
+_PENDING = (f"SELECT job, COUNT(*) FROM triggers WHERE done = 0 AND claimed IS NULL AND {_MINE} "
             "GROUP BY job")
 _SELECT_TRIGGERS = ("SELECT id, job, args, kwargs, created, claimed, device, done, outcome, "
-                    "run_id FROM triggers")
+                    "run_id, target FROM triggers")
 _GET_TRIGGER = f"{_SELECT_TRIGGERS} WHERE id = ?"
 # The queue's partial index holds only pending rows: never a scan of the done ones.
 _PENDING_TRIGGERS = f"{_SELECT_TRIGGERS} INDEXED BY triggers_queue WHERE done = 0 AND claimed IS NULL"
 _DROP = ("UPDATE triggers SET done = 1, outcome = 'dropped', finished = ? "
          "WHERE job = ? AND done = 0 AND claimed IS NULL")
-_OLDEST = ("SELECT id, args, kwargs, created FROM triggers "
-           "WHERE job = ? AND done = 0 AND claimed IS NULL ORDER BY id LIMIT 1")
+_OLDEST = ("SELECT id, args, kwargs, created, target FROM triggers "
+           f"WHERE job = ? AND done = 0 AND claimed IS NULL AND {_MINE} ORDER BY id LIMIT 1")
 _CLAIM = "UPDATE triggers SET claimed = ?, device = ? WHERE id = ?"
 _FINISH_TRIGGER = ("UPDATE triggers SET done = 1, outcome = ?, finished = ?, "
                    "run_id = COALESCE(?, run_id) WHERE id = ? AND done = 0")
@@ -281,34 +282,34 @@ class SqliteStore(Store):
 
     # ---- triggers
     def add_trigger(self, job: str, args: tuple | list = (), kwargs: dict | None = None,
-                    now: float = 0.0) -> Trigger:
+                    now: float = 0.0, target: str | None = None) -> Trigger:
         args, kwargs = tuple(args), dict(kwargs or {})
-        values = (job, json.dumps(list(args)), json.dumps(kwargs), now)
+        values = (job, json.dumps(list(args)), json.dumps(kwargs), now, target)
         with self._transaction(f"adding a trigger of {job!r}", durable=True) as db:
             trigger_id = db.execute(_ADD_TRIGGER, values).lastrowid
-        return Trigger(job=job, id=trigger_id, args=args, kwargs=kwargs, created=now)
+        return Trigger(job=job, id=trigger_id, args=args, kwargs=kwargs, created=now, target=target)
 
     def get_trigger(self, trigger_id: int) -> Trigger | None:
         rows = self._read(f"loading trigger {trigger_id}", _GET_TRIGGER, (trigger_id,))
         return trigger_of(rows[0]) if rows else None
 
     def pending_counts(self) -> dict[str, int]:
-        return dict(self._read("counting pending triggers", _PENDING))
+        return dict(self._read("counting pending triggers", _PENDING, (self.device,)))
 
     def claim_trigger(self, job: str, now: float) -> Trigger | None:
         with self._transaction(f"claiming a trigger of {job!r}") as db:
             while True:
-                row = db.execute(_OLDEST, (job,)).fetchone()
+                row = db.execute(_OLDEST, (job, self.device)).fetchone()
                 if row is None:
                     return None
-                trigger_id, raw_args, raw_kwargs, created = row
+                trigger_id, raw_args, raw_kwargs, created, target = row
                 kwargs = parse_kwargs(raw_kwargs)
                 if kwargs is None:
                     db.execute(_FINISH_TRIGGER, (REJECTED_KWARGS, now, None, trigger_id))
                     continue
                 db.execute(_CLAIM, (now, self.device, trigger_id))
                 return Trigger(job=job, id=trigger_id, args=parse_args(raw_args), kwargs=kwargs,
-                               created=parse_created(created), claimed=now, device=self.device)
+                               created=parse_created(created), claimed=now, device=self.device, target=target)
 
     def finish_trigger(self, trigger_id: int, outcome: str, now: float) -> bool:
         with self._transaction(f"finishing trigger {trigger_id}") as db:

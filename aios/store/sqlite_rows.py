@@ -29,10 +29,10 @@ def run_of(row: tuple) -> Run:
 
 
 def trigger_of(row: tuple) -> Trigger:
-    tid, job, args, kwargs, created, claimed, device, done, outcome, run_id = row
+    tid, job, args, kwargs, created, claimed, device, done, outcome, run_id, target = row
     return Trigger(job=job, id=tid, args=parse_args(args), kwargs=parse_kwargs(kwargs) or {},
                    created=parse_created(created), claimed=claimed, device=device,
-                   done=bool(done), outcome=outcome, run_id=run_id)
+                   done=bool(done), outcome=outcome, run_id=run_id, target=target)
 
 
 def event_of(row: tuple) -> Event:

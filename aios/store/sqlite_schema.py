@@ -15,7 +15,8 @@ from . import StoreError
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "TABLES", "TABLES_OF_VERSION"]
 
 TABLES_OF_VERSION = {1: ("jobs", "job_state", "runs", "triggers", "events"),
-                     2: ("jobs", "job_state", "runs", "triggers", "events", "meta")}
+                     2: ("jobs", "job_state", "runs", "triggers", "events", "meta"),
+                     3: ("jobs", "job_state", "runs", "triggers", "events", "meta")}
 
 # ---------------------------------------------------------------- version 1
 
@@ -86,6 +87,14 @@ def _migrate_to_v2(db: sqlite3.Connection) -> None:
         db.execute(sql)
 
 
-MIGRATIONS = (_migrate_to_v1, _migrate_to_v2)   # MIGRATIONS[n] takes user_version n to n + 1
+# ---------------------------------------------------------------- version 3
+
+
+def _migrate_to_v3(db: sqlite3.Connection) -> None:
+    """A trigger may name the one device that may run it (aios trigger JOB --device ID)."""
+    db.execute("ALTER TABLE triggers ADD COLUMN target TEXT")
+
+
+MIGRATIONS = (_migrate_to_v1, _migrate_to_v2, _migrate_to_v3)   # MIGRATIONS[n] takes user_version n to n + 1
 SCHEMA_VERSION = len(MIGRATIONS)
 TABLES = TABLES_OF_VERSION[SCHEMA_VERSION]

@@ -67,3 +67,65 @@ def test_a_tagged_fleet_job_never_lands_on_a_device_without_the_tag(fleet):
     wait_until(lambda: not copies("solo", fleet.root), what="the copy to stop at its lease's end")
     row = control.call(fleet.daemons["plain"].home, "status", job="solo")[0]
     assert row["status"] == "ineligible" and not copies("solo", fleet.root)
+
+
+WORKERS = """
+    [jobs.work]
+    type = "trigger"
+    command = ["sh", "-c", "echo $AIOS_DEVICE_ID >> ran-$AIOS_DEVICE_ID", "work"]
+
+    [jobs.svc]
+    type = "always"
+    command = ["sleep", "100000"]
+"""
+
+
+def test_an_operation_or_a_trigger_for_another_device_goes_through_the_database(fleet):
+    from .conftest import copies
+
+    fleet.publish(WORKERS)
+    a, b = fleet.device("a"), fleet.device("b")
+    svc_b = wait_until(lambda: control.call(b.home, "status", job="svc")[0]["pid"], what="svc on b")
+    assert control.call(a.home, "route", device="b", request={"op": "restart", "job": "svc"}) == "ok"
+    wait_until(lambda: control.call(b.home, "status", job="svc")[0]["pid"] not in (None, svc_b),
+               what="svc restarted on b")
+    with control.Client(a.home) as client:
+        error = None
+        try:
+            client.call("route", device="b", request={"op": "restart", "job": "nope"})
+        except control.AiosError as exc:
+            error = str(exc)
+    assert error.startswith("b: no job named 'nope'")
+    for _ in range(5):
+        control.call(a.home, "trigger", job="work", device="b")
+    wait_until(lambda: (b.home / "ran-b").exists() and len((b.home / "ran-b").read_text().split()) == 5,
+               what="five runs on b")
+    assert not (a.home / "ran-a").exists(), "a trigger for b never runs on a"
+    assert len(copies("svc", fleet.root)) == 2, "a device-scope job runs on every device"
+
+
+def test_aios_apply_on_one_device_publishes_the_fleets_jobs_and_every_device_converges(fleet):
+    import time
+
+    fleet.publish(WORKERS)
+    a = fleet.device("a", extra_toml=WORKERS)
+    b = fleet.device("b", extra_toml="""
+        [jobs.mine]
+        type = "always"
+        command = ["sleep", "100002"]
+        local = true
+    """)
+    wait_until(lambda: {j["name"] for j in control.call(b.home, "status")} == {"work", "svc", "mine"},
+               what="b runs the fleet's jobs and its own")
+    (a.home / "aios.toml").write_text((a.home / "aios.toml").read_text() + """
+[jobs.extra]
+type = "always"
+command = ["sleep", "100003"]
+""")
+    applied = time.monotonic()
+    control.call(a.home, "apply")
+    wait_until(lambda: "extra" in {j["name"] for j in control.call(b.home, "status")}, what="b converged")
+    took = time.monotonic() - applied
+    assert {j["name"] for j in control.call(b.home, "status")} == {"work", "svc", "mine", "extra"}
+    assert took < 5, f"converged after {took:.2f} s"
+    assert "mine" not in {j["name"] for j in control.call(a.home, "status")}, "a device's own job stays its own"

@@ -528,7 +528,7 @@ def test_logs_follow_history_and_events(home, daemon):
     finally:
         terminate(watch)
     line = next(li for li in "".join(seen).splitlines() if "trigger_added" in li)
-    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  trigger_added +later +trigger \d+ queued$", line)
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  trigger_added +later +trigger \d+ of 'later' queued$", line)
     wait_until(lambda: all(r["outcome"] for r in runs(home)), what="every run to end")
 
     for when in ("up", "down"):
