@@ -64,8 +64,11 @@ def op_about(engine, req):
 
 
 def op_status(engine, req):
-    """status [job] -> [{name, type, status, why, pid, uptime, restarts, next_due, last_run,
-    tags, ...}]: every job, or one."""
+    """status [job] [fleet] -> [{name, type, status, why, pid, uptime, restarts, next_due,
+    last_run, tags, ...}]: every job, or one; with fleet: true, every job of every device
+    of the fleet as each last stored it ({device, name, status, why, pid, ...})."""
+    if _field(req, "fleet", bool, False):
+        return engine.fleet_status()
     return engine.status(_field(req, "job", str, None))
 
 

@@ -14,6 +14,7 @@ from . import EXIT_JOB_FAILED, EXIT_NOT_RUNNING, EXIT_OK, UsageError, command, c
 def _status_arguments(cmd) -> None:
     cmd.add_argument("job", nargs="?")
     cmd.add_argument("--json", action="store_true")
+    cmd.add_argument("--fleet", action="store_true", help="every device's jobs (fleet mode)")
 
 
 @command("status", "ls", setup=_status_arguments)
@@ -24,6 +25,8 @@ def cmd_status(args, home: str) -> int:
     with what /proc says of the pids it recorded)."""
     import time
 
+    if args.fleet:
+        return _fleet_status(home, args)
     try:
         jobs, down = control.call(home, "status", **({"job": args.job} if args.job else {})), False
     except control.DaemonNotRunning:
@@ -40,6 +43,21 @@ def cmd_status(args, home: str) -> int:
 
 
 _STATUS_HEADERS = ["NAME", "TYPE", "STATUS", "PID", "UPTIME", "RESTARTS", "LAST RUN", "NEXT", "TAGS", "WHY"]
+
+
+def _fleet_status(home: str, args) -> int:
+    """Every device's jobs, as each device last stored them."""
+    import time
+
+    rows = [r for r in control.call(home, "status", fleet=True) if not args.job or r["name"] == args.job]
+    if args.json:
+        return print_json(rows)
+    color, now = show.use_color(sys.stdout), time.time()
+    out(show.table(["DEVICE", "NAME", "STATUS", "PID", "SINCE", "WHY"], [
+        [(r["device"], "bold"), (r["name"], None), (r["status"], show.STATUS_COLORS.get(r["status"])),
+         (str(r["pid"] or "-"), None), (show.ago(r["since"], now) if r["since"] else "-", None), (r["why"], "dim")]
+        for r in rows], color))
+    return EXIT_JOB_FAILED if any(r["status"] == "failed" for r in rows) else EXIT_OK
 
 
 def _status_row(job: dict, now: float, color: bool) -> list:

@@ -262,6 +262,17 @@ class Operations:
         return {"device": eng.device, "version": fleet.version, "ttl": fleet.ttl,
                 "devices": [plain(d) for d in eng.store.devices()], "leases": [plain(lease) for lease in eng.store.leases()]}
 
+    def fleet_status(self) -> list[dict]:
+        """Every job of every device, as its device last stored it (status --fleet)."""
+        self._fleet()
+        rows = []
+        for device, states in self.engine.store.fleet_states().items():
+            for state in states.values():
+                rows.append({"device": device, "name": state.job, "status": state.status.value, "why": state.why,
+                             "pid": state.pid, "since": state.since, "next_due": state.next_due,
+                             "restarts": state.restarts})
+        return rows
+
     def route(self, device: str, request: dict, reply) -> None:
         """Carry out `request` ({"op": ..., "job": ...}) on `device`'s daemon; reply its answer."""
         fleet = self._fleet()

@@ -237,6 +237,10 @@ class Store:
         the database's now() as its last heartbeat."""
         raise FleetError(FleetError.__doc__)
 
+    def fleet_states(self) -> dict[str, dict[str, JobState]]:
+        """Every device's job states: device -> job -> JobState (`aios status --fleet`)."""
+        raise FleetError(FleetError.__doc__)
+
     def devices(self) -> list[Device]:
         """Every device that ever heartbeat, by id, with the age of its last heartbeat on
         the database's clock and the jobs it has open runs of."""

@@ -35,6 +35,7 @@ SAVE_STATE = (f"INSERT INTO job_state (device, {_columns(STATE_FIELDS)}) "
               f"VALUES (%(device)s, {_values(STATE_FIELDS)}) ON CONFLICT (device, job) DO UPDATE SET "
               + ", ".join(f"{name} = EXCLUDED.{name}" for name in STATE_FIELDS if name != "job"))
 LOAD_STATES = f"SELECT {_columns(STATE_FIELDS)} FROM job_state WHERE device = %s"
+FLEET_STATES = f"SELECT device, {_columns(STATE_FIELDS)} FROM job_state ORDER BY device, job"
 CLEAR_STATES = "DELETE FROM job_state WHERE device = %s"
 
 SELECT_RUNS = f"SELECT {_columns(RUN_FIELDS)} FROM runs"

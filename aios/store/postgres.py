@@ -190,6 +190,13 @@ class PostgresStore(Store):
         rows = self._read("loading job states", sql.LOAD_STATES, (self.device,))
         return {row[0]: _state(row) for row in rows}
 
+    def fleet_states(self) -> dict[str, dict[str, JobState]]:
+        rows = self._read("loading every device's job states", sql.FLEET_STATES)
+        found: dict[str, dict[str, JobState]] = {}
+        for row in rows:
+            found.setdefault(row[0], {})[row[1]] = _state(row[1:])
+        return found
+
     def save_state(self, state: JobState) -> None:
         params = {name: getattr(state, name) for name in sql.STATE_FIELDS}
         params.update(device=self.device, status=state.status.value)

@@ -129,3 +129,25 @@ command = ["sleep", "100003"]
     assert {j["name"] for j in control.call(b.home, "status")} == {"work", "svc", "mine", "extra"}
     assert took < 5, f"converged after {took:.2f} s"
     assert "mine" not in {j["name"] for j in control.call(a.home, "status")}, "a device's own job stays its own"
+
+
+def test_status_fleet_shows_every_devices_jobs(fleet):
+    import json
+    import subprocess
+    import sys
+
+    from ..integration.conftest import ROOT
+
+    fleet.publish(SOLO)
+    a, b = fleet.device("a"), fleet.device("b")
+    one_copy(fleet)
+    def rows():
+        done = subprocess.run([sys.executable, "-m", "aios", "--home", str(a.home), "status", "--fleet", "--json"],
+                              capture_output=True, text=True, cwd=ROOT)
+        return sorted((r["device"], r["name"], r["status"]) for r in json.loads(done.stdout))
+    found = wait_until(lambda: rows() if {r[2] for r in rows()} == {"running", "standby"} else None,
+                       what="both devices' states")
+    assert [(d, n) for d, n, _ in found] == [("a", "solo"), ("b", "solo")]
+    listing = subprocess.run([sys.executable, "-m", "aios", "--home", str(b.home), "fleet"],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert listing.returncode == 0 and "solo#1" in listing.stdout and "b (this)" in listing.stdout
