@@ -2,8 +2,9 @@
 browser.
 
 `Hub` owns one task of the server's event loop that holds the watch stream and a second
-connection for reading job status. Each event is passed on as it arrives, followed by the fresh
-status of its job, so a state change reaches the browsers without anyone polling. The
+connection for reading status. Each event is passed on as it arrives, followed by the
+status of its job that the daemon sent with it (read back only from a daemon that does
+not), so a state change reaches the browsers without anyone polling. The
 hub keeps the last status of every job, so a new subscriber starts from a snapshot that
 is exactly as new as the stream behind it. When the daemon goes away (stop, crash,
 re-exec) the task reconnects at once and then with a growing pause, and sends a fresh
@@ -144,6 +145,9 @@ class Hub:
         if event["name"] in RESYNC:
             async with self.fetching:
                 self._reset(await reader.call("status"), await reader.call("about"))
+        elif event.get("data"):    # the daemon sends the job's status with the event: nothing to read back
+            async with self.fetching:
+                self.publish("job", event["data"])
         elif event.get("job"):
             await self.refresh(event["job"])
 
