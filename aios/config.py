@@ -4,9 +4,10 @@ for job tables, and the local time zone.
 
 A bad job is reported in `Config.errors` and skipped; only a file that cannot be used
 at all (TOML syntax, a job name defined twice, a bad setting) raises `ConfigError`.
-User programs are checked with `ast`, never imported. Imports `aios.spec`, `aios.home`
-and `aios.posixtz` from aios, and `aios.launch` (a job's user and groups exist) when a
-job is checked; tomllib, ast, difflib, socket and zoneinfo load only when used.
+User programs are checked with `ast`, never imported. What ties jobs together (hooks,
+`after`) is checked by `aios.jobset`. Imports
+`aios.spec`, `aios.home`, `aios.jobset` and `aios.posixtz` from aios, and `aios.launch` (a
+job's user and groups exist) when a job is checked; tomllib, ast, difflib, socket and zoneinfo load only when used.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import os
 import re
 from pathlib import Path
 
+from . import jobset
 from .spec import (NAME_RE, AiosError, JobSpec, Settings, SpecError, factory, fields, parse_job, record,
                    replace, show_value)
 
@@ -66,6 +68,7 @@ def load(home: Path, text: str | None = None, *, cache: bool = False) -> Config:
         raise ConfigError(f"{CONFIG_FILE}: jobs must be tables like [jobs.backup], got jobs = {show_value(jobs)}")
     invalid: dict[str, str] = {}
     specs, tables = _load_jobs(home, jobs, _job_header_lines(source), errors, invalid)
+    jobset.check(specs, tables, jobs, errors, invalid)
     cfg = Config(home=home, settings=settings, specs=specs, tables=tables, errors=errors, invalid=invalid)
     if cache and text is None:
         _save_cache(home, cfg, _dependencies(home, jobs))
@@ -91,7 +94,7 @@ def _cache_key(home: Path) -> dict:
     from . import __version__
 
     here = os.path.dirname(os.path.abspath(__file__))
-    code = [__version__] + [_stat(os.path.join(here, name)) for name in ("spec.py", "cron.py", "config.py")]
+    code = [__version__] + [_stat(os.path.join(here, name)) for name in ("spec.py", "cron.py", "config.py", "jobset.py")]
     return {"code": code,
             "toml": _stat(home / CONFIG_FILE),
             "env": [os.environ.get(name) for name in ("DEVICE_ID", "DEVICE_TAGS") + STORE_ENV]

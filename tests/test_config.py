@@ -658,3 +658,45 @@ def test_require_valid_lists_every_error(tmp_path):
     assert lines[0] == "2 errors; aios.toml left as it was:"
     assert lines[1].startswith("  job 'a': time:") and lines[2].startswith("  job 'b':") and len(lines) == 3
     config.require_valid(load(home, '[jobs.c]\ntype = "always"\ncommand = ["true"]\n'))
+
+
+# ---------------------------------------------------------------- across jobs: hooks, after
+
+LINKED = """
+[jobs.web]
+type = "always"
+command = ["sleep", "9"]
+on_failure = "notify"
+
+[jobs.notify]
+type = "trigger"
+command = ["true"]
+
+[jobs.nightly]
+type = "daily"
+time = "03:00"
+command = ["true"]
+after = ["notify"]
+"""
+
+
+def test_links_load_and_survive_the_cache(tmp_path):
+    home = home_with(tmp_path, LINKED)
+    first, cached = load(home, cache=True), load(home, cache=True)
+    assert first.errors == [] and cached == first
+    assert (cached.specs["web"].on_failure, cached.specs["nightly"].after_jobs) == ("notify", ("notify",))
+
+
+def test_a_cycle_is_refused_at_load_in_one_line_and_the_other_jobs_load(tmp_path):
+    errors = job_errors(tmp_path, LINKED + 'on_success = "notify"\n')
+    assert errors == ["jobs notify -> nightly -> notify trigger each other in a cycle (nightly after notify; "
+                      "nightly on_success = notify); remove one of these links"]
+    assert list(load(tmp_path).specs) == ["web", "notify"]
+
+
+def test_a_hook_naming_an_always_job_or_no_job_is_refused(tmp_path):
+    errors = job_errors(tmp_path, LINKED.replace('on_failure = "notify"', 'on_failure = "notfy"')
+                        + 'on_success = "web"\n')
+    assert errors == [
+        "job 'web': on_failure names 'notfy', which is not a job of aios.toml (jobs: nightly, notify)",
+        "job 'nightly': on_success names 'web', an always job; it cannot be triggered: name a trigger job"]
