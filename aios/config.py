@@ -5,7 +5,7 @@ for job tables, and the local time zone.
 A bad job is reported in `Config.errors` and skipped; only a file that cannot be used
 at all (TOML syntax, a job name defined twice, a bad setting) raises `ConfigError`.
 User programs are checked with `ast`, never imported. What ties jobs together (hooks,
-`after`) is checked by `aios.jobset`. Imports
+`after`, the copies of `instances`) is checked and expanded by `aios.jobset`. Imports
 `aios.spec`, `aios.home`, `aios.jobset` and `aios.posixtz` from aios, and `aios.launch` (a
 job's user and groups exist) when a job is checked; tomllib, ast, difflib, socket and zoneinfo load only when used.
 """
@@ -69,6 +69,7 @@ def load(home: Path, text: str | None = None, *, cache: bool = False) -> Config:
     invalid: dict[str, str] = {}
     specs, tables = _load_jobs(home, jobs, _job_header_lines(source), errors, invalid)
     jobset.check(specs, tables, jobs, errors, invalid)
+    specs, tables = jobset.expand(specs, tables, errors, invalid)
     cfg = Config(home=home, settings=settings, specs=specs, tables=tables, errors=errors, invalid=invalid)
     if cache and text is None:
         _save_cache(home, cfg, _dependencies(home, jobs))
@@ -123,7 +124,7 @@ def _cached(home: Path) -> Config | None:
         if saved["key"] != _cache_key(home) or any(_stat(p) != st for p, st in saved["deps"].items()):
             return None
         settings = Settings(**{**saved["settings"], "tags": frozenset(saved["settings"]["tags"])})
-        specs = {name: _with_cwd(parse_job(name, table), saved["cwd"].get(name))
+        specs = {name: _as_saved(parse_job(name, table), saved["cwd"].get(name), saved["copies"].get(name))
                  for name, table in saved["tables"].items()}
     except (OSError, ValueError, KeyError, TypeError, SpecError):
         return None
@@ -131,8 +132,11 @@ def _cached(home: Path) -> Config | None:
                   invalid=saved["invalid"])
 
 
-def _with_cwd(spec: JobSpec, cwd: str | None) -> JobSpec:
-    return spec if cwd is None else replace(spec, cwd=cwd)
+def _as_saved(spec: JobSpec, cwd: str | None, copy: list | None) -> JobSpec:
+    """A spec parsed from a cached table, as load made it: its checked cwd, and a copy's
+    (instances) group and number."""
+    spec = spec if cwd is None else replace(spec, cwd=cwd)
+    return spec if copy is None else replace(spec, instance_of=copy[0], instance=copy[1])
 
 
 def _save_cache(home: Path, cfg: Config, deps: dict) -> None:
@@ -141,7 +145,9 @@ def _save_cache(home: Path, cfg: Config, deps: dict) -> None:
     settings = {name: getattr(cfg.settings, name) for name in fields(Settings)}
     saved = {"key": _cache_key(home), "deps": deps, "tables": cfg.tables, "errors": cfg.errors, "invalid": cfg.invalid,
              "settings": {**settings, "tags": sorted(cfg.settings.tags)},
-             "cwd": {name: spec.cwd for name, spec in cfg.specs.items() if spec.cwd is not None}}
+             "cwd": {name: spec.cwd for name, spec in cfg.specs.items() if spec.cwd is not None},
+             "copies": {name: [spec.instance_of, spec.instance] for name, spec in cfg.specs.items()
+                        if spec.instance_of is not None}}
     tmp = home / f"{CACHE_FILE}.{os.getpid()}"
     try:
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:

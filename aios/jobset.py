@@ -4,19 +4,24 @@
   at load, a name that is not a job of aios.toml, a hook or `after` naming an always job
   (it cannot be triggered, and never ends for good), and any cycle of them (a job whose
   end would, through hooks and `after`, trigger itself), with one line naming the cycle.
+- `instances = N` on an always job makes N copies of it, jobs `NAME.0` .. `NAME.N-1`
+  (`expand`), each with `instance` and `instance_of` set; `group_of` and `kept_by` find a
+  copy's group again by its name alone (the form `NAME.DIGITS`).
 - `after_ready` is the rule of `after`: when a job waiting for others is due.
 
 Pure: no clock, no I/O. Imports aios.spec.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
-from .spec import JobSpec, JobType, Outcome, Run
+from .spec import NAME_RE, JobSpec, JobType, Outcome, Run, replace
 
-__all__ = ["check", "after_ready"]
+__all__ = ["check", "expand", "as_copy", "group_of", "kept_by", "after_ready"]
 
 HOOKS = ("on_failure", "on_success")
+_COPY_RE = re.compile(r"(.+)\.(\d+)")
 
 
 # ---------------------------------------------------------------- links between jobs
@@ -113,6 +118,53 @@ def _refuse(names, message: str, specs: dict, tables: dict, errors: list, invali
         specs.pop(name, None)
         tables.pop(name, None)
         invalid[name] = message
+
+
+# ---------------------------------------------------------------- instances
+
+def expand(specs: dict, tables: dict, errors: list, invalid: dict) -> tuple[dict, dict]:
+    """Specs and tables with each job that has `instances` replaced by its copies, in
+    order; a job whose copies' names are not valid or are taken by other jobs (letter case
+    aside) goes to `invalid` instead. A copy's table is its job's, without `instances`:
+    changing the count adds or removes copies and leaves the others as they are."""
+    taken = {name.lower() for name in (*specs, *invalid)}
+    out_specs, out_tables = {}, {}
+    for name, spec in specs.items():
+        if spec.instances is None:
+            out_specs[name], out_tables[name] = spec, tables[name]
+            continue
+        copies = [f"{name}.{index}" for index in range(spec.instances)]
+        clash = next((c for c in copies if c.lower() in taken or not NAME_RE.fullmatch(c)), None)
+        if clash is not None:
+            why = "is longer than 64 characters" if not NAME_RE.fullmatch(clash) else "is also a job of aios.toml"
+            message = (f"job {name!r}: instances = {spec.instances} names a copy {clash!r}, which {why}; "
+                       "rename one of them")
+            errors.append(message)
+            invalid[name] = message
+            continue
+        table = {key: value for key, value in tables[name].items() if key != "instances"}
+        for index, copy in enumerate(copies):
+            out_specs[copy], out_tables[copy] = as_copy(spec, name, index), table
+    return out_specs, out_tables
+
+
+def as_copy(spec: JobSpec, group: str, index: int) -> JobSpec:
+    return replace(spec, name=f"{group}.{index}", instances=None, instance=index, instance_of=group)
+
+
+def group_of(name: str) -> str | None:
+    """The job that a job named like a copy (`web.2`) would be a copy of, or None."""
+    match = _COPY_RE.fullmatch(name)
+    return match[1] if match else None
+
+
+def kept_by(name: str, invalid: Mapping) -> str | None:
+    """Why a running job `name` keeps its previous table: its own new table is invalid,
+    or it is a copy whose job's new table is."""
+    if name in invalid:
+        return invalid[name]
+    group = group_of(name)
+    return invalid.get(group) if group is not None else None
 
 
 # ---------------------------------------------------------------- after

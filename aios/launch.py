@@ -138,7 +138,8 @@ def environment(spec: JobSpec, run_id: int | None, base: dict, home: Path, setti
     LOGNAME of the job's user (`who`), its env_file's variables (`from_file`), the job's
     `env` (the more specific wins, as in docker compose), then what every job finds:
     AIOS_JOB, AIOS_RUN_ID, AIOS_DEVICE_ID, AIOS_HOME (and where the dashboard listens),
-    and AIOS_RUN_TOKEN (`run_token`) when given, which nothing before can override."""
+    AIOS_INSTANCE for a copy of a job with `instances`, and AIOS_RUN_TOKEN (`run_token`)
+    when given, which nothing before can override."""
     env = inherited(base)
     if who is not None and who.name is not None:
         env.update(HOME=who.home, USER=who.name, LOGNAME=who.name)
@@ -146,6 +147,8 @@ def environment(spec: JobSpec, run_id: int | None, base: dict, home: Path, setti
     env.update(spec.env)
     env.update(AIOS_JOB=spec.name, AIOS_RUN_ID=str(run_id), AIOS_DEVICE_ID=settings.device_id,
                AIOS_HOME=str(home), AIOS_WEB_HOST=settings.web_host, AIOS_WEB_PORT=str(settings.web_port))
+    if spec.instance is not None:
+        env["AIOS_INSTANCE"] = str(spec.instance)
     if token is not None:
         env[TOKEN_VAR] = token
     if spec.program:

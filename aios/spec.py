@@ -131,6 +131,9 @@ class JobSpec:
     on_failure: str | None = None           # a job triggered when a run fails for good or the job enters failed
     on_success: str | None = None           # a job triggered when a run ends ok
     after_jobs: tuple[str, ...] = ()        # `after`: run once each of these jobs' latest run succeeded
+    instances: int | None = None            # always: run copies NAME.0 .. NAME.N-1 (config makes them)
+    instance: int | None = None             # a copy: its number (AIOS_INSTANCE)
+    instance_of: str | None = None          # a copy: the name of the job it copies
 
     @property
     def is_scheduled(self) -> bool:
@@ -283,7 +286,7 @@ _COMMON = {
     "cpu_quota", "cpu_weight", "nice", "nofile", "ioclass", "env_file", "on_failure", "on_success",
 }
 _BY_TYPE = {
-    JobType.ALWAYS: {"restart", "failed_cooldown"},
+    JobType.ALWAYS: {"restart", "failed_cooldown", "instances"},
     JobType.DAILY: {"time", "cron", "days", "timezone", "catch_up", "catch_up_max", "timeout", "after"},
     JobType.INTERVAL: {"interval", "every", "catch_up", "catch_up_max", "timeout", "after"},
     JobType.RANDOM_DAILY: {"after", "before", "timezone", "catch_up", "catch_up_max", "timeout"},
@@ -719,11 +722,13 @@ def _parse_trigger(where: str, table: dict) -> dict:
     return {"max_parallel": _bounded_int(where, table, "max_parallel", 1, 1, 1000)}
 
 
+MAX_INSTANCES = 256
 MAX_AFTER = 64
 
 
 def _parse_links(where: str, job_type: JobType, table: dict) -> dict:
-    """Fields that tie a job to others (checked against them in config: jobset)."""
+    """Fields that tie a job to others (checked against them in config: jobset) and the
+    always job's copies."""
     out: dict = {key: _job_ref(where, key, table[key]) for key in ("on_failure", "on_success") if key in table}
     if "after" in table and job_type is not JobType.RANDOM_DAILY:
         names = table["after"]
@@ -731,6 +736,8 @@ def _parse_links(where: str, job_type: JobType, table: dict) -> dict:
             raise SpecError(f"{where}: after = {show_value(names)} must be a list of 1 to {MAX_AFTER} job "
                             "names, like [\"backup\"]")
         out["after_jobs"] = tuple(dict.fromkeys(_job_ref(where, "after", name) for name in names))
+    if "instances" in table:
+        out["instances"] = _bounded_int(where, table, "instances", 1, 1, MAX_INSTANCES)
     return out
 
 

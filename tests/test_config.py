@@ -660,12 +660,13 @@ def test_require_valid_lists_every_error(tmp_path):
     config.require_valid(load(home, '[jobs.c]\ntype = "always"\ncommand = ["true"]\n'))
 
 
-# ---------------------------------------------------------------- across jobs: hooks, after
+# ---------------------------------------------------------------- across jobs: hooks, after, instances
 
 LINKED = """
 [jobs.web]
 type = "always"
 command = ["sleep", "9"]
+instances = 2
 on_failure = "notify"
 
 [jobs.notify]
@@ -680,18 +681,20 @@ after = ["notify"]
 """
 
 
-def test_links_load_and_survive_the_cache(tmp_path):
+def test_instances_load_as_copies_and_survive_the_cache(tmp_path):
     home = home_with(tmp_path, LINKED)
     first, cached = load(home, cache=True), load(home, cache=True)
-    assert first.errors == [] and cached == first
-    assert (cached.specs["web"].on_failure, cached.specs["nightly"].after_jobs) == ("notify", ("notify",))
+    assert first.errors == [] and list(first.specs) == ["web.0", "web.1", "notify", "nightly"]
+    assert cached == first
+    assert [(s.instance_of, s.instance, s.on_failure) for s in list(cached.specs.values())[:2]] == [
+        ("web", 0, "notify"), ("web", 1, "notify")]
 
 
 def test_a_cycle_is_refused_at_load_in_one_line_and_the_other_jobs_load(tmp_path):
     errors = job_errors(tmp_path, LINKED + 'on_success = "notify"\n')
     assert errors == ["jobs notify -> nightly -> notify trigger each other in a cycle (nightly after notify; "
                       "nightly on_success = notify); remove one of these links"]
-    assert list(load(tmp_path).specs) == ["web", "notify"]
+    assert list(load(tmp_path).specs) == ["web.0", "web.1", "notify"]
 
 
 def test_a_hook_naming_an_always_job_or_no_job_is_refused(tmp_path):

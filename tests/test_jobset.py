@@ -1,5 +1,5 @@
 """aios.jobset: hooks and `after` checked across jobs (dangling names, always targets,
-cycles), and the rule of `after` as a table."""
+cycles), the copies of `instances`, and the rule of `after` as a table."""
 from __future__ import annotations
 
 import pytest
@@ -77,6 +77,53 @@ def test_a_job_listed_in_its_own_after_is_a_cycle():
 def test_hook_and_after_both_pointing_one_way_are_no_cycle():
     specs, errors, _ = checked({"a": {**TRIGGER, "on_failure": "b"}, "b": {**TRIGGER, "after": ["a"]}})
     assert errors == [] and set(specs) == {"a", "b"}
+
+
+# ---------------------------------------------------------------- instances
+
+def expanded(tables: dict) -> tuple[dict, dict, list, dict]:
+    specs = {name: parse_job(name, table) for name, table in tables.items()}
+    errors, invalid = [], {}
+    specs, out = jobset.expand(specs, dict(tables), errors, invalid)
+    return specs, out, errors, invalid
+
+
+def test_instances_become_numbered_copies_with_the_table_less_its_count():
+    specs, tables, errors, _ = expanded({"web": {**ALWAYS, "instances": 3}, "other": TRIGGER})
+    assert list(specs) == ["web.0", "web.1", "web.2", "other"] and errors == []
+    assert [(s.instance, s.instance_of, s.instances) for s in list(specs.values())[:3]] == [
+        (0, "web", None), (1, "web", None), (2, "web", None)]
+    assert tables["web.1"] == ALWAYS
+    assert specs["web.0"] == jobset.as_copy(parse_job("web", {**ALWAYS, "instances": 2}), "web", 0)
+
+
+def test_the_copies_do_not_change_with_the_count():
+    three, _, _, _ = expanded({"web": {**ALWAYS, "instances": 3}})
+    two, _, _, _ = expanded({"web": {**ALWAYS, "instances": 2}})
+    assert two == {name: three[name] for name in ("web.0", "web.1")}
+
+
+def test_one_instance_is_still_a_copy():
+    specs, _, _, _ = expanded({"web": {**ALWAYS, "instances": 1}})
+    assert list(specs) == ["web.0"]
+
+
+def test_copies_that_clash_with_a_job_or_are_too_long_are_refused():
+    _, _, errors, invalid = expanded({"web": {**ALWAYS, "instances": 2}, "Web.1": TRIGGER})
+    assert errors == ["job 'web': instances = 2 names a copy 'web.1', which is also a job of aios.toml; "
+                      "rename one of them"] and set(invalid) == {"web"}
+    long = "x" * 62
+    _, _, errors, _ = expanded({long: {**ALWAYS, "instances": 11}})
+    assert errors == [f"job {long!r}: instances = 11 names a copy '{long}.10', which is longer than 64 "
+                      "characters; rename one of them"]
+
+
+def test_group_of_and_kept_by():
+    assert [jobset.group_of(n) for n in ("web.2", "web", "a.b.10", "web.x", "web.")] == ["web", None, "a.b", None, None]
+    invalid = {"web": "job 'web': bad"}
+    assert jobset.kept_by("web.3", invalid) == "job 'web': bad"
+    assert jobset.kept_by("web", invalid) == "job 'web': bad"
+    assert jobset.kept_by("other.1", invalid) is None
 
 
 # ---------------------------------------------------------------- the rule of after

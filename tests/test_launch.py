@@ -10,7 +10,7 @@ import pytest
 
 from aios import launch, supervisor
 from aios.errors import SpawnError
-from aios.spec import Settings, Trigger, parse_job
+from aios.spec import Settings, Trigger, parse_job, replace
 
 HOME = Path("/srv/aios")
 SETTINGS = Settings(device_id="lab-1", web_host="127.0.0.1", web_port=8787)
@@ -224,3 +224,10 @@ def test_an_after_trigger_names_its_list_and_adds_no_argument():
 def test_reserved_keywords_in_a_trigger_are_checked_when_it_is_submitted(kwargs, problem):
     spec = parse_job("c", {"type": "trigger", "command": ["c"]})
     assert launch.exec_problem(spec, Trigger(job="c", kwargs=kwargs)) == problem
+
+
+def test_a_copy_finds_its_number_in_AIOS_INSTANCE():
+    spec = parse_job("web.1", {"type": "always", "command": ["web"]})
+    assert "AIOS_INSTANCE" not in launch.environment(spec, 1, {}, HOME, SETTINGS)
+    env = launch.environment(replace(spec, instance=1, instance_of="web"), 1, {}, HOME, SETTINGS)
+    assert (env["AIOS_INSTANCE"], env["AIOS_JOB"]) == ("1", "web.1")

@@ -23,7 +23,7 @@ ALLOWED = {
     "states": {"spec", "lifecycle"},     # the status vocabulary, read off the lifecycle table
     "config": {"spec", "home", "posixtz",
                "launch",                 # launch.identity: a job's user and groups exist at load
-               "jobset"},                # hooks and after: checks across jobs
+               "jobset"},                # hooks, after and instances: checks across jobs, copies
     "jobset": {"spec"},                  # the jobs of a configuration as a whole (pure)
     "posixtz": set(), "store": {"spec"}, "control": {"spec"},
     "home": set(), "show": set(), "launch": {"spec", "dotenv"}, "dotenv": set(),
@@ -34,6 +34,7 @@ ALLOWED = {
                "service",                        # daemon.py: sd_notify READY=1 under systemd (Type=notify)
                "oplog"},                         # daemon.py: its log sink, orchestrator.log
     "cli": {"control", "config", "home", "show", "logs", "store", "engine", "spec", "states",
+            "jobset",                            # a group of copies (instances) by its name, daemon down
             "service",                           # `aios service`
             "supervisor"},                       # status with the daemon down: is a recorded pid alive (/proc)
     "web": {"control", "config", "home", "errors", "logs",

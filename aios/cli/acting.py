@@ -1,4 +1,5 @@
-"""`aios start`, `stop`, `restart`, `enable`, `disable`, `run`, `trigger`: acting on jobs."""
+"""`aios start`, `stop`, `restart`, `enable`, `disable`, `run`, `signal`, `trigger`:
+acting on jobs (a job with `instances` by its name acts on all its copies)."""
 from __future__ import annotations
 
 import sys

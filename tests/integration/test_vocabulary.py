@@ -1,6 +1,7 @@
-"""Hooks and `after` on a real daemon (`aios up -d`) with real processes, files and a real
-local HTTP server: what only a real run shows (the facts in a real process's argv and
-environment, the notify program posting), driven through the CLI as a user would."""
+"""Hooks, `after` and `instances` on a real daemon (`aios up -d`) with real processes,
+files and a real local HTTP server: what only a real run shows (the facts in a real
+process's argv and environment, the notify program posting, each copy's own log),
+driven through the CLI as a user would."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,8 @@ import sqlite3
 import textwrap
 
 from .conftest import ROOT, runs, wait_until, write_home
-from .test_cli import aios, daemon, ok  # noqa: F401  (daemon: a fixture)
+from .test_cli import (aios, daemon, ok, popen_aios, printed_soon,  # noqa: F401 (daemon: a fixture)
+                       read_until, status, terminate)
 from ..test_programs import hook_server  # noqa: F401  (a real local HTTP server)
 
 HOOKS = """
@@ -56,3 +58,53 @@ def test_a_failed_run_triggers_its_hook_with_the_facts_and_a_success_posts_to_a_
     assert (body["job"], body["outcome"], body["kind"], body["exit_code"]) == ("flaky", "ok", "on_success", 0)
     wait_until(lambda: (home / "report.txt").exists(), what="the job after flaky")
     assert (home / "report.txt").read_text() == "flaky\n"
+
+
+INSTANCES = r"""
+[jobs.web]
+type = "always"
+command = ["sh", "-c", "trap 'echo reloaded $AIOS_INSTANCE' HUP; echo copy $AIOS_INSTANCE of $AIOS_JOB; while true; do sleep 0.05; done"]
+instances = {n}
+
+[jobs.plain]
+type = "always"
+command = ["sleep", "100000"]
+"""
+
+
+def test_instances_by_the_group_name_each_with_its_own_log(home, daemon):
+    write_home(home, INSTANCES.format(n=3))
+    daemon.up()
+    wait_until(lambda: all((home / "logs" / f"web.{i}.log").exists() and "copy" in
+                           (home / "logs" / f"web.{i}.log").read_text() for i in range(3)), what="three copies")
+    for i in range(3):
+        assert (home / "logs" / f"web.{i}.log").read_text() == f"copy {i} of web.{i}\n"
+    rows = json.loads(ok(aios(home, "status", "web", "--json")))
+    assert [(r["name"], r["status"]) for r in rows] == [(f"web.{i}", "running") for i in range(3)]
+    assert [line.split(" | ") for line in ok(aios(home, "logs", "web")).splitlines()] == [
+        [f"web.{i}", f"copy {i} of web.{i}"] for i in range(3)]
+
+    pids = [r["pid"] for r in rows]
+    follower, seen = popen_aios(home, "logs", "web", "-f", "-n", "1"), []
+    try:
+        assert read_until(follower, "web.2 | copy 2 of web.2\n", seen).count("copy 1") == 1
+        seen.clear()
+        wait_until(lambda: ok(aios(home, "restart", "web.1"))
+                   and printed_soon(follower, seen, "web.1 | copy 1 of web.1\n"),
+                   what="logs -f to print the line of a restarted copy")
+    finally:
+        terminate(follower)
+    pids[1] = status(home)["web.1"]["pid"]
+
+    ok(aios(home, "stop", "web.1"))
+    wait_until(lambda: status(home)["web.1"]["status"] == "stopped", what="web.1 stopped")
+    assert [status(home)[f"web.{i}"]["status"] for i in (0, 2)] == ["running", "running"]
+
+    (home / "aios.toml").write_text(INSTANCES.format(n=2))
+    ok(aios(home, "apply"))
+    wait_until(lambda: "web.2" not in status(home), what="web.2 removed")
+    assert status(home)["web.0"]["pid"] == pids[0], "the other copies run on untouched"
+    daemon.down()
+    offline = aios(home, "status", "web", "--json")
+    assert offline.returncode == 3 and [r["name"] for r in json.loads(offline.stdout)] == ["web.0", "web.1"]
+
