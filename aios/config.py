@@ -95,7 +95,8 @@ def _cache_key(home: Path) -> dict:
     from . import __version__
 
     here = os.path.dirname(os.path.abspath(__file__))
-    code = [__version__] + [_stat(os.path.join(here, name)) for name in ("spec.py", "cron.py", "config.py", "jobset.py")]
+    modules = ("spec.py", "cron.py", "config.py", "jobset.py")
+    code = [__version__] + [_stat(os.path.join(here, name)) for name in modules]
     return {"code": code,
             "toml": _stat(home / CONFIG_FILE),
             "env": [os.environ.get(name) for name in ("DEVICE_ID", "DEVICE_TAGS") + STORE_ENV]

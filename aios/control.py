@@ -115,6 +115,12 @@ def op_signal(engine, req):
     return engine.signal(_job(req), _field(req, "signal", str))
 
 
+def op_reload(engine, req):
+    """reload job -> [pid, ...]. Send the job's reload_signal (e.g. HUP) to every process
+    group of the job; an error naming restart if it has none."""
+    return engine.reload(_job(req))
+
+
 def op_run(engine, req):
     """run job -> null. Run a scheduled or idle job once now (never beside its own run)."""
     return engine.run_now(_job(req))
@@ -187,6 +193,7 @@ COMMANDS = {
     "restart": op_restart, "enable": op_enable, "disable": op_disable,
     "run": op_run, "history": op_history, "events": op_events, "apply": op_apply,
     "reexec": op_reexec, "shutdown": op_shutdown, "triggers": op_triggers, "drop": op_drop, "signal": op_signal,
+    "reload": op_reload,
 }
 DEFERRED = {"wait": op_wait, "trigger": op_trigger}   # reply later: reply(result), or reply(AiosError)
 STREAMING = {"watch": op_watch}    # reply, then keep sending lines

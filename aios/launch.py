@@ -68,7 +68,8 @@ def reserved_problem(kwargs: dict) -> str | None:
             ok = (isinstance(value, str) and len(value) <= MAX_FACT and exec_text_problem(value) is None
                   if key in _HOOK_TEXTS else value is None or type(value) is int)
             if not ok:
-                return f"kwargs {HOOK_KEY}: {key} must be {'short text' if key in _HOOK_TEXTS else 'an integer or null'}"
+                kind = "short text" if key in _HOOK_TEXTS else "an integer or null"
+                return f"kwargs {HOOK_KEY}: {key} must be {kind}"
     if AFTER_KEY in kwargs and not (isinstance(after, list) and len(after) <= 64
                                     and all(isinstance(n, str) and NAME_RE.fullmatch(n) for n in after)):
         return f"kwargs {AFTER_KEY} must be a list of job names"

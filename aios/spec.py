@@ -131,6 +131,7 @@ class JobSpec:
     on_failure: str | None = None           # a job triggered when a run fails for good or the job enters failed
     on_success: str | None = None           # a job triggered when a run ends ok
     after_jobs: tuple[str, ...] = ()        # `after`: run once each of these jobs' latest run succeeded
+    reload_signal: int | None = None        # what `aios reload` sends
     instances: int | None = None            # always: run copies NAME.0 .. NAME.N-1 (config makes them)
     instance: int | None = None             # a copy: its number (AIOS_INSTANCE)
     instance_of: str | None = None          # a copy: the name of the job it copies
@@ -284,6 +285,7 @@ _COMMON = {
     "env", "cwd", "retries", "backoff", "backoff_factor", "backoff_max", "stop_signal",
     "stop_timeout", "min_uptime", "adopt", "user", "group", "groups", "umask", "memory_max",
     "cpu_quota", "cpu_weight", "nice", "nofile", "ioclass", "env_file", "on_failure", "on_success",
+    "reload_signal",
 }
 _BY_TYPE = {
     JobType.ALWAYS: {"restart", "failed_cooldown", "instances"},
@@ -728,7 +730,7 @@ MAX_AFTER = 64
 
 def _parse_links(where: str, job_type: JobType, table: dict) -> dict:
     """Fields that tie a job to others (checked against them in config: jobset) and the
-    always job's copies."""
+    always job's copies and reload signal."""
     out: dict = {key: _job_ref(where, key, table[key]) for key in ("on_failure", "on_success") if key in table}
     if "after" in table and job_type is not JobType.RANDOM_DAILY:
         names = table["after"]
@@ -736,6 +738,8 @@ def _parse_links(where: str, job_type: JobType, table: dict) -> dict:
             raise SpecError(f"{where}: after = {show_value(names)} must be a list of 1 to {MAX_AFTER} job "
                             "names, like [\"backup\"]")
         out["after_jobs"] = tuple(dict.fromkeys(_job_ref(where, "after", name) for name in names))
+    if "reload_signal" in table:
+        out["reload_signal"] = parse_signal(table["reload_signal"], f"{where}: reload_signal")
     if "instances" in table:
         out["instances"] = _bounded_int(where, table, "instances", 1, 1, MAX_INSTANCES)
     return out

@@ -212,7 +212,7 @@ def test_an_after_trigger_names_its_list_and_adds_no_argument():
 
 
 @pytest.mark.parametrize("kwargs, problem", [
-    ({"aios_hook": "backup failed"}, "kwargs aios_hook must be an object of kind, job, outcome, why, exit_code, run_id"),
+    ({"aios_hook": "fail"}, "kwargs aios_hook must be an object of kind, job, outcome, why, exit_code, run_id"),
     ({"aios_hook": {"job": "a\0b"}}, "kwargs aios_hook: job must be short text"),
     ({"aios_hook": {"why": "x" * 5000}}, "kwargs aios_hook: why must be short text"),
     ({"aios_hook": {"exit_code": "3"}}, "kwargs aios_hook: exit_code must be an integer or null"),

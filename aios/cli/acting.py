@@ -1,5 +1,5 @@
-"""`aios start`, `stop`, `restart`, `enable`, `disable`, `run`, `signal`, `trigger`:
-acting on jobs (a job with `instances` by its name acts on all its copies)."""
+"""`aios start`, `stop`, `restart`, `enable`, `disable`, `run`, `signal`, `reload`,
+`trigger`: acting on jobs (a job with `instances` by its name acts on all its copies)."""
 from __future__ import annotations
 
 import sys
@@ -9,16 +9,17 @@ from ..errors import AiosError
 from . import EXIT_FAILED, EXIT_OK, UsageError, command, count, out
 
 
-def _each(home: str, op: str, names: list[str], select_all) -> int:
-    """Apply one op to the named jobs (or, with --all, to the jobs select_all picks)."""
+def _each(home: str, op: str, names: list[str], select_all, say=None) -> int:
+    """Apply one op to the named jobs (or, with --all, to the jobs select_all picks);
+    `say(name, result)` words each success."""
     with control.Client(home) as client:
         if select_all:
             names = [j["name"] for j in client.call("status") if select_all(j)]
         failed = 0
         for name in names:
             try:
-                client.call(op, job=name)
-                out(f"{name}: {op} ok")
+                result = client.call(op, job=name)
+                out(say(name, result) if say else f"{name}: {op} ok")
             except AiosError as exc:
                 failed += 1
                 sys.stderr.write(f"aios: {name}: {exc}\n")
@@ -85,6 +86,17 @@ def cmd_signal(args, home: str) -> int:
     pids = control.call(home, "signal", job=args.job, signal=args.signal)
     out(f"{args.job}: {args.signal.upper()} sent to pid {', '.join(map(str, pids))}")
     return EXIT_OK
+
+
+def _some_jobs(cmd) -> None:
+    cmd.add_argument("jobs", nargs="+", metavar="JOB")
+
+
+@command("reload", setup=_some_jobs)
+def cmd_reload(args, home: str) -> int:
+    """Send jobs their reload_signal (e.g. HUP: reread their configuration, no restart)."""
+    return _each(home, "reload", args.jobs, None,
+                 lambda name, pids: f"{name}: reload_signal sent to pid {', '.join(map(str, pids))}")
 
 
 def _trigger_arguments(cmd) -> None:

@@ -1,5 +1,5 @@
 """What a user may ask of the engine, as the control socket exposes it: start, stop,
-restart, enable, disable, signal, trigger, run, wait, status, history, events,
+restart, enable, disable, signal, reload, trigger, run, wait, status, history, events,
 triggers, apply, reexec.
 
 Each operation checks its arguments, raising OperationError with a one-line reason, and
@@ -94,6 +94,14 @@ class Operations:
         except SpecError as exc:
             raise OperationError(str(exc)) from None
         return self._send(name, [(job, sig) for job in jobs], "signalled")
+
+    def reload(self, name: str) -> list[int]:
+        """Send the job's reload_signal to every process group of it; the pids."""
+        jobs = self.named(name)
+        if any(job.spec.reload_signal is None for job in jobs):
+            raise OperationError(f"job {name!r} has no reload_signal; use `aios restart {name}`, or set "
+                                 "reload_signal = \"HUP\" in its table if the program reloads on a signal")
+        return self._send(name, [(job, job.spec.reload_signal) for job in jobs], "reloaded")
 
     def _send(self, name: str, targets: list, event: str) -> list[int]:
         import signal

@@ -1,6 +1,6 @@
-"""`instances = N` on the engine, with fake clocks and processes: the copies of a job,
-acting on them by the job's name, changing their count by apply without touching the
-others."""
+"""`instances = N` and `reload_signal` on the engine, with fake clocks and processes: the
+copies of a job, acting on them by the job's name, changing their count by apply without
+touching the others, and reload."""
 from __future__ import annotations
 
 import signal
@@ -18,6 +18,7 @@ WEB = """
 type = "always"
 command = ["web"]
 instances = {n}
+reload_signal = "HUP"
 
 [jobs.other]
 type = "always"
@@ -77,7 +78,7 @@ def test_apply_adds_or_removes_copies_and_leaves_the_others_running(tmp_path):
     h.settle()
     assert diff["added"] == ["web.2", "web.3"] and diff["changed"] == []
     assert h.pids("web.0") == pids["web.0"] and h.status("web.3") == "running"
-    diff = apply(h, tmp_path, WEB.format(n=4).replace('command = ["web"]', 'command = ["web", "-v"]'))
+    diff = apply(h, tmp_path, WEB.format(n=4).replace('"HUP"', '"USR1"'))
     h.settle()
     assert sorted(diff["changed"]) == ["web.0", "web.1", "web.2", "web.3"], "a changed field changes every copy"
 
@@ -90,6 +91,35 @@ def test_copies_of_a_job_whose_new_table_is_invalid_keep_running(tmp_path):
     assert sorted(diff["unchanged"]) == ["other", "web.0", "web.1"] and h.pids("web.0") == pids
     assert "instances = 0 must be an integer from 1 to 256" in h.engine.describe(h.job("web.0"))["why"]
     assert [row["status"] for row in h.engine.ops.status()] == ["running"] * 3, "no second row for web"
+
+
+def test_reload_sends_the_reload_signal_to_every_copy():
+    h = web()
+    h.processes.stubborn.update(h.processes.alive)     # a program that reloads on HUP
+    pids = h.engine.ops.reload("web")
+    h.settle()
+    assert sorted(pids) == sorted(p for name in copies(h) for p in h.pids(name))
+    assert {sig for _, sig in h.processes.signals} == {signal.SIGHUP}
+    assert [e.job for e in h.events("reloaded")] == ["web.0", "web.1", "web.2"]
+    assert h.events("reloaded")[0].message == f"HUP sent to pid(s) {h.pids('web.0')[0]}"
+    assert h.engine.ops.reload("web.2") == h.pids("web.2")
+
+
+def test_reload_without_a_reload_signal_says_to_restart():
+    h = web()
+    with pytest.raises(OperationError) as caught:
+        h.engine.ops.reload("other")
+    assert str(caught.value) == ("job 'other' has no reload_signal; use `aios restart other`, or set "
+                                 "reload_signal = \"HUP\" in its table if the program reloads on a signal")
+    assert h.processes.signals == []
+
+
+def test_reload_of_a_stopped_job_says_nothing_runs():
+    h = web()
+    h.engine.ops.stop("web")
+    h.settle()
+    with pytest.raises(OperationError, match="job 'web' has no running process to signal"):
+        h.engine.ops.reload("web")
 
 
 def test_signal_reaches_every_copy_too():

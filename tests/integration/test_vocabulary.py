@@ -1,7 +1,7 @@
-"""Hooks, `after` and `instances` on a real daemon (`aios up -d`) with real processes,
-files and a real local HTTP server: what only a real run shows (the facts in a real
-process's argv and environment, the notify program posting, each copy's own log),
-driven through the CLI as a user would."""
+"""Hooks, `after`, `instances` and `reload` on a real daemon (`aios up -d`) with real
+processes, files and a real local HTTP server: what only a real run shows (the facts in a
+real process's argv and environment, the notify program posting, each copy's own log,
+a real HUP handled by a real program), driven through the CLI as a user would."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,7 @@ import sqlite3
 import textwrap
 
 from .conftest import ROOT, runs, wait_until, write_home
-from .test_cli import (aios, daemon, ok, popen_aios, printed_soon,  # noqa: F401 (daemon: a fixture)
-                       read_until, status, terminate)
+from .test_cli import aios, daemon, ok, popen_aios, read_until, status, terminate  # noqa: F401 (daemon: a fixture)
 from ..test_programs import hook_server  # noqa: F401  (a real local HTTP server)
 
 HOOKS = """
@@ -63,8 +62,10 @@ def test_a_failed_run_triggers_its_hook_with_the_facts_and_a_success_posts_to_a_
 INSTANCES = r"""
 [jobs.web]
 type = "always"
-command = ["sh", "-c", "trap 'echo reloaded $AIOS_INSTANCE' HUP; echo copy $AIOS_INSTANCE of $AIOS_JOB; while true; do sleep 0.05; done"]
+shell = true
+command = "trap 'echo reloaded $AIOS_INSTANCE' HUP; echo copy $AIOS_INSTANCE of $AIOS_JOB; while :; do sleep 0.05; done"
 instances = {n}
+reload_signal = "HUP"
 
 [jobs.plain]
 type = "always"
@@ -72,7 +73,7 @@ command = ["sleep", "100000"]
 """
 
 
-def test_instances_by_the_group_name_each_with_its_own_log(home, daemon):
+def test_instances_by_the_group_name_each_with_its_own_log_and_reload_by_hup(home, daemon):
     write_home(home, INSTANCES.format(n=3))
     daemon.up()
     wait_until(lambda: all((home / "logs" / f"web.{i}.log").exists() and "copy" in
@@ -89,12 +90,28 @@ def test_instances_by_the_group_name_each_with_its_own_log(home, daemon):
     try:
         assert read_until(follower, "web.2 | copy 2 of web.2\n", seen).count("copy 1") == 1
         seen.clear()
-        wait_until(lambda: ok(aios(home, "restart", "web.1"))
-                   and printed_soon(follower, seen, "web.1 | copy 1 of web.1\n"),
-                   what="logs -f to print the line of a restarted copy")
+        ok(aios(home, "restart", "web.1"))
+        read_until(follower, "web.1 | copy 1 of web.1\n", seen)
     finally:
         terminate(follower)
-    pids[1] = status(home)["web.1"]["pid"]
+    pids[1] = wait_until(lambda: status(home)["web.1"]["status"] == "running" and status(home)["web.1"]["pid"],
+                         what="web.1 restarted")
+    assert pids[1] != rows[1]["pid"]
+
+    follower, seen = popen_aios(home, "logs", "web", "-f", "-n", "1"), []
+    try:
+        read_until(follower, "web.2 | copy 2 of web.2\n", seen)
+        seen.clear()
+        assert ok(aios(home, "reload", "web")) == f"web: reload_signal sent to pid {', '.join(map(str, pids))}\n"
+        for i in range(3):
+            read_until(follower, f"web.{i} | reloaded {i}\n", seen)
+    finally:
+        terminate(follower)
+    assert [r["pid"] for r in json.loads(ok(aios(home, "status", "web", "--json")))] == pids, "reload restarts none"
+    refused = aios(home, "reload", "plain")
+    assert refused.returncode == 1 and refused.stderr == (
+        "aios: plain: job 'plain' has no reload_signal; use `aios restart plain`, or set reload_signal = \"HUP\" "
+        "in its table if the program reloads on a signal\n")
 
     ok(aios(home, "stop", "web.1"))
     wait_until(lambda: status(home)["web.1"]["status"] == "stopped", what="web.1 stopped")
