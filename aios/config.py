@@ -45,6 +45,7 @@ class Config:
     tables: dict[str, dict]         # their [jobs.NAME] tables as plain JSON data
     errors: list[str]               # one formatted line per skipped job or unknown table
     invalid: dict = factory(dict)   # name -> the error of each job skipped for its table
+    sources: dict = factory(dict)   # the valid tables as written: a job with instances by its own name
 
 
 # ---------------------------------------------------------------- load
@@ -69,8 +70,10 @@ def load(home: Path, text: str | None = None, *, cache: bool = False) -> Config:
     invalid: dict[str, str] = {}
     specs, tables = _load_jobs(home, jobs, _job_header_lines(source), errors, invalid)
     jobset.check(specs, tables, jobs, errors, invalid)
+    checked = tables
     specs, tables = jobset.expand(specs, tables, errors, invalid)
-    cfg = Config(home=home, settings=settings, specs=specs, tables=tables, errors=errors, invalid=invalid)
+    cfg = Config(home=home, settings=settings, specs=specs, tables=tables, errors=errors, invalid=invalid,
+                 sources={name: table for name, table in checked.items() if name not in invalid})
     if cache and text is None:
         _save_cache(home, cfg, _dependencies(home, jobs))
     return cfg
@@ -125,30 +128,26 @@ def _cached(home: Path) -> Config | None:
         if saved["key"] != _cache_key(home) or any(_stat(p) != st for p, st in saved["deps"].items()):
             return None
         settings = Settings(**{**saved["settings"], "tags": frozenset(saved["settings"]["tags"])})
-        specs = {name: _as_saved(parse_job(name, table), saved["cwd"].get(name), saved["copies"].get(name))
-                 for name, table in saved["tables"].items()}
+        sources = saved["sources"]
+        parsed = {name: _with_cwd(parse_job(name, table), saved["cwd"].get(name)) for name, table in sources.items()}
     except (OSError, ValueError, KeyError, TypeError, SpecError):
         return None
-    return Config(home=home, settings=settings, specs=specs, tables=saved["tables"], errors=saved["errors"],
-                  invalid=saved["invalid"])
+    specs, tables = jobset.expand(parsed, sources, [], {})
+    return Config(home=home, settings=settings, specs=specs, tables=tables, errors=saved["errors"],
+                  invalid=saved["invalid"], sources=sources)
 
 
-def _as_saved(spec: JobSpec, cwd: str | None, copy: list | None) -> JobSpec:
-    """A spec parsed from a cached table, as load made it: its checked cwd, and a copy's
-    (instances) group and number."""
-    spec = spec if cwd is None else replace(spec, cwd=cwd)
-    return spec if copy is None else replace(spec, instance_of=copy[0], instance=copy[1])
+def _with_cwd(spec: JobSpec, cwd: str | None) -> JobSpec:
+    return spec if cwd is None else replace(spec, cwd=cwd)
 
 
 def _save_cache(home: Path, cfg: Config, deps: dict) -> None:
     import json
 
     settings = {name: getattr(cfg.settings, name) for name in fields(Settings)}
-    saved = {"key": _cache_key(home), "deps": deps, "tables": cfg.tables, "errors": cfg.errors, "invalid": cfg.invalid,
-             "settings": {**settings, "tags": sorted(cfg.settings.tags)},
-             "cwd": {name: spec.cwd for name, spec in cfg.specs.items() if spec.cwd is not None},
-             "copies": {name: [spec.instance_of, spec.instance] for name, spec in cfg.specs.items()
-                        if spec.instance_of is not None}}
+    saved = {"key": _cache_key(home), "deps": deps, "sources": cfg.sources, "errors": cfg.errors,
+             "invalid": cfg.invalid, "settings": {**settings, "tags": sorted(cfg.settings.tags)},
+             "cwd": {spec.instance_of or name: spec.cwd for name, spec in cfg.specs.items() if spec.cwd is not None}}
     tmp = home / f"{CACHE_FILE}.{os.getpid()}"
     try:
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:

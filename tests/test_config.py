@@ -688,6 +688,7 @@ def test_instances_load_as_copies_and_survive_the_cache(tmp_path):
     assert cached == first
     assert [(s.instance_of, s.instance, s.on_failure) for s in list(cached.specs.values())[:2]] == [
         ("web", 0, "notify"), ("web", 1, "notify")]
+    assert list(cached.sources) == ["web", "notify", "nightly"] and cached.sources["web"]["instances"] == 2
 
 
 def test_a_cycle_is_refused_at_load_in_one_line_and_the_other_jobs_load(tmp_path):
