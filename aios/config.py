@@ -4,9 +4,10 @@ for job tables, and the local time zone.
 
 A bad job is reported in `Config.errors` and skipped; only a file that cannot be used
 at all (TOML syntax, a job name defined twice, a bad setting) raises `ConfigError`.
-User programs are checked with `ast`, never imported. Imports `aios.spec`, `aios.home`
-and `aios.posixtz` from aios, and `aios.launch` (a job's user and groups exist) when a
-job is checked; tomllib, ast, difflib, socket and zoneinfo load only when used.
+User programs are checked with `ast`, never imported. What ties jobs together (hooks,
+`after`, the copies of `instances`) is checked and expanded by `aios.jobset`. Imports
+`aios.spec`, `aios.home`, `aios.jobset` and `aios.posixtz` from aios, and `aios.launch` (a
+job's user and groups exist) when a job is checked; tomllib, ast, difflib, socket and zoneinfo load only when used.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import os
 import re
 from pathlib import Path
 
+from . import jobset
 from .spec import (NAME_RE, AiosError, JobSpec, Settings, SpecError, factory, fields, parse_duration, parse_job,
                    record, replace, show_value)
 
@@ -43,6 +45,7 @@ class Config:
     tables: dict[str, dict]         # their [jobs.NAME] tables as plain JSON data
     errors: list[str]               # one formatted line per skipped job or unknown table
     invalid: dict = factory(dict)   # name -> the error of each job skipped for its table
+    sources: dict = factory(dict)   # the valid tables as written: a job with instances by its own name
 
 
 # ---------------------------------------------------------------- load
@@ -66,7 +69,11 @@ def load(home: Path, text: str | None = None, *, cache: bool = False) -> Config:
         raise ConfigError(f"{CONFIG_FILE}: jobs must be tables like [jobs.backup], got jobs = {show_value(jobs)}")
     invalid: dict[str, str] = {}
     specs, tables = _load_jobs(home, jobs, _job_header_lines(source), errors, invalid)
-    cfg = Config(home=home, settings=settings, specs=specs, tables=tables, errors=errors, invalid=invalid)
+    jobset.check(specs, tables, jobs, errors, invalid)
+    checked = tables
+    specs, tables = jobset.expand(specs, tables, errors, invalid)
+    cfg = Config(home=home, settings=settings, specs=specs, tables=tables, errors=errors, invalid=invalid,
+                 sources={name: table for name, table in checked.items() if name not in invalid})
     if cache and text is None:
         _save_cache(home, cfg, _dependencies(home, jobs))
     return cfg
@@ -91,7 +98,8 @@ def _cache_key(home: Path) -> dict:
     from . import __version__
 
     here = os.path.dirname(os.path.abspath(__file__))
-    code = [__version__] + [_stat(os.path.join(here, name)) for name in ("spec.py", "cron.py", "config.py")]
+    modules = ("spec.py", "cron.py", "config.py", "jobset.py")
+    code = [__version__] + [_stat(os.path.join(here, name)) for name in modules]
     return {"code": code,
             "toml": _stat(home / CONFIG_FILE),
             "env": [os.environ.get(name) for name in ("DEVICE_ID", "DEVICE_TAGS") + STORE_ENV]
@@ -120,12 +128,13 @@ def _cached(home: Path) -> Config | None:
         if saved["key"] != _cache_key(home) or any(_stat(p) != st for p, st in saved["deps"].items()):
             return None
         settings = Settings(**{**saved["settings"], "tags": frozenset(saved["settings"]["tags"])})
-        specs = {name: _with_cwd(parse_job(name, table), saved["cwd"].get(name))
-                 for name, table in saved["tables"].items()}
+        sources = saved["sources"]
+        parsed = {name: _with_cwd(parse_job(name, table), saved["cwd"].get(name)) for name, table in sources.items()}
     except (OSError, ValueError, KeyError, TypeError, SpecError):
         return None
-    return Config(home=home, settings=settings, specs=specs, tables=saved["tables"], errors=saved["errors"],
-                  invalid=saved["invalid"])
+    specs, tables = jobset.expand(parsed, sources, [], {})
+    return Config(home=home, settings=settings, specs=specs, tables=tables, errors=saved["errors"],
+                  invalid=saved["invalid"], sources=sources)
 
 
 def _with_cwd(spec: JobSpec, cwd: str | None) -> JobSpec:
@@ -136,9 +145,9 @@ def _save_cache(home: Path, cfg: Config, deps: dict) -> None:
     import json
 
     settings = {name: getattr(cfg.settings, name) for name in fields(Settings)}
-    saved = {"key": _cache_key(home), "deps": deps, "tables": cfg.tables, "errors": cfg.errors, "invalid": cfg.invalid,
-             "settings": {**settings, "tags": sorted(cfg.settings.tags)},
-             "cwd": {name: spec.cwd for name, spec in cfg.specs.items() if spec.cwd is not None}}
+    saved = {"key": _cache_key(home), "deps": deps, "sources": cfg.sources, "errors": cfg.errors,
+             "invalid": cfg.invalid, "settings": {**settings, "tags": sorted(cfg.settings.tags)},
+             "cwd": {spec.instance_of or name: spec.cwd for name, spec in cfg.specs.items() if spec.cwd is not None}}
     tmp = home / f"{CACHE_FILE}.{os.getpid()}"
     try:
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
@@ -389,19 +398,20 @@ def _load_jobs(home: Path, jobs: dict, header_lines: dict, errors: list[str], in
 
 
 def with_fleet(cfg: Config, tables: dict[str, dict]) -> Config:
-    """The jobs one device of a fleet runs: the fleet's published job `tables`, checked
-    against this home (its Programs/, its users), then this device's own jobs (local =
-    true in its aios.toml), which win a name both have. The settings stay this device's."""
-    errors, invalid = list(cfg.errors), {}
-    fleet_errors: list[str] = []
-    specs, plain = _load_jobs(cfg.home, tables, {}, fleet_errors, invalid)
-    errors += [f"fleet job {line}" for line in fleet_errors]
-    for name, spec in cfg.specs.items():
-        if spec.local:
-            specs[name], plain[name] = spec, cfg.tables[name]
-            invalid.pop(name, None)
-    invalid.update({n: e for n, e in cfg.invalid.items() if n not in specs})
-    return Config(home=cfg.home, settings=cfg.settings, specs=specs, tables=plain, errors=errors, invalid=invalid)
+    """The jobs one device of a fleet runs: the fleet's published job `tables` (as written:
+    copies, hooks and `after` are made and checked here, as `load` does), checked against
+    this home (its Programs/, its users), with this device's own jobs (local = true in its
+    aios.toml), which win a name both have. The settings stay this device's."""
+    own = {name: table for name, table in cfg.sources.items() if table.get("local") is True}
+    sources = {**{n: t for n, t in tables.items() if n not in own}, **own}
+    errors, invalid = [], {}
+    specs, plain = _load_jobs(cfg.home, sources, {}, errors, invalid)
+    jobset.check(specs, plain, sources, errors, invalid)
+    checked = plain
+    specs, plain = jobset.expand(specs, plain, errors, invalid)
+    errors += [line for line in cfg.errors if line not in errors]
+    return Config(home=cfg.home, settings=cfg.settings, specs=specs, tables=plain, errors=errors, invalid=invalid,
+                  sources={name: table for name, table in checked.items() if name not in invalid})
 
 
 def _check_unique(name: str, seen: dict[str, str], header_lines: dict) -> None:

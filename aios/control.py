@@ -133,6 +133,12 @@ def op_route(engine, req, reply):
     engine.route(_field(req, "device", str), _field(req, "request", dict), reply)
 
 
+def op_reload(engine, req):
+    """reload job -> [pid, ...]. Send the job's reload_signal (e.g. HUP) to every process
+    group of the job; an error naming restart if it has none."""
+    return engine.reload(_job(req))
+
+
 def op_run(engine, req):
     """run job -> null. Run a scheduled or idle job once now (never beside its own run)."""
     return engine.run_now(_job(req))
@@ -206,6 +212,7 @@ COMMANDS = {
     "run": op_run, "history": op_history, "events": op_events, "apply": op_apply,
     "reexec": op_reexec, "shutdown": op_shutdown, "triggers": op_triggers, "drop": op_drop, "signal": op_signal,
     "fleet": op_fleet,
+    "reload": op_reload,
 }
 DEFERRED = {"wait": op_wait, "trigger": op_trigger, "route": op_route}   # reply later: reply(result), or reply(AiosError)
 STREAMING = {"watch": op_watch}    # reply, then keep sending lines

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from . import dotenv
 from .errors import SpawnError
-from .record import record
-from .spec import MAX_ARG_BYTES, JobSpec, Settings, SpecError, Trigger, exec_text_problem
+from .record import record, replace
+from .spec import MAX_ARG_BYTES, NAME_RE, JobSpec, Settings, SpecError, Trigger, exec_text_problem
 
 RUNNER = str(Path(__file__).with_name("runner.py"))
 
@@ -44,6 +44,55 @@ def _text(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+# ---------------------------------------------------------------- what the daemon puts in a trigger
+# Keyword arguments under these keys are the daemon's, kept with the trigger in the store
+# (so they survive a crash) and taken out before the job sees its arguments:
+#   aios_hook  a hook's facts (on_failure, on_success): {"kind", "job", "outcome",
+#              "exit_code", "run_id", "why"}; the job gets job, outcome, exit_code and run_id
+#              appended to its arguments, and all of them as AIOS_HOOK_* variables;
+#   aios_after the `after` list that made the trigger; AIOS_AFTER="a,b".
+HOOK_KEY, AFTER_KEY = "aios_hook", "aios_after"
+RESERVED = frozenset({HOOK_KEY, AFTER_KEY})
+HOOK_ARGS = ("job", "outcome", "exit_code", "run_id")
+_HOOK_TEXTS = ("kind", "job", "outcome", "why")
+MAX_FACT = 4096     # characters of one fact (a reason is cut to this)
+
+
+def reserved_problem(kwargs: dict) -> str | None:
+    """Why the reserved keyword arguments of a trigger are malformed, or None."""
+    hook, after = kwargs.get(HOOK_KEY), kwargs.get(AFTER_KEY)
+    if HOOK_KEY in kwargs:
+        if not isinstance(hook, dict) or not set(hook) <= {*_HOOK_TEXTS, *HOOK_ARGS}:
+            return f"kwargs {HOOK_KEY} must be an object of {', '.join(_HOOK_TEXTS + HOOK_ARGS[2:])}"
+        for key, value in hook.items():
+            ok = (isinstance(value, str) and len(value) <= MAX_FACT and exec_text_problem(value) is None
+                  if key in _HOOK_TEXTS else value is None or type(value) is int)
+            if not ok:
+                kind = "short text" if key in _HOOK_TEXTS else "an integer or null"
+                return f"kwargs {HOOK_KEY}: {key} must be {kind}"
+    if AFTER_KEY in kwargs and not (isinstance(after, list) and len(after) <= 64
+                                    and all(isinstance(n, str) and NAME_RE.fullmatch(n) for n in after)):
+        return f"kwargs {AFTER_KEY} must be a list of job names"
+    return None
+
+
+def unpack(trigger: Trigger | None) -> tuple[Trigger | None, dict]:
+    """The trigger as its job sees it (the reserved keyword arguments taken out, a hook's
+    facts appended to its arguments) and the variables they become."""
+    if trigger is None or not RESERVED & set(trigger.kwargs):
+        return trigger, {}
+    kwargs = {k: v for k, v in trigger.kwargs.items() if k not in RESERVED}
+    hook, after = trigger.kwargs.get(HOOK_KEY), trigger.kwargs.get(AFTER_KEY)
+    env, args = {}, tuple(trigger.args)
+    if isinstance(hook, dict):
+        args += tuple(hook.get(key) for key in HOOK_ARGS)
+        env = {f"AIOS_HOOK_{key.upper()}": "" if hook[key] is None else str(hook[key])
+               for key in (*_HOOK_TEXTS, *HOOK_ARGS[2:]) if key in hook}
+    if isinstance(after, list):
+        env["AIOS_AFTER"] = ",".join(after)
+    return replace(trigger, args=args, kwargs=kwargs), env
+
+
 def exec_problem(spec: JobSpec, trigger: Trigger | None = None) -> str | None:
     """Why a run of `spec` with `trigger`'s arguments can never be exec'd, in one line, or
     None if it can: check a trigger when it is submitted, and refuse it, never store it.
@@ -54,6 +103,10 @@ def exec_problem(spec: JobSpec, trigger: Trigger | None = None) -> str | None:
     must stay under 128 KiB. The spec's own strings were checked by parse_job."""
     if trigger is None:
         return None
+    problem = reserved_problem(trigger.kwargs)
+    if problem:
+        return problem
+    trigger = unpack(trigger)[0]
     if spec.program:
         size = len(_payload(spec, trigger))
         if size >= MAX_ARG_BYTES:
@@ -86,7 +139,8 @@ def environment(spec: JobSpec, run_id: int | None, base: dict, home: Path, setti
     LOGNAME of the job's user (`who`), its env_file's variables (`from_file`), the job's
     `env` (the more specific wins, as in docker compose), then what every job finds:
     AIOS_JOB, AIOS_RUN_ID, AIOS_DEVICE_ID, AIOS_HOME (and where the dashboard listens),
-    and AIOS_RUN_TOKEN (`run_token`) when given, which nothing before can override."""
+    AIOS_INSTANCE for a copy of a job with `instances`, and AIOS_RUN_TOKEN (`run_token`)
+    when given, which nothing before can override."""
     env = inherited(base)
     if who is not None and who.name is not None:
         env.update(HOME=who.home, USER=who.name, LOGNAME=who.name)
@@ -94,6 +148,8 @@ def environment(spec: JobSpec, run_id: int | None, base: dict, home: Path, setti
     env.update(spec.env)
     env.update(AIOS_JOB=spec.name, AIOS_RUN_ID=str(run_id), AIOS_DEVICE_ID=settings.device_id,
                AIOS_HOME=str(home), AIOS_WEB_HOST=settings.web_host, AIOS_WEB_PORT=str(settings.web_port))
+    if spec.instance is not None:
+        env["AIOS_INSTANCE"] = str(spec.instance)
     if token is not None:
         env[TOKEN_VAR] = token
     if spec.program:
@@ -254,7 +310,8 @@ def plan(spec: JobSpec, trigger: Trigger | None, run_id: int | None, base: dict,
     limits = {key: getattr(spec, key) for key in LIMITS if getattr(spec, key) is not None}
     if limits:
         options["limits"] = limits
-    env = environment(spec, run_id, base, home, settings, token, who, env_file(spec, home))
+    trigger, from_trigger = unpack(trigger)
+    env = {**environment(spec, run_id, base, home, settings, token, who, env_file(spec, home)), **from_trigger}
     return Plan(argv=argv(spec, trigger, home), cwd=working_dir(spec, home), options=options, env=env)
 
 

@@ -343,12 +343,26 @@ class Forget:
 
 
 @record
+class Hook:
+    """Trigger the job named by the spec's `kind` ("on_failure": a run failed after its
+    last attempt, or the job entered failed; "on_success": a run ended ok), with the facts
+    of the run (the engine adds the job's name and the run's id)."""
+
+    kind: str
+    outcome: Outcome
+    exit_code: int | None = None
+    why: str = ""
+
+
+@record
 class Step:
     life: Life
     actions: tuple = ()
 
 
 # ================================================================ the table
+
+_FAILURES = (Outcome.FAILED, Outcome.KILLED, Outcome.TIMEOUT, Outcome.OOM)
 
 def step(spec: JobSpec, life: Life, event, moment: Moment) -> Step:
     """The job's next state and what to do, for any life and any event."""
@@ -403,6 +417,21 @@ def _dispatch_triggers(spec: JobSpec, life: Life, actions: tuple) -> Step:
 
 def _status(life: Life, status: Status, why: str, **changes) -> Life:
     return replace(life, status=status, why=why, **changes)
+
+
+def _hook(spec: JobSpec, kind: str, outcome: Outcome, exit_code: int | None, why: str) -> tuple:
+    """Hook(...) if the spec names a job for `kind`, else nothing."""
+    return (Hook(kind=kind, outcome=outcome, exit_code=exit_code, why=why),) if getattr(spec, kind) else ()
+
+
+def _final_hook(spec: JobSpec, event: Exited, why: str) -> tuple:
+    """The hook of a run that ended for good: on_success if ok, on_failure if it failed
+    (exited non-zero, killed, timed out, out of memory); none if stopped or preempted."""
+    if event.outcome is Outcome.OK:
+        return _hook(spec, "on_success", event.outcome, event.exit_code, why)
+    if event.outcome in _FAILURES:
+        return _hook(spec, "on_failure", event.outcome, event.exit_code, why)
+    return ()
 
 
 # ---------------------------------------------------------------- requests
@@ -593,7 +622,8 @@ def _on_spawn_failed(spec, life, event, moment) -> Step:
     if failed:
         life = _status(life, Status.FAILED, f"{event.why} ({attempts} times in a row); trying again later",
                        next_due=moment.wall_of(at))
-        return Step(life=life, actions=actions + (Announce(name="job_failed", message=life.why),))
+        return Step(life=life, actions=actions + (Announce(name="job_failed", message=life.why),)
+                    + _hook(spec, "on_failure", Outcome.SPAWN_FAILED, None, life.why))
     life = _status(life, Status.BACKOFF, f"{event.why}; trying again in {at - moment.boot:.2g} s "
                    f"(attempt {attempts}/{limit})", next_due=moment.wall_of(at))
     return Step(life=life, actions=actions + (Announce(name="restart_scheduled", message=life.why),))
@@ -642,11 +672,13 @@ def _after_always(spec, life: Life, event: Exited, moment: Moment) -> Step:
     verdict = schedule.after_exit(spec, life.attempts, event.uptime, event.exit_code, moment.boot, moment.u)
     text = event.text
     if isinstance(verdict, schedule.Done):
-        return Step(life=_status(life, Status.STOPPED, f"{text}; {verdict.why}", attempts=0, next_due=None))
+        life = _status(life, Status.STOPPED, f"{text}; {verdict.why}", attempts=0, next_due=None)
+        return Step(life=life, actions=_final_hook(spec, event, life.why))
     if isinstance(verdict, schedule.GiveUp):
         life = _status(life, Status.FAILED, f"{verdict.why} (last: {text}); trying again later",
                        attempts=verdict.attempts, next_due=moment.wall_of(verdict.at), waking=True)
-        return Step(life=life, actions=(Announce(name="job_failed", message=life.why), Wake(boot=verdict.at)))
+        return Step(life=life, actions=(Announce(name="job_failed", message=life.why), Wake(boot=verdict.at))
+                    + _hook(spec, "on_failure", event.outcome, event.exit_code, life.why))
     life = replace(life, attempts=verdict.attempts, restarts=life.restarts + 1)
     if verdict.at <= moment.boot:
         return Step(life=life, actions=(Spawn(),))
@@ -663,7 +695,7 @@ def _after_other(spec, life: Life, event: Exited, moment: Moment) -> Step:
             life = _status(life, Status.BACKOFF, why, attempts=event.attempt, next_due=moment.wall_of(verdict.at))
         fate = (TriggerFate(fate="keep"),) if event.trigger else ()
         return Step(life=life, actions=fate + (Announce(name="retry_scheduled", message=why), RetryLater(at=verdict.at, attempt=verdict.attempt)))
-    actions = (TriggerFate(fate="finish"),) if event.trigger else ()
+    actions = ((TriggerFate(fate="finish"),) if event.trigger else ()) + _final_hook(spec, event, verdict.why)
     if spec.type is JobType.IDLE and event.outcome is not Outcome.PREEMPTED:
         actions += (RememberRun(slot=event.due if event.due is not None else event.started),)
     if not life.active:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["open_log", "rotate_if_needed", "tail", "follow"]
+__all__ = ["open_log", "rotate_if_needed", "tail", "follow", "follow_all"]
 
 _BLOCK = 64 * 1024
 _TAIL_LIMIT = 16 * 1024 * 1024   # tail never reads more than this, whatever the lines
@@ -269,6 +269,53 @@ def _follow(follower: Follower):
                 follower.wait(None)
     finally:
         follower.close()
+
+
+def follow_all(paths: list[str]):
+    """`follow` for several files at once (the copies of a job with `instances`): (index
+    of the path, line) for each line appended to any of them from now, forever, waiting
+    on one inotify instance for all (or looking every 100 ms where there is none)."""
+    return _follow_all([Follower(path) for path in paths])
+
+
+def _follow_all(followers: list):
+    import select
+
+    watches = _watch_all([follower.path for follower in followers])
+    try:
+        while True:
+            quiet = True
+            for index, follower in enumerate(followers):
+                for line in follower.read():
+                    quiet = False
+                    yield index, _text(line)
+                quiet = quiet and not follower.behind
+            if not quiet:
+                continue
+            if watches is None:
+                select.select([], [], [], _MIN_POLL)
+            elif select.select([watches], [], [], None)[0]:
+                watches.dispatch()
+    finally:
+        if watches is not None:
+            watches.close()
+
+
+def _watch_all(paths: list[str]):
+    """One FileWatches of all paths, or None where inotify or a folder is missing."""
+    from .fswatch import FileWatches, open_watcher
+
+    watcher = open_watcher()
+    if watcher is None:
+        return None
+    watches = FileWatches(watcher)
+    try:
+        for path in paths:
+            watches.add(path, lambda: None)
+    except OSError:
+        watches.close()
+        return None
+    return watches
 
 
 def _text(line: bytes) -> str:

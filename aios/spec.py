@@ -116,6 +116,13 @@ class JobSpec:
     scope: str = "device"                   # fleet mode: "device" (a copy per device) or "fleet" (one in all)
     prefer: tuple[str, ...] = ()            # fleet jobs: the device ids to run on first, in order
     local: bool = False                     # fleet mode: this device's own job, not published
+    on_failure: str | None = None           # a job triggered when a run fails for good or the job enters failed
+    on_success: str | None = None           # a job triggered when a run ends ok
+    after_jobs: tuple[str, ...] = ()        # `after`: run once each of these jobs' latest run succeeded
+    reload_signal: int | None = None        # what `aios reload` sends
+    instances: int | None = None            # always: run copies NAME.0 .. NAME.N-1 (config makes them)
+    instance: int | None = None             # a copy: its number (AIOS_INSTANCE)
+    instance_of: str | None = None          # a copy: the name of the job it copies
 
     @property
     def is_scheduled(self) -> bool:
@@ -268,14 +275,15 @@ _COMMON = {
     "env", "cwd", "retries", "backoff", "backoff_factor", "backoff_max", "stop_signal",
     "stop_timeout", "min_uptime", "adopt", "user", "group", "groups", "umask", "memory_max",
     "cpu_quota", "cpu_weight", "nice", "nofile", "ioclass", "env_file", "scope", "prefer", "local",
+    "on_failure", "on_success", "reload_signal",
 }
 _BY_TYPE = {
-    JobType.ALWAYS: {"restart", "failed_cooldown"},
-    JobType.DAILY: {"time", "cron", "days", "timezone", "catch_up", "catch_up_max", "timeout"},
-    JobType.INTERVAL: {"interval", "every", "catch_up", "catch_up_max", "timeout"},
+    JobType.ALWAYS: {"restart", "failed_cooldown", "instances"},
+    JobType.DAILY: {"time", "cron", "days", "timezone", "catch_up", "catch_up_max", "timeout", "after"},
+    JobType.INTERVAL: {"interval", "every", "catch_up", "catch_up_max", "timeout", "after"},
     JobType.RANDOM_DAILY: {"after", "before", "timezone", "catch_up", "catch_up_max", "timeout"},
-    JobType.TRIGGER: {"max_parallel", "timeout"},
-    JobType.IDLE: {"idle_after", "cooldown", "timeout"},
+    JobType.TRIGGER: {"max_parallel", "timeout", "after"},
+    JobType.IDLE: {"idle_after", "cooldown", "timeout", "after"},
 }
 _ALL_FIELDS = _COMMON.union(*_BY_TYPE.values())
 _DEFAULT_RETRIES = {JobType.ALWAYS: 5}
@@ -363,6 +371,7 @@ def parse_job(name: str, table: object) -> JobSpec:
     values = {"name": name, "type": job_type, **_parse_how(where, table)}
     values.update(_parse_common(where, job_type, table))
     values.update(_parse_timing(where, job_type, table))
+    values.update(_parse_links(where, job_type, table))
     return JobSpec(**values)
 
 
@@ -689,6 +698,9 @@ def _close_zone(name: str) -> str:
 def _parse_random_daily(where: str, table: dict) -> dict:
     if "after" not in table or "before" not in table:
         raise SpecError(f"{where}: random_daily jobs need after = \"HH:MM\" and before = \"HH:MM\"")
+    if isinstance(table["after"], list):
+        raise SpecError(f"{where}: a random_daily job's after is the start of its window (\"HH:MM\"); "
+                        "it cannot also wait for other jobs")
     after = parse_clock(table["after"], f"{where}: after")
     before = parse_clock(table["before"], f"{where}: before")
     if after >= before:
@@ -721,6 +733,34 @@ def _parse_idle(where: str, table: dict) -> dict:
 
 def _parse_trigger(where: str, table: dict) -> dict:
     return {"max_parallel": _bounded_int(where, table, "max_parallel", 1, 1, 1000)}
+
+
+MAX_INSTANCES = 256
+MAX_AFTER = 64
+
+
+def _parse_links(where: str, job_type: JobType, table: dict) -> dict:
+    """Fields that tie a job to others (checked against them in config: jobset) and the
+    always job's copies and reload signal."""
+    out: dict = {key: _job_ref(where, key, table[key]) for key in ("on_failure", "on_success") if key in table}
+    if "after" in table and job_type is not JobType.RANDOM_DAILY:
+        names = table["after"]
+        if not isinstance(names, list) or not 1 <= len(names) <= MAX_AFTER:
+            raise SpecError(f"{where}: after = {show_value(names)} must be a list of 1 to {MAX_AFTER} job "
+                            "names, like [\"backup\"]")
+        out["after_jobs"] = tuple(dict.fromkeys(_job_ref(where, "after", name) for name in names))
+    if "reload_signal" in table:
+        out["reload_signal"] = parse_signal(table["reload_signal"], f"{where}: reload_signal")
+    if "instances" in table:
+        out["instances"] = _bounded_int(where, table, "instances", 1, 1, MAX_INSTANCES)
+    return out
+
+
+def _job_ref(where: str, key: str, value: object) -> str:
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        raise SpecError(f"{where}: {key}: {show_value(value)} is not a job name; name a job of aios.toml, "
+                        "like \"notify\"")
+    return value
 
 
 _TIMING_PARSERS = {

@@ -690,3 +690,49 @@ def test_the_fleets_jobs_and_this_devices_own(tmp_path):
     assert merged.specs["web"].scope == "fleet" and "old" not in merged.specs
     assert merged.invalid == {"broken": "job 'broken': give exactly one of 'program' (\"file.py:func\") or "
                                         "'command' (argv list)"}
+
+
+# ---------------------------------------------------------------- across jobs: hooks, after, instances
+
+LINKED = """
+[jobs.web]
+type = "always"
+command = ["sleep", "9"]
+instances = 2
+on_failure = "notify"
+
+[jobs.notify]
+type = "trigger"
+command = ["true"]
+
+[jobs.nightly]
+type = "daily"
+time = "03:00"
+command = ["true"]
+after = ["notify"]
+"""
+
+
+def test_instances_load_as_copies_and_survive_the_cache(tmp_path):
+    home = home_with(tmp_path, LINKED)
+    first, cached = load(home, cache=True), load(home, cache=True)
+    assert first.errors == [] and list(first.specs) == ["web.0", "web.1", "notify", "nightly"]
+    assert cached == first
+    assert [(s.instance_of, s.instance, s.on_failure) for s in list(cached.specs.values())[:2]] == [
+        ("web", 0, "notify"), ("web", 1, "notify")]
+    assert list(cached.sources) == ["web", "notify", "nightly"] and cached.sources["web"]["instances"] == 2
+
+
+def test_a_cycle_is_refused_at_load_in_one_line_and_the_other_jobs_load(tmp_path):
+    errors = job_errors(tmp_path, LINKED + 'on_success = "notify"\n')
+    assert errors == ["jobs notify -> nightly -> notify trigger each other in a cycle (nightly after notify; "
+                      "nightly on_success = notify); remove one of these links"]
+    assert list(load(tmp_path).specs) == ["web.0", "web.1", "notify"]
+
+
+def test_a_hook_naming_an_always_job_or_no_job_is_refused(tmp_path):
+    errors = job_errors(tmp_path, LINKED.replace('on_failure = "notify"', 'on_failure = "notfy"')
+                        + 'on_success = "web"\n')
+    assert errors == [
+        "job 'web': on_failure names 'notfy', which is not a job of aios.toml (jobs: nightly, notify)",
+        "job 'nightly': on_success names 'web', an always job; it cannot be triggered: name a trigger job"]

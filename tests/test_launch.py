@@ -10,7 +10,7 @@ import pytest
 
 from aios import launch, supervisor
 from aios.errors import SpawnError
-from aios.spec import Settings, Trigger, parse_job
+from aios.spec import Settings, Trigger, parse_job, replace
 
 HOME = Path("/srv/aios")
 SETTINGS = Settings(device_id="lab-1", web_host="127.0.0.1", web_port=8787)
@@ -177,3 +177,57 @@ def test_cgroup_scope_is_stable_for_a_home_and_differs_between_homes():
     scope = launch.cgroup_scope(Path("/srv/aios"))
     assert scope == launch.cgroup_scope(Path("/srv/aios")) != launch.cgroup_scope(Path("/srv/aios2"))
     assert len(scope) == len("aios-") + 12 and scope.startswith("aios-")
+
+
+# ---------------------------------------------------------------- what the daemon puts in a trigger
+
+FACTS = {"kind": "on_failure", "job": "backup", "outcome": "failed", "exit_code": 3, "run_id": 42,
+         "why": "failed after 2 attempts"}
+
+
+def test_a_hooks_facts_become_arguments_and_variables_and_leave_the_keywords():
+    spec = parse_job("tell", {"type": "trigger", "program": "notify.py:main", "args": ["first"],
+                              "kwargs": {"url": "http://x/"}})
+    trigger = Trigger(job="tell", kwargs={"aios_hook": FACTS, "extra": 1})
+    plan = launch.plan(spec, trigger, 9, {}, HOME, SETTINGS)
+    assert json.loads(plan.argv[-1]) == {"args": ["first", "backup", "failed", 3, 42],
+                                         "kwargs": {"url": "http://x/", "extra": 1}}
+    assert {k: v for k, v in plan.env.items() if k.startswith("AIOS_HOOK_")} == {
+        "AIOS_HOOK_KIND": "on_failure", "AIOS_HOOK_JOB": "backup", "AIOS_HOOK_OUTCOME": "failed",
+        "AIOS_HOOK_WHY": "failed after 2 attempts", "AIOS_HOOK_EXIT_CODE": "3", "AIOS_HOOK_RUN_ID": "42"}
+
+
+def test_a_command_hook_gets_the_facts_as_argv_and_a_signal_death_as_null():
+    spec = parse_job("tell", {"type": "trigger", "command": ["tell.sh"]})
+    facts = {**FACTS, "exit_code": None, "outcome": "killed"}
+    plan = launch.plan(spec, Trigger(job="tell", kwargs={"aios_hook": facts}), 9, {}, HOME, SETTINGS)
+    assert plan.argv == ["tell.sh", "backup", "killed", "null", "42"]
+    assert plan.env["AIOS_HOOK_EXIT_CODE"] == ""
+
+
+def test_an_after_trigger_names_its_list_and_adds_no_argument():
+    spec = parse_job("report", {"type": "trigger", "command": ["report"]})
+    plan = launch.plan(spec, Trigger(job="report", kwargs={"aios_after": ["a", "b"]}), 9, {}, HOME, SETTINGS)
+    assert plan.argv == ["report"] and plan.env["AIOS_AFTER"] == "a,b"
+
+
+@pytest.mark.parametrize("kwargs, problem", [
+    ({"aios_hook": "fail"}, "kwargs aios_hook must be an object of kind, job, outcome, why, exit_code, run_id"),
+    ({"aios_hook": {"job": "a\0b"}}, "kwargs aios_hook: job must be short text"),
+    ({"aios_hook": {"why": "x" * 5000}}, "kwargs aios_hook: why must be short text"),
+    ({"aios_hook": {"exit_code": "3"}}, "kwargs aios_hook: exit_code must be an integer or null"),
+    ({"aios_hook": {"run_id": True}}, "kwargs aios_hook: run_id must be an integer or null"),
+    ({"aios_hook": {"pid": 1}}, "kwargs aios_hook must be an object of kind, job, outcome, why, exit_code, run_id"),
+    ({"aios_after": ["a", "../b"]}, "kwargs aios_after must be a list of job names"),
+    ({"aios_hook": {"job": "a"}, "aios_after": ["a"]}, None),
+])
+def test_reserved_keywords_in_a_trigger_are_checked_when_it_is_submitted(kwargs, problem):
+    spec = parse_job("c", {"type": "trigger", "command": ["c"]})
+    assert launch.exec_problem(spec, Trigger(job="c", kwargs=kwargs)) == problem
+
+
+def test_a_copy_finds_its_number_in_AIOS_INSTANCE():
+    spec = parse_job("web.1", {"type": "always", "command": ["web"]})
+    assert "AIOS_INSTANCE" not in launch.environment(spec, 1, {}, HOME, SETTINGS)
+    env = launch.environment(replace(spec, instance=1, instance_of="web"), 1, {}, HOME, SETTINGS)
+    assert (env["AIOS_INSTANCE"], env["AIOS_JOB"]) == ("1", "web.1")

@@ -22,16 +22,19 @@ ALLOWED = {
     "lifecycle": {"spec", "schedule"},   # the table asks schedule when a restart or retry is due
     "states": {"spec", "lifecycle"},     # the status vocabulary, read off the lifecycle table
     "config": {"spec", "home", "posixtz",
-               "launch"},                # launch.identity: a job's user and groups exist at load
+               "launch",                 # launch.identity: a job's user and groups exist at load
+               "jobset"},                # hooks, after and instances: checks across jobs, copies
+    "jobset": {"spec"},                  # the jobs of a configuration as a whole (pure)
     "posixtz": set(), "store": {"spec"}, "control": {"spec"},
     "home": set(), "show": set(), "launch": {"spec", "dotenv"}, "dotenv": set(),
     "service": set(),                    # the systemd unit of a home; sd_notify readiness
     "oplog": {"logs"},                   # orchestrator.log, rotated like job logs
     "engine": {"spec", "schedule", "lifecycle", "config", "store", "supervisor", "control", "logs",
-               "fswatch", "home", "show", "launch",
+               "fswatch", "home", "show", "launch", "jobset",
                "service",                        # daemon.py: sd_notify READY=1 under systemd (Type=notify)
                "oplog"},                         # daemon.py: its log sink, orchestrator.log
     "cli": {"control", "config", "home", "show", "logs", "store", "engine", "spec", "states",
+            "jobset",                            # a group of copies (instances) by its name, daemon down
             "service",                           # `aios service`
             "supervisor"},                       # status with the daemon down: is a recorded pid alive (/proc)
     "web": {"control", "config", "home", "errors", "logs",

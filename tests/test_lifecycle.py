@@ -23,12 +23,12 @@ def spec_of(kind: JobType, **fields) -> JobSpec:
 # ---------------------------------------------------------------- strategies
 
 specs = st.builds(
-    lambda kind, retries, min_uptime, restart, parallel: spec_of(
-        kind, retries=retries, min_uptime=min_uptime, max_parallel=parallel,
+    lambda kind, retries, min_uptime, restart, parallel, hooks: spec_of(
+        kind, retries=retries, min_uptime=min_uptime, max_parallel=parallel, **hooks,
         **({"restart": restart} if kind is JobType.ALWAYS else {})),
     st.sampled_from([JobType.ALWAYS, JobType.INTERVAL, JobType.TRIGGER, JobType.IDLE]),
     st.integers(0, 3), st.sampled_from([0.0, 1.0]), st.sampled_from(["always", "on-failure"]),
-    st.integers(1, 3))
+    st.integers(1, 3), st.sampled_from([{}, {"on_failure": "n"}, {"on_success": "n", "on_failure": "n"}]))
 
 requests = st.sampled_from([
     lc.Start(), lc.Stop(), lc.Restart(), lc.Enable(), lc.Disable(), lc.RunNow(), lc.Consider(),
@@ -127,11 +127,30 @@ def check(model: states.Model, spec: JobSpec, event, before: lc.Life, steps: lis
         assert before.is_enabled or type(event) in (lc.Enable, lc.Reconfigure), "a disabled job started"
         assert not before.ineligible or isinstance(event, lc.Reconfigure), "an ineligible job started"
         assert not before.standby or isinstance(event, lc.LeaseGranted), "a fleet job started without its lease"
+    for _, cause, result in steps:
+        check_hooks(spec, cause, result)
     last_failure = [s for _, e, s in steps if isinstance(e, lc.SpawnFailed)]
     if last_failure and not life.active and not life.down and life is last_failure[-1].life:
         assert life.status in (Status.BACKOFF, Status.FAILED), life
         assert "No such file or directory" in life.why, life
         assert any(isinstance(a, lc.Wake) for a in last_failure[-1].actions), "a failed spawn must wait"
+
+
+FAILURES = (Outcome.FAILED, Outcome.KILLED, Outcome.TIMEOUT, Outcome.OOM)
+
+
+def check_hooks(spec: JobSpec, cause, result: lc.Step) -> None:
+    """A hook fires only as the spec names one, at most once per step: on_success for a
+    run that ended ok, on_failure for a run that failed or a job that entered failed."""
+    hooks = [a for a in result.actions if isinstance(a, lc.Hook)]
+    assert len(hooks) <= 1, hooks
+    for hook in hooks:
+        assert getattr(spec, hook.kind), f"{hook.kind} fired but the spec names no job"
+        ended = isinstance(cause, lc.Exited)
+        if hook.kind == "on_success":
+            assert ended and cause.outcome is Outcome.OK and hook.outcome is Outcome.OK, (cause, hook)
+        else:
+            assert result.life.status is Status.FAILED or (ended and cause.outcome in FAILURES), (cause, hook)
 
 
 @settings(max_examples=3000, deadline=None)
@@ -229,6 +248,38 @@ def test_an_adopted_always_job_whose_spec_changed_restarts_on_the_new_one():
     assert (model.life.status, model.life.intent) == (Status.STOPPING, lc.Intent.RESTART)
     model.exit(Outcome.STOPPED, T)
     assert model.life.status is Status.RUNNING and model.processes == 1
+
+
+def hooks(model: states.Model) -> list:
+    return [a for _, _, s in model.steps for a in s.actions if isinstance(a, lc.Hook)]
+
+
+def test_a_failed_run_fires_on_failure_only_after_its_last_retry():
+    spec = spec_of(JobType.TRIGGER, retries=1, on_failure="n")
+    model = run(spec, lc.Queued(count=1, added=True))
+    model.exit(Outcome.FAILED, T)
+    assert hooks(model) == [] and model.retries == 1
+    model.fire_retry(later(5))
+    model.processes -= 1
+    model.feed(lc.Exited(outcome=Outcome.TIMEOUT, uptime=0.1, attempt=2, trigger=True), later(6))
+    assert hooks(model) == [lc.Hook(kind="on_failure", outcome=Outcome.TIMEOUT, why="timeout after 2 attempts")]
+
+
+def test_a_crash_loop_fires_on_failure_as_it_enters_failed():
+    model = run(spec_of(JobType.ALWAYS, retries=2, on_failure="n"))
+    model.exit(Outcome.FAILED, T)
+    model.fire_wake(later(10))
+    model.exit(Outcome.FAILED, later(10))
+    assert model.life.status is Status.FAILED
+    assert [(h.kind, h.outcome, h.why) for h in hooks(model)] == [("on_failure", Outcome.FAILED, model.life.why)]
+
+
+def test_no_hook_without_a_job_to_trigger_and_none_for_a_stopped_run():
+    model = run(spec_of(JobType.TRIGGER, on_success="n"), lc.Queued(count=1, added=True), lc.Stop())
+    model.exit(Outcome.STOPPED, T)
+    model = run(spec_of(JobType.TRIGGER), lc.Queued(count=1, added=True))
+    model.exit(Outcome.OK, T)
+    assert hooks(model) == []
 
 
 def test_a_held_job_is_not_started_by_wake_ups_triggers_or_config():

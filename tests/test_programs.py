@@ -277,3 +277,97 @@ def test_stock_monitor_reads_the_watchlist(home):
     finally:
         assert stop(proc) == 0
     assert "stock_monitor: ACME (alert at 12.5): no price source is configured" in line
+
+
+# ---------------------------------------------------------------- notify
+
+class _Hook:
+    """A real local HTTP server that keeps what is POSTed and answers `status`."""
+
+    def __init__(self, status: int = 204):
+        import http.server
+        import threading
+
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((self.path, self.headers["Content-Type"], json.loads(body)))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hook_server():
+    servers = []
+
+    def make(status: int = 204) -> _Hook:
+        servers.append(_Hook(status))
+        return servers[-1]
+    yield make
+    for server in servers:
+        server.close()
+
+
+HOOK_ENV = {"AIOS_HOOK_KIND": "on_failure", "AIOS_HOOK_WHY": "failed after 2 attempts"}
+
+
+def test_notify_posts_the_facts_as_json_to_a_webhook(home, hook_server):
+    server = hook_server()
+    out = run(home, "notify.py:main", ["backup", "failed", 3, 17], {"url": server.url}, **HOOK_ENV)
+    assert out == f"notify: sent: backup failed (exit 3) on {DEVICE}: failed after 2 attempts\n"
+    [(path, kind, body)] = server.received
+    assert (path, kind) == ("/hook", "application/json")
+    assert {k: body[k] for k in ("kind", "job", "outcome", "exit_code", "run_id", "why", "device")} == {
+        "kind": "on_failure", "job": "backup", "outcome": "failed", "exit_code": 3, "run_id": 17,
+        "why": "failed after 2 attempts", "device": DEVICE}
+    assert body["text"] == f"backup failed (exit 3) on {DEVICE}: failed after 2 attempts"
+
+
+def test_notify_reads_the_facts_from_the_environment_when_run_without_arguments(home, hook_server):
+    server = hook_server()
+    run(home, "notify.py:main", [], {"url": server.url}, AIOS_HOOK_JOB="sync", AIOS_HOOK_OUTCOME="ok",
+        AIOS_HOOK_EXIT_CODE="0", AIOS_HOOK_RUN_ID="5", AIOS_HOOK_KIND="on_success")
+    body = server.received[0][2]
+    assert (body["job"], body["outcome"], body["exit_code"], body["run_id"]) == ("sync", "ok", 0, 5)
+    assert body["text"] == f"sync ok on {DEVICE}"
+
+
+def test_notify_fails_with_the_reason_when_the_webhook_refuses_or_is_not_there(home, hook_server):
+    server = hook_server(status=500)
+    for url, reason in ((server.url, "HTTP Error 500"), (f"http://127.0.0.1:{free_port()}/", "Connection refused")):
+        done = subprocess.run(argv(home, "notify.py:main", ["backup", "failed", 1, 1], {"url": url, "timeout": 5}),
+                              cwd=home, env=env_for(home), capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and done.stderr.startswith("notify: not sent: "), done.stderr
+        assert reason in done.stderr
+
+
+def test_notify_hands_a_mail_to_sendmail(home, tmp_path):
+    sendmail, got = tmp_path / "sendmail", tmp_path / "mail.txt"
+    sendmail.write_text(f"#!/bin/sh\necho \"$@\" > {got}\ncat >> {got}\n")
+    sendmail.chmod(0o755)
+    run(home, "notify.py:main", ["backup", "timeout", None, 9],
+        {"mail_to": "ops@example.com", "mail_from": "aios@lab", "sendmail": str(sendmail)}, **HOOK_ENV)
+    lines = got.read_text().splitlines()
+    assert lines[:4] == ["-t -i", "From: aios@lab", "To: ops@example.com",
+                         f"Subject: [aios] backup timeout on {DEVICE}: failed after 2 attempts"]
+    assert "job: backup" in lines and "outcome: timeout" in lines and "run_id: 9" in lines
+
+
+def test_notify_without_a_destination_says_what_to_give(home):
+    done = subprocess.run(argv(home, "notify.py:main", ["backup", "failed"]), cwd=home, env=env_for(home),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "give url = " in done.stderr

@@ -1,4 +1,5 @@
-"""`aios start`, `stop`, `restart`, `enable`, `disable`, `run`, `trigger`: acting on jobs."""
+"""`aios start`, `stop`, `restart`, `enable`, `disable`, `run`, `signal`, `reload`,
+`trigger`: acting on jobs (a job with `instances` by its name acts on all its copies)."""
 from __future__ import annotations
 
 import sys
@@ -8,9 +9,10 @@ from ..errors import AiosError
 from . import EXIT_FAILED, EXIT_OK, UsageError, command, count, out
 
 
-def _each(home: str, op: str, names: list[str], select_all, device: str | None = None) -> int:
+def _each(home: str, op: str, names: list[str], select_all, device: str | None = None, say=None) -> int:
     """Apply one op to the named jobs (or, with --all, to the jobs select_all picks), on
-    this device or, with `device`, on that device of the fleet."""
+    this device or, with `device`, on that device of the fleet; `say(name, result)` words
+    each success."""
     with control.Client(home) as client:
         if select_all:
             names = [j["name"] for j in client.call("status") if select_all(j)]
@@ -18,10 +20,10 @@ def _each(home: str, op: str, names: list[str], select_all, device: str | None =
         for name in names:
             try:
                 if device:
-                    client.call("route", device=device, request={"op": op, "job": name})
+                    result = client.call("route", device=device, request={"op": op, "job": name})
                 else:
-                    client.call(op, job=name)
-                out(f"{name}: {op} ok" + (f" on {device}" if device else ""))
+                    result = client.call(op, job=name)
+                out(say(name, result) if say else f"{name}: {op} ok" + (f" on {device}" if device else ""))
             except AiosError as exc:
                 failed += 1
                 sys.stderr.write(f"aios: {name}: {exc}\n")
@@ -94,6 +96,17 @@ def cmd_signal(args, home: str) -> int:
     pids = control.call(home, "signal", job=args.job, signal=args.signal)
     out(f"{args.job}: {args.signal.upper()} sent to pid {', '.join(map(str, pids))}")
     return EXIT_OK
+
+
+def _some_jobs(cmd) -> None:
+    cmd.add_argument("jobs", nargs="+", metavar="JOB")
+
+
+@command("reload", setup=_some_jobs)
+def cmd_reload(args, home: str) -> int:
+    """Send jobs their reload_signal (e.g. HUP: reread their configuration, no restart)."""
+    return _each(home, "reload", args.jobs, None,
+                 lambda name, pids: f"{name}: reload_signal sent to pid {', '.join(map(str, pids))}")
 
 
 def _trigger_arguments(cmd) -> None:

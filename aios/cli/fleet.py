@@ -73,7 +73,7 @@ def _enter(home: str, url: str, password_file: str | None, publish: bool) -> int
     _write_store_url(home, url, password_file)
     if publish:
         cfg = load(Path(home))
-        fleet.publish_jobs({n: cfg.tables[n] for n, s in cfg.specs.items() if not s.local}, cfg.settings.device_id)
+        fleet.publish_jobs({n: t for n, t in cfg.sources.items() if t.get("local") is not True}, cfg.settings.device_id)
     fleet.close()
     out(f"aios: {home} now uses {url.split('?')[0]}; {moved} queued trigger(s) moved"
         + ("; its jobs published as the fleet's" if publish else "; it runs the fleet's published jobs"))

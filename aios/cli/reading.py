@@ -85,11 +85,13 @@ def _why(job: dict, now: float) -> str:
 
 def _stored_status(home: str, name: str | None) -> list[dict]:
     """The jobs as the last daemon recorded them, each pid it recorded checked in /proc, and
-    the jobs aios.toml has now but cannot run (invalid)."""
+    the jobs aios.toml has now but cannot run (invalid); `name` may name a job's copies."""
+    from ..jobset import group_of
+
     with open_stored(home) as store:
         states, last, specs = store.load_states(), store.last_runs(), store.load_specs()
     invalid = {n: why for n, why in _invalid_now(home).items() if n not in specs}
-    names = [n for n in (list(specs) or sorted(states)) + sorted(invalid) if name in (None, n)]
+    names = [n for n in (list(specs) or sorted(states)) + sorted(invalid) if name in (None, n, group_of(n))]
     if name and not names:
         raise AiosError(f"no job named {name!r}")
     return [_invalid_job(n, invalid[n]) if n in invalid
@@ -248,20 +250,40 @@ def _logs_arguments(cmd) -> None:
 
 @command("logs", setup=_logs_arguments)
 def cmd_logs(args, home: str) -> int:
-    """A job's captured stdout and stderr; -f follows it."""
+    """A job's captured stdout and stderr; -f follows it. A job with `instances` shows
+    each copy's lines, each line led by the copy's name."""
     from .. import logs
 
-    path = os.path.join(home, "logs", f"{_job_name(args.job)}.log")
-    if not os.path.exists(path) and not args.follow:
-        return fail(f"no log for job {args.job!r} yet ({path} does not exist)")
-    for line in logs.tail(path, args.n) if os.path.exists(path) else []:
-        sys.stdout.write(line if line.endswith("\n") else line + "\n")
+    paths = _log_paths(home, _job_name(args.job))
+    if not any(map(os.path.exists, paths.values())) and not args.follow:
+        return fail(f"no log for job {args.job!r} yet ({paths[args.job]} does not exist)")
+    lead = (lambda name: f"{name} | ") if len(paths) > 1 else (lambda name: "")
+    for name, path in paths.items():
+        for line in logs.tail(path, args.n):
+            sys.stdout.write(lead(name) + (line if line.endswith("\n") else line + "\n"))
     if args.follow:
         sys.stdout.flush()
-        for line in logs.follow(path):
-            sys.stdout.write(line + "\n")  # follow() yields lines without their newline
+        names = list(paths)
+        for index, line in logs.follow_all(list(paths.values())):
+            sys.stdout.write(lead(names[index]) + line + "\n")   # without their newline
             sys.stdout.flush()
     return EXIT_OK
+
+
+def _log_paths(home: str, name: str) -> dict[str, str]:
+    """The log of the job `name` (by job name), or else those of its copies (instances)."""
+    from ..jobset import group_of
+
+    folder = os.path.join(home, "logs")
+    own = {name: os.path.join(folder, f"{name}.log")}
+    if os.path.exists(own[name]):
+        return own
+    try:
+        copies = [f[:-4] for f in os.listdir(folder) if f.endswith(".log") and group_of(f[:-4]) == name]
+    except OSError:
+        return own
+    copies.sort(key=lambda copy: int(copy.rpartition(".")[2]))
+    return {copy: os.path.join(folder, f"{copy}.log") for copy in copies} or own
 
 
 def _job_name(name: str) -> str:

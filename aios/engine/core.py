@@ -10,6 +10,7 @@ methods:
     planner   Planner     what is due: schedule.plan, idleness, the trigger queue
     recorder  Recorder    every store write, batched per loop turn; persist, then announce
     ops       Operations  what a user may ask: the control protocol's handlers
+    links     Links       the triggers a run makes for other jobs: hooks, `after`
 
 The engine gets its loop (and through it the clocks), its store and its process layer
 from the caller: daemon.py wires the real ones, tests/engine the fakes. Inside the
@@ -26,6 +27,7 @@ from .. import lifecycle as lc
 from ..spec import Event, JobSpec, JobState, Run, Status, Trigger, plain, replace
 from .loop import Loop
 from .fleet import Fleet
+from .links import Links
 from .operations import Operations
 from .planner import Planner
 from .recorder import Recorder
@@ -89,6 +91,7 @@ class Engine:
         self.planner = Planner(self)
         self.ops = Operations(self)
         self.fleet = Fleet(self) if store.fleet else None   # fleet mode: a shared PostgreSQL
+        self.links = Links(self)
 
     # ================================================================ jobs
     def add_job(self, spec: JobSpec, stored: JobState | None, last_run: Run | None = None) -> Job:
@@ -177,6 +180,8 @@ class Engine:
             self.requeue(job, ctx.trigger if ctx else None)
         elif kind is lc.RememberRun:
             self.planner.remember_idle_run(job, action.slot)
+        elif kind is lc.Hook:
+            self.links.fire(job, action, ctx)
         elif kind is lc.Forget:
             self.cancel_wake(job)
             del self.jobs[job.name]

@@ -290,7 +290,7 @@ class Fleet:
         from .. import config
 
         eng = self.engine
-        tables = {name: cfg.tables[name] for name, spec in cfg.specs.items() if not spec.local}
+        tables = {name: table for name, table in cfg.sources.items() if table.get("local") is not True}
         self.version = eng.store.publish_jobs(tables, eng.device)
         eng.event("fleet_published", None, f"fleet jobs version {self.version}: {len(tables)} job(s)")
         return config.with_fleet(cfg, tables)

@@ -1,6 +1,6 @@
 """What a user may ask of the engine, as the control socket exposes it: start, stop,
-restart, enable, disable, trigger, run, wait, status, history, events, triggers, apply,
-reexec.
+restart, enable, disable, signal, reload, trigger, run, wait, status, history, events,
+triggers, apply, reexec.
 
 Each operation checks its arguments, raising OperationError with a one-line reason, and
 passes a request to the lifecycle table through the engine's one door (`handle`). The
@@ -35,30 +35,42 @@ class Operations:
                 raise OperationError(f"job {shown} is not running its table: {why}") from None
             raise OperationError(f"no job named {shown} (known: {known})") from None
 
+    def named(self, name: str) -> list:
+        """The job called `name`, or else every copy of the job `name` (instances), in order."""
+        jobs = self.engine.jobs
+        if name in jobs:
+            return [jobs[name]]
+        copies = sorted((job for job in jobs.values() if job.spec.instance_of == name), key=lambda j: j.spec.instance)
+        return copies or [self.job(name)]
+
     # ================================================================ acting on jobs
+    # Each takes a job's name, or the name of a job with `instances` for all its copies.
     def start(self, name: str) -> None:
         """Start a stopped or failed job (an always job runs; others wait for their time)."""
-        job = self.job(name)
-        self._require_runnable(job)
-        self.engine.handle(job, lc.Start())
+        self._each(name, lc.Start(), check=True)
 
     def stop(self, name: str) -> None:
         """Stop a job's processes; it stays stopped until started (a re-exec keeps that)."""
-        self.engine.handle(self.job(name), lc.Stop())
+        self._each(name, lc.Stop())
 
     def restart(self, name: str) -> None:
         """Stop the job's processes and start it again at once."""
-        job = self.job(name)
-        self._require_runnable(job)
-        self.engine.handle(job, lc.Restart())
+        self._each(name, lc.Restart(), check=True)
 
     def enable(self, name: str) -> None:
         """Persistently enable a job and start it as its type says."""
-        self.engine.handle(self.job(name), lc.Enable())
+        self._each(name, lc.Enable())
 
     def disable(self, name: str) -> None:
         """Persistently disable a job, stopping its processes."""
-        self.engine.handle(self.job(name), lc.Disable())
+        self._each(name, lc.Disable())
+
+    def _each(self, name: str, event, check: bool = False) -> None:
+        jobs = self.named(name)
+        for job in jobs if check else ():
+            self._require_runnable(job)
+        for job in jobs:
+            self.engine.handle(job, event)
 
     def run_now(self, name: str) -> None:
         """Run a scheduled or idle job once now (never beside a run of its own)."""
@@ -76,16 +88,33 @@ class Operations:
         """Send a signal to every process group of the job (e.g. HUP to reload); the pids."""
         from ..spec import SpecError, parse_signal
 
-        job = self.job(name)
+        jobs = self.named(name)
         try:
             sig = parse_signal(signal_name, "signal")
         except SpecError as exc:
             raise OperationError(str(exc)) from None
-        sent = [pid for pid, active in sorted(job.runs.items()) if self.engine.processes.signal(active.proc, sig)]
+        return self._send(name, [(job, sig) for job in jobs], "signalled")
+
+    def reload(self, name: str) -> list[int]:
+        """Send the job's reload_signal to every process group of it; the pids."""
+        jobs = self.named(name)
+        if any(job.spec.reload_signal is None for job in jobs):
+            raise OperationError(f"job {name!r} has no reload_signal; use `aios restart {name}`, or set "
+                                 "reload_signal = \"HUP\" in its table if the program reloads on a signal")
+        return self._send(name, [(job, job.spec.reload_signal) for job in jobs], "reloaded")
+
+    def _send(self, name: str, targets: list, event: str) -> list[int]:
+        import signal
+
+        sent = []
+        for job, sig in targets:
+            pids = [pid for pid, active in sorted(job.runs.items()) if self.engine.processes.signal(active.proc, sig)]
+            if pids:
+                self.engine.event(event, job.name, f"{signal.Signals(sig).name.removeprefix('SIG')} sent to "
+                                  "pid(s) " + ", ".join(map(str, pids)))
+            sent += pids
         if not sent:
             raise OperationError(f"job {name!r} has no running process to signal")
-        self.engine.event("signalled", name, f"{signal_name.upper().removeprefix('SIG')} sent to pid(s) "
-                          + ", ".join(map(str, sent)))
         return sent
 
     def _require_runnable(self, job) -> None:
@@ -223,7 +252,7 @@ class Operations:
         if name is not None and name not in eng.jobs and (name in eng.invalid or name in eng.orphans):
             return [row for row in self._absent() if row["name"] == name]
         if name is not None:
-            return [eng.describe(self.job(name))]
+            return [eng.describe(job) for job in self.named(name)]
         return [eng.describe(job) for job in eng.jobs.values()] + self._absent()
 
     def _absent(self) -> list[dict]:

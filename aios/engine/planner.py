@@ -170,7 +170,7 @@ def refusal(spec, args, kwargs) -> str | None:
     """Why a trigger of `spec` with these arguments can never run, or None."""
     if spec.type is JobType.ALWAYS:
         return f"job {spec.name!r} is an always job; it cannot be triggered (use restart)"
-    if kwargs and not spec.program:
+    if set(kwargs or {}) - launch.RESERVED and not spec.program:
         return (f"job {spec.name!r} runs a command, which takes positional arguments only; "
                 "keyword arguments are for program jobs")
     problem = launch.exec_problem(spec, Trigger(job=spec.name, args=tuple(args), kwargs=dict(kwargs or {})))

@@ -1,7 +1,8 @@
 """Bringing the engine's jobs in line with a newly loaded configuration (`aios apply`):
 added jobs start, removed ones stop and are forgotten, changed ones take their new spec
 (a running always job restarts on it), and a job whose new table is invalid keeps
-running on its previous spec, with the error shown in its status. Queued triggers are
+running on its previous spec, with the error shown in its status (so do the copies of a
+job with `instances`; a changed count only adds or removes copies). Queued triggers are
 never touched: a trigger of a job that left the configuration waits for it to return.
 `changes` says the same beforehand, as a pure function (`aios apply --check`). Part of
 the engine.
@@ -9,6 +10,7 @@ the engine.
 from __future__ import annotations
 
 from .. import lifecycle as lc
+from ..jobset import kept_by
 
 
 def reconcile(engine, cfg) -> dict:
@@ -17,16 +19,17 @@ def reconcile(engine, cfg) -> dict:
     engine.settings = cfg.settings
     tables = dict(cfg.tables)
     for name in [n for n in engine.jobs if n not in cfg.specs]:
-        job = engine.jobs[name]
-        if name in cfg.invalid:
-            job.problem = f"its new table is invalid, so it runs on the previous one: {cfg.invalid[name]}"
+        job, why = engine.jobs[name], kept_by(name, cfg.invalid)
+        if why:
+            job.problem = f"its new table is invalid, so it runs on the previous one: {why}"
             tables[name] = engine.tables.get(name, {})
             diff["unchanged"].append(name)
         else:
             diff["removed"].append(name)
             engine.handle(job, lc.Remove())
     added = _update(engine, cfg, diff)
-    engine.tables, engine.invalid = tables, {n: e for n, e in cfg.invalid.items() if n not in engine.jobs}
+    running = set(engine.jobs) | {job.spec.instance_of for job in engine.jobs.values()}
+    engine.tables, engine.invalid = tables, {n: e for n, e in cfg.invalid.items() if n not in running}
     engine.recorder.write(engine.store.save_specs, tables)
     engine.consider_all(added)
     engine.planner.refresh_queue(anyway=True)
@@ -76,8 +79,8 @@ def changes(running: dict, cfg) -> dict:
             out["fields"][name] = sorted(key for key in old.keys() | table.keys()
                                          if old.get(key, _NONE) != table.get(key, _NONE))
     for name in running:
-        if name in cfg.invalid:
-            out["kept"][name] = cfg.invalid[name]
+        if name not in cfg.tables and kept_by(name, cfg.invalid):
+            out["kept"][name] = kept_by(name, cfg.invalid)
         elif name not in cfg.tables:
             out["removed"].append(name)
     out["skipped"] = {name: why for name, why in cfg.invalid.items() if name not in running}

@@ -136,6 +136,8 @@ class Runs:
         eng.event("job_exited", job.name, f"pid {run.pid} {text} ({outcome.value})")
         eng.handle(job, lc.Exited(outcome=outcome, uptime=uptime, text=text, exit_code=code, attempt=run.attempt,
                                   trigger=active.trigger is not None, due=run.due, started=run.started), ctx=active)
+        if outcome is Outcome.OK:
+            eng.links.succeeded(job)     # before the end is recorded, as the hooks the table fired
         self._record_end(active)
         self._busy_ended(active.proc.pid)
         eng.maybe_finished()

@@ -1,8 +1,8 @@
 """The JSON API under /api/: the control protocol over HTTP, for the page and for scripts.
 
     GET  /api/OP?field=value    reads:   ping, status, job, history, events, wait
-    POST /api/OP  {"field": …}  changes: start, stop, restart, enable, disable, trigger,
-                                         run, apply, reexec, shutdown
+    POST /api/OP  {"field": …}  changes: start, stop, restart, reload, enable, disable,
+                                         trigger, run, apply, reexec, shutdown
 
 Each is one control request; the reply is the protocol's own, `{"ok": true, "result": …}`
 or `{"ok": false, "error": "…"}`, with HTTP 200, 400 (refused by the daemon or malformed),
@@ -24,7 +24,7 @@ from .security import Refused, mask_env
 
 READS = {"ping": (), "about": (), "status": ("job",), "job": ("job",), "history": ("job", "limit"),
          "events": ("job", "limit", "after_id"), "wait": ("trigger",)}
-WRITES = ("start", "stop", "restart", "enable", "disable", "trigger", "run", "apply", "reexec",
+WRITES = ("start", "stop", "restart", "reload", "enable", "disable", "trigger", "run", "apply", "reexec",
           "shutdown")
 INTEGERS = ("limit", "after_id", "trigger", "lines")
 LIMIT_MAX = 1000              # rows a history or events read returns at most

@@ -8,6 +8,7 @@ import signal
 import textwrap
 
 from aios.engine.core import Engine
+from aios.jobset import expand
 from aios.engine.loop import Loop
 from aios.spec import Settings, parse_job
 from aios.store.memory import MemoryStore
@@ -123,9 +124,11 @@ class Harness:
         if zone is not None:
             self.engine.planner._zone = zone
         stored = {state.job: state for state in states}
-        for name, table in toml_jobs.items():
-            self.engine.add_job(parse_job(name, table), stored.get(name))
-        self.engine.tables = dict(toml_jobs)
+        specs, tables = expand({name: parse_job(name, table) for name, table in toml_jobs.items()},
+                               dict(toml_jobs), [], {})
+        for name, spec in specs.items():
+            self.engine.add_job(spec, stored.get(name))
+        self.engine.tables = tables
         self.engine.consider_all()
         self.settle()
 

@@ -45,3 +45,11 @@ def test_a_new_job_with_an_invalid_table_is_skipped():
 
 def test_nothing_running_means_everything_is_added():
     assert changes({}, config({"a": TICK, "b": SLEEP}))["added"] == ["a", "b"]
+
+
+def test_the_copies_of_a_job_whose_new_table_is_invalid_are_kept_and_a_new_count_only_adds_or_removes():
+    why = "job 'web': instances = 0 must be an integer from 1 to 256"
+    result = changes({"web.0": SLEEP, "web.1": SLEEP}, config({}, {"web": why}))
+    assert result["kept"] == {"web.0": why, "web.1": why} and result["removed"] == []
+    result = changes({"web.0": SLEEP, "web.1": SLEEP}, config({"web.0": SLEEP}))
+    assert result["removed"] == ["web.1"] and result["unchanged"] == ["web.0"] and result["changed"] == []

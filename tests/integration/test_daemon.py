@@ -110,7 +110,7 @@ def test_first_start_writes_the_seven_jobs_and_serves_the_status_page(home, tmp_
     daemon.wait_ready()
     assert (home / "aios.toml").exists()
     assert sorted(p.name for p in (home / "Programs").glob("*.py")) == [
-        "backup.py", "idle_task.py", "llm_processor.py", "morning_report.py", "random_check.py",
+        "backup.py", "idle_task.py", "llm_processor.py", "morning_report.py", "notify.py", "random_check.py",
         "stock_monitor.py", "web_server.py"]
     def states():   # ready comes first; the jobs are started (or found ineligible) right after
         with sqlite3.connect(home / "orchestrator.db") as db:
