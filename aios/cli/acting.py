@@ -57,7 +57,8 @@ def cmd_start(args, home: str) -> int:
 @command("stop", setup=_jobs_or_all)
 def cmd_stop(args, home: str) -> int:
     """Stop jobs (stop signal to each process group, SIGKILL after stop_timeout)."""
-    return _each(home, "stop", args.jobs, args.all and (lambda j: j["status"] not in _RUNNABLE + ("stopped",)), args.device)
+    picked = args.all and (lambda j: j["status"] not in _RUNNABLE + ("stopped",))
+    return _each(home, "stop", args.jobs, picked, args.device)
 
 
 @command("restart", setup=_jobs_or_all)
@@ -106,7 +107,7 @@ def _some_jobs(cmd) -> None:
 def cmd_reload(args, home: str) -> int:
     """Send jobs their reload_signal (e.g. HUP: reread their configuration, no restart)."""
     return _each(home, "reload", args.jobs, None,
-                 lambda name, pids: f"{name}: reload_signal sent to pid {', '.join(map(str, pids))}")
+                 say=lambda name, pids: f"{name}: reload_signal sent to pid {', '.join(map(str, pids))}")
 
 
 def _trigger_arguments(cmd) -> None:
