@@ -17,6 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "aios"
 # steps cron expressions (spec parses the field, schedule plans its slots).
 ALLOWED = {
     "spec": {"cron"}, "logs": {"fswatch"}, "runner": set(), "fswatch": set(),
+    "logformat": set(),                  # the stamped line: written by logwriter, read by logs, cli, web
+    "logwriter": {"logformat", "logs"},  # the process that stamps job output into logs (logs.open_log)
     "supervisor": {"spec"},     # spec.exec_text_problem words a spawn's bad input (error path only)
     "schedule": {"spec", "cron", "wallclock"}, "cron": {"wallclock"}, "wallclock": set(),
     "lifecycle": {"spec", "schedule"},   # the table asks schedule when a restart or retry is due

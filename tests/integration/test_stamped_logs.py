@@ -1,0 +1,101 @@
+"""Stamped job logs on a real daemon (`aios up -d`): a job writing numbered lines keeps
+every line, once and in order, across kill -9 of its daemon, the next daemon's adoption,
+a re-exec and the end of its log writer; `down` leaves its last lines in the log and no
+writer behind; rotation keeps stamped files whole."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+from ..test_logwriter import COUNTER, numbers, records, writer_pids
+from .conftest import LIVENESS, pid_alive, wait_until, write_home
+from .test_cli import aios, daemon, ok, status  # noqa: F401  (daemon is a fixture)
+
+STAMPED = f"""
+[logs]
+timestamps = "utc"
+
+[jobs.count]
+type = "always"
+command = {json.dumps([sys.executable, "-c", COUNTER])}
+"""
+
+
+def grown(log, by: int = 100) -> None:
+    before = len(numbers(log))
+    wait_until(lambda: len(numbers(log)) >= before + by, what=f"{by} more lines in {log.name}")
+
+
+def job_pid(home) -> int:
+    return wait_until(lambda: status(home)["count"]["pid"] if status(home)["count"]["status"] == "running"
+                      else None, what="count running")
+
+
+def test_every_line_once_across_kill_9_adoption_reexec_and_a_writer_death(home, daemon):
+    write_home(home, STAMPED)
+    log = home / "logs" / "count.log"
+    first = daemon.up()
+    pid = job_pid(home)
+    grown(log)
+    os.kill(first, signal.SIGKILL)                         # the daemon dies; job and writer go on
+    wait_until(lambda: not pid_alive(first), what="the daemon gone")
+    grown(log)
+    daemon.up()
+    assert job_pid(home) == pid
+    grown(log)
+    ok(aios(home, "reexec"))
+    assert job_pid(home) == pid
+    grown(log)
+    [writer] = writer_pids(home)
+    os.kill(writer, signal.SIGKILL)                        # the writer dies: the daemon starts another
+    wait_until(lambda: writer_pids(home) not in ([], [writer]), what="a new log writer")
+    grown(log)
+    assert job_pid(home) == pid, "the job died or was restarted"
+    daemon.down()
+    wait_until(lambda: not writer_pids(home), what="the writer to exit after down")
+    seen = numbers(log)
+    assert seen == sorted(set(seen)), "a line written twice, or out of order"
+    lost = set(range(seen[-1] + 1)) - set(seen)
+    assert len(lost) < 64 * 1024 // 2, "more lost than the one chunk the killed writer held"
+    errors = numbers(log, "stderr")
+    assert errors == sorted(set(errors)) and all(n % 10 == 0 for n in errors)
+
+
+def test_down_leaves_the_last_lines_and_a_raw_home_stays_raw(home, daemon):
+    write_home(home, """
+        [logs]
+        timestamps = "local"
+        [jobs.say]
+        type = "trigger"
+        command = ["sh", "-c", "echo out; echo err >&2; printf last"]
+        [jobs.raw]
+        type = "trigger"
+        command = ["sh", "-c", "echo plain"]
+        """)
+    daemon.up()
+    assert aios(home, "trigger", "say", "--wait").returncode == 0
+    daemon.down()
+    lines = records(home / "logs" / "say.log")
+    assert sorted((ln.stream, ln.text) for ln in lines) == [("stderr", b"err"), ("stdout", b"last"),
+                                                           ("stdout", b"out")]
+    assert not writer_pids(home)
+    write_home(home, '[jobs.raw]\ntype = "trigger"\ncommand = ["sh", "-c", "echo plain"]\n')
+    daemon.up()
+    assert aios(home, "trigger", "raw", "--wait").returncode == 0
+    assert (home / "logs" / "raw.log").read_text() == "plain\n"     # no [logs] timestamps: as before
+    assert not writer_pids(home)
+
+
+def test_rotation_keeps_stamped_records_whole(home, daemon):
+    write_home(home, STAMPED.replace('timestamps = "utc"', 'timestamps = "utc"\nmax_size = "64KB"\nkeep = 2'))
+    daemon.up()
+    log = home / "logs" / "count.log"
+    wait_until(lambda: os.path.exists(f"{log}.2"), what="two rotations")
+    daemon.down()
+    for path in (f"{log}.2", f"{log}.1", log):
+        lines = records(path)
+        assert lines and all(ln.stream in ("stdout", "stderr") for ln in lines[1:]), path
+        assert all(ln.ts is not None for ln in lines if ln.stream), path
+    assert (home / "logs" / "count.log.1").stat().st_size < 4 * 64 * 1024
