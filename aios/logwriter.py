@@ -49,6 +49,7 @@ import time
 from . import logformat, logs
 
 CHUNK = 64 * 1024            # bytes read from a pipe per turn
+GATHER = 0.002               # after a turn of small reads, let more gather before the next
 HOLD = 1.0                   # seconds an unfinished line waits for its end before it is written
 START_WAIT = 30.0            # seconds a new writer waits for its first daemon
 SEND_TIMEOUT = 5.0           # a daemon that does not read its messages this long is dropped
@@ -122,14 +123,18 @@ class Writer:
         self.holding: set[Pipe] = set()                  # pipes with an unfinished line
         self.files = Files()
         self.stamps = {fmt: logformat.Timestamps(fmt) for fmt in ("local", "utc")}
+        self.read_any = self.read_full = False           # this turn read a pipe; a whole CHUNK
 
     def run(self) -> None:
         started = time.monotonic()
         while self.link is not None or self.pipes or (
                 not self.linked_once and time.monotonic() - started < START_WAIT):
+            self.read_any = self.read_full = False
             for key, _ in self.selector.select(self._timeout(started)):
                 key.data()
             self._write_held(time.monotonic())
+            if self.read_any and not self.read_full:
+                time.sleep(GATHER)   # a job printing line by line is read in batches, not per line
             if self.link is None and not self.pipes:
                 self._accept()       # a daemon that connected just now keeps us going
         self.listener.close()
@@ -223,6 +228,7 @@ class Writer:
             chunk = b""
         if not chunk:
             return self._end(pipe)
+        self.read_any, self.read_full = True, self.read_full or len(chunk) == CHUNK
         head = logformat.head(self.stamps[pipe.format](self.clock()), pipe.stream)
         held = pipe.held
         records, pipe.held = logformat.stamp(held, chunk, head)
