@@ -139,7 +139,7 @@ def tail(path: str, n: int) -> list[str]:
 
 class Follower:
     """What is appended to a log file, a complete line at a time, from where it was when
-    the Follower was made (or from its start, if it did not exist yet). A truncated
+    the Follower was made (or from its start, if it did not exist yet, or from_start). A truncated
     (copytruncated) or replaced file is followed from its new start.
 
     Whatever the file holds, a Follower keeps at most `max_line` bytes of an unfinished
@@ -147,10 +147,10 @@ class Follower:
     max_line is returned cut (its first max_line bytes and CUT_MARK) as soon as it is
     that long, and the rest of it is skipped. Lines are bytes, without their newline."""
 
-    def __init__(self, path: str, max_line: int = MAX_LINE, chunk: int = _FOLLOW_CHUNK):
+    def __init__(self, path: str, max_line: int = MAX_LINE, chunk: int = _FOLLOW_CHUNK, from_start: bool = False):
         st = _stat(path)
         self.path, self.partial, self.max_line, self.chunk = path, b"", max_line, chunk
-        self.pos, self.ino = (st.st_size, st.st_ino) if st is not None else (0, None)
+        self.pos, self.ino = (st.st_size if not from_start else 0, st.st_ino) if st is not None else (0, None)
         self.skipping = False    # the line being read was cut: drop bytes up to its newline
         self._watch = None       # a fswatch.FileWatch once wait() is called; False: none to be had
         self.behind = False      # the last read() stopped before the end of the file

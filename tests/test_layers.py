@@ -19,6 +19,8 @@ ALLOWED = {
     "spec": {"cron"}, "logs": {"fswatch"}, "runner": set(), "fswatch": set(),
     "logformat": set(),                  # the stamped line: written by logwriter, read by logs, cli, web
     "logwriter": {"logformat", "logs"},  # the process that stamps job output into logs (logs.open_log)
+    "logview": {"logformat", "logs", "fswatch",
+                "spec"},                 # job logs read back for `aios logs`; spec.parse_duration for --since
     "supervisor": {"spec"},     # spec.exec_text_problem words a spawn's bad input (error path only)
     "schedule": {"spec", "cron", "wallclock"}, "cron": {"wallclock"}, "wallclock": set(),
     "lifecycle": {"spec", "schedule"},   # the table asks schedule when a restart or retry is due
@@ -34,6 +36,7 @@ ALLOWED = {
                "service",                        # daemon.py: sd_notify READY=1 under systemd (Type=notify)
                "oplog"},                         # daemon.py: its log sink, orchestrator.log
     "cli": {"control", "config", "home", "show", "logs", "store", "engine", "spec", "states",
+            "logview", "logformat",              # `aios logs`: job logs read back, stamped lines parsed
             "service",                           # `aios service`
             "supervisor"},                       # status with the daemon down: is a recorded pid alive (/proc)
     "web": {"control", "config", "home", "errors", "logs",

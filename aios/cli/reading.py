@@ -1,5 +1,5 @@
-"""`aios status`, `history`, `events`, `logs`: reading commands. With the daemon down
-they read the stored state instead."""
+"""`aios status`, `history`, `events`: reading commands. With the daemon down they read
+the stored state instead. (`aios logs` is in logs.py.)"""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from .. import control, show
 from ..errors import AiosError
-from . import EXIT_JOB_FAILED, EXIT_NOT_RUNNING, EXIT_OK, UsageError, command, count, fail, out, print_json
+from . import EXIT_JOB_FAILED, EXIT_NOT_RUNNING, EXIT_OK, command, count, out, print_json
 
 
 def _status_arguments(cmd) -> None:
@@ -220,36 +220,6 @@ def _follow_events(home: str, args) -> int:
                 continue
             out(json.dumps(event) if args.json else _event_line(event))
             sys.stdout.flush()
-
-
-def _logs_arguments(cmd) -> None:
-    cmd.add_argument("job")
-    cmd.add_argument("-n", type=count, default=50, help="how many lines (default 50)")
-    cmd.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-
-
-@command("logs", setup=_logs_arguments)
-def cmd_logs(args, home: str) -> int:
-    """A job's captured stdout and stderr; -f follows it."""
-    from .. import logs
-
-    path = os.path.join(home, "logs", f"{_job_name(args.job)}.log")
-    if not os.path.exists(path) and not args.follow:
-        return fail(f"no log for job {args.job!r} yet ({path} does not exist)")
-    for line in logs.tail(path, args.n) if os.path.exists(path) else []:
-        sys.stdout.write(line if line.endswith("\n") else line + "\n")
-    if args.follow:
-        sys.stdout.flush()
-        for line in logs.follow(path):
-            sys.stdout.write(line + "\n")  # follow() yields lines without their newline
-            sys.stdout.flush()
-    return EXIT_OK
-
-
-def _job_name(name: str) -> str:
-    if not name or "/" in name or name.startswith("."):
-        raise UsageError(f"{name!r} is not a job name")
-    return name
 
 
 def _help_arguments(cmd) -> None:

@@ -99,3 +99,86 @@ def test_rotation_keeps_stamped_records_whole(home, daemon):
         assert lines and all(ln.stream in ("stdout", "stderr") for ln in lines[1:]), path
         assert all(ln.ts is not None for ln in lines if ln.stream), path
     assert (home / "logs" / "count.log.1").stat().st_size < 4 * 64 * 1024
+
+
+# ================================================================ aios logs
+
+LOGS = """
+[logs]
+timestamps = "local"
+
+[jobs.web]
+type = "always"
+command = ["sh", "-c", "echo listening on 8787; exec sleep 100000"]
+
+[jobs.bind]
+type = "trigger"
+command = ["sh", "-c", "echo binding; echo 'OSError: Address already in use' >&2; exit 2"]
+
+[jobs.later]
+type = "trigger"
+command = ["sh", "-c", "echo later $1", "later"]
+"""
+MOMENT = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}"
+
+
+def test_aios_logs_over_every_job(home, daemon):
+    import re
+
+    from .test_cli import popen_aios, read_until, terminate
+
+    write_home(home, LOGS)
+    (home / "logs").mkdir()
+    (home / "logs" / "old.log").write_text("written before stamps\n")
+    daemon.up()
+    assert aios(home, "trigger", "bind", "--wait").returncode == 2
+    wait_until(lambda: "listening" in (home / "logs" / "web.log").read_text(), what="web's line")
+
+    lines = ok(aios(home, "logs")).splitlines()
+    assert lines[0] == "old  written before stamps"                       # no time: first, as it is
+    assert sorted(re.sub(MOMENT, "T", line) for line in lines[1:]) == [
+        "T bind err OSError: Address already in use", "T bind out binding", "T web  out listening on 8787"]
+    single = ok(aios(home, "logs", "bind")).splitlines()
+    assert [re.sub(MOMENT, "T", line) for line in sorted(single)] == [
+        "T err OSError: Address already in use", "T out binding"]
+
+    objects = [json.loads(line) for line in ok(aios(home, "logs", "--json")).splitlines()]
+    assert {(o["job"], o["stream"], o["text"]) for o in objects} == {
+        ("old", None, "written before stamps"), ("bind", "stdout", "binding"),
+        ("bind", "stderr", "OSError: Address already in use"), ("web", "stdout", "listening on 8787")}
+    assert all(set(o) == {"ts", "job", "stream", "text"} for o in objects)
+
+    only = aios(home, "logs", "--stderr")
+    assert only.returncode == 0 and [re.sub(MOMENT, "T", ln) for ln in only.stdout.splitlines()] == [
+        "T bind err OSError: Address already in use"]
+    assert "old.log has no timestamps" in only.stderr and "--stderr cannot choose" in only.stderr
+    found = aios(home, "logs", "--since", "10m", "--grep", "Address|listening")
+    assert sorted(re.sub(MOMENT, "T", ln) for ln in found.stdout.splitlines()) == [
+        "T bind err OSError: Address already in use", "T web  out listening on 8787"]
+    assert "a time window cannot choose" in found.stderr
+    assert ok(aios(home, "logs", "--until", "1h")) == ""                  # nothing that old (old.log has no time)
+    assert ok(aios(home, "logs", "--since", "yesterday", "-n", "1")).count("\n") == 1
+
+    follow = popen_aios(home, "logs", "-f", "-n", "1")
+    try:
+        seen: list[str] = []
+        read_until(follow, "\n", seen)
+        ok(aios(home, "trigger", "later", "first", "--wait"))             # a log that did not exist
+        read_until(follow, "later out later first", seen)
+        assert aios(home, "trigger", "bind", "--wait").returncode == 2
+        text = read_until(follow, "bind err OSError", seen)
+    finally:
+        terminate(follow)
+    assert re.search(MOMENT + r" later out later first\n", text), text
+
+
+def test_aios_logs_usage_errors(home):
+    write_home(home, LOGS)
+    for args, message in [(("--since", "5 min"), "--since '5 min': use a duration ago"),
+                          (("--until", "1h", "-f"), "--until and -f do not go together"),
+                          (("--grep", "("), "--grep '(' is not a regular expression"),
+                          (("../x",), "'../x' is not a job name")]:
+        result = aios(home, "logs", *args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+    missing = aios(home, "logs", "nope")
+    assert missing.returncode == 1 and "no log for job 'nope' yet" in missing.stderr
