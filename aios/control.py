@@ -65,7 +65,7 @@ def op_about(engine, req):
 
 def op_status(engine, req):
     """status [job] -> [{name, type, status, why, pid, uptime, restarts, next_due, last_run,
-    tags, ...}]: every job, or one."""
+    tags, ...}]: every job, or one; a failed or backoff job's last stderr lines as log_tail."""
     return engine.status(_field(req, "job", str, None))
 
 

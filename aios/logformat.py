@@ -28,7 +28,7 @@ import time
 from .record import record
 
 __all__ = ["FORMATS", "STREAMS", "LINE_LIMIT", "Line", "Timestamps", "timestamp", "head", "stamp",
-           "unfinished", "parse", "parse_time"]
+           "unfinished", "moment", "parse", "parse_time"]
 
 FORMATS = ("local", "utc", "none")     # [logs] timestamps
 STREAMS = ("stdout", "stderr")
@@ -112,6 +112,13 @@ def unfinished(held: bytes, head_: bytes, ended: bool) -> bytes:
 
 
 # ---------------------------------------------------------------- reading
+
+
+def moment(ts: float) -> str:
+    """A record's time as people read it: local, to the millisecond ("2026-11-29 18:00:00.123")."""
+    seconds, millis = divmod(round(ts * 1000), 1000)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) + f".{millis:03d}"
+
 
 
 _STREAM_BYTES = {b"stdout": "stdout", b"stderr": "stderr"}

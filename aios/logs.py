@@ -10,13 +10,14 @@ which is the price of never having to reopen a running job's output.
 appended by blocks, with memory bounded whatever the lines (a newline-free log too).
 `follow` (the CLI's `logs -f`) waits on inotify for the file to change, or looks every
 100 ms where inotify is missing; the dashboard waits on its own shared inotify instance.
-Imports only aios.fswatch, when following.
+`last_words` reads a failed job's last stderr lines (a bounded read of the log's end).
+Imports aios.fswatch, when following, and aios.logformat, to read stamped lines.
 """
 from __future__ import annotations
 
 import os
 
-__all__ = ["open_log", "rotate_if_needed", "tail", "follow"]
+__all__ = ["open_log", "rotate_if_needed", "tail", "follow", "last_words"]
 
 _BLOCK = 64 * 1024
 _TAIL_LIMIT = 16 * 1024 * 1024   # tail never reads more than this, whatever the lines
@@ -273,6 +274,40 @@ def _follow(follower: Follower):
 
 def _text(line: bytes) -> str:
     return line.decode("utf-8", errors="replace")
+
+
+# ---------------------------------------------------------------- a failed job's last words
+
+
+REASON_BYTES = 8 * 1024         # how much of a log's end is read for a failed job's reason
+REASON_LINES = 3
+REASON_WIDTH = 300              # characters of a line kept
+
+
+def last_words(path: str, n: int = REASON_LINES, most: int = REASON_BYTES) -> dict | None:
+    """What a failed job's status shows as its reason: the last n lines it wrote to
+    stderr within the last `most` bytes of its log, else its last n lines (a raw log
+    does not tell the streams apart), as {"stream": "stderr" or None, "lines": [...]};
+    None if the log is missing or empty."""
+    from .logformat import parse
+
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - most))
+            data = f.read(most)
+    except OSError:
+        return None
+    lines = data.split(b"\n")
+    if size > most and len(lines) > 1:
+        lines = lines[1:]                   # begins inside a line (unless all of it is one)
+    parsed = [parse(line.rstrip(b"\r")) for line in lines if line.strip()]
+    errors = [line for line in parsed if line.stream == "stderr"]
+    chosen = (errors or parsed)[-n:]
+    if not chosen:
+        return None
+    return {"stream": "stderr" if errors else None,
+            "lines": [_text(line.text)[:REASON_WIDTH] for line in chosen]}
 
 
 def _stat(path: str):

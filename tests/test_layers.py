@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "aios"
 # posixtz turns a POSIX TZ rule into a tzinfo for config.local_zone; cron parses and
 # steps cron expressions (spec parses the field, schedule plans its slots).
 ALLOWED = {
-    "spec": {"cron"}, "logs": {"fswatch"}, "runner": set(), "fswatch": set(),
+    "spec": {"cron"}, "runner": set(), "fswatch": set(),
+    "logs": {"fswatch", "logformat"},    # last_words reads the stream of stamped lines
     "logformat": set(),                  # the stamped line: written by logwriter, read by logs, cli, web
     "logwriter": {"logformat", "logs"},  # the process that stamps job output into logs (logs.open_log)
     "logview": {"logformat", "logs", "fswatch",
@@ -40,6 +41,7 @@ ALLOWED = {
             "service",                           # `aios service`
             "supervisor"},                       # status with the daemon down: is a recorded pid alive (/proc)
     "web": {"control", "config", "home", "errors", "logs",
+            "logformat",   # the live tail shows stamped lines with their local time and stream
             "fswatch",     # every live log tail of the web process shares its one inotify instance
             "spec"},       # /metrics names every job state
     "__init__": set(), "__main__": {"cli"}, "errors": set(), "record": set(),

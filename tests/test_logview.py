@@ -3,7 +3,6 @@ the filter, and reading real files back: merged by time, raw logs, rotated logs,
 following many files (one of them created later) through one inotify instance."""
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time

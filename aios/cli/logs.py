@@ -120,20 +120,15 @@ class Printer:
         return json.dumps(fields, ensure_ascii=False)
 
     def text_line(self, entry) -> str:
+        from ..logformat import moment
+
         line = entry.line
         text = line.text.decode("utf-8", "replace")
         job = "" if self.one_job else show.paint(entry.job.ljust(self.width), "bold", self.color) + " "
         if line.ts is None:
             return f"{job}{text}"
         stream = show.paint("err", "red", self.color) if line.stream == "stderr" else "out"
-        return f"{show.paint(_moment(line.ts), 'dim', self.color)} {job}{stream} {text}"
-
-
-def _moment(ts: float) -> str:
-    import time
-
-    seconds, millis = divmod(round(ts * 1000), 1000)
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) + f".{millis:03d}"
+        return f"{show.paint(moment(line.ts), 'dim', self.color)} {job}{stream} {text}"
 
 
 def _job_name(name: str) -> str:

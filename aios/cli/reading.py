@@ -33,6 +33,8 @@ def cmd_status(args, home: str) -> int:
     else:
         color = show.use_color(sys.stdout)
         out(show.table(_STATUS_HEADERS, [_status_row(j, time.time(), color) for j in jobs], color))
+        if args.job and jobs and jobs[0].get("log_tail"):
+            _print_log_tail(home, jobs[0])
     if down:
         sys.stderr.write("aios: daemon not running; last recorded state\n")
         return EXIT_NOT_RUNNING
@@ -56,13 +58,23 @@ def _status_row(job: dict, now: float, color: bool) -> list:
 
 
 def _why(job: dict, now: float) -> str:
-    """Why a job is not running, in a few words."""
+    """Why a job is not running, in a few words (and the last line it wrote to stderr)."""
     status, why = job["status"], job.get("why") or ""
+    tail = job.get("log_tail")
+    if tail and tail["lines"]:
+        why += f"; {'stderr' if tail['stream'] else 'log'}: {tail['lines'][-1]}"
     if status == "backoff" and job.get("next_due"):
         return f"backoff {max(0.0, job['next_due'] - now):.1f} s: {why}"
     if status == "running":
         return why
     return f"{status}: {why}" if why and status in ("failed", "stopped", "ineligible") else why
+
+
+def _print_log_tail(home: str, job: dict) -> None:
+    tail = job["log_tail"]
+    out(f"last {'stderr ' if tail['stream'] else ''}lines of {os.path.join(home, 'logs', job['name'] + '.log')}:")
+    for line in tail["lines"]:
+        out(f"  {line}")
 
 
 def _stored_status(home: str, name: str | None) -> list[dict]:
@@ -74,8 +86,14 @@ def _stored_status(home: str, name: str | None) -> list[dict]:
     names = [n for n in (list(specs) or sorted(states)) + sorted(invalid) if name in (None, n)]
     if name and not names:
         raise AiosError(f"no job named {name!r}")
-    return [_invalid_job(n, invalid[n]) if n in invalid
+    jobs = [_invalid_job(n, invalid[n]) if n in invalid
             else _stored_job(n, specs.get(n, {}), states.get(n), last.get(n)) for n in names]
+    for job in jobs:
+        if job["status"] in ("failed", "backoff"):      # as the daemon would show it
+            from ..logs import last_words
+
+            job["log_tail"] = last_words(os.path.join(home, "logs", f"{job['name']}.log"))
+    return jobs
 
 
 def _invalid_now(home: str) -> dict:

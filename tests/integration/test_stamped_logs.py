@@ -10,7 +10,7 @@ import signal
 import sys
 
 from ..test_logwriter import COUNTER, numbers, records, writer_pids
-from .conftest import LIVENESS, pid_alive, wait_until, write_home
+from .conftest import pid_alive, wait_until, write_home
 from .test_cli import aios, daemon, ok, status  # noqa: F401  (daemon is a fixture)
 
 STAMPED = f"""
@@ -182,3 +182,44 @@ def test_aios_logs_usage_errors(home):
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
     missing = aios(home, "logs", "nope")
     assert missing.returncode == 1 and "no log for job 'nope' yet" in missing.stderr
+
+
+# ================================================================ failures that speak
+
+CRASHING = """
+[logs]
+timestamps = "local"
+
+[jobs.web]
+type = "always"
+retries = 2
+backoff = "10ms"
+command = ["sh", "-c", "echo starting on 8787; echo 'OSError: [Errno 98] Address already in use' >&2; echo bye; exit 2"]
+
+[jobs.quiet]
+type = "always"
+command = ["sleep", "100000"]
+"""
+
+
+def test_status_shows_why_a_job_failed_in_its_own_words(home, daemon):
+    write_home(home, CRASHING)
+    daemon.up()
+    said = ["OSError: [Errno 98] Address already in use"] * 2       # two runs, each its line on stderr
+    wait_until(lambda: status(home)["web"]["status"] == "failed"
+               and (status(home)["web"]["log_tail"] or {}).get("lines") == said, what="web failed, in its words")
+    web, quiet = status(home)["web"], status(home)["quiet"]
+    assert web["log_tail"] == {"stream": "stderr", "lines": said}
+    assert "log_tail" not in quiet                            # only failed and backoff jobs are read
+    table = aios(home, "status")
+    assert table.returncode == 4
+    row = next(line for line in table.stdout.splitlines() if line.startswith("web "))
+    assert row.endswith("; stderr: OSError: [Errno 98] Address already in use"), row
+    one = aios(home, "status", "web").stdout.splitlines()
+    assert one[-3:] == [f"last stderr lines of {home}/logs/web.log:"] + [f"  {line}" for line in said]
+    detail = aios(home, "status", "web", "--json")
+    assert json.loads(detail.stdout)[0]["log_tail"]["lines"][-1] == "OSError: [Errno 98] Address already in use"
+    daemon.down()
+    down = aios(home, "status", "web")                        # the daemon down: read from the files
+    assert down.returncode == 3
+    assert "  OSError: [Errno 98] Address already in use" in down.stdout
