@@ -139,7 +139,7 @@ def test_aios_logs_over_every_job(home, daemon):
     assert sorted(re.sub(MOMENT, "T", line) for line in lines[1:]) == [
         "T bind err OSError: Address already in use", "T bind out binding", "T web  out listening on 8787"]
     single = ok(aios(home, "logs", "bind")).splitlines()
-    assert [re.sub(MOMENT, "T", line) for line in sorted(single)] == [
+    assert sorted(re.sub(MOMENT, "T", line) for line in single) == [
         "T err OSError: Address already in use", "T out binding"]
 
     objects = [json.loads(line) for line in ok(aios(home, "logs", "--json")).splitlines()]
