@@ -16,10 +16,11 @@ takes copies of the ends it reads. Only when both die at once does a job's next 
 fail (EPIPE).
 
 What it costs (`python3 -m bench --only logs --rounds 7 --no-peers`, 2 cores, a job
-writing 100,000 lines of 50 bytes, one write() each; medians, min-max): every line in the
-log after 139 ms (130-155) stamped vs 173 ms (152-213) written directly, 0.83x pair by
-pair; the daemon's CPU 0-10 ms either way (the clock's resolution: it never touches the
-bytes); the writer's 20 ms (10-30). Writing to a pipe is cheaper for the job than a
+writing 100,000 lines of 50 bytes, one write() each; medians, min-max, in
+bench/results/20261129T192919.json): every line in the log after 166 ms (153-199)
+stamped vs 173 ms (152-273) written directly, 0.94x pair by pair (0.83x in another run);
+the daemon's CPU 0 ms stamped (0-10 direct: 10 ms is the clock's resolution; it never
+touches the bytes); the writer's 20 ms (20-30). Writing to a pipe is cheaper for the job than a
 write() per line to the file, and the writer appends 64 KiB at a time. Stamping is one
 bytes.replace per chunk read, never a loop per line; and after a turn that read less than
 SMALL the writer waits GATHER (1 ms) before looking again, so that a job printing line by
