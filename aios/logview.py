@@ -202,9 +202,10 @@ def _entries(job: str, raw_lines) -> list[Entry]:
 
 
 class Follow:
-    """New entries of many logs as they are written, through one inotify instance (or a
-    look every POLL seconds without one). With `folder`, logs created there later are
-    followed too."""
+    """New entries of many logs as they are written, through one inotify instance; a log
+    that cannot be watched (no inotify, its folder not made yet, no watches left) is
+    looked at every POLL seconds. With `folder`, logs created there later are followed
+    too."""
 
     POLL = 0.5
 
@@ -216,18 +217,23 @@ class Follow:
         watcher = open_watcher()
         self.watches = FileWatches(watcher) if watcher is not None else None
         self.changed: set[str] = set(self.followers)
-        for job, follower in self.followers.items():
-            self._watch(job, follower.path)
-        if folder is not None and self.watches is not None:
-            try:
-                self.watches.add_folder(folder, self._rescan)
-            except OSError:
-                pass
+        self.unwatched: set[str] = set(self.followers)     # jobs whose log (or folder) has no watch yet
+        self.folder_watched = folder is None
+        self._watch_all()
 
-    def _watch(self, job: str, path: str) -> None:
-        if self.watches is not None:
+    def _watch_all(self) -> None:
+        if self.watches is None:
+            return
+        for job in list(self.unwatched):
             try:
-                self.watches.add(path, lambda: self.changed.add(job))
+                self.watches.add(self.followers[job].path, lambda job=job: self.changed.add(job))
+                self.unwatched.discard(job)
+            except OSError:
+                continue
+        if not self.folder_watched:
+            try:
+                self.watches.add_folder(self.folder, self._rescan)
+                self.folder_watched = True
             except OSError:
                 pass
 
@@ -235,8 +241,9 @@ class Follow:
         for job, path in log_files(self.folder).items():
             if job not in self.followers:
                 self.followers[job] = logs.Follower(path, from_start=True)
-                self._watch(job, path)
+                self.unwatched.add(job)
                 self.changed.add(job)
+        self._watch_all()
 
     def entries(self):
         """Each new entry that passes the filter, forever (a generator that sleeps)."""
@@ -250,13 +257,15 @@ class Follow:
             yield from sorted(batch, key=_merge_key)
             if self.changed:
                 continue
-            if self.watches is None:
-                time.sleep(self.POLL)
-                self.changed.update(self.followers)
+            polling = self.watches is None or self.unwatched or not self.folder_watched
+            ready = select.select([self.watches] if self.watches else [], [], [], self.POLL if polling else None)[0]
+            if ready:
+                self.watches.dispatch()
+            else:                                       # a look at what no watch covers
+                self.changed.update(self.unwatched if self.watches else self.followers)
                 if self.folder is not None:
                     self._rescan()
-            elif select.select([self.watches], [], [])[0]:
-                self.watches.dispatch()
+                self._watch_all()
 
     def _read(self, job: str) -> list[Entry]:
         follower = self.followers[job]

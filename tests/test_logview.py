@@ -181,3 +181,30 @@ def test_a_log_full_of_long_and_odd_lines(tmp_path):
     assert [e.line.text for e in entries[1:]] == [b"after", b"\xff\xfe raw"]   # raw: with the line above
     entries, _ = logview.last({"odd": str(path)}, 5, Filter())
     assert entries[-1].line.text == b"\xff\xfe raw" and entries[-1].key == pytest.approx(T + 1)
+
+
+def test_following_a_log_whose_folder_comes_later(tmp_path):
+    """No folder to watch yet: looked at every POLL seconds, then watched once it exists."""
+    folder = tmp_path / "logs"
+    _, followers = logview.last(logview.log_files(str(folder), "late"), 1, Filter(), unfinished=False)
+    follow = logview.Follow(followers, Filter())
+    got, done = [], threading.Event()
+
+    def collect():
+        for e in follow.entries():
+            got.append(e.line.text)
+            if len(got) == 2:
+                done.set()
+                return
+
+    threading.Thread(target=collect, daemon=True).start()
+    folder.mkdir()
+    (folder / "late.log").write_bytes(stamped(T, "stdout", "first"))
+    deadline = time.monotonic() + 30
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with open(folder / "late.log", "ab") as f:
+        f.write(stamped(T, "stdout", "second"))
+    assert done.wait(30), got
+    assert got == [b"first", b"second"]
+    assert not follow.unwatched                  # watched by now, no longer polled
