@@ -50,15 +50,18 @@ def cmd_logs(args, home: str) -> int:
     for entry in entries:
         printer.print(entry)
     if args.follow:
-        sys.stdout.flush()
-        follow = logview.Follow(followers, flt, folder=None if args.job else folder)
-        try:
-            for entry in follow.entries():
-                printer.print(entry)
-                sys.stdout.flush()
-        finally:
-            follow.close()
+        _follow(logview.Follow(followers, flt, folder=None if args.job else folder), printer)
     return EXIT_OK
+
+
+def _follow(follow, printer) -> None:
+    sys.stdout.flush()
+    try:
+        for entry in follow.entries():
+            printer.print(entry)
+            sys.stdout.flush()
+    finally:
+        follow.close()
 
 
 def _filter(args):
