@@ -71,6 +71,9 @@ class LogPipes:
             conn = _connect(self.path)
         except OSError:
             return False
+        if _listener_uid(conn) != os.getuid():      # never hand a job's output to another user
+            conn.close()
+            return False
         self._linked(conn)
         self._list()
         return True
@@ -314,6 +317,14 @@ def _bind(listener: socket.socket, path: str) -> None:
     finally:
         os.umask(old)
     listener.listen(8)
+
+
+def _listener_uid(conn: socket.socket) -> int:
+    """The user who made the socket conn is connected to (SO_PEERCRED of a connecting
+    socket: the process that called listen())."""
+    import struct
+
+    return struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
 
 
 def _encode(message: dict) -> bytes:
