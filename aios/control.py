@@ -218,7 +218,7 @@ class ControlServer:
         self.engine, self.path, self.loop = engine, path, engine.loop
         self.owner = os.getuid()
         self.report = report or _report
-        self.sock = _listen(path) if listen_fd is None else socket.socket(fileno=listen_fd)
+        self.sock = listen_private(path) if listen_fd is None else socket.socket(fileno=listen_fd)
         self.sock.setblocking(False)
         self.limit = connection_limit()
         self.connections: dict[Connection, None] = {}   # least recently active first
@@ -542,19 +542,23 @@ def _decode(line: bytes) -> dict:
     return req
 
 
-def _listen(path: str) -> socket.socket:
-    """Bind the socket with mode 0600 (set through the umask, so it is never wider)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def listen_private(path: str, kind: int = socket.SOCK_STREAM, backlog: int = BACKLOG) -> socket.socket:
+    """A Unix socket listening on path with mode 0600 (set through the umask, so it is
+    never wider), in place of a stale one (the daemon's lock proves no daemon runs)."""
+    sock = socket.socket(socket.AF_UNIX, kind)
     try:
-        os.unlink(path)  # a stale socket of a dead daemon; the pid lock proves none runs
+        os.unlink(path)
     except FileNotFoundError:
         pass
     old = os.umask(0o177)
     try:
         sock.bind(path)
+    except OSError:
+        sock.close()
+        raise
     finally:
         os.umask(old)
-    sock.listen(BACKLOG)
+    sock.listen(backlog)
     return sock
 
 

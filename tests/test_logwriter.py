@@ -151,6 +151,15 @@ def new_daemon(started, home) -> Daemon:
     return daemon
 
 
+def counting(started, folder):
+    """A daemon, and a child counting into folder/job.log through its writer (50 lines in)."""
+    daemon = new_daemon(started, folder)
+    log = folder / "job.log"
+    child = counter(started, daemon, log)
+    grows(daemon, log)
+    return daemon, log, child
+
+
 def grows(daemon: Daemon, log, by: int = 50):
     """Turn daemon's loop until `by` more stdout lines are in log."""
     before = len(numbers(log))
@@ -244,10 +253,7 @@ def test_the_job_outlives_its_daemon_and_a_new_daemon_takes_over(tmp_path, start
 
 
 def test_a_killed_writer_is_replaced_and_the_job_never_sees_it(tmp_path, started):
-    daemon = new_daemon(started, tmp_path)
-    log = tmp_path / "job.log"
-    child = counter(started, daemon, log)
-    grows(daemon, log)
+    daemon, log, child = counting(started, tmp_path)
     old = daemon.pipes.child.pid
     os.kill(old, signal.SIGKILL)
     turn_until(daemon.loop, lambda: daemon.pipes.child is not None and daemon.pipes.child.pid != old,
@@ -265,10 +271,7 @@ def test_a_killed_writer_is_replaced_and_the_job_never_sees_it(tmp_path, started
 def test_a_writer_that_dropped_its_daemon_is_reached_again_not_doubled(tmp_path, started):
     """Another connection takes the writer's link (as when the writer gives up on a daemon
     slow to read): the daemon reaches the same writer again, never starts a second reader."""
-    daemon = new_daemon(started, tmp_path)
-    log = tmp_path / "job.log"
-    child = counter(started, daemon, log)
-    grows(daemon, log)
+    daemon, log, child = counting(started, tmp_path)
     writer = daemon.pipes.child.pid
     intruder = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     intruder.connect(str(tmp_path / SOCKET_NAME))
@@ -284,10 +287,7 @@ def test_a_writer_that_dropped_its_daemon_is_reached_again_not_doubled(tmp_path,
 
 def test_a_restarted_writer_takes_pipes_whose_adds_it_never_got(tmp_path, started):
     """Pipes handed to a writer that dies before it reads its messages are handed again."""
-    daemon = new_daemon(started, tmp_path)
-    log = tmp_path / "job.log"
-    first = counter(started, daemon, log)
-    grows(daemon, log)
+    daemon, log, first = counting(started, tmp_path)
     os.kill(daemon.pipes.child.pid, signal.SIGSTOP)       # messages now wait in its socket
     second = counter(started, daemon, tmp_path / "second.log")
     os.kill(daemon.pipes.child.pid, signal.SIGKILL)
@@ -300,10 +300,7 @@ def test_a_restarted_writer_takes_pipes_whose_adds_it_never_got(tmp_path, starte
 
 
 def test_the_writer_refuses_what_is_not_a_pipe_for_a_log(tmp_path, started):
-    daemon = new_daemon(started, tmp_path)
-    log = tmp_path / "job.log"
-    child = counter(started, daemon, log)
-    grows(daemon, log)
+    daemon, log, child = counting(started, tmp_path)
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     conn.connect(str(tmp_path / SOCKET_NAME))       # takes the link, as a confused process could
     readable, unused = os.pipe()

@@ -25,6 +25,7 @@ from collections import deque
 from pathlib import Path
 
 from .. import logs, supervisor
+from ..control import listen_private, peer_uid
 
 SOCKET_NAME = "logwriter.sock"     # = logwriter.SOCKET_NAME (the writer is not imported here)
 RESTART_DELAYS = (0.0, 1.0, 5.0, 30.0)  # a writer that keeps dying is started again after these
@@ -71,7 +72,7 @@ class LogPipes:
             conn = _connect(self.path)
         except OSError:
             return False
-        if _listener_uid(conn) != os.getuid():      # never hand a job's output to another user
+        if peer_uid(conn) != os.getuid():      # its listener's maker: never hand a job's output to another user
             conn.close()
             return False
         self._linked(conn)
@@ -144,9 +145,9 @@ class LogPipes:
     def _start(self) -> bool:
         """Start a writer on a fresh socket and link to it; False (and a retry planned) if
         it cannot be started."""
-        listener, conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET), None
+        listener = conn = None
         try:
-            _bind(listener, self.path)
+            listener = listen_private(self.path, socket.SOCK_SEQPACKET, 8)   # in place of a dead writer's
             conn = _connect(self.path)        # waits in the backlog for the writer
             self.child = self._spawn(listener.fileno())
         except OSError as exc:
@@ -155,7 +156,8 @@ class LogPipes:
             self._retry_later(f"could not be started ({exc})")
             return False
         finally:
-            listener.close()
+            if listener is not None:
+                listener.close()
         if self.child.pidfd is not None:
             self.loop.add_reader(self.child.pidfd, self._exited, self.child)
         self._linked(conn)
@@ -303,28 +305,6 @@ def _connect(path: str) -> socket.socket:
         conn.close()
         raise
     return conn
-
-
-def _bind(listener: socket.socket, path: str) -> None:
-    """Listen on path (mode 0600), in place of a dead writer's socket."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    old = os.umask(0o177)
-    try:
-        listener.bind(path)
-    finally:
-        os.umask(old)
-    listener.listen(8)
-
-
-def _listener_uid(conn: socket.socket) -> int:
-    """The user who made the socket conn is connected to (SO_PEERCRED of a connecting
-    socket: the process that called listen())."""
-    import struct
-
-    return struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
 
 
 def _encode(message: dict) -> bytes:
