@@ -113,14 +113,18 @@ def _midnight(now: float, days: int, hour: int = 0, minute: int = 0, second: int
 
 
 def log_files(folder: str, job: str | None = None) -> dict[str, str]:
-    """job name -> path of its current log: the one job's (whether or not it exists yet),
-    or every logs/NAME.log there is, by name."""
-    if job is not None:
-        return {job: os.path.join(folder, f"{job}.log")}
+    """job name -> path of its current log: every logs/NAME.log there is, by name; or the
+    one job's (whether or not it exists yet), else those of its copies (a job with
+    `instances` logs to JOB.0.log, JOB.1.log, ...)."""
     try:
         names = sorted(name[:-4] for name in os.listdir(folder) if name.endswith(".log") and name[:-4])
     except FileNotFoundError:
-        return {}
+        names = []
+    if job is not None:
+        copies = [] if job in names else sorted(
+            (name for name in names if name.rpartition(".")[0] == job and name.rpartition(".")[2].isdigit()),
+            key=lambda name: int(name.rpartition(".")[2]))
+        names = copies or [job]
     return {name: os.path.join(folder, f"{name}.log") for name in names}
 
 

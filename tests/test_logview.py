@@ -208,3 +208,14 @@ def test_following_a_log_whose_folder_comes_later(tmp_path):
     assert done.wait(30), got
     assert got == [b"first", b"second"]
     assert not follow.unwatched                  # watched by now, no longer polled
+
+
+def test_a_job_with_copies_is_read_by_its_name(tmp_path):
+    """A job with `instances` logs to JOB.0.log, JOB.1.log ...: its name reads them all
+    (in copy order), unless a log of that very name exists."""
+    for name in ("web.0", "web.1", "web.10", "web.2", "webby", "web.x"):
+        (tmp_path / f"{name}.log").write_bytes(b"")
+    assert list(logview.log_files(str(tmp_path), "web")) == ["web.0", "web.1", "web.2", "web.10"]
+    assert list(logview.log_files(str(tmp_path), "nothing")) == ["nothing"]
+    (tmp_path / "web.log").write_bytes(b"")
+    assert list(logview.log_files(str(tmp_path), "web")) == ["web"]

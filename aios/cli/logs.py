@@ -29,7 +29,8 @@ def _arguments(cmd) -> None:
 @command("logs", setup=_arguments)
 def cmd_logs(args, home: str) -> int:
     """What jobs wrote to stdout and stderr, each line with its time and stream (stderr
-    marked `err`): one job's log, or every job's merged by time with a name column.
+    marked `err`): one job's log (a job with `instances`: each copy's, named), or every
+    job's merged by time with a name column.
     --since/--until choose a window (rotated logs included), --grep a pattern, --stderr
     a stream; --json prints one object per line; -f keeps following. Logs written without
     timestamps ([logs] timestamps = "none") are shown as they are."""
@@ -38,7 +39,7 @@ def cmd_logs(args, home: str) -> int:
     flt = _filter(args)
     folder = os.path.join(home, "logs")
     files = logview.log_files(folder, _job_name(args.job) if args.job else None)
-    if args.job and not os.path.exists(files[args.job]) and not args.follow:
+    if args.job and not any(map(os.path.exists, files.values())) and not args.follow:
         return fail(f"no log for job {args.job!r} yet ({files[args.job]} does not exist)")
     _notes(files, flt)
     printer = Printer(args, list(files))
@@ -105,7 +106,7 @@ class Printer:
     """Entries as text (time, job when there are several, stream, text) or as JSON."""
 
     def __init__(self, args, jobs: list):
-        self.json, self.one_job = args.json, bool(args.job)
+        self.json, self.one_job = args.json, len(jobs) == 1 and bool(args.job)
         self.width = max((len(job) for job in jobs), default=0)
         self.color = show.use_color(sys.stdout) and not args.json
 
