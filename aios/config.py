@@ -27,7 +27,7 @@ from .home import CONFIG_FILE
 PROGRAMS_DIR = "Programs"
 _SECTIONS = ("device", "jobs", "logs", "retention", "store", "web")
 _SETTING_KEYS = {"device": ("id", "tags"), "web": ("host", "port", "token"), "retention": ("days",),
-                 "logs": ("max_size", "keep"), "store": ("url", "password_file", "lease_ttl")}
+                 "logs": ("max_size", "keep", "timestamps"), "store": ("url", "password_file", "lease_ttl")}
 STORE_ENV = ("AIOS_DB", "AIOS_DB_PASSWORD_FILE")   # override [store] url and password_file
 
 
@@ -252,6 +252,7 @@ def _settings(data: dict, errors: list[str]) -> Settings:
         web_token=_setting(web, "web", "token", str, None, "a non-empty string"),
         log_max_bytes=_size(logs),
         log_keep=_keep(logs),
+        log_timestamps=_timestamps(logs),
         retention_days=_retention(retention),
         store_url=_store_url(store),
         lease_ttl=_lease_ttl(store),
@@ -352,6 +353,16 @@ def _keep(logs: dict) -> int:
     if not 0 <= keep <= 100:
         raise ConfigError(f"{CONFIG_FILE}: [logs] keep = {show_value(keep)}; use a number of rotated files from 0 to 100")
     return keep
+
+
+def _timestamps(logs: dict) -> str:
+    """How job log lines are stamped; a home without the setting keeps raw logs (new homes
+    get "local" from default.toml)."""
+    value = logs.get("timestamps", "none")
+    if value not in ("local", "utc", "none"):
+        raise ConfigError(f"{CONFIG_FILE}: [logs] timestamps = {show_value(value)}; use \"local\" (each line "
+                          "stamped with local time and its stream), \"utc\", or \"none\" (raw output)")
+    return value
 
 
 def _retention(retention: dict) -> float:

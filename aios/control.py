@@ -65,8 +65,9 @@ def op_about(engine, req):
 
 def op_status(engine, req):
     """status [job] [fleet] -> [{name, type, status, why, pid, uptime, restarts, next_due,
-    last_run, tags, ...}]: every job, or one; with fleet: true, every job of every device
-    of the fleet as each last stored it ({device, name, status, why, pid, ...})."""
+    last_run, tags, ...}]: every job, or one (a failed or backoff job's last stderr lines
+    as log_tail); with fleet: true, every job of every device of the fleet as each last
+    stored it ({device, name, status, why, pid, ...})."""
     if _field(req, "fleet", bool, False):
         return engine.fleet_status()
     return engine.status(_field(req, "job", str, None))
@@ -244,7 +245,7 @@ class ControlServer:
         self.engine, self.path, self.loop = engine, path, engine.loop
         self.owner = os.getuid()
         self.report = report or _report
-        self.sock = _listen(path) if listen_fd is None else socket.socket(fileno=listen_fd)
+        self.sock = listen_private(path) if listen_fd is None else socket.socket(fileno=listen_fd)
         self.sock.setblocking(False)
         self.limit = connection_limit()
         self.connections: dict[Connection, None] = {}   # least recently active first
@@ -568,19 +569,23 @@ def _decode(line: bytes) -> dict:
     return req
 
 
-def _listen(path: str) -> socket.socket:
-    """Bind the socket with mode 0600 (set through the umask, so it is never wider)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def listen_private(path: str, kind: int = socket.SOCK_STREAM, backlog: int = BACKLOG) -> socket.socket:
+    """A Unix socket listening on path with mode 0600 (set through the umask, so it is
+    never wider), in place of a stale one (the daemon's lock proves no daemon runs)."""
+    sock = socket.socket(socket.AF_UNIX, kind)
     try:
-        os.unlink(path)  # a stale socket of a dead daemon; the pid lock proves none runs
+        os.unlink(path)
     except FileNotFoundError:
         pass
     old = os.umask(0o177)
     try:
         sock.bind(path)
+    except OSError:
+        sock.close()
+        raise
     finally:
         os.umask(old)
-    sock.listen(BACKLOG)
+    sock.listen(backlog)
     return sock
 
 

@@ -125,7 +125,8 @@ def open_watcher() -> Watcher | None:
 class FileWatches:
     """Files watched through one Watcher, whatever their number (a user has few inotify
     instances: 128 by default). `add(path, wake)` watches a file (writes, truncation) and
-    its folder (the file created, or replaced by a rename); `dispatch()`, called when
+    its folder (the file created, or replaced by a rename); `add_folder(path, wake)` a
+    folder for any file created in it; `dispatch()`, called when
     fileno() is readable, calls the `wake()` of every file something happened to.
     Watches shared by several files (one folder, one file followed twice) are removed
     with the last of them."""
@@ -144,6 +145,13 @@ class FileWatches:
         watched.file = self._watch_file(watched)
         return watched
 
+    def add_folder(self, path: str, wake) -> Watched:
+        """Call wake() whenever a file is created in (or renamed into) the folder path;
+        OSError if it cannot be watched."""
+        watched = Watched(os.path.join(path, ""), wake)
+        watched.folder = self._use(watched, path, IN_CREATE | IN_MOVED_TO)
+        return watched
+
     def remove(self, watched: Watched) -> None:
         for wd in (watched.folder, watched.file):
             self._release(watched, wd)
@@ -155,7 +163,9 @@ class FileWatches:
             if mask & IN_Q_OVERFLOW:
                 woken.update(*self.users.values())
             for watched in list(self.users.get(wd, ())):
-                if wd == watched.folder and name == watched.name:
+                if wd == watched.folder and not watched.name:       # a folder's: any new file
+                    woken.add(watched)
+                elif wd == watched.folder and name == watched.name:
                     self._release(watched, watched.file)
                     watched.file = self._watch_file(watched)
                     woken.add(watched)
@@ -193,7 +203,8 @@ class FileWatches:
 
 
 class Watched:
-    """One file of a FileWatches: its path and the watch descriptors it uses."""
+    """One file of a FileWatches (or, with an empty name, a folder): its path and the
+    watch descriptors it uses."""
 
     __slots__ = ("path", "name", "wake", "folder", "file")
 

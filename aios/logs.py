@@ -10,13 +10,14 @@ which is the price of never having to reopen a running job's output.
 appended by blocks, with memory bounded whatever the lines (a newline-free log too).
 `follow` (the CLI's `logs -f`) waits on inotify for the file to change, or looks every
 100 ms where inotify is missing; the dashboard waits on its own shared inotify instance.
-Imports only aios.fswatch, when following.
+`last_words` reads a failed job's last stderr lines (a bounded read of the log's end).
+Imports aios.fswatch, when following, and aios.logformat, to read stamped lines.
 """
 from __future__ import annotations
 
 import os
 
-__all__ = ["open_log", "rotate_if_needed", "tail", "follow", "follow_all"]
+__all__ = ["open_log", "rotate_if_needed", "tail", "follow", "last_words"]
 
 _BLOCK = 64 * 1024
 _TAIL_LIMIT = 16 * 1024 * 1024   # tail never reads more than this, whatever the lines
@@ -139,7 +140,7 @@ def tail(path: str, n: int) -> list[str]:
 
 class Follower:
     """What is appended to a log file, a complete line at a time, from where it was when
-    the Follower was made (or from its start, if it did not exist yet). A truncated
+    the Follower was made (or from its start, if it did not exist yet, or from_start). A truncated
     (copytruncated) or replaced file is followed from its new start.
 
     Whatever the file holds, a Follower keeps at most `max_line` bytes of an unfinished
@@ -147,10 +148,10 @@ class Follower:
     max_line is returned cut (its first max_line bytes and CUT_MARK) as soon as it is
     that long, and the rest of it is skipped. Lines are bytes, without their newline."""
 
-    def __init__(self, path: str, max_line: int = MAX_LINE, chunk: int = _FOLLOW_CHUNK):
+    def __init__(self, path: str, max_line: int = MAX_LINE, chunk: int = _FOLLOW_CHUNK, from_start: bool = False):
         st = _stat(path)
         self.path, self.partial, self.max_line, self.chunk = path, b"", max_line, chunk
-        self.pos, self.ino = (st.st_size, st.st_ino) if st is not None else (0, None)
+        self.pos, self.ino = (st.st_size if not from_start else 0, st.st_ino) if st is not None else (0, None)
         self.skipping = False    # the line being read was cut: drop bytes up to its newline
         self._watch = None       # a fswatch.FileWatch once wait() is called; False: none to be had
         self.behind = False      # the last read() stopped before the end of the file
@@ -271,55 +272,42 @@ def _follow(follower: Follower):
         follower.close()
 
 
-def follow_all(paths: list[str]):
-    """`follow` for several files at once (the copies of a job with `instances`): (index
-    of the path, line) for each line appended to any of them from now, forever, waiting
-    on one inotify instance for all (or looking every 100 ms where there is none)."""
-    return _follow_all([Follower(path) for path in paths])
-
-
-def _follow_all(followers: list):
-    import select
-
-    watches = _watch_all([follower.path for follower in followers])
-    try:
-        while True:
-            quiet = True
-            for index, follower in enumerate(followers):
-                for line in follower.read():
-                    quiet = False
-                    yield index, _text(line)
-                quiet = quiet and not follower.behind
-            if not quiet:
-                continue
-            if watches is None:
-                select.select([], [], [], _MIN_POLL)
-            elif select.select([watches], [], [], None)[0]:
-                watches.dispatch()
-    finally:
-        if watches is not None:
-            watches.close()
-
-
-def _watch_all(paths: list[str]):
-    """One FileWatches of all paths, or None where inotify or a folder is missing."""
-    from .fswatch import FileWatches, open_watcher
-
-    watcher = open_watcher()
-    if watcher is None:
-        return None
-    watches = FileWatches(watcher)
-    try:
-        for path in paths:
-            watches.add(path, lambda: None)
-    except OSError:
-        watches.close()
-        return None
-    return watches
-
-
 def _text(line: bytes) -> str:
     return line.decode("utf-8", errors="replace")
+
+
+# ---------------------------------------------------------------- a failed job's last words
+
+
+REASON_BYTES = 8 * 1024         # how much of a log's end is read for a failed job's reason
+REASON_LINES = 3
+REASON_WIDTH = 300              # characters of a line kept
+
+
+def last_words(path: str, n: int = REASON_LINES, most: int = REASON_BYTES) -> dict | None:
+    """What a failed job's status shows as its reason: the last n lines it wrote to
+    stderr within the last `most` bytes of its log, else its last n lines (a raw log
+    does not tell the streams apart), as {"stream": "stderr" or None, "lines": [...]};
+    None if the log is missing or empty."""
+    from .logformat import parse
+
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - most))
+            data = f.read(most)
+    except OSError:
+        return None
+    lines = data.split(b"\n")
+    if size > most and len(lines) > 1:
+        lines = lines[1:]                   # begins inside a line (unless all of it is one)
+    parsed = [parse(line.rstrip(b"\r")) for line in lines if line.strip()]
+    errors = [line for line in parsed if line.stream == "stderr"]
+    chosen = (errors or parsed)[-n:]
+    if not chosen:
+        return None
+    return {"stream": "stderr" if errors else None,
+            "lines": [_text(line.text)[:REASON_WIDTH] for line in chosen]}
 
 
 def _stat(path: str):

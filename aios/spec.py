@@ -248,6 +248,7 @@ class Settings:
     web_token: str | None = None
     log_max_bytes: int = 10 * 1024 * 1024
     log_keep: int = 3
+    log_timestamps: str = "none"        # "local", "utc": job logs stamped per line (logformat); "none": raw
     retention_days: float = 30.0        # runs, triggers and events older than this are pruned (0: never)
     store_url: str | None = None        # None: orchestrator.db in AIOS_HOME; never holds a password
     store_password_file: str | None = None

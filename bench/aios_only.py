@@ -157,6 +157,88 @@ def _ended(system: Aios) -> int:
     return system.query("SELECT COUNT(*) FROM runs WHERE job = ? AND ended IS NOT NULL", (WORK,))[0][0]
 
 
+# ---------------------------------------------------------------- job logs
+
+LINES_JOB = "lines"
+# A job writing N numbered lines of LINE_BYTES bytes, one write() each (as a program job's
+# line-buffered print does), then exiting.
+LINE_WRITER = """
+import os, sys
+for i in range(int(sys.argv[1])):
+    os.write(1, b"%08d a line of a job's log: 50 bytes in all..\\n" % i)
+"""
+LINE_BYTES = 50
+STAMP_BYTES = len(b"2026-11-29T18:00:00.123+01:00 stdout F ")    # what [logs] timestamps adds to a line
+
+
+def log_lines(system: Aios, s: Settings) -> Samples:
+    """A trigger job writing `log_lines` lines, one write() each, with [logs] timestamps
+    "none" (the job writes its log file) and "local" (through the log writer), side by
+    side in each round: ms from the trigger until every line is in the log, the daemon's
+    CPU meanwhile, and the log writer's. Before each measured run an untimed one-line run
+    starts the writer and the job's interpreter caches."""
+    samples: Samples = {}
+    for key, timestamps in (("off", "none"), ("on", "local")):
+        samples.update(_write_lines(system, key, timestamps, s))
+    samples["on_over_off"] = [samples["on_ms"][0] / samples["off_ms"][0]]
+    return samples
+
+
+def _write_lines(system: Aios, key: str, timestamps: str, s: Settings) -> Samples:
+    n, log = s.log_lines, None
+    system.settings_toml = f'[logs]\ntimestamps = "{timestamps}"\nmax_size = "1GB"\n'
+    try:
+        with launched(system, [Job(LINES_JOB, (sys.executable, "-c", LINE_WRITER), kind="trigger")], 0, s.timeout):
+            log = system.home / "logs" / f"{LINES_JOB}.log"
+            with _client(system, s.timeout) as client:
+                client.call("wait", trigger=client.call("trigger", job=LINES_JOB, args=["1"]))
+                per_line = LINE_BYTES + (STAMP_BYTES if timestamps != "none" else 0)
+                measure.wait_for(lambda: _size(log) >= per_line, measure.now(), s.timeout,
+                                 "the warm-up line in the log", system.died)
+                want = per_line * (n + 1)
+                writer = _log_writer(system)
+                cpu0 = measure.cpu_seconds(system.daemon_pid), _cpu(writer)
+                t0 = measure.now()
+                client.call("trigger", job=LINES_JOB, args=[str(n)])
+                took = measure.wait_for(lambda: _size(log) >= want, t0, s.timeout, f"{n} lines in the log",
+                                        system.died)
+                daemon_cpu = measure.cpu_seconds(system.daemon_pid) - cpu0[0]
+                writer_cpu = _cpu(writer) - cpu0[1]
+            _check_lines(log, n, stamped=timestamps != "none")
+    finally:
+        system.settings_toml = ""
+    out = {f"{key}_ms": [took], f"{key}_lines_per_s": [n / (took / 1000.0)],
+           f"{key}_daemon_cpu_ms": [daemon_cpu * 1000]}
+    if timestamps != "none":
+        out["on_writer_cpu_ms"] = [writer_cpu * 1000]
+    return out
+
+
+def _size(path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _log_writer(system: Aios) -> int | None:
+    found = [pid for pid in system.children.of(system.daemon_pid) if system.is_log_writer(pid)]
+    return found[0] if found else None
+
+
+def _cpu(pid: int | None) -> float:
+    return measure.cpu_seconds(pid) if pid is not None else 0.0
+
+
+def _check_lines(log, n: int, stamped: bool) -> None:
+    """Untimed: the log holds the n lines, in order, each stamped as asked."""
+    lines = log.read_bytes().split(b"\n")[1:-1]       # the warm-up line first
+    if len(lines) != n or not lines[-1].endswith(b"%08d a line of a job's log: 50 bytes in all.." % (n - 1)):
+        raise measure.MeasureError(f"the log holds {len(lines)} lines after the warm-up one, not {n}")
+    if stamped != (b" stdout F " in lines[0]) or stamped != (b" stdout F " in lines[-1]):
+        raise measure.MeasureError(f"lines not {'stamped' if stamped else 'raw'}: {lines[0][:60]!r}")
+
+
 # ---------------------------------------------------------------- the control plane
 
 def round_trip(system: Aios, s: Settings) -> Samples:

@@ -38,6 +38,7 @@ class Settings(NamedTuple):
     repeats: int = 3               # CLI commands (--help, status) per round
     triggers: int = 1000           # triggers sent / rows inserted / runs dispatched per round
     pings: int = 1000              # control round trips per round
+    log_lines: int = 100_000       # lines a job writes, with timestamps off and on
     settle: float = 1.0            # seconds after start-up before memory or CPU is read
     timeout: float = 60.0          # liveness limit of any one wait
     scale_timeout: float = 300.0   # ... of the scale row's start-up
@@ -45,7 +46,7 @@ class Settings(NamedTuple):
 
 FULL = Settings()
 QUICK = Settings(quick=True, rounds=1, few=5, many=20, scale=50, cpu_window=2.0, lateness_window=4.0,
-                 kills=1, repeats=1, triggers=50, pings=200, settle=0.2)
+                 kills=1, repeats=1, triggers=50, pings=200, settle=0.2, log_lines=2000)
 
 
 class Row(NamedTuple):

@@ -20,7 +20,7 @@ QUICK_SCENARIOS = {   # scenario -> the system it is measured on in quick mode (
     "cli": "aios", "restart": "aios", "crash_recovery": "aios", f"shutdown_{FEW}": "aios",
     f"shutdown_{MANY}": "aios", f"rss_{FEW}": "aios", f"rss_{MANY}": "aios", "idle_cpu": "aios", "scale": "aios",
     "interval_lateness": "aios", "triggers_socket": "aios", "triggers_clients": "aios", "triggers_rows": "aios", "dispatch": "aios",
-    "round_trip": "aios", "reexec": "aios", "adoption": "aios",
+    "round_trip": "aios", "reexec": "aios", "logs": "aios", "adoption": "aios",
 }
 
 

@@ -70,6 +70,14 @@ def test_default_config_loads_with_the_seven_jobs(tmp_path):
     assert (str(specs["random_check"].after), str(specs["random_check"].before)) == ("14:00:00", "18:00:00")
     assert specs["backup"].interval == 30 * 60
     assert (specs["idle_task"].idle_after, specs["idle_task"].cooldown) == (600, 6 * 3600)
+    assert cfg.settings.log_timestamps == "local"     # a new home stamps its job logs
+
+
+def test_a_home_without_the_timestamps_setting_keeps_raw_logs(tmp_path):
+    assert load(home_with(tmp_path, "[logs]\nkeep = 2\n")).settings.log_timestamps == "none"
+    for value in ("local", "utc", "none"):
+        text = f'[logs]\ntimestamps = "{value}"\n'
+        assert load(home_with(tmp_path, text)).settings.log_timestamps == value
 
 
 def _umask() -> int:
@@ -145,6 +153,10 @@ def test_job_names_equal_ignoring_case_collide(tmp_path):
     ('[logs]\nmax_size = 0\n',
      "aios.toml: [logs] max_size = 0; use a number of bytes or a size like \"512KB\", \"10MB\", \"1GB\""),
     ('[logs]\nkeep = -1\n', "aios.toml: [logs] keep = -1; use a number of rotated files from 0 to 100"),
+    ('[logs]\ntimestamps = "iso"\n', "aios.toml: [logs] timestamps = 'iso'; use \"local\" (each line stamped "
+     "with local time and its stream), \"utc\", or \"none\" (raw output)"),
+    ('[logs]\ntimestamps = true\n', "aios.toml: [logs] timestamps = True; use \"local\" (each line stamped "
+     "with local time and its stream), \"utc\", or \"none\" (raw output)"),
     ('[device]\nid = 7\n', "aios.toml: [device] id = 7; use a non-empty string such as \"lab-pc\""),
     ('[device]\ntags = "gpu"\n',
      "aios.toml: [device] tags = 'gpu': use tag names (letters, digits, '_', '.', '-'), as a list "

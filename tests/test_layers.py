@@ -16,7 +16,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "aios"
 # posixtz turns a POSIX TZ rule into a tzinfo for config.local_zone; cron parses and
 # steps cron expressions (spec parses the field, schedule plans its slots).
 ALLOWED = {
-    "spec": {"cron"}, "logs": {"fswatch"}, "runner": set(), "fswatch": set(),
+    "spec": {"cron"}, "runner": set(), "fswatch": set(),
+    "logs": {"fswatch", "logformat"},    # last_words reads the stream of stamped lines
+    "logformat": set(),                  # the stamped line: written by logwriter, read by logs, cli, web
+    "logwriter": {"logformat", "logs"},  # the process that stamps job output into logs (logs.open_log)
+    "logview": {"logformat", "logs", "fswatch",
+                "spec"},                 # job logs read back for `aios logs`; spec.parse_duration for --since
     "supervisor": {"spec"},     # spec.exec_text_problem words a spawn's bad input (error path only)
     "schedule": {"spec", "cron", "wallclock"}, "cron": {"wallclock"}, "wallclock": set(),
     "lifecycle": {"spec", "schedule"},   # the table asks schedule when a restart or retry is due
@@ -35,9 +40,11 @@ ALLOWED = {
                "oplog"},                         # daemon.py: its log sink, orchestrator.log
     "cli": {"control", "config", "home", "show", "logs", "store", "engine", "spec", "states",
             "jobset",                            # a group of copies (instances) by its name, daemon down
+            "logview", "logformat",              # `aios logs`: job logs read back, stamped lines parsed
             "service",                           # `aios service`
             "supervisor"},                       # status with the daemon down: is a recorded pid alive (/proc)
     "web": {"control", "config", "home", "errors", "logs",
+            "logformat",   # the live tail shows stamped lines with their local time and stream
             "fswatch",     # every live log tail of the web process shares its one inotify instance
             "spec"},       # /metrics names every job state
     "__init__": set(), "__main__": {"cli"}, "errors": set(), "record": set(),

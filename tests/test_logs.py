@@ -387,3 +387,44 @@ def test_a_newline_free_log_costs_bounded_memory(tmp_path):
     assert lines == [b"\0" * (16 * 1024) + logs.CUT_MARK] and follower.pos == 200 << 20
     assert reads == (200 << 20) // (256 * 1024)
     assert peak < 2 * 256 * 1024 + (1 << 20), f"peak {peak} bytes"
+
+
+# ---------------------------------------------------------------- last_words
+
+
+def _stamped(stream: str, text: str) -> bytes:
+    return b"2026-12-01T18:00:00.000Z " + stream.encode() + b" F " + text.encode() + b"\n"
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, None),                                                     # no log yet
+    (b"", None),
+    (b"\n\n", None),
+    (b"".join(_stamped("stdout", f"out{i}") for i in range(5)),       # no stderr: the last lines
+     {"stream": None, "lines": ["out2", "out3", "out4"]}),
+    (_stamped("stderr", "Traceback (most recent call last):") + _stamped("stderr", '  File "x.py"')
+     + _stamped("stderr", "OSError: [Errno 98] Address already in use") + _stamped("stdout", "shutting down"),
+     {"stream": "stderr", "lines": ["Traceback (most recent call last):", '  File "x.py"',
+                                    "OSError: [Errno 98] Address already in use"]}),
+    (_stamped("stderr", "only one") + _stamped("stdout", "after"), {"stream": "stderr", "lines": ["only one"]}),
+    (b"raw one\nraw two\r\nraw three\nraw four", {"stream": None, "lines": ["raw two", "raw three", "raw four"]}),
+    (_stamped("stderr", "x" * 1000), {"stream": "stderr", "lines": ["x" * logs.REASON_WIDTH]}),
+    (b"\xff\xfe bad bytes\n", {"stream": None, "lines": ["\ufffd\ufffd bad bytes"]}),
+])
+def test_last_words(tmp_path, content, words):
+    path = tmp_path / "job.log"
+    if content is not None:
+        path.write_bytes(content)
+    assert logs.last_words(str(path)) == words
+
+
+def test_last_words_reads_only_the_end(tmp_path):
+    """An old stderr line more than REASON_BYTES back is not found, and the line the
+    window begins inside is not shown cut."""
+    path = tmp_path / "job.log"
+    path.write_bytes(_stamped("stderr", "long ago") + _stamped("stdout", "y" * (logs.REASON_BYTES + 10))
+                     + _stamped("stdout", "recent"))
+    assert logs.last_words(str(path)) == {"stream": None, "lines": ["recent"]}
+    with open(path, "ab") as f:
+        f.write(b"z" * (50 * 1024 * 1024))           # a huge log: still one bounded read
+    assert logs.last_words(str(path))["lines"] == ["z" * logs.REASON_WIDTH]

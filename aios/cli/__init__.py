@@ -1,7 +1,7 @@
 """The `aios` command (also `python -m aios`): argparse over the control socket.
 
-One module per group of commands (`lifecycle`, `reading`, `acting`, `editing`, `db`,
-`dashboard`, `service`); each registers its commands with `@command(name, *aliases, setup=...)`,
+One module per group of commands (`lifecycle`, `reading`, `logs`, `acting`, `editing`,
+`db`, `dashboard`, `service`); each registers its commands with `@command(name, *aliases, setup=...)`,
 where `setup(parser)` adds the command's arguments and the docstring is its help. Each command imports only
 what it needs: talking to a running daemon costs json and a socket; the store, the
 config parser and the engine load only for the commands that use them. Exit codes: 0
@@ -21,7 +21,8 @@ from ..home import find_home
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_JOB_FAILED = 0, 1, 2, 3, 4
 EXIT_CODES = ("Exit codes: 0 ok, 1 the operation failed, 2 usage, 3 no daemon is running, "
               "4 (status) a job is failed or invalid.")
-GROUPS = ("lifecycle", "reading", "acting", "editing", "db", "dashboard", "service", "fleet")   # the modules below, in help order
+GROUPS = ("lifecycle", "reading", "logs", "acting", "editing", "db", "dashboard", "service",
+          "fleet")   # the modules below, in help order
 _COMMANDS: dict = {}    # name -> (handler, setup, aliases)
 _ALIASES: dict = {}     # alias -> name
 

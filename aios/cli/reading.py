@@ -1,5 +1,5 @@
-"""`aios status`, `history`, `events`, `logs`: reading commands. With the daemon down
-they read the stored state instead."""
+"""`aios status`, `history`, `events`: reading commands. With the daemon down they read
+the stored state instead. (`aios logs` is in logs.py.)"""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from .. import control, show
 from ..errors import AiosError
-from . import EXIT_JOB_FAILED, EXIT_NOT_RUNNING, EXIT_OK, UsageError, command, count, fail, out, print_json
+from . import EXIT_JOB_FAILED, EXIT_NOT_RUNNING, EXIT_OK, command, count, out, print_json
 
 
 def _status_arguments(cmd) -> None:
@@ -36,6 +36,8 @@ def cmd_status(args, home: str) -> int:
     else:
         color = show.use_color(sys.stdout)
         out(show.table(_STATUS_HEADERS, [_status_row(j, time.time(), color) for j in jobs], color))
+        if args.job and jobs and jobs[0].get("log_tail"):
+            _print_log_tail(home, jobs[0])
     if down:
         sys.stderr.write("aios: daemon not running; last recorded state\n")
         return EXIT_NOT_RUNNING
@@ -74,13 +76,23 @@ def _status_row(job: dict, now: float, color: bool) -> list:
 
 
 def _why(job: dict, now: float) -> str:
-    """Why a job is not running, in a few words."""
+    """Why a job is not running, in a few words (and the last line it wrote to stderr)."""
     status, why = job["status"], job.get("why") or ""
+    tail = job.get("log_tail")
+    if tail and tail["lines"]:
+        why += f"; {'stderr' if tail['stream'] else 'log'}: {tail['lines'][-1]}"
     if status == "backoff" and job.get("next_due"):
         return f"backoff {max(0.0, job['next_due'] - now):.1f} s: {why}"
     if status == "running":
         return why
     return f"{status}: {why}" if why and status in ("failed", "stopped", "ineligible") else why
+
+
+def _print_log_tail(home: str, job: dict) -> None:
+    tail = job["log_tail"]
+    out(f"last {'stderr ' if tail['stream'] else ''}lines of {os.path.join(home, 'logs', job['name'] + '.log')}:")
+    for line in tail["lines"]:
+        out(f"  {line}")
 
 
 def _stored_status(home: str, name: str | None) -> list[dict]:
@@ -94,8 +106,14 @@ def _stored_status(home: str, name: str | None) -> list[dict]:
     names = [n for n in (list(specs) or sorted(states)) + sorted(invalid) if name in (None, n, group_of(n))]
     if name and not names:
         raise AiosError(f"no job named {name!r}")
-    return [_invalid_job(n, invalid[n]) if n in invalid
+    jobs = [_invalid_job(n, invalid[n]) if n in invalid
             else _stored_job(n, specs.get(n, {}), states.get(n), last.get(n)) for n in names]
+    for job in jobs:
+        if job["status"] in ("failed", "backoff"):      # as the daemon would show it
+            from ..logs import last_words
+
+            job["log_tail"] = last_words(os.path.join(home, "logs", f"{job['name']}.log"))
+    return jobs
 
 
 def _invalid_now(home: str) -> dict:
@@ -240,56 +258,6 @@ def _follow_events(home: str, args) -> int:
                 continue
             out(json.dumps(event) if args.json else _event_line(event))
             sys.stdout.flush()
-
-
-def _logs_arguments(cmd) -> None:
-    cmd.add_argument("job")
-    cmd.add_argument("-n", type=count, default=50, help="how many lines (default 50)")
-    cmd.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-
-
-@command("logs", setup=_logs_arguments)
-def cmd_logs(args, home: str) -> int:
-    """A job's captured stdout and stderr; -f follows it. A job with `instances` shows
-    each copy's lines, each line led by the copy's name."""
-    from .. import logs
-
-    paths = _log_paths(home, _job_name(args.job))
-    if not any(map(os.path.exists, paths.values())) and not args.follow:
-        return fail(f"no log for job {args.job!r} yet ({paths[args.job]} does not exist)")
-    lead = (lambda name: f"{name} | ") if len(paths) > 1 else (lambda name: "")
-    for name, path in paths.items():
-        for line in logs.tail(path, args.n):
-            sys.stdout.write(lead(name) + (line if line.endswith("\n") else line + "\n"))
-    if args.follow:
-        sys.stdout.flush()
-        names = list(paths)
-        for index, line in logs.follow_all(list(paths.values())):
-            sys.stdout.write(lead(names[index]) + line + "\n")   # without their newline
-            sys.stdout.flush()
-    return EXIT_OK
-
-
-def _log_paths(home: str, name: str) -> dict[str, str]:
-    """The log of the job `name` (by job name), or else those of its copies (instances)."""
-    from ..jobset import group_of
-
-    folder = os.path.join(home, "logs")
-    own = {name: os.path.join(folder, f"{name}.log")}
-    if os.path.exists(own[name]):
-        return own
-    try:
-        copies = [f[:-4] for f in os.listdir(folder) if f.endswith(".log") and group_of(f[:-4]) == name]
-    except OSError:
-        return own
-    copies.sort(key=lambda copy: int(copy.rpartition(".")[2]))
-    return {copy: os.path.join(folder, f"{copy}.log") for copy in copies} or own
-
-
-def _job_name(name: str) -> str:
-    if not name or "/" in name or name.startswith("."):
-        raise UsageError(f"{name!r} is not a job name")
-    return name
 
 
 def _help_arguments(cmd) -> None:

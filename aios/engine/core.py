@@ -284,12 +284,13 @@ class Engine:
         for reply in self.waiters.pop(trigger_id, []):
             reply(trigger_result(trigger_id, outcome, run))
 
-    def describe(self, job: Job) -> dict:
-        """A job's status as the protocol shows it."""
+    def describe(self, job: Job, log_tail: bool = False) -> dict:
+        """A job's status as the protocol shows it; with log_tail (a status request, never
+        an event), a failed or backing-off job's last stderr lines as "log_tail"."""
         state, spec, life = job.state, job.spec, job.life
         started = [active.started for active in job.runs.values()]
         why = state.why + (f" ({job.problem})" if job.problem else "")
-        return {
+        status = {
             "name": spec.name, "type": spec.type.value, "status": state.status.value,
             "why": why, "since": state.since, "pid": state.pid, "pids": sorted(job.runs),
             "uptime": self.loop.boot - min(started) if started else None, "restarts": state.restarts,
@@ -297,6 +298,11 @@ class Engine:
             "enabled": life.is_enabled, "held": state.held, "queued": life.queued,
             "last_run": plain(job.last_run) if job.last_run else None, "problem": job.problem or None,
         }
+        if log_tail and state.status in (Status.FAILED, Status.BACKOFF):
+            from ..logs import last_words
+
+            status["log_tail"] = last_words(str(self.log_path(spec.name)))    # the last 8 KiB, at most
+        return status
 
     def log_path(self, name: str) -> Path:
         return self.home / "logs" / f"{name}.log"

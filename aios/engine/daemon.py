@@ -157,6 +157,7 @@ class Daemon:
         if engine.control is not None:
             engine.control.close()
             _unlink(Path(engine.control.path))
+        engine.processes.finish()   # the jobs' last lines are in their logs
         engine.event("daemon_stopped", None, "all jobs stopped")
         if engine.fleet is not None:
             engine.fleet.release_all()
@@ -177,6 +178,7 @@ class Daemon:
         engine.event("daemon_reexec", None, f"re-executing pid {os.getpid()}; {len(engine.jobs)} jobs keep running")
         engine.recorder.flush()
         engine.store.close()
+        engine.processes.before_exec()   # the log writer holds every pipe before ours close
         fds = (self.lock_fd, engine.control.sock.fileno())
         for fd in fds:
             os.set_inheritable(fd, True)

@@ -242,7 +242,7 @@ class Operations:
     def job_detail(self, name: str) -> dict:
         """A job's status, its aios.toml table, and its log file's path."""
         job = self.job(name)
-        return {"status": self.engine.describe(job), "spec": self.engine.tables.get(name, {}),
+        return {"status": self.engine.describe(job, log_tail=True), "spec": self.engine.tables.get(name, {}),
                 "log": str(self.engine.log_path(name))}
 
     def status(self, name: str | None = None) -> list[dict]:
@@ -252,8 +252,8 @@ class Operations:
         if name is not None and name not in eng.jobs and (name in eng.invalid or name in eng.orphans):
             return [row for row in self._absent() if row["name"] == name]
         if name is not None:
-            return [eng.describe(job) for job in self.named(name)]
-        return [eng.describe(job) for job in eng.jobs.values()] + self._absent()
+            return [eng.describe(job, log_tail=True) for job in self.named(name)]
+        return [eng.describe(job, log_tail=True) for job in eng.jobs.values()] + self._absent()
 
     def _absent(self) -> list[dict]:
         eng, rows = self.engine, []

@@ -1,14 +1,16 @@
 """The process layer the engine runs jobs through: `supervisor` (spawn, signal, reap,
 adopt) plus what belongs to a job's process but not to supervisor: its log file (opened,
-rotated, and watched so it stays bounded) and its exit, registered in the loop as a
-pidfd reader. The engine calls only these methods; tests give it a fake with the same
-ones (tests/engine/fakes.py). Part of the engine.
+rotated, and watched so it stays bounded; with `[logs] timestamps` on, the job writes to
+pipes that the log writer stamps into it: logpipes.py) and its exit, registered in the
+loop as a pidfd reader. The engine calls only these methods; tests give it a fake with
+the same ones (tests/engine/fakes.py). Part of the engine.
 """
 from __future__ import annotations
 
 import os
 
 from .. import logs, supervisor
+from .logpipes import LogPipes
 
 
 class SystemProcesses:
@@ -16,17 +18,20 @@ class SystemProcesses:
         self.engine = engine
         self.log_guard = None        # watches.LogGuard, once the watches are set up
         self._exits: dict = {}       # pidfd -> (callback, args), to re-register after a spurious wake
+        self.log_pipes = LogPipes(engine.home, engine.loop, lambda name, text: engine.event(name, None, text))
+        self.log_pipes.find()        # the writer a dead daemon left, with the pipes of the jobs it left
 
     def spawn(self, argv: list, env: dict, cwd: str, log_path: str, **options):
         """Start a job process writing to `log_path`, with supervisor.spawn's options (its
         user, umask, limits, mark); SpawnError (an OSError) if it cannot be."""
         settings = self.engine.settings
         logs.rotate_if_needed(log_path, settings.log_max_bytes, settings.log_keep)
-        fd = logs.open_log(log_path)
+        fds = self._outputs(log_path, settings.log_timestamps)
         try:
-            proc = supervisor.spawn(argv, env, cwd, fd, **options)
+            proc = supervisor.spawn(argv, env, cwd, fds if len(fds) == 2 else fds[0], **options)
         finally:
-            os.close(fd)
+            for fd in fds:
+                os.close(fd)
         if self.log_guard is not None:
             self.log_guard.arm(log_path)
         return proc
@@ -41,6 +46,29 @@ class SystemProcesses:
             supervisor.close(supervisor.spawn(argv, env, str(self.engine.home), fd))
         finally:
             os.close(fd)
+
+    def _outputs(self, log_path: str, timestamps: str) -> tuple:
+        """The job's stdout and stderr: pipes to the log writer when its lines are stamped
+        (and a writer can be had), else the log file itself, for both."""
+        self.log_pipes.wanted = timestamps != "none"
+        log_fd = logs.open_log(log_path)       # made now, so that the log guard can watch it
+        try:
+            pipes = self.log_pipes.open(log_path, timestamps) if self.log_pipes.wanted else None
+        except OSError:
+            os.close(log_fd)
+            raise
+        if pipes is None:
+            return (log_fd,)
+        os.close(log_fd)
+        return pipes
+
+    def before_exec(self) -> None:
+        """The daemon re-executes itself: hand the log writer what it has not taken yet."""
+        self.log_pipes.before_exec()
+
+    def finish(self) -> None:
+        """The daemon exits: let the log writer write the jobs' last lines, then let go."""
+        self.log_pipes.finish()
 
     def watch(self, proc, callback, *args) -> None:
         """Call callback(*args) when proc may have exited (then `reap` tells)."""

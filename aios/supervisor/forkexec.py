@@ -36,7 +36,7 @@ class Failed(Exception):
         self.step, self.err = step, err
 
 
-def fork_exec(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, *, sigdef: tuple,
+def fork_exec(argv: list[str], env: dict[str, str], cwd: str, log_fds: tuple[int, int], *, sigdef: tuple,
               uid: int | None, gid: int | None, groups: tuple | None, umask: int | None,
               rlimits: tuple = (), nice: int | None = None, ioprio: int | None = None) -> int:
     """The pid of argv started as described above; OSError if the fork itself fails,
@@ -48,7 +48,7 @@ def fork_exec(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, *, si
         os.close(reader)
         os.close(writer)
         raise
-    steps = _steps(devnull, log_fd, cwd, sigdef, uid, gid, groups, umask, rlimits, nice, ioprio)
+    steps = _steps(devnull, log_fds, cwd, sigdef, uid, gid, groups, umask, rlimits, nice, ioprio)
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     try:
         pid = os.fork()
@@ -69,12 +69,12 @@ def fork_exec(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, *, si
     return pid
 
 
-def _steps(devnull, log_fd, cwd, sigdef, uid, gid, groups, umask, rlimits, nice, ioprio) -> list:
+def _steps(devnull, log_fds, cwd, sigdef, uid, gid, groups, umask, rlimits, nice, ioprio) -> list:
     """What the child does before exec, in order, as (name, call, args), prepared by the
     parent so that the child runs as little Python as it can. Limits, nice and I/O class
     come while the child may still raise them; chdir comes as the job's user."""
     steps = [("signals", _default_signals, (sigdef,)), ("setpgid", os.setpgid, (0, 0)),
-             ("stdio", _stdio, (devnull, log_fd))]
+             ("stdio", _stdio, (devnull, log_fds))]
     steps += [("setrlimit", _setrlimit, limit) for limit in rlimits]
     if nice is not None:
         steps.append(("setpriority", os.setpriority, (os.PRIO_PROCESS, 0, nice)))
@@ -115,10 +115,11 @@ def _default_signals(sigdef: tuple) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
-def _stdio(devnull: int, log_fd: int) -> None:
+def _stdio(devnull: int, log_fds: tuple[int, int]) -> None:
+    out, err = log_fds
     os.dup2(devnull, 0)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
+    os.dup2(out, 1)
+    os.dup2(err, 2)
 
 
 def _setrlimit(res: int, soft: int, hard: int) -> None:

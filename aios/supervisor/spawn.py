@@ -44,7 +44,7 @@ def set_jobs_nofile(soft: int | None) -> None:
     _JOBS_NOFILE = soft
 
 
-def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, *, uid: int | None = None,
+def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int | tuple, *, uid: int | None = None,
           gid: int | None = None, groups: tuple[int, ...] | None = None, umask: int | None = None,
           mark: str | None = None, unit: str = "run", limits: dict | None = None) -> procs.Proc:
     """Start argv as the leader of a new process group; SpawnError if it cannot start.
@@ -56,7 +56,8 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, *, uid: i
     mark is the NAME=VALUE of env that marks this run's processes (its AIOS_RUN_TOKEN);
     with cgroup containment the run gets a cgroup of its own, named after `unit`. What
     must happen between fork and exec (ids, most limits) takes a fork (forkexec.py)
-    instead of posix_spawn.
+    instead of posix_spawn. log_fd is the job's stdout and stderr, or a pair (stdout fd,
+    stderr fd).
     """
     if not argv:
         raise SpawnError(f"cannot start an empty command (cwd {_shown(cwd)})")
@@ -163,7 +164,7 @@ def _jobs_nofile() -> tuple:
 
 def _fork_start(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, what: str, **drop) -> int:
     try:
-        return forkexec.fork_exec(argv, env, cwd, log_fd, sigdef=_SIGDEF, **drop)
+        return forkexec.fork_exec(argv, env, cwd, output_fds(log_fd), sigdef=_SIGDEF, **drop)
     except OSError as e:            # the fork, or a descriptor for its pipe
         raise failure(what, e.errno, "fork") from None
     except forkexec.Failed as f:
@@ -202,11 +203,12 @@ def _leave(prev: str) -> None:
         os.chdir("/")
 
 
-def _posix_spawn(argv: list[str], env: dict[str, str], log_fd: int, what: str) -> int:
+def _posix_spawn(argv: list[str], env: dict[str, str], log_fd, what: str) -> int:
+    out, err = output_fds(log_fd)
     actions = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_DUP2, log_fd, 1),
-        (os.POSIX_SPAWN_DUP2, log_fd, 2),
+        (os.POSIX_SPAWN_DUP2, out, 1),
+        (os.POSIX_SPAWN_DUP2, err, 2),
     ]
     program = _lookup(argv[0], env, what)
     try:
@@ -216,6 +218,12 @@ def _posix_spawn(argv: list[str], env: dict[str, str], log_fd: int, what: str) -
         )
     except OSError as e:            # glibc has already reaped the failed child
         raise failure(what, e.errno, hint=exec_hint(e.errno, program, env)) from None
+
+
+def output_fds(log_fd) -> tuple[int, int]:
+    """(stdout fd, stderr fd) of a spawn's log_fd: one descriptor for both, or a pair
+    (the pipes of the log writer, which keeps the two streams apart)."""
+    return (log_fd, log_fd) if isinstance(log_fd, int) else (log_fd[0], log_fd[1])
 
 
 def _lookup(program: str, env: dict[str, str], what: str) -> str:

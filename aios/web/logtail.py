@@ -5,7 +5,8 @@ aios.logs.Follower does the reading (copytruncate rotation and replaced files in
 memory bounded whatever the lines). `Tails` owns the one inotify instance of this
 process, shared by every tail (a user has few: 128 by default), and wakes a tail when
 its file changes; where inotify is missing or out of watches, a tail looks every
-POLL seconds. This module frames the lines for Server-Sent Events.
+POLL seconds. This module frames the lines for Server-Sent Events (a stamped line with
+its local time and stream).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import asyncio
 import time
 
 from ..fswatch import FileWatches, open_watcher
+from ..logformat import moment, parse
 from ..logs import Follower
 from .security import Refused
 from .sse import KEEPALIVE, frame
@@ -108,4 +110,10 @@ def first_lines(lines: list[bytes]) -> list[str]:
 
 
 def _text(line: bytes) -> str:
-    return line.decode("utf-8", errors="replace").rstrip("\r")
+    """A line as the page shows it: a stamped one as "2026-11-29 18:00:00.123 err text"
+    (local time; out or err), a raw one as it is."""
+    record = parse(line)
+    text = record.text.decode("utf-8", errors="replace").rstrip("\r")
+    if record.ts is None:
+        return text
+    return f"{moment(record.ts)} {'err' if record.stream == 'stderr' else 'out'} {text}"

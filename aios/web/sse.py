@@ -6,7 +6,8 @@ connection for reading status. Each event is passed on as it arrives, followed b
 status of its job that the daemon sent with it (read back only from a daemon that does
 not), so a state change reaches the browsers without anyone polling. The
 hub keeps the last status of every job, so a new subscriber starts from a snapshot that
-is exactly as new as the stream behind it. When the daemon goes away (stop, crash,
+is exactly as new as the stream behind it. A failed or backing-off job's status that
+comes without its last stderr lines gets them here, from its log file. When the daemon goes away (stop, crash,
 re-exec) the task reconnects at once and then with a growing pause, and sends a fresh
 snapshot when it is back.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 
 from ..errors import AiosError
@@ -77,9 +79,18 @@ class Hub:
 
     def publish(self, kind: str, data) -> None:
         if kind == "job":
-            self.jobs[data["name"]] = data = {**data, "read_at": time.time()}
+            self.jobs[data["name"]] = data = {**data, "read_at": time.time(), **self._log_tail(data)}
         for sub in self.subscribers:
             sub.put((kind, data))
+
+    def _log_tail(self, job: dict) -> dict:
+        """A failed or backing-off job's last stderr lines, read here from its log (the last
+        8 KiB) when its status came without them (as it does with an event)."""
+        if job.get("status") not in ("failed", "backoff") or "log_tail" in job:
+            return {}
+        from ..logs import last_words
+
+        return {"log_tail": last_words(os.path.join(self.daemon.home, "logs", f"{job['name']}.log"))}
 
     async def refresh(self, name: str) -> None:
         """Read one job's status and pass it on. Reads and publications are serialized,

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import closing
 
-from .. import ROOT
+from .. import ROOT, measure
 from . import Job, System
 from .probe import Asker
 
@@ -59,12 +59,22 @@ class Aios(System):
         version = re.search(r'__version__ = "([^"]+)"', (ROOT / "aios" / "__init__.py").read_text())
         return f"AIOS {version[1] if version else '?'}: {sys.executable} {ENTRY.name}"
 
+    settings_toml = ""      # put before the jobs' tables, e.g. '[logs]\ntimestamps = "local"\n' (the logs rows)
+
     def write_config(self, jobs: Sequence[Job] | None) -> None:
         """An aios.toml with one [jobs.NAME] table per job; None leaves the home empty,
         so that the daemon writes its default configuration (the seven example jobs)."""
         self.home.mkdir()
         if jobs is not None:
-            (self.home / "aios.toml").write_text("".join(_table(job) for job in jobs))
+            (self.home / "aios.toml").write_text(self.settings_toml + "".join(_table(job) for job in jobs))
+
+    def managed_pids(self) -> list[int]:
+        """The jobs' processes: the daemon's children that exec'd, but its log writer."""
+        return [pid for pid in super().managed_pids() if not self.is_log_writer(pid)]
+
+    @staticmethod
+    def is_log_writer(pid: int) -> bool:
+        return b"aios.logwriter" in (measure.cmdline(pid) or b"")
 
     def readiness(self) -> Asker:
         return Asker(self.socket_path, PING, lambda reply: reply.endswith(b"\n") and b'"ok":true' in reply)

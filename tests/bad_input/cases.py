@@ -44,6 +44,9 @@ CONFIG = [  # (id, kind, aios.toml lines, error)
      "aios.toml: [logs] keep = -1; use a number of rotated files from 0 to 100"),
     ("logs-size-words", "file", '[logs]\nmax_size = "lots"',
      "aios.toml: [logs] max_size = 'lots'; use a number of bytes or a size like \"512KB\", \"10MB\", \"1GB\""),
+    ("logs-timestamps-words", "file", '[logs]\ntimestamps = "iso8601"',
+     "aios.toml: [logs] timestamps = 'iso8601'; use \"local\" (each line stamped with local time and its "
+     "stream), \"utc\", or \"none\" (raw output)"),
     ("device-tag-with-space", "file", '[device]\ntags = ["a b"]',
      "aios.toml: [device] tags = ['a b']: use tag names (letters, digits, '_', '.', '-'), as a list like "
      "[\"gpu\", \"lab\"] or comma-separated in DEVICE_TAGS"),
@@ -150,7 +153,16 @@ CLI = [  # (id, argv, exit code, stderr)
     ("history-n-not-a-number", ["history", "-n", "abc"], 2,
      "usage: aios history [-h] [-n N] [--json] [job]\naios history: error: argument -n: 'abc' is not a whole number\n"),
     ("logs-n-zero", ["logs", "work", "-n", "0"], 2,
-     "usage: aios logs [-h] [-n N] [-f] job\naios logs: error: argument -n: 0 is not at least 1\n"),
+     "usage: aios logs [-h] [-n N] [-f] [--since WHEN] [--until WHEN]\n                 [--grep PATTERN] "
+     "[--stderr] [--json]\n                 [job]\naios logs: error: argument -n: 0 is not at least 1\n"),
+    ("logs-since-words", ["logs", "--since", "last tuesday"], 2,
+     "aios: --since 'last tuesday': use a duration ago (30s, 10m, 2h, 1d), a local time (18:00, 2026-11-29, "
+     "\"2026-11-29 18:00\"), today, yesterday or now\n"),
+    ("logs-since-surrogate", ["logs", "--since", "10m\udcff"], 2,
+     "aios: --since '10m\\udcff': use a duration ago (30s, 10m, 2h, 1d), a local time (18:00, 2026-11-29, "
+     "\"2026-11-29 18:00\"), today, yesterday or now\n"),
+    ("logs-grep-bad", ["logs", "--grep", "[x"], 2,
+     "aios: --grep '[x' is not a regular expression: unterminated character set at position 0\n"),
     ("stop-shell-characters", ["stop", "a;rm -rf /"], 1, f"aios: a;rm -rf /: no job named 'a;rm -rf /' ({KNOWN})\n"),
     ("restart-command-substitution", ["restart", "$(touch X)"], 1,
      f"aios: $(touch X): no job named '$(touch X)' ({KNOWN})\n"),

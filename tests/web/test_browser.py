@@ -8,6 +8,7 @@ waits are generous liveness timeouts.
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import time
 import urllib.error
@@ -66,10 +67,20 @@ class Site:
 
 
 
+CRASHER = """
+[jobs.crasher]
+type = "always"
+retries = 2
+backoff = "10ms"
+command = ["sh", "-c", "echo starting; echo 'OSError: [Errno 98] Address already in use' >&2; exit 2"]
+"""
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     port = free_port()
-    toml = f"[web]\nport = {port}\n\n[jobs.web_server]\ntype = \"always\"\nprogram = \"web_server.py:main\"\n" + JOBS
+    toml = (f"[web]\nport = {port}\n[logs]\ntimestamps = \"local\"\n\n"
+            f"[jobs.web_server]\ntype = \"always\"\nprogram = \"web_server.py:main\"\n" + JOBS + CRASHER)
     daemon = start_daemon(tmp_path_factory.mktemp("browser") / "home", toml)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -199,6 +210,27 @@ def test_filters_and_why_a_job_is_not_running(open_page):
     page.fill("#filter-text", "")
     page.select_option("#filter-tag", "gpu")
     assert [r.get_attribute("data-job") for r in page.locator("#jobs-body tr:visible").all()] == ["gpu_only"]
+
+
+def test_a_failed_job_says_why_in_its_own_words(open_page, site):
+    """Its last stderr lines under its state, on the jobs page and its own; its log shows
+    each line's time, and stderr apart."""
+    wait_until(lambda: (site.status("crasher").get("log_tail") or {}).get("lines"), what="crasher failed, in words")
+    page = open_page()
+    row(page, "crasher").locator("td.state pre.log-tail", has_text="Address already in use").wait_for()
+    assert row(page, "sleeper").locator(".log-tail").count() == 0
+    page.fill("#filter-text", "errno 98")
+    assert [r.get_attribute("data-job") for r in page.locator("#jobs-body tr:visible").all()] == ["crasher"]
+    page.goto(f"{site.url}/#/job/crasher")
+    page.locator("#job-log-tail", has_text="OSError: [Errno 98] Address already in use").wait_for()
+    line = page.locator("#log .line.err", has_text="Address already in use").first
+    line.wait_for()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} err OSError: \[Errno 98\] Address already in use",
+                        line.inner_text())
+    assert page.locator("#log .line.err", has_text="starting").count() == 0
+    page.goto(f"{site.url}/#/job/sleeper")
+    page.locator("#job-state .badge.state-running").wait_for()
+    assert page.locator("#job-log-tail").is_hidden()
 
 
 def test_the_theme_switch_overrides_the_system(browser, site):

@@ -4,11 +4,12 @@
 import { actionButtons } from "./actions.js";
 import { read } from "./api.js";
 import { $, badge, clock, definitions, duration, el, now, shortClock } from "./dom.js";
-import { lastRun, timeText } from "./jobs.js";
+import { lastRun, logTail, timeText } from "./jobs.js";
 import { jobs, on } from "./state.js";
 
 const DAY = 86400;
 const LOG_KEEP = 2000;
+const STDERR_LINE = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} err /; // as the server shows a stamped stderr line
 const RUN_EVENTS = new Set(["job_started", "job_exited", "trigger_done", "spawn_failed", "run_lost", "job_adopted"]);
 let current = null; // the name of the job shown
 let runs = [];
@@ -56,8 +57,13 @@ function renderStatus() {
     $("job-state").replaceChildren();
     $("job-actions").replaceChildren();
     $("job-why").textContent = "No such job on this device.";
+    $("job-log-tail").hidden = true;
     return;
   }
+  const tail = logTail(job);
+  $("job-log-tail").hidden = !tail;
+  $("job-log-tail").textContent = tail ? tail.text : "";
+  $("job-log-tail").title = tail ? tail.title : "";
   $("job-state").replaceChildren(badge("state", job.status));
   $("job-actions").replaceChildren(...actionButtons(job));
   $("job-why").textContent = job.why || "";
@@ -156,7 +162,7 @@ function followLog(name) {
 
 function appendLines(log, lines) {
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 30;
-  log.append(...lines.map((line) => el("div", { class: "line" }, line)));
+  log.append(...lines.map((line) => el("div", { class: STDERR_LINE.test(line) ? "line err" : "line" }, line)));
   while (log.childElementCount > LOG_KEEP) log.firstElementChild.remove();
   if (atBottom) log.scrollTop = log.scrollHeight;
 }

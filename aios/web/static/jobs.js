@@ -44,10 +44,12 @@ function renderJob(job, alone = true) {
 
 function cells(job) {
   const why = job.status !== "running" && job.why ? el("div", { class: "why" }, job.why) : null;
+  const tail = logTail(job);
+  const said = tail ? el("pre", { class: "log-tail", title: tail.title }, tail.text) : null;
   return [
     cell("Job", "name", el("a", { href: `#/job/${encodeURIComponent(job.name)}` }, job.name)),
     cell("Type", "type", job.type),
-    cell("State", "state", badge("state", job.status), why),
+    cell("State", "state", badge("state", job.status), why, said),
     cell("PID", "pid", job.pids && job.pids.length ? job.pids.join(" ") : "–"),
     cell("Uptime / next", "when", timeText(job)),
     cell("Last run", "last", lastRun(job.last_run)),
@@ -55,6 +57,14 @@ function cells(job) {
     cell("Tags", "tags", job.tags.map((tag) => el("span", { class: "tag" }, tag))),
     cell("Actions", "ops", el("span", { class: "actions" }, actionButtons(job))),
   ];
+}
+
+// A failed or backing-off job's reason in its own words: the last lines it wrote to stderr.
+export function logTail(job) {
+  const tail = job.log_tail;
+  if (!tail || !tail.lines.length || !["failed", "backoff"].includes(job.status)) return null;
+  const title = tail.stream ? "the last lines it wrote to stderr" : "the last lines of its log";
+  return { title, text: tail.lines.join("\n") };
 }
 
 function cell(label, name, ...content) {
@@ -99,7 +109,8 @@ function applyFilter() {
   let shown = 0;
   for (const [name, row] of rows) {
     const job = jobs.get(name);
-    const haystack = [job.name, job.type, job.status, job.why || "", ...job.tags].join(" ").toLowerCase();
+    const said = job.log_tail ? job.log_tail.lines.join(" ") : "";
+    const haystack = [job.name, job.type, job.status, job.why || "", said, ...job.tags].join(" ").toLowerCase();
     row.hidden = !(haystack.includes(text) && (!tag || job.tags.includes(tag)));
     if (!row.hidden) shown += 1;
   }
