@@ -167,8 +167,9 @@ class Daemon:
         engine.loop.close()
         if not any(job.runs for job in engine.jobs.values()):
             _mark_clean(engine.home)   # the next start need not look for leftovers
+        supervisor.end_containment()         # a process that outlives its daemon (tests) is as it was
         if supervisor.orphans.is_subreaper():
-            supervisor.become_subreaper(False)   # a process that outlives its daemon (tests) is as it was
+            supervisor.become_subreaper(False)
         os.close(self.lock_fd)
 
     def reexec(self) -> None:

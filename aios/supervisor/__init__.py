@@ -28,7 +28,7 @@ from .spawn import close_on_exec_all, set_jobs_nofile, spawn
 
 __all__ = ["SpawnError", "Proc", "HAS_PIDFD", "spawn", "close_on_exec_all", "set_jobs_nofile", "start_ticks",
            "signal_group", "reap", "adopt", "alive", "close", "leaders", "Leader", "find_leaders",
-           "setup_containment", "containment", "become_subreaper", "reap_orphans", "limit_notes",
+           "setup_containment", "end_containment", "containment", "become_subreaper", "reap_orphans", "limit_notes",
            "oom_killed"]
 
 
@@ -38,6 +38,11 @@ def setup_containment(scope: str) -> str:
     where cgroup v2 is there for us to manage; return `containment()`."""
     cgroup.setup(scope)
     return containment()
+
+
+def end_containment() -> None:
+    """Undo setup_containment (the daemon ends; the process may live on)."""
+    cgroup.teardown()
 
 
 def containment() -> str:

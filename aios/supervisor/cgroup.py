@@ -24,8 +24,8 @@ import os
 from ..record import record
 from . import limits
 
-__all__ = ["Tree", "TREE", "setup", "create", "enter", "leave", "kill", "pids", "remove", "sweep", "of",
-           "oom_kills"]
+__all__ = ["Tree", "TREE", "setup", "teardown", "create", "enter", "leave", "kill", "pids", "remove", "sweep",
+           "of", "oom_kills"]
 
 
 @record
@@ -173,6 +173,20 @@ def remove(path: str) -> bool:
 def oom_kills(path: str) -> int:
     """How many processes of path the kernel killed for its memory.max."""
     return limits.oom_kills(_read(os.path.join(path, "memory.events")))
+
+
+def teardown() -> None:
+    """No cgroups for runs from now on: the daemon ends inside a longer-lived process (a
+    test) or the home goes. Its scope is removed if no run is left in it."""
+    global TREE
+    if TREE is None:
+        return
+    sweep()
+    try:
+        os.rmdir(TREE.scope)
+    except OSError:   # runs still in it (adopted by the next daemon), or already gone
+        pass
+    TREE = None
 
 
 def sweep() -> None:
