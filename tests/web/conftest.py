@@ -1,6 +1,7 @@
 """A real daemon in a temp home and dashboards serving it: in this process (for the API
 tests) or as the daemon's own web_server job (for the browser tests). HTTP helpers that
-return status, headers and the decoded body, errors included; a logged-in session."""
+return status, headers and the decoded body, errors included; a logged-in session; the
+headless Chromium of the browser tests (Playwright), failing in CI when missing."""
 from __future__ import annotations
 
 import asyncio
@@ -234,3 +235,54 @@ class EventStream:
     def close(self) -> None:
         self.response.close()    # holds the socket open too
         self.conn.close()
+
+
+# ---------------------------------------------------------------- the browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+WAIT_MS = LIVENESS * 1000
+DESKTOP, PHONE = {"width": 1280, "height": 800}, {"width": 360, "height": 740}
+
+
+def missing() -> list[str]:
+    found = []
+    if not os.access(CHROMIUM, os.X_OK):
+        found.append("Chromium at /usr/bin/chromium (apt-get install chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        found.append("Playwright for Python (pip install playwright)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser():
+    lacking = missing()
+    if lacking:
+        message = f"the browser tests need {' and '.join(lacking)}; ./run-tests installs both"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def healthy(url: str) -> bool:
+    """The dashboard at `url` answers /healthz."""
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def wait_js(page, expression: str, arg=None, what: str = "the page"):
+    """Poll a JavaScript function of the page from here: Playwright's own wait_for_function
+    evaluates a string inside the page, which the dashboard's CSP (rightly) forbids."""
+    return wait_until(lambda: page.evaluate(expression, arg), what=what)
