@@ -89,8 +89,8 @@ def main(argv: list[str]) -> int:
         data["meta"]["machine"]["loadavg_at_end"] = report.loadavg()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        if postgres is not None and postgres.error is None and postgres.schemas:
-            postgres.drop()
+        if postgres is not None:
+            postgres.close()
     return finish(data, args, settings)
 
 

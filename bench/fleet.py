@@ -142,19 +142,19 @@ def _trigger_job(argv) -> dict[str, dict]:
 # ---------------------------------------------------------------- the rows
 
 def fleet_triggers(system, s: Settings) -> Samples:
-    """Three devices; `fleet_clients` processes per device each send `triggers` triggers
-    on one connection (the job runs `sleep`, max_parallel 1: the rest stay queued).
-    Triggers acknowledged per second, from the first client's first call to the last
-    client's last reply."""
+    """Three devices, `triggers` triggers for each, sent by `fleet_clients` processes per
+    device, each on one connection, awaiting every reply (the job runs `sleep`,
+    max_parallel 1: the rest stay queued). Triggers acknowledged per second, from the
+    first client's first call to the last client's last reply."""
     fleet = Fleet(system, _trigger_job(SLEEP))
     try:
-        names = ["a", "b", "c"]
+        names, each = ["a", "b", "c"], max(1, s.triggers // s.fleet_clients)
         fleet.start(names, s.timeout)
-        argvs = [[sys.executable, "-c", CLIENT, str(fleet.home(name)), str(s.triggers)]
+        argvs = [[sys.executable, "-c", CLIENT, str(fleet.home(name)), str(each)]
                  for name in names for _ in range(s.fleet_clients)]
         results = measure.together(argvs, {**system.env, "PYTHONPATH": str(ROOT)}, str(ROOT), s.timeout * 5)
         elapsed = max(r["t1"] for r in results) - min(r["t0"] for r in results)
-        return {"per_s": [len(argvs) * s.triggers / elapsed]}
+        return {"per_s": [len(argvs) * each / elapsed]}
     finally:
         fleet.close()
 
@@ -197,9 +197,9 @@ def _await(watch, name: str, mention: str, fleet: Fleet) -> None:
 
 def failover(system, s: Settings) -> Samples:
     """`kills` + 1 devices, one fleet job (`sleep`, stop_timeout 300 ms) with a FAILOVER_TTL
-    lease. `kills` times: kill -9 the daemon of the device running the copy; ms until a
-    copy runs under another device's daemon, and until the old copy is gone (its fence
-    kills it at the lease's deadline)."""
+    lease. `kills` times: once the copy has run `settle` s, kill -9 the daemon of its
+    device; ms until a copy runs under another device's daemon, and until the old copy is
+    gone (its fence kills it at the lease's deadline)."""
     job = {"solo": {"type": "always", "command": list(SOLO), "scope": "fleet", "stop_timeout": "300ms"}}
     fleet = Fleet(system, job, FAILOVER_TTL)
     try:
@@ -213,6 +213,7 @@ def failover(system, s: Settings) -> Samples:
         holder, pid = copies(names)[0]
         moved, fenced = [], []
         for _ in range(s.kills):
+            time.sleep(s.settle)   # a crash while the copy runs (see the report: not in its first ms)
             old, others = measure.identity(pid), [n for n in names if n != holder and fleet.procs[n].poll() is None]
             fleet.kill(holder)
             t0 = measure.now()

@@ -17,6 +17,7 @@ class Postgres:
     def __init__(self, admin: str | None = None):
         self._admin = admin or os.environ.get("AIOS_BENCH_PG_DSN")
         self.server = None                 # the pgserver server, when this bench started it
+        self.restarted = False             # ... and restarted it (pgserver then cannot stop it)
         self.error: str | None = None
         self.schemas: list[str] = []
 
@@ -71,6 +72,20 @@ class Postgres:
                 db.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
         self.schemas.clear()
 
+    def close(self) -> None:
+        """Drop the schemas; stop a server of our own (pgserver's cleanup looks for the
+        postmaster it started, which a restart replaced: that one is stopped here)."""
+        if self._admin is None:
+            return
+        self.drop()
+        if self.server is not None:
+            import pgserver
+
+            if self.restarted:
+                pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user)
+            self.server.cleanup()
+            self.server = None
+
     def allow_connections(self, needed: int) -> None:
         """At least `needed` connections: a server of our own is restarted with more; a
         given one that has too few fails the row with what to change."""
@@ -85,6 +100,7 @@ class Postgres:
         import pgserver
 
         pgserver.pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self.server.pgdata, user=self.server.system_user)
+        self.restarted = True
 
     def server_pids(self) -> list[int]:
         """The server's processes on this machine (the postmaster and its children), or []

@@ -132,8 +132,9 @@ def fleet_plan(s: Settings) -> list[Scenario]:
                  "beside PostgreSQL", "store", (Row("per_s", "runs per second (first trigger → last run ended)", "/s"),
                                                 Row("total_ms", "first trigger sent → last run ended", "ms")),
                  partial(aios_only.dispatch, s=s)),
-        Scenario("fleet_triggers", "fleet", f"Fleet of 3 devices: {clients} clients ({s.fleet_clients} per device) "
-                 f"send {n} triggers each", "fleet", (Row("per_s", "acknowledged fleet-wide per second", "/s"),),
+        Scenario("fleet_triggers", "fleet", f"Fleet of 3 devices: {n} triggers to each from {s.fleet_clients} "
+                 f"connections ({clients} clients at once)", "fleet",
+                 (Row("per_s", "acknowledged fleet-wide per second", "/s"),),
                  partial(fleet.fleet_triggers, s=s)),
         Scenario("fleet_remote", "fleet", f"Fleet of 2 devices: {s.remote} triggers on A's socket for device B "
                  "(`aios trigger JOB --device B`), one at a time", "fleet",

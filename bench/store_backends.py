@@ -102,7 +102,7 @@ def main(argv: list[str]) -> int:
                 for name, fresh in backends.items():   # A B, then the next row
                     samples[f"{mode}_{clients}"][name].append(measure(name, fresh, mode, clients, per_client))
     finally:
-        postgres.drop()
+        postgres.close()
     print(report(samples, rounds, per_client))
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"store-{time.strftime('%Y%m%dT%H%M%S')}.json"
