@@ -162,9 +162,16 @@ def fleet_triggers(system, s: Settings) -> Samples:
         fleet.start(names, s.timeout)
         argvs = [[sys.executable, "-c", CLIENT, str(fleet.home(name)), str(each)]
                  for name in names for _ in range(s.fleet_clients)]
+        daemons, server = [fleet.pid(name) for name in names], system.postgres.server_pids()
+        before = {pid: _cpu(pid) for pid in daemons + server}
         results = measure.together(argvs, {**system.env, "PYTHONPATH": str(ROOT)}, str(ROOT), s.timeout * 5)
-        elapsed = max(r["t1"] for r in results) - min(r["t0"] for r in results)
-        return {"per_s": [len(argvs) * each / elapsed], "refused": [float(sum(r["refused"] for r in results))]}
+        used = _cpu_ms(before, {pid: _cpu(pid) for pid in daemons + server})
+        elapsed, total = max(r["t1"] for r in results) - min(r["t0"] for r in results), len(argvs) * each
+        samples = {"per_s": [total / elapsed], "refused": [float(sum(r["refused"] for r in results))],
+                   "daemon_cpu_ms": [sum(used[pid] for pid in daemons) / total]}
+        if server:
+            samples["pg_cpu_ms"] = [sum(used[pid] for pid in server) / total]
+        return samples
     finally:
         fleet.close()
 
@@ -266,14 +273,14 @@ def idle(system, s: Settings) -> Samples:
         for name in names:
             if fleet.died(name):
                 raise measure.MeasureError(fleet.died(name))
-        used = [(after[pid] - before[pid]) * 1000.0 for pid in daemons]
+        cpu = _cpu_ms(before, after)
+        used = [cpu[pid] for pid in daemons]
         turns = window / (IDLE_TTL / 3)
         samples = {"daemon_ms": [statistics.median(used)], "daemon_max_ms": [max(used)],
                    "turn_ms": [statistics.fmean(used) / turns],
                    "connections": [float(system.postgres.connections("aios idle"))], "window_s": [window]}
-        if server:   # a server elsewhere has no /proc here; its processes alive at both ends are counted
-            samples["pg_ms"] = [sum((after[p] - before[p]) * 1000.0 for p in server
-                                    if before[p] is not None and after[p] is not None)]
+        if server:   # a server elsewhere has no /proc here
+            samples["pg_ms"] = [sum(cpu[pid] for pid in server)]
         return samples
     finally:
         fleet.close()
@@ -282,3 +289,10 @@ def idle(system, s: Settings) -> Samples:
 def _cpu(pid: int) -> float | None:
     st = measure.stat(pid)
     return None if st is None else (st.utime + st.stime) / measure.CLK_TCK
+
+
+def _cpu_ms(before: dict, after: dict) -> dict[int, float]:
+    """CPU ms each process used between the two readings (0 for one that came or went:
+    a server's short-lived workers are not counted)."""
+    return {pid: (after[pid] - before[pid]) * 1000.0 if before[pid] is not None and after.get(pid) is not None
+            else 0.0 for pid in before}

@@ -135,7 +135,9 @@ def fleet_plan(s: Settings) -> list[Scenario]:
         Scenario("fleet_triggers", "fleet", f"Fleet of 3 devices: {n} triggers to each from {s.fleet_clients} "
                  f"connections ({clients} clients at once)", "fleet",
                  (Row("per_s", "acknowledged fleet-wide per second", "/s"),
-                  Row("refused", "refused and sent again (the store failing a moment)", "triggers")),
+                  Row("refused", "refused and sent again (the store failing a moment)", "triggers"),
+                  Row("daemon_cpu_ms", "the three daemons' utime+stime per acknowledged trigger", "CPU ms"),
+                  Row("pg_cpu_ms", "PostgreSQL's utime+stime per acknowledged trigger", "CPU ms")),
                  partial(fleet.fleet_triggers, s=s)),
         Scenario("fleet_remote", "fleet", f"Fleet of 2 devices: {s.remote} triggers on A's socket for device B "
                  "(`aios trigger JOB --device B`), one at a time", "fleet",

@@ -273,6 +273,40 @@ def browser():
         chromium.close()
 
 
+class Pages:
+    """Browser pages, each in a context of its own, logged in through a login link; their
+    script errors and Content-Security-Policy violations are collected in `errors`."""
+
+    def __init__(self, browser):
+        self.browser, self.contexts, self.errors = browser, [], []
+
+    def open(self, login: str, viewport: dict = DESKTOP, bypass_csp: bool = False):
+        context = self.browser.new_context(viewport=viewport, bypass_csp=bypass_csp)
+        self.contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        page.on("pageerror", lambda error: self.errors.append(error))
+        page.on("console", lambda message: "Content Security Policy" in message.text
+                and self.errors.append(message.text))
+        page.goto(login)                        # logs in, then shows the jobs
+        page.wait_for_selector("#live.live-live")
+        assert "token" not in page.url, "the token leaves the address bar at once"
+        return page
+
+    def close(self) -> None:
+        for context in self.contexts:
+            context.close()
+
+
+@pytest.fixture
+def pages(browser):
+    """Pages; an error on any of them fails the test at the end."""
+    made = Pages(browser)
+    yield made
+    made.close()
+    assert not made.errors, made.errors
+
+
 def healthy(url: str) -> bool:
     """The dashboard at `url` answers /healthz."""
     try:

@@ -47,30 +47,17 @@ def site(tmp_path_factory):
 
 
 @pytest.fixture
-def open_page(browser, site):
+def open_page(pages, site):
     """open_page(route, viewport) -> a page showing that route; its script errors and
     Content-Security-Policy violations fail the test at the end."""
-    contexts, errors = [], []
-
     def opener(route: str = "#/", viewport: dict = DESKTOP, bypass_csp: bool = False):
-        context = browser.new_context(viewport=viewport, bypass_csp=bypass_csp)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(WAIT_MS)
-        page.on("pageerror", lambda error: errors.append(error))
-        page.on("console", lambda message: "Content Security Policy" in message.text and errors.append(message.text))
-        page.goto(site.login)                   # logs in, then shows the jobs
-        page.wait_for_selector("#live.live-live")
-        assert "token" not in page.url, "the token leaves the address bar at once"
+        page = pages.open(site.login, viewport, bypass_csp)
         if route != "#/":
             page.goto(f"{site.url}/{route}")
             page.wait_for_selector("#live.live-live")
         return page
 
-    yield opener
-    for context in contexts:
-        context.close()
-    assert not errors, errors
+    return opener
 
 
 def row(page, job: str):

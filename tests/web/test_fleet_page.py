@@ -17,7 +17,7 @@ from tests import pg
 
 from ..fleet.conftest import Fleet, copies, processes_under
 from ..integration.conftest import wait_until
-from .conftest import WAIT_MS, WEB_SERVER, free_port, healthy, printed_link
+from .conftest import WEB_SERVER, free_port, healthy, printed_link
 
 JOBS = """
     [jobs.web_server]
@@ -84,28 +84,17 @@ def two(tmp_path_factory, pg_dsn):
 
 
 @pytest.fixture
-def fleet_page(browser):
+def fleet_page(pages):
     """fleet_page(devices, name) -> the Fleet page of `name`'s dashboard, logged in; its
     script errors fail the test at the end."""
-    contexts, errors = [], []
-
     def opener(devices: Devices, name: str):
-        context = browser.new_context(viewport={"width": 1400, "height": 800})
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(WAIT_MS)
-        page.on("pageerror", lambda error: errors.append(error))
-        page.goto(printed_link(devices.home(name)))
-        page.wait_for_selector("#live.live-live")
+        page = pages.open(printed_link(devices.home(name)), {"width": 1400, "height": 800})
         page.wait_for_selector("#nav-fleet:not([hidden])")
         page.click("#nav-fleet")
         page.wait_for_selector("#fleet-body tr")
         return page
 
-    yield opener
-    for context in contexts:
-        context.close()
-    assert not errors, errors
+    return opener
 
 
 def device_row(page, device: str):
