@@ -1,11 +1,14 @@
-"""python3 -m bench [--quick] [--rounds N] [--only SCENARIO ...] [--no-peers | --installed-peers] [--out DIR]
+"""python3 -m bench [--quick] [--rounds N] [--only SCENARIO ...] [--no-peers | --installed-peers] [--pg URL] [--out DIR]
 
 Runs every scenario on every system, round after round (systems alternating A B A B
 within a round), writes the raw JSON to bench/results/<timestamp>.json (or --out) and
 prints the Markdown table. A full run (not --quick, no --only, peers included, at least
 5 rounds) also writes BENCHMARKS.md at the repository root. Peers (supervisord, circus,
 pm2) are installed into bench/.peers and bench/.node when missing; --quick measures
-AIOS alone and installs nothing.
+AIOS alone and installs nothing. The fleet rows run only when asked for (`--only
+fleet`, or one of their keys): AIOS on SQLite beside AIOS on PostgreSQL (aios-pg), and
+fleets of daemons on PostgreSQL (--pg URL, else $AIOS_BENCH_PG_DSN, else a server
+started with pgserver).
 """
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ import tempfile
 from pathlib import Path
 
 from . import ROOT, peers, plan, report, scenarios
+from .pg import Postgres
 from .systems import floor, process_env
-from .systems.aios import Aios
+from .systems.aios import Aios, AiosPostgres
 from .systems.circus import Circus
 from .systems.pm2 import Pm2
 from .systems.supervisord import Supervisord
@@ -37,6 +41,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--installed-peers", action="store_true",
                         help="measure beside the peers an earlier run installed (bench/.peers, bench/.node), "
                              "installing nothing; also with --quick")
+    parser.add_argument("--pg", metavar="URL", help="admin URL of the PostgreSQL server for the fleet rows "
+                                                    "(default: $AIOS_BENCH_PG_DSN, else start one with pgserver)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="folder for the JSON results")
     parser.add_argument("--no-bytecode-cache", action="store_true",
                         help="keep the caller's environment as is (e.g. PYTHONDONTWRITEBYTECODE=1: "
@@ -49,9 +55,12 @@ def settings_of(args) -> scenarios.Settings:
     return base._replace(rounds=args.rounds) if args.rounds else base
 
 
+OPT_IN = {"fleet"}    # families that run only when named (they need more than this machine's AIOS)
+
+
 def select(plan: list[scenarios.Scenario], only) -> list[scenarios.Scenario]:
     if not only:
-        return plan
+        return [s for s in plan if s.family not in OPT_IN]
     known = {s.key for s in plan} | {s.family for s in plan}
     unknown = [name for name in only if name not in known]
     if unknown:
@@ -62,31 +71,39 @@ def select(plan: list[scenarios.Scenario], only) -> list[scenarios.Scenario]:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     settings = settings_of(args)
-    chosen = select(plan.plan(settings), args.only)
+    chosen = select(plan.plan(settings) + plan.fleet_plan(settings), args.only)
     command = "python3 -m bench" + (" " + shlex.join(argv) if argv else "")
     scratch = Path(tempfile.mkdtemp(prefix="aios-bench-"))
+    postgres = Postgres(args.pg) if any(s.family in OPT_IN for s in chosen) else None
     try:
         env, bytecode = process_env(None if args.no_bytecode_cache else scratch / "pycache")
         installs = peers.installed() if args.installed_peers else \
             {} if settings.quick or args.no_peers else peers.ensure_all(_say)
-        systems = make_systems(env, scratch, installs)
+        systems = make_systems(env, scratch, installs, postgres)
         data = {"meta": report.meta(command, settings, bytecode, systems, installs),
                 "floor_of": {s.name: s.interpreter for s in systems if s.kind == "manager"},
+                "peers": [s.name for s in systems if s.kind == "manager" and s.name != report.LEAD
+                          and s.variant_of is None],
                 "scenarios": [_describe(s) for s in chosen],
                 "results": run_rounds(settings, chosen, systems)}
         data["meta"]["machine"]["loadavg_at_end"] = report.loadavg()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        if postgres is not None:
+            postgres.close()
     return finish(data, args, settings)
 
 
-def make_systems(env: dict, scratch: Path, installs: dict[str, peers.Install]) -> list:
-    """The floors first, then AIOS, then each peer (installed or not: an uninstallable
-    peer stays in the table with its reason)."""
+def make_systems(env: dict, scratch: Path, installs: dict[str, peers.Install], postgres: Postgres | None = None) -> list:
+    """The floors first, then AIOS (and AIOS on PostgreSQL, given a server for the fleet
+    rows), then each peer (installed or not: an uninstallable peer stays in the table
+    with its reason)."""
     systems = [floor.python(env)]
     if installs.get("pm2") and peers.node():
         systems.append(floor.node(env, peers.node()))
     systems.append(Aios(env, scratch))
+    if postgres is not None:
+        systems.append(AiosPostgres(env, scratch, postgres))
     kinds = {"supervisord": Supervisord, "circus": Circus, "pm2": Pm2}
     return systems + [kinds[name](env, scratch, install) for name, install in installs.items()]
 

@@ -87,6 +87,10 @@ def cmdline(pid: int) -> bytes | None:
     return _read(f"/proc/{pid}/cmdline")
 
 
+def environ(pid: int) -> bytes | None:
+    return _read(f"/proc/{pid}/environ")
+
+
 def age(pid: int) -> float:
     """Seconds since the process started (kernel clock-tick resolution)."""
     st = stat(pid)
@@ -189,6 +193,38 @@ def wait_for(condition: Callable[[], bool], t0: float, timeout: float, what: str
              abort: Callable[[], str | None] = lambda: None) -> float:
     """ms from t0 until `condition` was first seen true (1 ms polling)."""
     return watch({what: condition}, t0, timeout, abort)[what]
+
+
+# ---------------------------------------------------------------- client processes
+
+def together(argvs: list[list[str]], env: dict[str, str], cwd: str, timeout: float) -> list[dict]:
+    """Start one process per argv; each prints "ready" once set up, waits for a line on
+    stdin, does its work and prints one JSON object. All get their line at once; their
+    objects, in order. A process that fails is a MeasureError with its last words."""
+    import json
+    import subprocess
+
+    procs = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env, cwd=cwd) for argv in argvs]
+    try:
+        for proc in procs:
+            if proc.stdout.readline() != "ready\n":
+                raise MeasureError(f"a client could not start: {proc.communicate(timeout=timeout)[1].strip()[-300:]}")
+        for proc in procs:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout)
+            if proc.returncode != 0:
+                raise MeasureError(f"a client failed: {err.strip()[-300:]}")
+            results.append(json.loads(out))
+        return results
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 # ---------------------------------------------------------------- statistics

@@ -1,10 +1,11 @@
 """The plan: every scenario with the rows it reports, in the order of the table. A row's
-`floor` names the interpreter-floor row its median is divided by (× floor)."""
+`floor` names the interpreter-floor row its median is divided by (× floor). The fleet
+rows (`fleet_plan`) run only when asked for (`--only fleet`): they need PostgreSQL."""
 from __future__ import annotations
 
 from functools import partial
 
-from . import aios_only, scenarios
+from . import aios_only, fleet, scenarios
 from .scenarios import Row, Scenario, Settings
 from .systems import sleepers
 
@@ -122,4 +123,51 @@ def _aios_rows(s: Settings) -> list[Scenario]:
         _one("adoption", f"Adoption: kill -9 of the daemon with {s.many} jobs, then start it again", "aios",
              (Row("ready_ms", f"launch → ping answers, all {s.many} adopted", "ms", "wall_ms"),
               Row("self_ready_ms", _OWN, "ms")), aios_only.adoption, s),
+    ]
+
+
+def fleet_plan(s: Settings) -> list[Scenario]:
+    """The fleet family: single-device rows on SQLite ("aios") beside PostgreSQL
+    ("aios-pg"), then rows of several devices on one PostgreSQL (aios-pg alone)."""
+    n, clients = s.triggers, 3 * s.fleet_clients
+    return [
+        Scenario("fleet_cold_start", "fleet", "Cold start, 1 always job, SQLite store beside PostgreSQL", "store",
+                 _cold_rows(1), partial(scenarios.cold_start, jobs=sleepers(1), children=1, s=s)),
+        Scenario("fleet_trigger_rtt", "fleet", f"Triggers through the socket, {n} back to back, SQLite store "
+                 "beside PostgreSQL", "store", (Row("per_s", "acknowledged per second", "/s"),
+                                                Row("ack_p50_us", "one trigger's round trip, p50", "µs"),
+                                                Row("ack_p99_us", "one trigger's round trip, p99", "µs")),
+                 partial(aios_only.triggers_socket, s=s)),
+        Scenario("fleet_dispatch", "fleet", f"Runs dispatched, {n} triggers of a /bin/true job, SQLite store "
+                 "beside PostgreSQL", "store", (Row("per_s", "runs per second (first trigger → last run ended)", "/s"),
+                                                Row("total_ms", "first trigger sent → last run ended", "ms")),
+                 partial(aios_only.dispatch, s=s)),
+        Scenario("fleet_triggers", "fleet", f"Fleet of 3 devices: {n} triggers to each from {s.fleet_clients} "
+                 f"connections ({clients} clients at once)", "fleet",
+                 (Row("per_s", "acknowledged fleet-wide per second", "/s"),
+                  Row("refused", "refused and sent again (the store failing a moment)", "triggers"),
+                  Row("daemon_cpu_ms", "the three daemons' utime+stime per acknowledged trigger", "CPU ms"),
+                  Row("pg_cpu_ms", "PostgreSQL's utime+stime per acknowledged trigger", "CPU ms")),
+                 partial(fleet.fleet_triggers, s=s)),
+        Scenario("fleet_remote", "fleet", f"Fleet of 2 devices: {s.remote} triggers on A's socket for device B "
+                 "(`aios trigger JOB --device B`), one at a time", "fleet",
+                 (Row("p50_ms", "trigger sent on A → B announces the run started, p50", "ms"),
+                  Row("p99_ms", "… p99 (nearest rank)", "ms"),
+                  Row("ack_p50_ms", "trigger sent on A → A acknowledged it, p50", "ms")),
+                 partial(fleet.remote_trigger, s=s)),
+        Scenario("fleet_failover", "fleet", f"Failover, {s.kills} kill -9 of the lease holder's daemon "
+                 f"({s.kills + 1} devices, lease_ttl {fleet.FAILOVER_TTL:g} s)", "fleet",
+                 (Row("moved_ms", "kill -9 → the copy running under another device", "ms"),
+                  Row("fenced_ms", "kill -9 → the old copy killed by its fence", "ms")),
+                 partial(fleet.failover, s=s)),
+        Scenario("fleet_idle", "fleet", f"{s.idle_devices} idle daemons on one PostgreSQL (lease ttl "
+                 f"{fleet.IDLE_TTL:g} s: a heartbeat turn every {fleet.IDLE_TTL / 3:.1f} s), over "
+                 f"{s.cpu_window:g} s", "fleet",
+                 (Row("daemon_ms", "one daemon's utime+stime, median of the daemons", "CPU ms"),
+                  Row("daemon_max_ms", "… the busiest daemon", "CPU ms"),
+                  Row("turn_ms", "daemon CPU per heartbeat turn (mean over the daemons / turns in the window)",
+                      "CPU ms"),
+                  Row("pg_ms", "PostgreSQL's utime+stime, every server process", "CPU ms"),
+                  Row("connections", "connections the daemons hold", "conns")),
+                 partial(fleet.idle, s=s)),
     ]

@@ -191,14 +191,19 @@ def _floor_median(data, row: dict, system: str) -> float | None:
     return _median_of(data, "floor", interpreter, row["floor"])
 
 
+def _peers_of_lead(data) -> list[str]:
+    """The other process managers (every one has a floor), not variants of AIOS itself."""
+    return data.get("peers", [name for name in data["floor_of"] if name != LEAD])
+
+
 def _has_peers(data) -> bool:
-    managers = set(data["floor_of"])     # every process manager has a floor
-    return any(len(managers & set(results)) > 1 for results in data["results"].values())
+    compared = {LEAD, *_peers_of_lead(data)}
+    return any(len(compared & set(results)) > 1 for results in data["results"].values())
 
 
 def _peer_ratio(data, scenario_key: str, row_key: str) -> str:
     lead = _median_of(data, scenario_key, LEAD, row_key)
-    peers = [_median_of(data, scenario_key, name, row_key) for name in data["floor_of"] if name != LEAD]
+    peers = [_median_of(data, scenario_key, name, row_key) for name in _peers_of_lead(data)]
     peers = [p for p in peers if p is not None]
     return _ratio(lead, min(peers)) if lead is not None and peers else ""
 

@@ -42,11 +42,15 @@ class Settings(NamedTuple):
     settle: float = 1.0            # seconds after start-up before memory or CPU is read
     timeout: float = 60.0          # liveness limit of any one wait
     scale_timeout: float = 300.0   # ... of the scale row's start-up
+    fleet_clients: int = 3         # fleet rows: trigger clients per device (each sends `triggers`)
+    remote: int = 200              # ... triggers sent to another device, one after the other
+    idle_devices: int = 50         # ... daemons on one PostgreSQL for the idle CPU row
 
 
 FULL = Settings()
 QUICK = Settings(quick=True, rounds=1, few=5, many=20, scale=50, cpu_window=2.0, lateness_window=4.0,
-                 kills=1, repeats=1, triggers=50, pings=200, settle=0.2, log_lines=2000)
+                 kills=1, repeats=1, triggers=50, pings=200, settle=0.2, log_lines=2000, remote=10,
+                 idle_devices=5)
 
 
 class Row(NamedTuple):

@@ -19,14 +19,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 from . import ROOT
+from .measure import together
+from .pg import Postgres
 
 CLIENT = """
 import json, sys, time
@@ -57,16 +57,8 @@ ROWS = (("add", 1), ("add", 3), ("claim", 1), ("claim", 3))
 def run_clients(url: str, mode: str, clients: int, per_client: int) -> dict:
     """`clients` processes doing `mode` at once; their rate in operations per second."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", CLIENT, url, f"bench{n}", mode, str(per_client)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-             for n in range(clients)]
-    for proc in procs:
-        if proc.stdout.readline() != "ready\n":
-            raise SystemExit(f"bench.store_backends: a client could not open {url.split('?')[0]}")
-    for proc in procs:
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    results = [json.loads(proc.communicate(timeout=600)[0]) for proc in procs]
+    argvs = [[sys.executable, "-c", CLIENT, url, f"bench{n}", mode, str(per_client)] for n in range(clients)]
+    results = together(argvs, env, str(ROOT), 600)
     done = sum(r["done"] for r in results)
     elapsed = max(r["t1"] for r in results) - min(r["t0"] for r in results)
     return {"per_s": done / elapsed, "done": done, "retries": sum(r["retries"] for r in results)}
@@ -80,38 +72,6 @@ def fill(url: str, count: int) -> None:
         for n in range(count):
             store.add_trigger("bench", [n], now=1.0)
     store.close()
-
-
-class Postgres:
-    """Fresh schemas on one server: the given admin URL, or one started with pgserver."""
-
-    def __init__(self, admin: str | None):
-        self.admin = admin or os.environ.get("AIOS_BENCH_PG_DSN") or self._start()
-        self.schemas: list[str] = []
-
-    @staticmethod
-    def _start() -> str:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import pgserver
-
-            return pgserver.get_server(tempfile.mkdtemp(prefix="aios-bench-pg-"), cleanup_mode="delete").get_uri()
-
-    def fresh(self) -> str:
-        import psycopg
-
-        name = f"bench_{os.getpid()}_{len(self.schemas)}"
-        with psycopg.connect(self.admin, autocommit=True) as db:
-            db.execute(f'CREATE SCHEMA "{name}"')
-        self.schemas.append(name)
-        return f"{self.admin}{'&' if '?' in self.admin else '?'}options=-csearch_path%3D{name}"
-
-    def drop(self) -> None:
-        import psycopg
-
-        with psycopg.connect(self.admin, autocommit=True) as db:
-            for name in self.schemas:
-                db.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 def measure(backend: str, fresh, mode: str, clients: int, per_client: int) -> dict:
@@ -142,7 +102,7 @@ def main(argv: list[str]) -> int:
                 for name, fresh in backends.items():   # A B, then the next row
                     samples[f"{mode}_{clients}"][name].append(measure(name, fresh, mode, clients, per_client))
     finally:
-        postgres.drop()
+        postgres.close()
     print(report(samples, rounds, per_client))
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"store-{time.strftime('%Y%m%dT%H%M%S')}.json"

@@ -1,15 +1,19 @@
 """The JSON API under /api/: the control protocol over HTTP, for the page and for scripts.
 
-    GET  /api/OP?field=value    reads:   ping, status, job, history, events, wait
+    GET  /api/OP?field=value    reads:   ping, about, status, job, history, events, wait,
+                                         fleet
     POST /api/OP  {"field": …}  changes: start, stop, restart, reload, enable, disable,
-                                         trigger, run, apply, reexec, shutdown
+                                         trigger, run, apply, reexec, shutdown, route
 
 Each is one control request; the reply is the protocol's own, `{"ok": true, "result": …}`
 or `{"ok": false, "error": "…"}`, with HTTP 200, 400 (refused by the daemon or malformed),
 404 (no such op), 503 (no daemon running) or 504 (the daemon did not answer in time).
 GET /api/log?job=NAME&lines=N (a job's log, live) and GET /api/stream (every event and
 job change, live) are Server-Sent Events. `limit` is capped at LIMIT_MAX, at most
-WAITS_MAX waits are open at a time, and the values of a job's `env` are masked.
+WAITS_MAX waits are open at a time, and the values of a job's `env` are masked. In a
+fleet, GET /api/fleet lists the devices and leases, and POST /api/route with
+{"device": ID, "request": {"op": "restart", "job": NAME}} carries an operation out on
+another device's daemon (through the database; the reply is that daemon's answer).
 """
 from __future__ import annotations
 
@@ -23,9 +27,9 @@ from .client import CALL_TIMEOUT
 from .security import Refused, mask_env
 
 READS = {"ping": (), "about": (), "status": ("job",), "job": ("job",), "history": ("job", "limit"),
-         "events": ("job", "limit", "after_id"), "wait": ("trigger",)}
+         "events": ("job", "limit", "after_id"), "wait": ("trigger",), "fleet": ()}
 WRITES = ("start", "stop", "restart", "reload", "enable", "disable", "trigger", "run", "apply", "reexec",
-          "shutdown")
+          "shutdown", "route")
 INTEGERS = ("limit", "after_id", "trigger", "lines")
 LIMIT_MAX = 1000              # rows a history or events read returns at most
 WAITS_MAX = 32                # /api/wait requests open at a time

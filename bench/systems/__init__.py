@@ -59,6 +59,7 @@ class System:
     kind = "manager"
     interpreter = "python"                   # the floor its start-up and memory are compared with
     features: frozenset[str] = frozenset({"always", "cli"})   # what scenarios it can take part in
+    variant_of: str | None = None            # another configuration of that system: not a peer of it
     stop_how = "SIGTERM to the daemon"
 
     def __init__(self, env: dict[str, str], scratch: Path):

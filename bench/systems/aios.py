@@ -3,7 +3,9 @@ fresh folder, started with the real interpreter (sys.executable) and stopped wit
 SIGTERM, exactly as README.md tells a user. It is ready when its control socket
 (AIOS_HOME/aios.sock) answers a `ping`; its CLI is `sys.executable -m aios --home H`.
 Reads `orchestrator.db` only to get the scheduled `due` of interval runs and to count
-trigger rows and runs.
+trigger rows and runs. `AiosPostgres` is the same daemon on the PostgreSQL store
+(AIOS_DB: a fresh schema of the bench's server for each launch), a variant of AIOS
+rather than a peer.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ PING = b'{"op":"ping"}\n'
 class Aios(System):
     name = "aios"
     interpreter = "python"
-    features = frozenset({"always", "cli", "default_config", "interval", "aios"})
+    features = frozenset({"always", "cli", "default_config", "interval", "aios", "store"})
     stop_how = "SIGTERM to the daemon (Ctrl-C does the same)"
 
     def argv(self) -> list[str]:
@@ -99,6 +101,44 @@ class Aios(System):
         """started - due of each run of `job`, in ms, oldest first (runs table)."""
         rows = self.query("SELECT started, due FROM runs WHERE job = ? AND due IS NOT NULL ORDER BY id", (job,))
         return [(started - due) * 1000.0 for started, due in rows]
+
+
+class AiosPostgres(Aios):
+    """AIOS on the PostgreSQL store. Each launch gets a new schema, created and migrated
+    before the launch (untimed), as it is for a device joining an existing fleet."""
+
+    name = "aios-pg"
+    variant_of = "aios"
+    features = frozenset({"store", "fleet"})
+
+    def __init__(self, env: dict[str, str], scratch, postgres):
+        super().__init__(env, scratch)
+        self.postgres = postgres          # bench.pg.Postgres
+        self.url: str | None = None
+
+    def unavailable(self) -> str | None:
+        return self.postgres.unavailable()
+
+    def describe(self) -> str:
+        where = "a pgserver of its own" if self.postgres.server is not None or self.postgres.error else "--pg"
+        return f"{super().describe()} with AIOS_DB = a fresh schema on PostgreSQL ({where})"
+
+    def write_config(self, jobs: Sequence[Job] | None) -> None:
+        from aios.store import open_store
+
+        self.url = self.postgres.fresh()
+        open_store(self.url, "bench").close()
+        super().write_config(jobs)
+
+    def process_env(self) -> dict[str, str]:
+        return {**super().process_env(), "AIOS_DB": self.url or ""}
+
+    def query(self, sql: str, params=()) -> list[tuple]:
+        """The same query on the schema (`?` placeholders, as for SQLite)."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as db:
+            return db.execute(sql.replace("?", "%s"), params).fetchall()
 
 
 def ping(path: str, timeout: float = 2.0) -> dict | None:

@@ -1,6 +1,7 @@
 """A real daemon in a temp home and dashboards serving it: in this process (for the API
 tests) or as the daemon's own web_server job (for the browser tests). HTTP helpers that
-return status, headers and the decoded body, errors included; a logged-in session."""
+return status, headers and the decoded body, errors included; a logged-in session; the
+headless Chromium of the browser tests (Playwright), failing in CI when missing."""
 from __future__ import annotations
 
 import asyncio
@@ -234,3 +235,88 @@ class EventStream:
     def close(self) -> None:
         self.response.close()    # holds the socket open too
         self.conn.close()
+
+
+# ---------------------------------------------------------------- the browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+WAIT_MS = LIVENESS * 1000
+DESKTOP, PHONE = {"width": 1280, "height": 800}, {"width": 360, "height": 740}
+
+
+def missing() -> list[str]:
+    found = []
+    if not os.access(CHROMIUM, os.X_OK):
+        found.append("Chromium at /usr/bin/chromium (apt-get install chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        found.append("Playwright for Python (pip install playwright)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser():
+    lacking = missing()
+    if lacking:
+        message = f"the browser tests need {' and '.join(lacking)}; ./run-tests installs both"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Pages:
+    """Browser pages, each in a context of its own, logged in through a login link; their
+    script errors and Content-Security-Policy violations are collected in `errors`."""
+
+    def __init__(self, browser):
+        self.browser, self.contexts, self.errors = browser, [], []
+
+    def open(self, login: str, viewport: dict = DESKTOP, bypass_csp: bool = False):
+        context = self.browser.new_context(viewport=viewport, bypass_csp=bypass_csp)
+        self.contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        page.on("pageerror", lambda error: self.errors.append(error))
+        page.on("console", lambda message: "Content Security Policy" in message.text
+                and self.errors.append(message.text))
+        page.goto(login)                        # logs in, then shows the jobs
+        page.wait_for_selector("#live.live-live")
+        assert "token" not in page.url, "the token leaves the address bar at once"
+        return page
+
+    def close(self) -> None:
+        for context in self.contexts:
+            context.close()
+
+
+@pytest.fixture
+def pages(browser):
+    """Pages; an error on any of them fails the test at the end."""
+    made = Pages(browser)
+    yield made
+    made.close()
+    assert not made.errors, made.errors
+
+
+def healthy(url: str) -> bool:
+    """The dashboard at `url` answers /healthz."""
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def wait_js(page, expression: str, arg=None, what: str = "the page"):
+    """Poll a JavaScript function of the page from here: Playwright's own wait_for_function
+    evaluates a string inside the page, which the dashboard's CSP (rightly) forbids."""
+    return wait_until(lambda: page.evaluate(expression, arg), what=what)

@@ -68,6 +68,14 @@ def test_a_post_from_the_page_restarts_a_job(web, daemon):
     wait_until(lambda: status(daemon.home, "sleeper")["pid"] not in (None, before), what="a new sleeper pid")
 
 
+def test_fleet_and_route_on_a_device_outside_a_fleet_say_what_fleet_mode_needs(web):
+    code, _, reply = get(web, "/api/fleet")
+    assert code == 400 and reply["error"].startswith("Fleet mode needs PostgreSQL"), reply
+    code, _, reply = Login(web).post("route", {"device": "b", "request": {"op": "restart", "job": "sleeper"}})
+    assert code == 400 and reply["error"].startswith("Fleet mode needs PostgreSQL"), reply
+    assert get(web, "/api/fleet?device=b")[0] == 400, "the fleet op takes no parameter"
+
+
 def test_a_post_without_origin_or_csrf_changes_nothing(web, daemon):
     wait_until(lambda: status(daemon.home, "sleeper")["status"] == "running", what="sleeper running")
     before = status(daemon.home, "sleeper")["pid"]

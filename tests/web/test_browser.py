@@ -7,7 +7,6 @@ waits are generous liveness timeouts.
 """
 from __future__ import annotations
 
-import os
 import re
 import statistics
 import time
@@ -19,40 +18,8 @@ import pytest
 from aios import control
 
 from ..integration.conftest import LIVENESS, wait_until
-from .conftest import JOBS, free_port, printed_link, start_daemon, stop_daemon
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-WAIT_MS = LIVENESS * 1000
-DESKTOP, PHONE = {"width": 1280, "height": 800}, {"width": 360, "height": 740}
-
-
-def missing() -> list[str]:
-    found = []
-    if not os.access(CHROMIUM, os.X_OK):
-        found.append("Chromium at /usr/bin/chromium (apt-get install chromium)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        found.append("Playwright for Python (pip install playwright)")
-    return found
-
-
-@pytest.fixture(scope="module")
-def browser():
-    lacking = missing()
-    if lacking:
-        message = f"the browser tests need {' and '.join(lacking)}; ./run-tests installs both"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+from .conftest import (DESKTOP, JOBS, PHONE, WAIT_MS, free_port, healthy, printed_link, start_daemon,
+                       stop_daemon, wait_js)
 
 
 class Site:
@@ -84,51 +51,24 @@ def site(tmp_path_factory):
     daemon = start_daemon(tmp_path_factory.mktemp("browser") / "home", toml)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _healthy(url), what="the web_server job serving the dashboard")
+        wait_until(lambda: healthy(url), what="the web_server job serving the dashboard")
         yield Site(daemon, url)
     finally:
         stop_daemon(daemon)
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as reply:
-            return reply.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture
-def open_page(browser, site):
+def open_page(pages, site):
     """open_page(route, viewport) -> a page showing that route; its script errors and
     Content-Security-Policy violations fail the test at the end."""
-    contexts, errors = [], []
-
     def opener(route: str = "#/", viewport: dict = DESKTOP, bypass_csp: bool = False):
-        context = browser.new_context(viewport=viewport, bypass_csp=bypass_csp)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(WAIT_MS)
-        page.on("pageerror", lambda error: errors.append(error))
-        page.on("console", lambda message: "Content Security Policy" in message.text and errors.append(message.text))
-        page.goto(site.login)                   # logs in, then shows the jobs
-        page.wait_for_selector("#live.live-live")
-        assert "token" not in page.url, "the token leaves the address bar at once"
+        page = pages.open(site.login, viewport, bypass_csp)
         if route != "#/":
             page.goto(f"{site.url}/{route}")
             page.wait_for_selector("#live.live-live")
         return page
 
-    yield opener
-    for context in contexts:
-        context.close()
-    assert not errors, errors
-
-
-def wait_js(page, expression: str, arg=None, what: str = "the page"):
-    """Poll a JavaScript function of the page from here: Playwright's own wait_for_function
-    evaluates a string inside the page, which the dashboard's CSP (rightly) forbids."""
-    return wait_until(lambda: page.evaluate(expression, arg), what=what)
+    return opener
 
 
 def row(page, job: str):
@@ -257,6 +197,12 @@ def test_the_device_and_events_pages(open_page, site):
     page.locator("#events-body td.name", has_text="daemon_started").wait_for()
     control.call(site.home, "restart", job="hostile")
     page.locator('#events-body tr[data-event="status"] td', has_text="hostile").first.wait_for()
+
+
+def test_a_device_on_its_own_database_has_no_fleet_page(open_page, site):
+    page = open_page("#/fleet")
+    page.locator("#fleet-note", has_text="Not a fleet. Fleet mode needs PostgreSQL").wait_for()
+    assert page.locator("#nav-fleet").is_hidden() and page.locator("#fleet-table").is_hidden()
 
 
 def test_screenshots(open_page, site, tmp_path, capsys):

@@ -1,17 +1,18 @@
 // The dashboard's entry point: log-in (the link's #token=..., else the form), the one
 // event stream that keeps every page current, hash routes (#/, #/job/NAME, #/events,
-// #/device), the theme, and how the page shows that it is cut off from the daemon.
+// #/device, #/fleet), the theme, and how the page shows that it is cut off from the daemon.
 
 import { setUpTriggerForm } from "./actions.js";
 import { ApiError, change, read, setCsrf } from "./api.js";
 import { $, setServerTime } from "./dom.js";
 import * as devicePage from "./device.js";
 import * as eventsPage from "./events.js";
+import * as fleetPage from "./fleet.js";
 import * as jobPage from "./job.js";
 import * as jobsPage from "./jobs.js";
 import { device, emit, putJob, replaceJobs } from "./state.js";
 
-const PAGES = { jobs: jobsPage, job: jobPage, events: eventsPage, device: devicePage };
+const PAGES = { jobs: jobsPage, job: jobPage, events: eventsPage, device: devicePage, fleet: fleetPage };
 const THEMES = ["auto", "light", "dark"];
 let shown = null;
 let started = false;
