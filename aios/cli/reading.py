@@ -56,13 +56,20 @@ def _status_row(job: dict, now: float, color: bool) -> list:
 
 
 def _why(job: dict, now: float) -> str:
-    """Why a job is not running, in a few words."""
+    """Why a job is not running, in a few words; how a running program job started."""
     status, why = job["status"], job.get("why") or ""
     if status == "backoff" and job.get("next_due"):
         return f"backoff {max(0.0, job['next_due'] - now):.1f} s: {why}"
     if status == "running":
-        return why
+        return "; ".join(part for part in (why, _started(job)) if part)
     return f"{status}: {why}" if why and status in ("failed", "stopped", "ineligible") else why
+
+
+def _started(job: dict) -> str:
+    """"zygote", "spawn", or "spawn (why not the zygote)" for a program job's run."""
+    if not job.get("started"):
+        return ""
+    return job["started"] + (f" ({job['start_note']})" if job.get("start_note") else "")
 
 
 def _stored_status(home: str, name: str | None) -> list[dict]:

@@ -150,6 +150,7 @@ class Daemon:
         if engine.control is not None:
             engine.control.close()
             _unlink(Path(engine.control.path))
+        engine.processes.finish()     # the zygotes
         engine.event("daemon_stopped", None, "all jobs stopped")
         engine.recorder.flush()
         engine.store.close()

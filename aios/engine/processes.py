@@ -1,8 +1,9 @@
 """The process layer the engine runs jobs through: `supervisor` (spawn, signal, reap,
-adopt) plus what belongs to a job's process but not to supervisor: its log file (opened,
-rotated, and watched so it stays bounded) and its exit, registered in the loop as a
-pidfd reader. The engine calls only these methods; tests give it a fake with the same
-ones (tests/engine/fakes.py). Part of the engine.
+adopt) and the zygotes (program jobs' runs forked from a preloaded interpreter), plus
+what belongs to a job's process but not to supervisor: its log file (opened, rotated,
+and watched so it stays bounded) and its exit, registered in the loop as a pidfd
+reader. The engine calls only these methods; tests give it a fake with the same ones
+(tests/engine/fakes.py). Part of the engine.
 """
 from __future__ import annotations
 
@@ -16,20 +17,53 @@ class SystemProcesses:
         self.engine = engine
         self.log_guard = None        # watches.LogGuard, once the watches are set up
         self._exits: dict = {}       # pidfd -> (callback, args), to re-register after a spurious wake
+        self._how: dict = {}         # pid -> how it was started (`started`), until the engine asks
+        self.zygotes = None          # zygote.Zygotes, from the first run that may use one
 
-    def spawn(self, argv: list, env: dict, cwd: str, log_path: str, **options):
+    def spawn(self, argv: list, env: dict, cwd: str, log_path: str, *, start: str | None = None,
+              preload: tuple = (), **options):
         """Start a job process writing to `log_path`, with supervisor.spawn's options (its
-        user, umask, limits, mark); SpawnError (an OSError) if it cannot be."""
+        user, umask, limits, mark); SpawnError (an OSError) if it cannot be. A program
+        job's run (`start` given) goes through its zygote (preloading `preload`) when
+        start is "zygote" and the zygote can take it, else it is spawned."""
         settings = self.engine.settings
         logs.rotate_if_needed(log_path, settings.log_max_bytes, settings.log_keep)
         fd = logs.open_log(log_path)
         try:
-            proc = supervisor.spawn(argv, env, cwd, fd, **options)
+            proc, how = self._start(argv, env, cwd, fd, start, preload, options)
         finally:
             os.close(fd)
+        if how is not None:
+            self._how[proc.pid] = how
         if self.log_guard is not None:
             self.log_guard.arm(log_path)
         return proc
+
+    def _start(self, argv, env, cwd, fd, start, preload, options) -> tuple:
+        if start != "zygote":
+            return supervisor.spawn(argv, env, cwd, fd, **options), None if start is None else ("spawn", None)
+        from ..zygote import Unavailable
+
+        try:
+            return self._zygotes().spawn(argv, env, cwd, fd, preload=preload, **options), ("zygote", None)
+        except Unavailable as exc:
+            return supervisor.spawn(argv, env, cwd, fd, **options), ("spawn", str(exc))
+
+    def _zygotes(self):
+        if self.zygotes is None:
+            from .. import launch
+            from ..zygote import Zygotes
+
+            engine = self.engine
+            self.zygotes = Zygotes(engine.loop, lambda name, message: engine.event(name, None, message),
+                                   launch.inherited(engine.base_env), tuple(engine.settings.python_env))
+        return self.zygotes
+
+    def started(self, proc) -> tuple | None:
+        """How proc was started, asked once right after spawn: ("zygote", None), or
+        ("spawn", why not the zygote, or None if the job asked for a spawn); None for
+        a command job."""
+        return self._how.pop(proc.pid, None)
 
     def watch(self, proc, callback, *args) -> None:
         """Call callback(*args) when proc may have exited (then `reap` tells)."""
@@ -72,7 +106,13 @@ class SystemProcesses:
         return supervisor.oom_killed(proc)
 
     def reap_orphans(self, tracked) -> list:
-        return supervisor.reap_orphans(tracked)
+        zygotes = self.zygotes.pids() if self.zygotes is not None else set()
+        return supervisor.reap_orphans(set(tracked) | zygotes)
+
+    def finish(self) -> None:
+        """The daemon ends: its zygotes stop (its jobs have)."""
+        if self.zygotes is not None:
+            self.zygotes.close()
 
     def close(self, proc) -> None:
         supervisor.close(proc)
