@@ -32,6 +32,7 @@ import os
 import select
 import signal
 import socket
+import time
 from functools import partial
 from pathlib import Path
 
@@ -120,26 +121,28 @@ class Zygotes:
         request = {"argv": argv, "env": env, "cwd": cwd, "cgroup": place,
                    "setup": {name: getattr(setup, name) for name in ("sigdef", "uid", "gid", "groups", "umask",
                                                                       "rlimits", "nice", "ioprio")}}
+        reader, writer = os.pipe2(os.O_CLOEXEC)
         try:
-            send(zygote.sock, request, (log_fd, gate))
+            try:
+                send(zygote.sock, request, (log_fd, gate, writer))
+            finally:
+                os.close(writer)
             reply, _ = receive(zygote.sock)
             if reply is None:
                 raise ValueError("it hung up")
+            if "refused" in reply:
+                self._refused_run(zygote, reply)
+            return _answer(_report(reader), int(reply["forked"]))
         except (OSError, ValueError) as exc:
             self._lost(zygote, f"failed during a fork ({exc})")
             raise Unavailable(zygote.why) from None
-        return self._answer(zygote, reply)
+        finally:
+            os.close(reader)
 
-    def _answer(self, zygote: Zygote, reply: dict) -> int:
-        if "failed" in reply:
-            if "pid" in reply:      # the run's process, our child now, failed its set-up
-                os.waitpid(reply["pid"], 0)
-            raise forkexec.Failed(str(reply["failed"][0]), int(reply["failed"][1]))
-        if "refused" in reply:
-            if reply.get("fatal"):
-                self._refuse(zygote, reply["refused"])
-            raise Unavailable(f"{zygote.describe()}: {reply['refused']}")
-        return int(reply["pid"])
+    def _refused_run(self, zygote: Zygote, reply: dict) -> None:
+        if reply.get("fatal"):
+            self._refuse(zygote, reply["refused"])
+        raise Unavailable(f"{zygote.describe()}: {reply['refused']}")
 
     # ================================================================ which zygote
     def _ready(self, key: Key) -> Zygote:
@@ -305,6 +308,53 @@ class Zygotes:
             supervisor.reap(proc)
             supervisor.close(proc)
         self.ending.clear()
+
+
+def _report(fd: int) -> list:
+    """The report pipe read to its end (every writer closed it), within REPLY_TIMEOUT."""
+    chunks, deadline = [], time.monotonic() + REPLY_TIMEOUT
+    while True:
+        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            raise TimeoutError("the run's process did not finish its set-up")
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return b"".join(chunks).decode().split()
+        chunks.append(chunk)
+
+
+def _answer(report: list, middle: int) -> int:
+    """The pid of the run's process, from the middle's "P<pid>"; forkexec.Failed with the
+    step that failed ("F<step>:<errno>"), the run's process reaped if it was forked."""
+    pid = failed = None
+    for item in report:
+        if item.startswith("P"):
+            pid = int(item[1:])
+        elif item.startswith("F"):
+            step, _, err = item[1:].partition(":")
+            failed = (step, int(err))
+    if pid is None or failed is not None:
+        if pid is not None:
+            _reap_failed(pid, middle)
+        raise forkexec.Failed(*(failed or ("fork", 0)))
+    return pid
+
+
+def _reap_failed(pid: int, middle: int) -> None:
+    """Reap a run's process that failed its set-up: ours once the middle has exited (its
+    pidfd is readable then: its children have been handed over)."""
+    try:
+        fd = os.pidfd_open(middle)
+    except ProcessLookupError:      # exited and reaped by the zygote already
+        fd = None
+    if fd is not None:
+        try:
+            select.select([fd], [], [], REPLY_TIMEOUT)
+        finally:
+            os.close(fd)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:       # not handed over in time: reaped as an orphan later
+        pass
 
 
 def _spawn_server(key: Key, env: dict, fd: int) -> int:

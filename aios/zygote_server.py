@@ -9,10 +9,12 @@ why it must not be used: a module that failed to import, started a thread or lef
 descriptor open), then serves one request at a time until the daemon hangs up.
 
 A request is one run: the runner's argv, the run's env and cwd, its forkexec.Setup and
-cgroup, and two descriptors, the log and a gate. The zygote forks twice: the middle
-process enters the run's cgroup, forks the run's process and exits, so the run's process
-is reparented to the daemon (a child subreaper) and is its child like a spawned one. The
-run's process takes forkexec's steps (signals, process group, stdio, limits, umask, ids,
+cgroup, and three descriptors: the log, a gate and a report pipe. The zygote forks the
+middle process and answers "forked"; the middle enters the run's cgroup, forks the run's
+process, writes its pid on the report and exits, so the run's process is reparented to
+the daemon (a child subreaper) and is its child like a spawned one. The daemon reads the
+report to its end: the run's process closes it once set up, or writes the step that
+failed. The run's process takes forkexec's steps (signals, process group, stdio, limits, umask, ids,
 cwd) and, besides: its environment and command line written where /proc/PID/environ and
 cmdline read them (adoption finds the run's token there), every other descriptor closed,
 Python's own signal dispositions, fresh random seeds, the AIOS modules forgotten. It
@@ -214,7 +216,7 @@ def _files(names: set) -> list:
 def serve(sock: socket.socket) -> list | None:
     while True:
         try:
-            request, fds = receive(sock, max_fds=2)
+            request, fds = receive(sock, max_fds=3)
         except (OSError, ValueError):
             return None
         if request is None:
@@ -235,11 +237,7 @@ def _serve_one(sock: socket.socket, request: dict, fds: list) -> list | None:
         return None
     if request["setup"].get("uid") is not None:
         _libc()                 # ctypes loads here, once, rather than in each run's process
-    outcome = _fork(request, fds[0], fds[1])
-    if isinstance(outcome, list):
-        return outcome
-    send(sock, outcome)
-    return None
+    return _fork(sock, request, *fds)
 
 
 def _refusal(request: dict, fds: list) -> dict | None:
@@ -248,62 +246,48 @@ def _refusal(request: dict, fds: list) -> dict | None:
     problem = _thread_problem()
     if problem:
         return {"refused": problem, "fatal": True}
-    if len(fds) != 2 or not all(key in request for key in ("argv", "env", "cwd", "setup")):
-        return {"refused": "a request needs argv, env, cwd, setup, the log and the gate", "fatal": False}
+    if len(fds) != 3 or not all(key in request for key in ("argv", "env", "cwd", "setup")):
+        return {"refused": "a request needs argv, env, cwd, setup, the log, the gate and the report", "fatal": False}
     problem = _room_problem(request["env"])
     return None if problem is None else {"refused": problem, "fatal": False}
 
 
-def _fork(request: dict, log_fd: int, gate: int) -> dict | list:
+def _fork(sock: socket.socket, request: dict, log_fd: int, gate: int, report: int) -> list | None:
+    """Fork the middle; say so; reap it. The middle and the run's process write what
+    the daemon must know on `report`, which the daemon reads itself."""
     import signal
 
-    reader, writer = os.pipe()
     _flush()
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     try:
         middle = os.fork()
         if middle == 0:
-            return _middle(request, log_fd, gate, reader, writer)
+            return _middle(request, log_fd, gate, report)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    os.close(writer)
-    os.close(log_fd)
-    os.close(gate)
-    with open(reader, "rb") as pipe:
-        report = pipe.read().decode().split()
-    os.waitpid(middle, 0)       # gone: the run's process is the daemon's child now
-    return _reply(report)
+    for fd in (log_fd, gate, report):
+        os.close(fd)
+    send(sock, {"forked": middle})
+    os.waitpid(middle, 0)
+    return None
 
 
-def _reply(report: list) -> dict:
-    """The daemon's answer from what the middle ("P<pid>") and the run's process
-    ("F<step>:<errno>") wrote."""
-    reply: dict = {}
-    for item in report:
-        if item.startswith("P"):
-            reply["pid"] = int(item[1:])
-        elif item.startswith("F"):
-            step, _, err = item[1:].partition(":")
-            reply["failed"] = [step, int(err)]
-    return reply if reply else {"failed": ["fork", 0]}
-
-
-def _middle(request: dict, log_fd: int, gate: int, reader: int, writer: int) -> list:
-    """The middle process: into the run's cgroup, fork the run's process, exit."""
+def _middle(request: dict, log_fd: int, gate: int, report: int) -> list:
+    """The middle process: into the run's cgroup, fork the run's process, say its pid
+    ("P<pid>") or what failed ("F<step>:<errno>"), exit."""
     step = "cgroup"
     try:
-        os.close(reader)
         if request.get("cgroup"):
             with open(os.path.join(request["cgroup"], "cgroup.procs"), "w") as procs:
                 procs.write("0")
         step = "fork"
         pid = os.fork()
     except BaseException as exc:
-        _say(writer, f"F{step}:{getattr(exc, 'errno', 0) or 0}")
+        _say(report, f"F{step}:{getattr(exc, 'errno', 0) or 0}")
         os._exit(0)
     if pid == 0:
-        return _run_process(request, log_fd, gate, writer)
-    _say(writer, f"P{pid}")
+        return _run_process(request, log_fd, gate, report)
+    _say(report, f"P{pid}")
     os._exit(0)
 
 
