@@ -117,10 +117,11 @@ class Zygotes:
         os.close(opener)
         return proc
 
-    def _fork(self, zygote: Zygote, gate: int, argv, env, cwd, log_fd, place, setup: forkexec.Setup) -> int:
-        request = {"argv": argv, "env": env, "cwd": cwd, "cgroup": place,
-                   "setup": {name: getattr(setup, name) for name in ("sigdef", "uid", "gid", "groups", "umask",
-                                                                      "rlimits", "nice", "ioprio")}}
+    def _fork(self, zygote: Zygote, gate: int, argv, env, cwd, log_fd, setup: forkexec.Setup) -> tuple:
+        """(pid, cgroup) of the run's process, set up and waiting on the gate."""
+        request = {"argv": argv, "env": env, "cwd": cwd,
+                   "setup": {name: getattr(setup, name) for name in ("uid", "gid", "groups", "umask", "rlimits",
+                                                                      "nice", "ioprio")}}
         reader, writer = os.pipe2(os.O_CLOEXEC)
         try:
             try:
@@ -132,7 +133,9 @@ class Zygotes:
                 raise ValueError("it hung up")
             if "refused" in reply:
                 self._refused_run(zygote, reply)
-            return _answer(_report(reader), int(reply["forked"]))
+            if "failed" in reply:
+                raise forkexec.Failed(str(reply["failed"][0]), int(reply["failed"][1]))
+            return _set_up(reader, int(reply["pid"])), reply.get("cgroup")
         except (OSError, ValueError) as exc:
             self._lost(zygote, f"failed during a fork ({exc})")
             raise Unavailable(zygote.why) from None
@@ -276,6 +279,7 @@ class Zygotes:
             self.loop.add_reader(proc.pidfd, self._exited, zygote, proc)
             return
         self.ending.discard(proc)
+        _drop_cgroups(proc.pid)
         if zygote.proc is proc:
             zygote.proc = None
             code, sig = status
@@ -307,54 +311,41 @@ class Zygotes:
                 select.select([proc.pidfd], [], [], grace)
             supervisor.reap(proc)
             supervisor.close(proc)
+            _drop_cgroups(proc.pid)
         self.ending.clear()
 
 
-def _report(fd: int) -> list:
-    """The report pipe read to its end (every writer closed it), within REPLY_TIMEOUT."""
-    chunks, deadline = [], time.monotonic() + REPLY_TIMEOUT
+def _drop_cgroups(pid: int) -> None:
+    """The cgroups zygote `pid` made for runs that never came ("_py.PID.N", each emptied
+    when its process saw the zygote go): removed now, or by cgroup.sweep once empty."""
+    tree = supervisor.cgroup.TREE
+    if tree is None:
+        return
+    try:
+        names = os.listdir(tree.scope)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(f"_py.{pid}."):
+            supervisor.cgroup.remove(os.path.join(tree.scope, name))
+
+
+def _set_up(report: int, pid: int) -> int:
+    """pid, once the run's process has closed the report (set up); forkexec.Failed with
+    the step it wrote instead ("F<step>:<errno>"), the process reaped (our child)."""
+    said, deadline = b"", time.monotonic() + REPLY_TIMEOUT
     while True:
-        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        if not select.select([report], [], [], max(0.0, deadline - time.monotonic()))[0]:
             raise TimeoutError("the run's process did not finish its set-up")
-        chunk = os.read(fd, 4096)
+        chunk = os.read(report, 4096)
         if not chunk:
-            return b"".join(chunks).decode().split()
-        chunks.append(chunk)
-
-
-def _answer(report: list, middle: int) -> int:
-    """The pid of the run's process, from the middle's "P<pid>"; forkexec.Failed with the
-    step that failed ("F<step>:<errno>"), the run's process reaped if it was forked."""
-    pid = failed = None
-    for item in report:
-        if item.startswith("P"):
-            pid = int(item[1:])
-        elif item.startswith("F"):
-            step, _, err = item[1:].partition(":")
-            failed = (step, int(err))
-    if pid is None or failed is not None:
-        if pid is not None:
-            _reap_failed(pid, middle)
-        raise forkexec.Failed(*(failed or ("fork", 0)))
-    return pid
-
-
-def _reap_failed(pid: int, middle: int) -> None:
-    """Reap a run's process that failed its set-up: ours once the middle has exited (its
-    pidfd is readable then: its children have been handed over)."""
-    try:
-        fd = os.pidfd_open(middle)
-    except ProcessLookupError:      # exited and reaped by the zygote already
-        fd = None
-    if fd is not None:
-        try:
-            select.select([fd], [], [], REPLY_TIMEOUT)
-        finally:
-            os.close(fd)
-    try:
+            break
+        said += chunk
+    if said.startswith(b"F"):
         os.waitpid(pid, 0)
-    except ChildProcessError:       # not handed over in time: reaped as an orphan later
-        pass
+        step, _, err = said[1:].decode().strip().partition(":")
+        raise forkexec.Failed(step, int(err or 0))
+    return pid
 
 
 def _spawn_server(key: Key, env: dict, fd: int) -> int:
@@ -362,7 +353,8 @@ def _spawn_server(key: Key, env: dict, fd: int) -> int:
     daemon's stderr, the socket as descriptor 3."""
     from .supervisor.spawn import _SIGDEF
 
-    argv = [key.interpreter, SERVER, "3", json.dumps(list(key.preload)), " " * ARG_ROOM]
+    scope = supervisor.cgroup.TREE.scope if supervisor.cgroup.TREE is not None else ""
+    argv = [key.interpreter, SERVER, "3", json.dumps(list(key.preload)), scope, " " * ARG_ROOM]
     actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
                (os.POSIX_SPAWN_DUP2, fd, 3)]

@@ -1,31 +1,31 @@
 """The zygote: a Python process that has imported the runner and the modules to preload,
-and forks runs of program jobs on request. The daemon's side is aios/zygote.py.
+and forks runs of program jobs on request. The daemon's side is aios/zygote.py; what a
+run's process does before the job's code is aios/zygote_run.py.
 
-    python3 aios/zygote_server.py FD PRELOAD_JSON ROOM
+    python3 aios/zygote_server.py FD PRELOAD_JSON CGROUP_SCOPE ROOM
 
-FD is a connected AF_UNIX stream socket to the daemon; ROOM only reserves space in the
+FD is a connected AF_UNIX stream socket to the daemon; CGROUP_SCOPE is where runs'
+cgroups are made ("" without cgroup containment); ROOM only reserves space in the
 command line. It imports the modules, says "ready" (with the files of what it loaded, or
 why it must not be used: a module that failed to import, started a thread or left a
 descriptor open), then serves one request at a time until the daemon hangs up.
 
-A request is one run: the runner's argv, the run's env and cwd, its forkexec.Setup and
-cgroup, and three descriptors: the log, a gate and a report pipe. The zygote forks the
-middle process and answers "forked"; the middle enters the run's cgroup, forks the run's
-process, writes its pid on the report and exits, so the run's process is reparented to
-the daemon (a child subreaper) and is its child like a spawned one. The daemon reads the
-report to its end: the run's process closes it once set up, or writes the step that
-failed. The run's process takes forkexec's steps (signals, process group, stdio, limits, umask, ids,
-cwd) and, besides: its environment and command line written where /proc/PID/environ and
-cmdline read them (adoption finds the run's token there), every other descriptor closed,
-Python's own signal dispositions, fresh random seeds, the AIOS modules forgotten. It
-waits on the gate, which the daemon opens once it watches the pid; a gate closed without
-a word (the daemon gave up on the request) ends it before it runs anything, so a run is
-never started twice. Then the runner imports the job's file fresh and calls its function
-as `python3 runner.py` does, and the interpreter exits as it would (atexit, threads).
+A run's process is forked before its request (a "spare"), off the daemon's path: the
+zygote forks a middle process, which enters a new cgroup of its own ("_py.ZPID.N" in the
+scope: moving a process between cgroups waits for an RCU grace period, milliseconds),
+forks the spare and exits, so the spare is reparented to the daemon (a child subreaper)
+and is its child like a spawned process. The spare waits on a socket for its run.
+
+A request is one run: the runner's argv, the run's env and cwd, its forkexec.Setup, and
+three descriptors: the log, a gate and the daemon's report pipe. The zygote reaps the
+spare's middle, hands it the request and answers the spare's pid and cgroup, then forks
+the next spare. The daemon reads the report to its end (zygote_run.py), writes the
+run's cgroup limits, watches the pid and opens the gate.
 
 It never forks while another thread runs (threading and /proc/self/task are checked
-before each fork): it answers with the threads instead. Imports aios.supervisor's child
-set-up and aios.runner, by their package; nothing of aios stays in a run's process.
+before each fork): it answers with the threads instead. Imports aios.runner and
+aios.zygote_run (and through it aios.supervisor.forkexec) by their package; nothing of
+aios stays in a run's process.
 """
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def send(sock: socket.socket, message: dict, fds: tuple = ()) -> None:
     data = json.dumps(message, separators=(",", ":")).encode()
     frame = _HEADER.pack(len(data)) + data
     sent = socket.send_fds(sock, [frame], list(fds)) if fds else 0
-    sock.sendall(frame[sent:])
+    if sent < len(frame):       # (sendall of nothing would still write: EPIPE once the peer is done)
+        sock.sendall(frame[sent:])
 
 
 def receive(sock: socket.socket, max_fds: int = 0) -> tuple[dict | None, list]:
@@ -92,6 +93,8 @@ def main(argv: list[str]) -> list | None:
     started_with = set(sys.modules)
     sock = socket.socket(fileno=int(argv[0]))
     _own_imports()
+    RUN.areas()
+    RUN.own_environ()
     before = _descriptors()
     problem = _preload(json.loads(argv[1])) or _thread_problem() or _descriptor_problem(before)
     send(sock, {"ready": True, "pid": os.getpid(), "problem": problem,
@@ -103,7 +106,7 @@ def main(argv: list[str]) -> list | None:
     _fresh_signals()
     gc.collect()
     gc.freeze()         # the preloaded objects stay out of the children's collections: fewer copied pages
-    return serve(sock)
+    return serve(sock, argv[2])
 
 
 def _fresh_signals() -> None:
@@ -126,7 +129,7 @@ def _own_imports() -> None:
     script leaves sys.path (it would shadow jobs' modules) and the one holding aios is
     searched last, as the runner does for jobs. What the runner uses on each call (to
     load a job, report its exception) comes now, once."""
-    global RUNNER, forkexec
+    global RUNNER, RUN
     import importlib
 
     here = os.path.dirname(os.path.realpath(__file__))
@@ -134,16 +137,16 @@ def _own_imports() -> None:
         del sys.path[0]
     sys.path.insert(0, os.path.dirname(here))
     try:
-        for name in ("importlib.util", "random", "traceback", "aios.runner", "aios.supervisor.forkexec"):
+        for name in ("importlib.util", "random", "traceback", "aios.runner", "aios.zygote_run"):
             importlib.import_module(name)
     finally:
         del sys.path[0]
     if os.path.dirname(here) not in sys.path:
         sys.path.append(os.path.dirname(here))
-    RUNNER, forkexec = sys.modules["aios.runner"], sys.modules["aios.supervisor.forkexec"]
+    RUNNER, RUN = sys.modules["aios.runner"], sys.modules["aios.zygote_run"]
 
 
-forkexec = None     # aios.supervisor.forkexec, imported by _own_imports
+RUN = None          # aios.zygote_run, imported by _own_imports
 
 
 def _preload(names: list) -> str | None:
@@ -213,210 +216,174 @@ def _files(names: set) -> list:
     return files
 
 
-def serve(sock: socket.socket) -> list | None:
+def serve(sock: socket.socket, scope: str) -> list | None:
+    """Answer the daemon's requests, a spare always forked ahead. Returns the runner's
+    arguments in a run's process; None in the zygote once the daemon hangs up."""
+    spare = None
     while True:
+        if spare is None:
+            spare = _fork_spare(scope)
+            if isinstance(spare, list):     # the run's process
+                sock.detach()               # closed in its set-up: never close a number it reuses
+                return spare
         try:
             request, fds = receive(sock, max_fds=3)
         except (OSError, ValueError):
             return None
         if request is None:
             return None
-        job = _serve_one(sock, request, fds)
-        if job is not None:
-            sock.detach()       # the run's process closed its descriptor: never close a number it reuses
-            return job
+        spare = _serve_one(sock, request, fds, spare)
 
 
-def _serve_one(sock: socket.socket, request: dict, fds: list) -> list | None:
-    """Answer one request; the run's process returns its runner arguments from here."""
+class Spare:
+    """The next run's process, forked ahead: its socket (for its request), the pipe on
+    which its middle says its pid, the middle, its cgroup; or, if it could not be
+    forked, the answer to give instead (`problem`)."""
+
+    __slots__ = ("sock", "reader", "middle", "cgroup", "pid", "problem")
+
+    def __init__(self, sock=None, reader=-1, middle=0, cgroup=None, problem=None):
+        self.sock, self.reader, self.middle, self.cgroup, self.problem = sock, reader, middle, cgroup, problem
+        self.pid = 0
+
+
+def _serve_one(sock: socket.socket, request: dict, fds: list, spare: Spare) -> Spare | None:
+    """Answer one request with the spare; the spare back if it is still unused."""
     refusal = _refusal(request, fds)
     if refusal is not None:
         for fd in fds:
             os.close(fd)
         send(sock, refusal)
-        return None
-    if request["setup"].get("uid") is not None:
-        _libc()                 # ctypes loads here, once, rather than in each run's process
-    return _fork(sock, request, *fds)
+        return spare
+    if request["setup"].get("uid") is not None or request["setup"].get("gid") is not None:
+        RUN.libc()              # ctypes loads here, once, rather than in each run's process
+    reply = spare.problem or _ready(spare) or _hand_over(spare, request, fds)
+    for fd in fds:
+        os.close(fd)
+    send(sock, reply)
+    return None
 
 
 def _refusal(request: dict, fds: list) -> dict | None:
-    """Why this request is not forked: the zygote is unsafe to fork from now (fatal: it
-    will not get better), or this run does not fit it (then it is spawned)."""
-    problem = _thread_problem()
-    if problem:
-        return {"refused": problem, "fatal": True}
+    """Why this run does not go through the zygote (it is spawned instead)."""
     if len(fds) != 3 or not all(key in request for key in ("argv", "env", "cwd", "setup")):
-        return {"refused": "a request needs argv, env, cwd, setup, the log, the gate and the report", "fatal": False}
-    problem = _room_problem(request["env"])
-    return None if problem is None else {"refused": problem, "fatal": False}
+        return {"refused": "a request needs argv, env, cwd, setup, the log, the gate and the report"}
+    problem = RUN.room_problem(request["env"])
+    return None if problem is None else {"refused": problem}
 
 
-def _fork(sock: socket.socket, request: dict, log_fd: int, gate: int, report: int) -> list | None:
-    """Fork the middle; say so; reap it. The middle and the run's process write what
-    the daemon must know on `report`, which the daemon reads itself."""
+def _ready(spare: Spare) -> dict | None:
+    """Wait for the spare's middle to say its pid and exit (then the spare is the
+    daemon's child); the answer if it failed."""
+    with open(spare.reader, "rb") as pipe:
+        said = pipe.read().decode().split()
+    os.waitpid(spare.middle, 0)
+    for item in said:
+        if item.startswith("P"):
+            spare.pid = int(item[1:])
+        elif item.startswith("F"):
+            step, _, err = item[1:].partition(":")
+            spare.sock.close()
+            return {"failed": [step, int(err or 0)]}
+    return None if spare.pid else {"failed": ["fork", 0]}
+
+
+def _hand_over(spare: Spare, request: dict, fds: list) -> dict:
+    try:
+        send(spare.sock, request, tuple(fds))
+    except OSError as exc:
+        return {"refused": f"its forked process was gone ({exc})"}
+    finally:
+        spare.sock.close()
+    return {"pid": spare.pid, "cgroup": spare.cgroup}
+
+
+def _fork_spare(scope: str) -> Spare | list:
+    """Fork the middle of the next spare (the zygote does not wait for it); in the
+    spare, once its request came, the runner's arguments."""
     import signal
 
+    problem = _thread_problem()
+    if problem:
+        return Spare(problem={"refused": problem, "fatal": True})
+    try:
+        place = _new_cgroup(scope) if scope else None
+    except OSError as exc:
+        return Spare(problem={"failed": ["cgroup", exc.errno or 0]})
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    reader, writer = os.pipe()
     _flush()
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     try:
         middle = os.fork()
-        if middle == 0:
-            return _middle(request, log_fd, gate, report)
-    finally:
+    except OSError as exc:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    for fd in (log_fd, gate, report):
-        os.close(fd)
-    send(sock, {"forked": middle})
-    os.waitpid(middle, 0)
-    return None
+        for end in (ours, theirs):
+            end.close()
+        os.close(reader)
+        os.close(writer)
+        return Spare(problem={"failed": ["fork", exc.errno or 0]})
+    if middle == 0:
+        ours.detach()
+        return _middle(place, theirs.detach(), writer, blocked)
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    theirs.close()
+    os.close(writer)
+    return Spare(sock=ours, reader=reader, middle=middle, cgroup=place)
 
 
-def _middle(request: dict, log_fd: int, gate: int, report: int) -> list:
-    """The middle process: into the run's cgroup, fork the run's process, say its pid
-    ("P<pid>") or what failed ("F<step>:<errno>"), exit."""
-    step = "cgroup"
+_CGROUPS = iter(range(1, 1 << 62))
+
+
+def _new_cgroup(scope: str) -> str:
+    """A new cgroup in the scope for the next spare, named so that no job's can be."""
+    while True:
+        path = os.path.join(scope, f"_py.{os.getpid()}.{next(_CGROUPS)}")
+        try:
+            os.mkdir(path, 0o755)
+            return path
+        except FileExistsError:
+            continue
+
+
+def _middle(place: str | None, fd: int, writer: int, mask) -> list:
+    """The middle: keep only what the spare needs, enter the cgroup, fork the spare, say
+    its pid ("P<pid>") or what failed ("F<step>:<errno>"), exit. Nothing of it ever
+    returns into the zygote's code but the spare."""
+    import signal
+
+    step, said = "cgroup", ""
     try:
-        if request.get("cgroup"):
-            with open(os.path.join(request["cgroup"], "cgroup.procs"), "w") as procs:
+        RUN.close_others(fd, writer, RUN.DEVNULL)
+        if place is not None:
+            with open(os.path.join(place, "cgroup.procs"), "w") as procs:
                 procs.write("0")
         step = "fork"
         pid = os.fork()
+        if pid == 0:
+            os.close(writer)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            return _spare(fd)
+        said = f"P{pid}"
     except BaseException as exc:
-        _say(report, f"F{step}:{getattr(exc, 'errno', 0) or 0}")
-        os._exit(0)
-    if pid == 0:
-        return _run_process(request, log_fd, gate, report)
-    _say(report, f"P{pid}")
-    os._exit(0)
-
-
-def _run_process(request: dict, log_fd: int, gate: int, writer: int) -> list:
-    """The run's process: set up as a spawned run is, wait for the gate, return the
-    runner's arguments (or end here)."""
-    setup = request["setup"]
-    setup = forkexec.Setup(**{**setup, "sigdef": (),   # the zygote's are a fresh interpreter's (_fresh_signals)
-                              "groups": None if setup.get("groups") is None else tuple(setup["groups"]),
-                              "rlimits": tuple(tuple(limit) for limit in setup.get("rlimits", ()))})
-    argv, env = request["argv"], request["env"]
-    before = (("environ", _environ, (env, argv)), ("descriptors", _close_others, (writer, gate)))
-    after = (("dumpable", _dumpable, ()),) if setup.uid is not None else ()
-    failed = forkexec.run_steps(forkexec.steps(_DEVNULL, log_fd, request["cwd"], setup,
-                                               before_drop=before, after_drop=after))
-    if failed is not None:
-        _say(writer, f"F{failed[0]}:{failed[1]}")
-        os._exit(127)
-    _fresh_python()
-    os.close(writer)
-    if os.read(gate, 1) != b"g":
-        os._exit(0)             # the daemon gave up on this request: nothing ran
-    os.close(gate)
-    return argv[2:]
-
-
-_DEVNULL = None     # /dev/null, opened once (the run's stdin)
-_ENV_AREA = _ARG_AREA = (0, 0)
-
-
-def _areas() -> None:
-    """Where the kernel reads /proc/self/environ and cmdline from (stat fields 48-51)."""
-    global _ENV_AREA, _ARG_AREA, _DEVNULL
-    with open("/proc/self/stat", "rb") as f:
-        data = f.read()
-    fields = data[data.rindex(b")") + 2:].split()
-    _ARG_AREA = (int(fields[45]), int(fields[46]))
-    _ENV_AREA = (int(fields[47]), int(fields[48]))
-    _DEVNULL = os.open(os.devnull, os.O_RDONLY)
-
-
-def _room_problem(env: dict) -> str | None:
-    size = sum(len(os.fsencode(k)) + len(os.fsencode(v)) + 2 for k, v in env.items())
-    room = _ENV_AREA[1] - _ENV_AREA[0]
-    return None if size <= room else f"its environment ({size} bytes) is larger than the zygote's room ({room})"
-
-
-def _own_environ() -> None:
-    """Once, in the zygote: every string of C's environ copied (putenv copies), so that
-    none points into the memory the run's processes overwrite."""
-    saved = dict(os.environ)
-    saved.pop(ROOM_VAR, None)
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-ROOM_VAR = "AIOS_ZYGOTE_ROOM"
-
-
-def _environ(env: dict, argv: list) -> None:
-    """os.environ becomes the run's (changed where it differs), and so do
-    /proc/self/environ and cmdline: written into the memory the kernel reads them from
-    (before the ids change: /proc/self/mem is ours to write until then)."""
-    for name in [name for name in os.environ if name not in env]:
-        del os.environ[name]
-    for name, value in env.items():
-        if os.environ.get(name) != value:
-            os.environ[name] = value
-    block = b"".join(os.fsencode(k) + b"=" + os.fsencode(v) + b"\0" for k, v in env.items())
-    line = b"\0".join(os.fsencode(a) for a in argv) + b"\0"
-    fd = os.open("/proc/self/mem", os.O_RDWR)
+        said = f"F{step}:{getattr(exc, 'errno', 0) or 0}"
     try:
-        for (start, end), data in ((_ENV_AREA, block), (_ARG_AREA, line)):
-            room = end - start
-            os.pwrite(fd, data[:room - 1].ljust(room, b"\0"), start)
+        os.write(writer, said.encode() + b"\n")
     finally:
-        os.close(fd)
+        os._exit(0)         # the zygote may be gone (EPIPE): the spare sees it and ends
 
 
-def _close_others(*keep: int) -> None:
-    low = 3
-    for fd in sorted(keep):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, 1 << 30)
-
-
-_LIBC = None
-_PR_SET_DUMPABLE = 4
-
-
-def _libc():
-    global _LIBC
-    if _LIBC is None:
-        import ctypes
-
-        _LIBC = ctypes.CDLL(None, use_errno=True)
-    return _LIBC
-
-
-def _dumpable() -> None:
-    """A process that changed its ids is not dumpable (its /proc files become root's)
-    until it execs; a run's process never execs, so it says so itself."""
-    import ctypes
-
-    if _libc().prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-def _fresh_python() -> None:
-    """What a freshly started interpreter would have: the run's time zone, new random
-    seeds, empty import caches, no module of aios."""
-    import importlib
-    import random
-    import time
-
-    time.tzset()
-    random.seed()
-    numpy_random = sys.modules.get("numpy.random")
-    if numpy_random is not None:
-        numpy_random.seed()
-    importlib.invalidate_caches()
-    for name in [n for n in sys.modules if n == "aios" or n.startswith("aios.")]:
-        del sys.modules[name]
-
-
-def _say(fd: int, text: str) -> None:
-    os.write(fd, text.encode() + b"\n")
+def _spare(fd: int) -> list:
+    """The spare: wait for its run, then become it (zygote_run.prepare)."""
+    sock = socket.socket(fileno=fd)
+    try:
+        request, fds = receive(sock, max_fds=3)
+    except BaseException:
+        os._exit(0)
+    if request is None or len(fds) != 3:
+        os._exit(0)             # the zygote is gone: nothing to run
+    sock.detach()               # closed in the set-up, with every other descriptor
+    return RUN.prepare(request, *fds)
 
 
 def _flush() -> None:
@@ -428,8 +395,6 @@ def _flush() -> None:
 
 
 if __name__ == "__main__":
-    _areas()
-    _own_environ()
     job = main(sys.argv[1:])
     if job is None:
         sys.exit(0)

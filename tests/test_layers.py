@@ -20,8 +20,9 @@ ALLOWED = {
     "supervisor": {"spec"},     # spec.exec_text_problem words a spawn's bad input (error path only)
     "zygote": {"supervisor",             # a zygote's run is started by supervisor.spawn(via=...), as a Proc
                "zygote_server"},         # the frames both sides speak
-    "zygote_server": {"supervisor",      # the child set-up a spawned run gets (forkexec)
-                      "runner"},         # what a run's process calls, as `python3 runner.py` would
+    "zygote_server": {"runner",          # what a run's process calls, as `python3 runner.py` would
+                      "zygote_run"},     # a run's process before the job's code
+    "zygote_run": {"supervisor"},        # the child set-up a spawned run gets (forkexec)
     "schedule": {"spec", "cron", "wallclock"}, "cron": {"wallclock"}, "wallclock": set(),
     "lifecycle": {"spec", "schedule"},   # the table asks schedule when a restart or retry is due
     "states": {"spec", "lifecycle"},     # the status vocabulary, read off the lifecycle table
@@ -116,7 +117,7 @@ def test_only_store_touches_sqlite_and_only_supervisor_spawns():
         source = path.read_text()
         if name != "store":
             assert "sqlite3" not in imported(path)[1], f"{path.name} imports sqlite3"
-        if name not in ("supervisor", "zygote", "zygote_server"):
+        if name not in ("supervisor", "zygote", "zygote_server", "zygote_run"):
             for call in ("posix_spawn", "os.fork", "os.kill(", "killpg"):
                 assert call not in source, f"{path.name} uses {call}"
         if name != "cli":

@@ -287,7 +287,7 @@ def test_a_request_the_daemon_gives_up_on_runs_nothing(daemon, home):
     fd = os.open(home / "logs" / "job.log", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     argv = [sys.executable, launch.RUNNER, str(home / "Programs"), "probe.py:wait", json.dumps({"args": [str(marker)]})]
     setup = supervisor.forkexec.Setup(sigdef=())
-    pid = daemon.zygotes._fork(zygote, gate, argv, daemon.env(), str(home), fd, None, setup)
+    pid, _ = daemon.zygotes._fork(zygote, gate, argv, daemon.env(), str(home), fd, setup)
     os.close(gate)
     os.close(fd)
     os.close(opener)                    # the daemon gave up on it
@@ -334,8 +334,10 @@ out = {"uid": int(uid), "cgroup": cgroup, "proc_cgroup": proc.cgroup, "containme
        "token": b"AIOS_RUN_TOKEN=n0nce.mac" in environ.split(b"\0")}
 daemon.close()
 if supervisor.cgroup.TREE is not None:
-    supervisor.cgroup.sweep()
-    os.rmdir(supervisor.cgroup.TREE.scope)
+    scope = supervisor.cgroup.TREE.scope
+    wait_until(lambda: (supervisor.cgroup.sweep(), not supervisor.cgroup._PENDING)[1])
+    out["left"] = [d for d in os.listdir(scope) if os.path.isdir(os.path.join(scope, d))]
+    os.rmdir(scope)
 print(json.dumps(out))
 """
 
@@ -364,4 +366,5 @@ def test_a_run_is_in_its_own_cgroup_from_the_start(home):
     if not out["containment"].startswith("cgroup"):
         pytest.skip("no cgroup v2 for us to manage here")
     assert out["proc_cgroup"] and out["proc_cgroup"].endswith(out["cgroup"])
-    assert os.path.basename(out["cgroup"]).startswith("probe.")
+    assert os.path.basename(out["cgroup"]).startswith("_py."), "made ahead by the zygote, named as no job's can be"
+    assert out["left"] == [], "no cgroup of the zygote's is left behind"

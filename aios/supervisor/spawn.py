@@ -58,23 +58,23 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, *, uid: i
     must happen between fork and exec (ids, most limits) takes a fork (forkexec.py)
     instead of posix_spawn.
 
-    via: another way to start it, called as via(argv, env, cwd, log_fd, place, setup)
-    and returning the pid of a child of ours that took `setup` (forkexec.Setup) and
-    entered the cgroup `place` (None: none) itself: the zygote (aios/zygote.py). It
-    raises forkexec.Failed as a fork would, or anything else (not an OSError) to say
-    it cannot start this run, which is then passed on (no cgroup is left behind).
+    via: another way to start it, called as via(argv, env, cwd, log_fd, setup) and
+    returning (pid, cgroup) of a child of ours that took `setup` (forkexec.Setup) and
+    waits, in a cgroup of its own where there is cgroup containment, for the caller to
+    let it run: the zygote (aios/zygote.py). Its limits are written into that cgroup
+    here. It raises forkexec.Failed as a fork would, or anything else (not an OSError)
+    to say it cannot start this run, which is then passed on.
     """
     if not argv:
         raise SpawnError(f"cannot start an empty command (cwd {_shown(cwd)})")
     what = _shown(argv[0])
     how = limits_plan(limits)
-    place = _cgroup(what, unit, how.cgroup_files)
     drop = {"uid": uid, "gid": gid, "groups": groups, "umask": umask}
+    if via is not None:
+        return _spawn_via(via, argv, env, cwd, log_fd, what, how, drop, mark)
+    place = _cgroup(what, unit, how.cgroup_files)
     try:
-        if via is None:
-            pid = _start_in(place, argv, env, cwd, log_fd, what, how, drop)
-        else:
-            pid = _start_via(via, place, argv, env, cwd, log_fd, what, _setup(how, drop, later=True))
+        pid = _start_in(place, argv, env, cwd, log_fd, what, how, drop)
         _limit_after(pid, what, how)
     except BaseException as exc:
         if place is not None:
@@ -105,11 +105,27 @@ def _setup(how: planner.Plan, drop: dict, later: bool = False) -> forkexec.Setup
     return forkexec.Setup(sigdef=_SIGDEF, rlimits=rlimits, nice=how.nice, ioprio=how.ioprio, **drop)
 
 
-def _start_via(via, place: str | None, argv, env, cwd, log_fd, what: str, setup: forkexec.Setup) -> int:
+def _spawn_via(via, argv, env, cwd, log_fd, what: str, how: planner.Plan, drop: dict, mark) -> procs.Proc:
+    setup = _setup(how, drop, later=True)
     try:
-        return via(argv, env, cwd, log_fd, place, setup)
+        pid, place = via(argv, env, cwd, log_fd, setup)
     except forkexec.Failed as f:
         raise _explained(f, what, argv, env, cwd, setup) from None
+    if place is not None:
+        try:
+            cgroup.limit(place, how.cgroup_files)
+        except OSError as e:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            cgroup.remove(place)
+            raise failure(what, e.errno, f"cgroup {_shown(place)}") from None
+    try:
+        _limit_after(pid, what, how)
+    except SpawnError:
+        if place is not None:
+            cgroup.remove(place)
+        raise
+    return procs.track(pid, what, place, None if mark is None else os.fsencode(mark))
 
 
 def _start_in(place: str | None, argv, env, cwd, log_fd, what, how, drop: dict) -> int:
