@@ -216,23 +216,35 @@ def _files(names: set) -> list:
     return files
 
 
+SPARES = 2     # runs' processes kept forked ahead: a burst of runs finds the next one made
+
+
 def serve(sock: socket.socket, scope: str) -> list | None:
-    """Answer the daemon's requests, a spare always forked ahead. Returns the runner's
-    arguments in a run's process; None in the zygote once the daemon hangs up."""
-    spare = None
+    """Answer the daemon's requests, with SPARES processes forked ahead while no request
+    waits. Returns the runner's arguments in a run's process; None in the zygote once
+    the daemon hangs up."""
+    import collections
+    import select
+
+    spares: collections.deque = collections.deque()
     while True:
-        if spare is None:
+        waiting = select.select([sock], [], [], 0 if len(spares) < SPARES else None)[0]
+        if not waiting or not spares:
             spare = _fork_spare(scope)
-            if isinstance(spare, list):     # the run's process
-                sock.detach()               # closed in its set-up: never close a number it reuses
+            if isinstance(spare, list):     # the run's process: these were closed in its middle
+                for held in [sock] + [other.sock for other in spares if other.sock is not None]:
+                    held.detach()           # never close a number the job reuses
                 return spare
+            spares.append(spare)
+            continue
         try:
             request, fds = receive(sock, max_fds=3)
         except (OSError, ValueError):
             return None
         if request is None:
             return None
-        spare = _serve_one(sock, request, fds, spare)
+        if not _serve_one(sock, request, fds, spares[0]):
+            spares.popleft()
 
 
 class Spare:
@@ -247,21 +259,21 @@ class Spare:
         self.pid = 0
 
 
-def _serve_one(sock: socket.socket, request: dict, fds: list, spare: Spare) -> Spare | None:
-    """Answer one request with the spare; the spare back if it is still unused."""
+def _serve_one(sock: socket.socket, request: dict, fds: list, spare: Spare) -> bool:
+    """Answer one request with the spare; True if the spare is still unused."""
     refusal = _refusal(request, fds)
     if refusal is not None:
         for fd in fds:
             os.close(fd)
         send(sock, refusal)
-        return spare
+        return True
     if request["setup"].get("uid") is not None or request["setup"].get("gid") is not None:
         RUN.libc()              # ctypes loads here, once, rather than in each run's process
     reply = spare.problem or _ready(spare) or _hand_over(spare, request, fds)
     for fd in fds:
         os.close(fd)
     send(sock, reply)
-    return None
+    return False
 
 
 def _refusal(request: dict, fds: list) -> dict | None:
