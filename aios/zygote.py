@@ -12,8 +12,8 @@ once per start), it died and waits out its backoff, it was refused (a preloaded 
 failed to import, started a thread, or left a descriptor open), or this run does not
 fit it (its environment is too large).
 
-Before each fork the source files of what the zygote loaded are checked (mtime and
-size): a change starts a new zygote. A zygote that dies is seen through its pidfd and
+When a run is requested the source files of what the zygote loaded are checked (mtime
+and size; once per turn of the loop): a change starts a new zygote. A zygote that dies is seen through its pidfd and
 started again on demand after a backoff (BACKOFF_FIRST, doubling up to BACKOFF_MAX; a
 refused one after REFUSED_RETRY, or at once when one of its files changes). At most
 MAX_ZYGOTES run; the least recently used one makes room.
@@ -27,6 +27,7 @@ program run.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import select
@@ -75,16 +76,41 @@ def startup_variables(env: dict, names=()) -> tuple:
                         if k.startswith(("PYTHON", "LC_")) or k in ("LANG", "LANGUAGE") or k in names))
 
 
+@record
+class Spare:
+    """A run's process the zygote forked ahead: the daemon's child, in its cgroup (None
+    without cgroup containment), waiting on `sock` for its run."""
+
+    pid: int
+    sock: object
+    cgroup: str | None
+
+
+def _end(spare: Spare) -> None:
+    """A spare that will not run: killed (our child: reaped with the orphans), its
+    cgroup removed once empty."""
+    try:
+        os.kill(spare.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if spare.cgroup is not None:
+        supervisor.cgroup.remove(spare.cgroup)
+
+
 class Zygote:
     """One key's zygote: its process and socket while it runs, and what is remembered
     across its restarts (deaths, when to try again, why it is not used)."""
 
-    __slots__ = ("key", "proc", "pid", "sock", "state", "files", "why", "born", "deaths", "retry_at", "waited")
+    __slots__ = ("key", "proc", "pid", "sock", "state", "files", "why", "born", "deaths", "retry_at", "waited",
+                 "checked", "spares", "room")
 
     def __init__(self, key: Key):
         self.key, self.proc, self.pid, self.sock, self.state = key, None, None, None, "gone"
         self.files: list = []
         self.why, self.born, self.deaths, self.retry_at, self.waited = "", 0.0, 0, 0.0, False
+        self.checked = None     # the loop's boot time when its files were last looked at
+        self.spares = collections.deque()    # Spare (or forkexec.Failed) offered and not yet taken
+        self.room = 0           # bytes of environment its runs may have
 
     def describe(self) -> str:
         preload = ", ".join(self.key.preload) or "nothing"
@@ -118,40 +144,70 @@ class Zygotes:
         return proc
 
     def _fork(self, zygote: Zygote, gate: int, argv, env, cwd, log_fd, setup: forkexec.Setup) -> tuple:
-        """(pid, cgroup) of the run's process, set up and waiting on the gate."""
+        """(pid, cgroup) of the run's process: a spare of the zygote, given this run, set
+        up and waiting on the gate."""
+        size = sum(len(os.fsencode(k)) + len(os.fsencode(v)) + 2 for k, v in env.items())
+        if size > zygote.room:
+            raise Unavailable(f"{zygote.describe()}: the run's environment ({size} bytes) is larger than "
+                              f"the zygote's room ({zygote.room})")
+        spare = self._next_spare(zygote)
         request = {"argv": argv, "env": env, "cwd": cwd,
                    "setup": {name: getattr(setup, name) for name in ("uid", "gid", "groups", "umask", "rlimits",
                                                                       "nice", "ioprio")}}
         reader, writer = os.pipe2(os.O_CLOEXEC)
         try:
             try:
-                send(zygote.sock, request, (log_fd, gate, writer))
+                send(spare.sock, request, (log_fd, gate, writer))
             finally:
                 os.close(writer)
-            reply, _ = receive(zygote.sock)
-            if reply is None:
-                raise ValueError("it hung up")
-            if "refused" in reply:
-                self._refused_run(zygote, reply)
-            if "failed" in reply:
-                raise forkexec.Failed(str(reply["failed"][0]), int(reply["failed"][1]))
-            return _set_up(reader, int(reply["pid"])), reply.get("cgroup")
-        except (OSError, ValueError) as exc:
-            self._lost(zygote, f"failed during a fork ({exc})")
-            raise Unavailable(zygote.why) from None
+                spare.sock.close()
+            return _set_up(reader, spare.pid), spare.cgroup
+        except OSError as exc:      # it was gone, or hangs: ours to end
+            _end(spare)
+            raise Unavailable(f"{zygote.describe()}: its forked process {spare.pid} failed ({exc})") from None
         finally:
             os.close(reader)
 
-    def _refused_run(self, zygote: Zygote, reply: dict) -> None:
-        if reply.get("fatal"):
-            self._refuse(zygote, reply["refused"])
-        raise Unavailable(f"{zygote.describe()}: {reply['refused']}")
+    def _next_spare(self, zygote: Zygote) -> Spare:
+        """The oldest spare the zygote offered (waiting for one if none is there), said
+        taken; forkexec.Failed if the zygote could not make it."""
+        try:
+            self._take_offers(zygote, wait=not zygote.spares)
+            if not zygote.spares:
+                raise ValueError("it offered no process to fork a run into")
+            offer = zygote.spares.popleft()
+            send(zygote.sock, {"took": 1})
+        except (OSError, ValueError) as exc:
+            self._lost(zygote, f"failed to offer a process ({exc})")
+            raise Unavailable(zygote.why) from None
+        if isinstance(offer, forkexec.Failed):
+            raise offer
+        return offer
+
+    def _take_offers(self, zygote: Zygote, wait: bool) -> None:
+        """Read what the zygote offered: spares, a spare it could not make (a Failed, for
+        the run that takes it), or why it must not be used."""
+        timeout = REPLY_TIMEOUT if wait else 0.0
+        while select.select([zygote.sock], [], [], timeout)[0]:
+            message, fds = receive(zygote.sock, max_fds=1)
+            if message is None:
+                raise ValueError("it hung up")
+            if "spare" in message and fds:
+                zygote.spares.append(Spare(pid=int(message["spare"]), sock=socket.socket(fileno=fds[0]),
+                                           cgroup=message["cgroup"]))
+            elif "failed" in message:
+                zygote.spares.append(forkexec.Failed(str(message["failed"][0]), int(message["failed"][1])))
+            elif "problem" in message:
+                self._refuse(zygote, message["problem"])
+                raise Unavailable(zygote.why)
+            timeout = 0.0
 
     # ================================================================ which zygote
     def _ready(self, key: Key) -> Zygote:
         zygote = self.zygotes.pop(key, None) or Zygote(key)
         self.zygotes[key] = zygote          # most recently used last
         changed = self._changed(zygote) if zygote.state in ("ready", "refused") else None
+        zygote.checked = self.loop.boot
         if changed:
             self._stop(zygote)
             zygote.state, zygote.retry_at, zygote.deaths = "gone", 0.0, 0
@@ -173,7 +229,10 @@ class Zygotes:
         return zygote.why
 
     def _changed(self, zygote: Zygote) -> str | None:
-        """The first file of what the zygote loaded that changed (or vanished) since."""
+        """The first file of what the zygote loaded that changed (or vanished) since; looked
+        at once per turn of the loop (a burst of runs in one turn stats them once)."""
+        if zygote.checked == self.loop.boot:
+            return None
         for path, mtime, size in zygote.files:
             try:
                 st = os.stat(path)
@@ -239,7 +298,7 @@ class Zygotes:
             message = {"problem": f"it broke before it was ready ({exc})"}
         if message is None:
             message = {"problem": "it exited before it was ready"}
-        zygote.files = message.get("files") or []
+        zygote.files, zygote.room = message.get("files") or [], int(message.get("room") or 0)
         if message.get("problem"):
             self._refuse(zygote, message["problem"])
         else:
@@ -286,7 +345,12 @@ class Zygotes:
             self._lost(zygote, f"exited ({f'killed by signal {sig}' if sig else f'status {code}'})")
 
     def _stop(self, zygote: Zygote) -> None:
-        """Hang up on it (it exits when its socket closes); its exit is still reaped."""
+        """Hang up on it and on its spares (each exits when its socket closes); its exit
+        is still reaped."""
+        while zygote.spares:
+            spare = zygote.spares.popleft()
+            if isinstance(spare, Spare):
+                spare.sock.close()
         if zygote.sock is not None:
             if zygote.state == "starting":
                 self.loop.remove_reader(zygote.sock.fileno())

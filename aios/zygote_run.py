@@ -5,8 +5,8 @@ is (forkexec's steps: process group, stdio, limits, umask, ids, cwd), and beside
   them (the memory the kernel exec'd the zygote with: `areas`), so adoption finds the
   run's token there as in a spawned process; os.environ made the run's;
 - every descriptor closed but its stdio, its report and its gate;
-- the time zone, random seeds and import caches of a fresh interpreter, and no module
-  of aios left in sys.modules;
+- the random seeds and import caches of a fresh interpreter and no module of aios left
+  in sys.modules (`fresh_python`, while it waits for its run), the run's time zone;
 - the report (the daemon's pipe) closed once set up, or the step that failed written on
   it; then it waits on the gate, which the daemon opens once it watches the pid: a gate
   closed without a word (the daemon gave up on the request) ends it unrun.
@@ -69,7 +69,9 @@ def prepare(request: dict, log_fd: int, gate: int, report: int) -> list:
     if failed is not None:
         os.write(report, f"F{failed[0]}:{failed[1]}\n".encode())
         os._exit(127)
-    _fresh_python()
+    import time
+
+    time.tzset()                # the run's TZ
     os.close(report)
     if os.read(gate, 1) != b"g":
         os._exit(0)
@@ -129,14 +131,13 @@ def _dumpable() -> None:
         raise OSError(err, os.strerror(err))
 
 
-def _fresh_python() -> None:
-    """What a freshly started interpreter would have: the run's time zone, new random
-    seeds, empty import caches, no module of aios."""
+def fresh_python() -> None:
+    """What a freshly started interpreter would have, done by a spare while it waits for
+    its run: new random seeds, empty import caches, no module of aios (those in use stay
+    reachable from the functions that use them)."""
     import importlib
     import random
-    import time
 
-    time.tzset()
     random.seed()
     numpy_random = sys.modules.get("numpy.random")
     if numpy_random is not None:

@@ -10,20 +10,19 @@ command line. It imports the modules, says "ready" (with the files of what it lo
 why it must not be used: a module that failed to import, started a thread or left a
 descriptor open), then serves one request at a time until the daemon hangs up.
 
-A run's process is forked before its request (a "spare"), off the daemon's path: the
-zygote forks a middle process, which enters a new cgroup of its own ("_py.ZPID.N" in the
-scope: moving a process between cgroups waits for an RCU grace period, milliseconds),
-forks the spare and exits, so the spare is reparented to the daemon (a child subreaper)
-and is its child like a spawned process. The spare waits on a socket for its run.
-
-A request is one run: the runner's argv, the run's env and cwd, its forkexec.Setup, and
-three descriptors: the log, a gate and the daemon's report pipe. The zygote reaps the
-spare's middle, hands it the request and answers the spare's pid and cgroup, then forks
-the next spare. The daemon reads the report to its end (zygote_run.py), writes the
-run's cgroup limits, watches the pid and opens the gate.
+A run's process is forked before its request (a "spare"): the zygote forks a middle
+process, which enters a new cgroup of its own ("_py.ZPID.N" in the scope: moving a
+process between cgroups waits for an RCU grace period, milliseconds), forks the spare
+and exits, so the spare is reparented to the daemon (a child subreaper) and is its child
+like a spawned process. Once the middle is reaped, the zygote offers the spare to the
+daemon (its pid, its cgroup and its socket, over SCM_RIGHTS), keeping SPARES offered
+or being made (several middles at once); the daemon says "took" for each it uses. The zygote is on no run's path: the daemon
+sends the run (argv, env, cwd, forkexec.Setup, the log, a gate and a report pipe)
+straight to the spare, which sets itself up (aios/zygote_run.py) while the daemon reads
+the report, then writes the run's cgroup limits, watches the pid and opens the gate.
 
 It never forks while another thread runs (threading and /proc/self/task are checked
-before each fork): it answers with the threads instead. Imports aios.runner and
+before each fork): it tells the daemon why instead, and stops. Imports aios.runner and
 aios.zygote_run (and through it aios.supervisor.forkexec) by their package; nothing of
 aios stays in a run's process.
 """
@@ -70,8 +69,8 @@ def receive(sock: socket.socket, max_fds: int = 0) -> tuple[dict | None, list]:
 def _first(sock: socket.socket, max_fds: int) -> tuple[bytes, list]:
     if not max_fds:
         return sock.recv(_HEADER.size), []
-    data, fds, _, _ = socket.recv_fds(sock, _HEADER.size, max_fds)
-    return data, fds
+    data, fds, _, _ = socket.recv_fds(sock, _HEADER.size, max_fds, socket.MSG_CMSG_CLOEXEC)
+    return data, fds        # close-on-exec: never inherited by what the daemon spawns
 
 
 def _exactly(sock: socket.socket, size: int) -> bytes:
@@ -97,7 +96,7 @@ def main(argv: list[str]) -> list | None:
     RUN.own_environ()
     before = _descriptors()
     problem = _preload(json.loads(argv[1])) or _thread_problem() or _descriptor_problem(before)
-    send(sock, {"ready": True, "pid": os.getpid(), "problem": problem,
+    send(sock, {"ready": True, "pid": os.getpid(), "problem": problem, "room": RUN.ENV_AREA[1] - RUN.ENV_AREA[0],
                 "files": _files(set(sys.modules) - started_with)})
     if problem:
         return None
@@ -144,6 +143,8 @@ def _own_imports() -> None:
     if os.path.dirname(here) not in sys.path:
         sys.path.append(os.path.dirname(here))
     RUNNER, RUN = sys.modules["aios.runner"], sys.modules["aios.zygote_run"]
+    if os.geteuid() == 0:
+        RUN.libc()      # ctypes, once, for the runs that change ids (only root may)
 
 
 RUN = None          # aios.zygote_run, imported by _own_imports
@@ -216,112 +217,97 @@ def _files(names: set) -> list:
     return files
 
 
-SPARES = 2     # runs' processes kept forked ahead: a burst of runs finds the next one made
+SPARES = 4     # runs' processes offered or being made ahead: a burst of runs finds them made
 
 
 def serve(sock: socket.socket, scope: str) -> list | None:
-    """Answer the daemon's requests, with SPARES processes forked ahead while no request
-    waits. Returns the runner's arguments in a run's process; None in the zygote once
-    the daemon hangs up."""
-    import collections
+    """Keep the daemon supplied with SPARES spares (it says "took" for each it uses),
+    several made at once. Returns the runner's arguments in a run's process; None in
+    the zygote once the daemon hangs up, or once it must not fork any more (it said
+    why)."""
     import select
 
-    spares: collections.deque = collections.deque()
+    offered, making = 0, {}     # making: report pipe -> (middle, our end of the spare's socket, cgroup)
     while True:
-        waiting = select.select([sock], [], [], 0 if len(spares) < SPARES else None)[0]
-        if not waiting or not spares:
-            spare = _fork_spare(scope)
-            if isinstance(spare, list):     # the run's process: these were closed in its middle
-                for held in [sock] + [other.sock for other in spares if other.sock is not None]:
+        while offered + len(making) < SPARES:
+            made = _start_spare(scope)
+            if isinstance(made, list):      # the run's process: its middle closed these
+                for held in [sock] + [ours for _, ours, _ in making.values()]:
                     held.detach()           # never close a number the job reuses
-                return spare
-            spares.append(spare)
-            continue
-        try:
-            request, fds = receive(sock, max_fds=3)
-        except (OSError, ValueError):
-            return None
-        if request is None:
-            return None
-        if not _serve_one(sock, request, fds, spares[0]):
-            spares.popleft()
+                return made
+            if isinstance(made, dict):      # no spare: why (a failure stands for a spare: it is taken)
+                offered += 1
+                if not _tell(sock, made) or made.get("problem"):
+                    return None
+                continue
+            making[made[0]] = made[1]
+        for fd in select.select([sock] + list(making), [], [])[0]:
+            offered += _offer(sock, fd, *making.pop(fd)) if fd is not sock else -_took(sock)
 
 
-class Spare:
-    """The next run's process, forked ahead: its socket (for its request), the pipe on
-    which its middle says its pid, the middle, its cgroup; or, if it could not be
-    forked, the answer to give instead (`problem`)."""
-
-    __slots__ = ("sock", "reader", "middle", "cgroup", "pid", "problem")
-
-    def __init__(self, sock=None, reader=-1, middle=0, cgroup=None, problem=None):
-        self.sock, self.reader, self.middle, self.cgroup, self.problem = sock, reader, middle, cgroup, problem
-        self.pid = 0
-
-
-def _serve_one(sock: socket.socket, request: dict, fds: list, spare: Spare) -> bool:
-    """Answer one request with the spare; True if the spare is still unused."""
-    refusal = _refusal(request, fds)
-    if refusal is not None:
-        for fd in fds:
-            os.close(fd)
-        send(sock, refusal)
-        return True
-    if request["setup"].get("uid") is not None or request["setup"].get("gid") is not None:
-        RUN.libc()              # ctypes loads here, once, rather than in each run's process
-    reply = spare.problem or _ready(spare) or _hand_over(spare, request, fds)
-    for fd in fds:
-        os.close(fd)
-    send(sock, reply)
-    return False
-
-
-def _refusal(request: dict, fds: list) -> dict | None:
-    """Why this run does not go through the zygote (it is spawned instead)."""
-    if len(fds) != 3 or not all(key in request for key in ("argv", "env", "cwd", "setup")):
-        return {"refused": "a request needs argv, env, cwd, setup, the log, the gate and the report"}
-    problem = RUN.room_problem(request["env"])
-    return None if problem is None else {"refused": problem}
-
-
-def _ready(spare: Spare) -> dict | None:
-    """Wait for the spare's middle to say its pid and exit (then the spare is the
-    daemon's child); the answer if it failed."""
-    with open(spare.reader, "rb") as pipe:
-        said = pipe.read().decode().split()
-    os.waitpid(spare.middle, 0)
-    for item in said:
-        if item.startswith("P"):
-            spare.pid = int(item[1:])
-        elif item.startswith("F"):
-            step, _, err = item[1:].partition(":")
-            spare.sock.close()
-            return {"failed": [step, int(err or 0)]}
-    return None if spare.pid else {"failed": ["fork", 0]}
-
-
-def _hand_over(spare: Spare, request: dict, fds: list) -> dict:
+def _tell(sock: socket.socket, message: dict, fds: tuple = ()) -> bool:
+    """Send to the daemon; False once it has hung up."""
     try:
-        send(spare.sock, request, tuple(fds))
-    except OSError as exc:
-        return {"refused": f"its forked process was gone ({exc})"}
-    finally:
-        spare.sock.close()
-    return {"pid": spare.pid, "cgroup": spare.cgroup}
+        send(sock, message, fds)
+    except OSError:
+        return False
+    return True
 
 
-def _fork_spare(scope: str) -> Spare | list:
-    """Fork the middle of the next spare (the zygote does not wait for it); in the
-    spare, once its request came, the runner's arguments."""
-    import signal
+def _took(sock: socket.socket) -> int:
+    """How many spares the daemon says it took; the daemon hung up: SystemExit."""
+    try:
+        message, _ = receive(sock)
+    except (OSError, ValueError):
+        message = None
+    if message is None:
+        raise SystemExit(0)
+    return int(message.get("took", 0))
 
+
+def _start_spare(scope: str) -> tuple | dict | list:
+    """Fork the middle of the next spare: (its report pipe, (the middle, our end of the
+    spare's socket, its cgroup)); or the message saying why not ({"problem": why} if no
+    fork may happen, {"failed": [step, errno]} if this one could not be made). In the
+    spare, once its run came: the runner's arguments."""
     problem = _thread_problem()
     if problem:
-        return Spare(problem={"refused": problem, "fatal": True})
+        return {"problem": problem}
     try:
         place = _new_cgroup(scope) if scope else None
     except OSError as exc:
-        return Spare(problem={"failed": ["cgroup", exc.errno or 0]})
+        return {"failed": ["cgroup", exc.errno or 0]}
+    forked = _fork_middle(place)
+    if isinstance(forked, (list, dict)):
+        return forked
+    middle, ours, reader = forked
+    return reader, (middle, ours, place)
+
+
+def _offer(sock: socket.socket, reader: int, middle: int, ours: socket.socket, place: str | None) -> int:
+    """The middle has said the spare's pid (or what failed) and exits: once it is
+    reaped, the spare is the daemon's child; offer it (with its socket). Returns 1."""
+    with open(reader, "rb") as pipe:
+        said = pipe.read().decode().split()
+    os.waitpid(middle, 0)
+    pid = next((int(item[1:]) for item in said if item.startswith("P")), None)
+    if pid is None:
+        ours.close()
+        step, _, err = next((item[1:] for item in said if item.startswith("F")), "fork:0").partition(":")
+        told = _tell(sock, {"failed": [step, int(err or 0)]})
+    else:
+        told = _tell(sock, {"spare": pid, "cgroup": place}, (ours.fileno(),))
+        ours.close()
+    if not told:
+        raise SystemExit(0)     # the daemon hung up
+    return 1
+
+
+def _fork_middle(place: str | None) -> tuple | dict | list:
+    """Fork the middle: (its pid, our end of the spare's socket, the pipe it reports on)
+    in the zygote; the runner's arguments in the spare."""
+    import signal
+
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     reader, writer = os.pipe()
     _flush()
@@ -330,18 +316,16 @@ def _fork_spare(scope: str) -> Spare | list:
         middle = os.fork()
     except OSError as exc:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        for end in (ours, theirs):
-            end.close()
-        os.close(reader)
-        os.close(writer)
-        return Spare(problem={"failed": ["fork", exc.errno or 0]})
+        for fd in (ours.detach(), theirs.detach(), reader, writer):
+            os.close(fd)
+        return {"failed": ["fork", exc.errno or 0]}
     if middle == 0:
         ours.detach()
         return _middle(place, theirs.detach(), writer, blocked)
     signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     theirs.close()
     os.close(writer)
-    return Spare(sock=ours, reader=reader, middle=middle, cgroup=place)
+    return middle, ours, reader
 
 
 _CGROUPS = iter(range(1, 1 << 62))
@@ -386,9 +370,10 @@ def _middle(place: str | None, fd: int, writer: int, mask) -> list:
 
 
 def _spare(fd: int) -> list:
-    """The spare: wait for its run, then become it (zygote_run.prepare)."""
+    """The spare: made fresh, wait for its run, then become it (zygote_run.prepare)."""
     sock = socket.socket(fileno=fd)
     try:
+        RUN.fresh_python()
         request, fds = receive(sock, max_fds=3)
     except BaseException:
         os._exit(0)

@@ -123,6 +123,11 @@ class Daemon:
             assert time.monotonic() < deadline, "condition not met"
             self.loop.turn(0.05)
 
+    def next_turn(self) -> None:
+        """The loop's next turn, a moment later (its clock is the test's)."""
+        self.clock.advance(0.001)
+        self.loop.tick()
+
     def names(self) -> list:
         return [name for name, _ in self.events]
 
@@ -235,6 +240,7 @@ def test_a_change_to_a_preloaded_module_starts_a_new_zygote(daemon, home):
     assert daemon.run("zygote", "uses.py:main", env=env, preload=("pre_mod",)) == (0, None)
     first = daemon.zygote_pid()
     (home / "modules" / "pre_mod.py").write_text("WORD = 'second one'\n")
+    daemon.next_turn()
     assert daemon.run("zygote", "uses.py:main", env=env, preload=("pre_mod",)) == (0, None)
     assert daemon.zygote_pid() != first
     assert log_of(home).splitlines() == ["first", "second one"]
