@@ -13,8 +13,8 @@ failed to import, started a thread, or left a descriptor open), or this run does
 fit it (its environment is too large).
 
 When a run is requested the source files of what the zygote loaded are checked (mtime
-and size; once per turn of the loop): a change starts a new zygote. A zygote that dies is seen through its pidfd and
-started again on demand after a backoff (BACKOFF_FIRST, doubling up to BACKOFF_MAX; a
+and size; once per turn of the loop): a change starts a new zygote. A zygote that dies
+is seen through its pidfd and started again on demand after a backoff (BACKOFF_FIRST, doubling up to BACKOFF_MAX; a
 refused one after REFUSED_RETRY, or at once when one of its files changes). At most
 MAX_ZYGOTES run; the least recently used one makes room.
 
@@ -22,8 +22,8 @@ Start-up variables are those the interpreter reads as it starts (PYTHON*, LANG,
 LANGUAGE, LC_*) and those of [python] env: a zygote starts with the daemon's
 environment plus the run's values of these, and every other variable of a run is set
 in its process before the job's module is imported. Imports supervisor (its start,
-Proc, cgroups and child set-up) and zygote_server's frames; loaded only with the first
-program run.
+Proc, cgroups and child set-up), zygote_server's frames and zygote_run's room variable;
+loaded only with the first program run.
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ from pathlib import Path
 from . import supervisor
 from .record import record
 from .supervisor import forkexec, procs
+from .zygote_run import ROOM_VAR
 from .zygote_server import receive, send
 
 __all__ = ["Zygotes", "Unavailable", "Key", "startup_variables"]
@@ -53,7 +54,6 @@ STEADY = 30.0           # seconds a zygote must have lived for its death to coun
 REFUSED_RETRY = 300.0
 ENV_ROOM = 32 * 1024    # bytes of environment a run may have to go through a zygote
 ARG_ROOM = 4 * 1024     # bytes of its command line shown in /proc/PID/cmdline (the rest is cut)
-ROOM_VAR = "AIOS_ZYGOTE_ROOM"
 
 
 class Unavailable(Exception):

@@ -19,7 +19,8 @@ ALLOWED = {
     "spec": {"cron"}, "logs": {"fswatch"}, "runner": set(), "fswatch": set(),
     "supervisor": {"spec"},     # spec.exec_text_problem words a spawn's bad input (error path only)
     "zygote": {"supervisor",             # a zygote's run is started by supervisor.spawn(via=...), as a Proc
-               "zygote_server"},         # the frames both sides speak
+               "zygote_server",          # the frames both sides speak
+               "zygote_run"},            # the variable that makes room for a run's environment
     "zygote_server": {"runner",          # what a run's process calls, as `python3 runner.py` would
                       "zygote_run"},     # a run's process before the job's code
     "zygote_run": {"supervisor"},        # the child set-up a spawned run gets (forkexec)
