@@ -25,11 +25,12 @@ def keep_bytecode() -> None:
     every start (a cold start of 93 ms instead of 58). Then this process keeps its .pyc
     files under the user's cache instead ($XDG_CACHE_HOME/aios/pycache, else
     ~/.cache/aios/pycache: sys.pycache_prefix), never beside the sources. Nothing
-    changes when bytecode is written anyway, when a prefix is set already, or when the
-    cache cannot be made. Jobs are not affected: they are other processes."""
+    changes when bytecode is written anyway, when a prefix is set already, when the
+    cache cannot be made, or with AIOS_NO_BYTECODE_CACHE=1. Jobs are not affected: they
+    are other processes."""
     import os
 
-    if not sys.dont_write_bytecode or sys.pycache_prefix is not None:
+    if not sys.dont_write_bytecode or sys.pycache_prefix is not None or os.environ.get("AIOS_NO_BYTECODE_CACHE"):
         return
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     folder = os.path.join(base, "aios", "pycache")

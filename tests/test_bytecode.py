@@ -40,6 +40,7 @@ def test_with_bytecode_off_aios_is_compiled_once_into_the_users_cache(tmp_path):
 @pytest.mark.parametrize("env, expected", [
     ({}, ["None", "False"]),                                                    # bytecode is written anyway
     ({"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": "/nonexistent/chosen"}, ["/nonexistent/chosen", "True"]),
+    ({"PYTHONDONTWRITEBYTECODE": "1", "AIOS_NO_BYTECODE_CACHE": "1"}, ["None", "True"]),      # the opt-out
 ])
 def test_nothing_changes_otherwise(tmp_path, env, expected):
     assert probe(tmp_path, **env) == expected
