@@ -46,8 +46,8 @@ from .zygote_server import receive, send
 __all__ = ["Zygotes", "Unavailable", "Key", "startup_variables"]
 
 SERVER = str(Path(__file__).with_name("zygote_server.py"))
-WAIT_READY = 2.0        # seconds a run waits for a starting zygote, once, before it is spawned instead
-REPLY_TIMEOUT = 5.0     # a zygote that takes longer to answer is broken: killed, started again later
+WAIT_READY = 1.0        # seconds a run waits for a starting zygote, once, before it is spawned instead
+REPLY_TIMEOUT = 2.0     # a zygote that takes longer to answer is broken: killed, started again later
 MAX_ZYGOTES = 4
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 60.0
 STEADY = 30.0           # seconds a zygote must have lived for its death to count as the first

@@ -217,7 +217,7 @@ def _files(names: set) -> list:
     return files
 
 
-SPARES = 4     # runs' processes offered or being made ahead: a burst of runs finds them made
+SPARES = 2     # runs' processes offered or being made ahead: a burst of runs finds them made
 
 
 def serve(sock: socket.socket, scope: str) -> list | None:
