@@ -108,7 +108,8 @@ def main(argv: list[str]) -> int:
         return 1
 
 
-def _flush() -> None:
+def flush_stdio() -> None:
+    """Flush stdout and stderr, whatever state they are in."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -125,7 +126,7 @@ def run(argv: list[str]):
             sys.stdout.reconfigure(line_buffering=True)   # log lines show up as printed
         code = main(argv)
     finally:
-        _flush()
+        flush_stdio()
     sys.exit(code)
 
 

@@ -310,7 +310,7 @@ def _fork_middle(place: str | None) -> tuple | dict | list:
 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     reader, writer = os.pipe()
-    _flush()
+    RUNNER.flush_stdio()        # nothing buffered is written twice
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     try:
         middle = os.fork()
@@ -381,14 +381,6 @@ def _spare(fd: int) -> list:
         os._exit(0)             # the zygote is gone: nothing to run
     sock.detach()               # closed in the set-up, with every other descriptor
     return RUN.prepare(request, *fds)
-
-
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (AttributeError, OSError, ValueError):
-            pass
 
 
 if __name__ == "__main__":
