@@ -118,11 +118,11 @@ class Zygote:
 
 
 class Zygotes:
-    def __init__(self, loop, report, base_env: dict, names: tuple = ()):
+    def __init__(self, loop, report, base_env: dict, names=tuple):
         """loop: the daemon's (add_reader, remove_reader, boot); report(name, message):
-        an event; base_env: what jobs inherit from the daemon; names: the variables of
-        [python] env (start-up variables too)."""
-        self.loop, self.report, self.base_env, self.names = loop, report, dict(base_env), tuple(names)
+        an event; base_env: what jobs inherit from the daemon; names(): the variables of
+        [python] env now (start-up variables too)."""
+        self.loop, self.report, self.base_env, self.names = loop, report, dict(base_env), names
         self.zygotes: dict[Key, Zygote] = {}
         self.ending: set = set()          # Procs of zygotes stopped and not yet reaped
 
@@ -130,7 +130,7 @@ class Zygotes:
     def spawn(self, argv: list, env: dict, cwd: str, log_fd: int, *, preload: tuple = (), **options):
         """A run of a program job through its zygote (see the module); Unavailable if not."""
         zygote = self._ready(Key(interpreter=argv[0], preload=tuple(preload),
-                                 startup=startup_variables(env, self.names)))
+                                 startup=startup_variables(env, self.names())))
         gate, opener = os.pipe2(os.O_CLOEXEC)
         try:
             proc = supervisor.spawn(argv, env, cwd, log_fd, via=partial(self._fork, zygote, gate), **options)

@@ -264,6 +264,18 @@ def test_an_unsafe_preload_is_refused_with_its_reason_once(daemon, home, source,
     daemon.turn_until(lambda: not daemon.zygotes.pids())    # it exited and was reaped
 
 
+def test_a_job_with_its_own_preload_has_its_own_zygote_and_its_trouble_stays_there(daemon, home):
+    env = daemon.env(**preloadable(home, "threaded", "import threading, time\n"
+                                   "threading.Thread(target=time.sleep, args=(1000,), daemon=True).start()\n"))
+    assert daemon.run("zygote", "probe.py:code", 0, env=env) == (0, None)
+    shared = daemon.zygote_pid()
+    with pytest.raises(Unavailable, match="thread"):
+        daemon.start("zygote", "probe.py:code", 0, env=env, preload=("threaded",))
+    assert daemon.run("zygote", "probe.py:code", 0, env=env) == (0, None)
+    assert daemon.zygote_pid() == shared, "the shared zygote serves on, untouched"
+    assert len(daemon.zygotes.zygotes) == 2 and daemon.names() == ["zygote_refused"]
+
+
 def test_a_zygote_that_dies_is_started_again_after_its_backoff(daemon, home):
     assert daemon.run("zygote", "probe.py:code", 0) == (0, None)
     first = daemon.zygote_pid()

@@ -56,7 +56,7 @@ class SystemProcesses:
 
             engine = self.engine
             self.zygotes = Zygotes(engine.loop, lambda name, message: engine.event(name, None, message),
-                                   launch.inherited(engine.base_env), tuple(engine.settings.python_env))
+                                   launch.inherited(engine.base_env), lambda: tuple(engine.settings.python_env))
         return self.zygotes
 
     def started(self, proc) -> tuple | None:
