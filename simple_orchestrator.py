@@ -34,6 +34,9 @@ def main(argv: list) -> int:
         return 0
     here = Path(__file__).resolve().parent
     sys.path.insert(0, str(here))
+    from aios import keep_bytecode
+
+    keep_bytecode()     # before the rest of aios is imported
     if "--version" in argv:
         from aios import version_line
 

@@ -25,9 +25,10 @@ __all__ = ["ConfigError", "TimeZoneError", "Config", "load", "write_default", "w
 from .home import CONFIG_FILE
 
 PROGRAMS_DIR = "Programs"
-_SECTIONS = ("device", "jobs", "logs", "retention", "store", "web")
+_SECTIONS = ("device", "jobs", "logs", "python", "retention", "store", "web")
 _SETTING_KEYS = {"device": ("id", "tags"), "web": ("host", "port", "token"), "retention": ("days",),
-                 "logs": ("max_size", "keep", "timestamps"), "store": ("url", "password_file", "lease_ttl")}
+                 "logs": ("max_size", "keep", "timestamps"), "store": ("url", "password_file", "lease_ttl"),
+                 "python": ("preload", "env", "start")}
 STORE_ENV = ("AIOS_DB", "AIOS_DB_PASSWORD_FILE")   # override [store] url and password_file
 
 
@@ -127,7 +128,8 @@ def _cached(home: Path) -> Config | None:
             saved = json.load(f)
         if saved["key"] != _cache_key(home) or any(_stat(p) != st for p, st in saved["deps"].items()):
             return None
-        settings = Settings(**{**saved["settings"], "tags": frozenset(saved["settings"]["tags"])})
+        settings = Settings(**{**saved["settings"], "tags": frozenset(saved["settings"]["tags"]),
+                               "python_preload": tuple(saved["settings"]["python_preload"])})
         sources = saved["sources"]
         parsed = {name: _with_cwd(parse_job(name, table), saved["cwd"].get(name)) for name, table in sources.items()}
     except (OSError, ValueError, KeyError, TypeError, SpecError):
@@ -228,7 +230,7 @@ def _unknown_sections(data: dict) -> list[str]:
         else:
             hint = _suggest(key, _SECTIONS, "[{}]")
         errors.append(f"{CONFIG_FILE}: unknown table [{key}]{hint}; "
-                      "use [device], [web], [logs], [retention], [store] or [jobs.NAME]")
+                      "use [device], [web], [logs], [retention], [store], [python] or [jobs.NAME]")
     return errors
 
 
@@ -242,9 +244,10 @@ def _suggest(word: str, choices, form: str = "{!r}") -> str:
 # ---------------------------------------------------------------- settings
 
 def _settings(data: dict, errors: list[str]) -> Settings:
-    device, web, logs, retention, store = (_section(data, name, errors)
-                                           for name in ("device", "web", "logs", "retention", "store"))
+    device, web, logs, retention, store, python = (_section(data, name, errors) for name in
+                                                   ("device", "web", "logs", "retention", "store", "python"))
     return Settings(
+        **_python(python),
         device_id=_device_id(device),
         tags=_device_tags(device),
         web_host=_setting(web, "web", "host", str, "127.0.0.1", "a host name or address"),
@@ -259,6 +262,20 @@ def _settings(data: dict, errors: list[str]) -> Settings:
         store_password_file=os.environ.get("AIOS_DB_PASSWORD_FILE") or _setting(
             store, "store", "password_file", str, None, "the path of a file holding only the password"),
     )
+
+
+def _python(python: dict) -> dict:
+    """[python]: what program jobs' zygotes preload, variables of every program job, and
+    how program jobs start unless they say."""
+    from .spec import parse_env, parse_preload, parse_start
+
+    where = f"{CONFIG_FILE}: [python]"
+    try:
+        return {"python_preload": parse_preload(f"{where} preload", python.get("preload", [])),
+                "python_env": parse_env(where, python.get("env", {})),
+                "python_start": parse_start(f"{where} start", python.get("start", "zygote"))}
+    except SpecError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _section(data: dict, name: str, errors: list[str]) -> dict:

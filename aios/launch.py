@@ -136,7 +136,8 @@ def inherited(base: dict) -> dict:
 def environment(spec: JobSpec, run_id: int | None, base: dict, home: Path, settings: Settings,
                 token: str | None = None, who: Identity | None = None, from_file: dict | None = None) -> dict:
     """The daemon's environment (less its own variables: `inherited`), HOME, USER and
-    LOGNAME of the job's user (`who`), its env_file's variables (`from_file`), the job's
+    LOGNAME of the job's user (`who`), [python] env for a program job, its env_file's
+    variables (`from_file`), the job's
     `env` (the more specific wins, as in docker compose), then what every job finds:
     AIOS_JOB, AIOS_RUN_ID, AIOS_DEVICE_ID, AIOS_HOME (and where the dashboard listens),
     AIOS_INSTANCE for a copy of a job with `instances`, and AIOS_RUN_TOKEN (`run_token`)
@@ -144,6 +145,8 @@ def environment(spec: JobSpec, run_id: int | None, base: dict, home: Path, setti
     env = inherited(base)
     if who is not None and who.name is not None:
         env.update(HOME=who.home, USER=who.name, LOGNAME=who.name)
+    if spec.program:
+        env.update(settings.python_env)
     env.update(from_file or {})
     env.update(spec.env)
     env.update(AIOS_JOB=spec.name, AIOS_RUN_ID=str(run_id), AIOS_DEVICE_ID=settings.device_id,
@@ -286,7 +289,8 @@ def _refuse(where: str, key: str, value) -> None:
 
 @record
 class Plan:
-    """What supervisor.spawn(argv, env, cwd, log_fd, **options) needs for one run."""
+    """What the process layer's spawn(argv, env, cwd, log_path, **options) needs for one
+    run: supervisor.spawn's options, and for a program job `start` and `preload`."""
 
     argv: list
     env: dict
@@ -310,6 +314,9 @@ def plan(spec: JobSpec, trigger: Trigger | None, run_id: int | None, base: dict,
     limits = {key: getattr(spec, key) for key in LIMITS if getattr(spec, key) is not None}
     if limits:
         options["limits"] = limits
+    if spec.program:    # through a zygote (zygote.py), unless it or [python] says spawn
+        options.update(start=spec.start or settings.python_start,
+                       preload=tuple(dict.fromkeys(settings.python_preload + spec.preload)))
     trigger, from_trigger = unpack(trigger)
     env = {**environment(spec, run_id, base, home, settings, token, who, env_file(spec, home)), **from_trigger}
     return Plan(argv=argv(spec, trigger, home), cwd=working_dir(spec, home), options=options, env=env)

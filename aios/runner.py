@@ -108,7 +108,8 @@ def main(argv: list[str]) -> int:
         return 1
 
 
-def _flush() -> None:
+def flush_stdio() -> None:
+    """Flush stdout and stderr, whatever state they are in."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -116,11 +117,18 @@ def _flush() -> None:
             pass
 
 
-if __name__ == "__main__":
+def run(argv: list[str]):
+    """What `python3 runner.py ARGS` does: call the job, then exit with its code. What the
+    job raises past `main` (SystemExit, KeyboardInterrupt) reaches the interpreter, which
+    gives it its usual meaning. A zygote's child (aios/zygote_server.py) ends here too."""
     try:
         if hasattr(sys.stdout, "reconfigure"):
             sys.stdout.reconfigure(line_buffering=True)   # log lines show up as printed
-        code = main(sys.argv[1:])
+        code = main(argv)
     finally:
-        _flush()
+        flush_stdio()
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    run(sys.argv[1:])

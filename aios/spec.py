@@ -123,6 +123,8 @@ class JobSpec:
     instances: int | None = None            # always: run copies NAME.0 .. NAME.N-1 (config makes them)
     instance: int | None = None             # a copy: its number (AIOS_INSTANCE)
     instance_of: str | None = None          # a copy: the name of the job it copies
+    start: str | None = None                # program jobs: "zygote" or "spawn" (None: [python] start)
+    preload: tuple[str, ...] = ()           # program jobs: modules their zygote imports first
 
     @property
     def is_scheduled(self) -> bool:
@@ -253,6 +255,9 @@ class Settings:
     store_url: str | None = None        # None: orchestrator.db in AIOS_HOME; never holds a password
     store_password_file: str | None = None
     lease_ttl: float = 10.0             # fleet jobs: how long a lease holds without a renewal
+    python_preload: tuple = ()          # modules every program job's zygote imports first
+    python_env: dict = factory(dict)    # variables of every program job, set in its zygote too
+    python_start: str = "zygote"        # how program jobs start unless they say: "zygote" or "spawn"
 
 
 def plain(item) -> dict:
@@ -276,7 +281,7 @@ _COMMON = {
     "env", "cwd", "retries", "backoff", "backoff_factor", "backoff_max", "stop_signal",
     "stop_timeout", "min_uptime", "adopt", "user", "group", "groups", "umask", "memory_max",
     "cpu_quota", "cpu_weight", "nice", "nofile", "ioclass", "env_file", "scope", "prefer", "local",
-    "on_failure", "on_success", "reload_signal",
+    "on_failure", "on_success", "reload_signal", "start", "preload",
 }
 _BY_TYPE = {
     JobType.ALWAYS: {"restart", "failed_cooldown", "instances"},
@@ -370,6 +375,7 @@ def parse_job(name: str, table: object) -> JobSpec:
     job_type = _parse_type(where, table.get("type"))
     _check_fields(where, job_type, table)
     values = {"name": name, "type": job_type, **_parse_how(where, table)}
+    values.update(_parse_python(where, table, values.get("program") is not None))
     values.update(_parse_common(where, job_type, table))
     values.update(_parse_timing(where, job_type, table))
     values.update(_parse_links(where, job_type, table))
@@ -444,6 +450,36 @@ def _parse_program(where: str, value: object) -> str:
     return value
 
 
+_MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+START_CHOICES = ("zygote", "spawn")
+
+
+def _parse_python(where: str, table: dict, program: bool) -> dict:
+    out = {}
+    for key, parse in (("start", parse_start), ("preload", parse_preload)):
+        if key in table:
+            if not program:
+                raise SpecError(f"{where}: {key} applies to program jobs (program = \"file.py:func\") only")
+            out[key] = parse(f"{where}: {key}", table[key])
+    return out
+
+
+def parse_start(what: str, value: object) -> str:
+    if value not in START_CHOICES:
+        raise SpecError(f"{what} = {show_value(value)}; use \"zygote\" (forked from a preloaded interpreter) "
+                        "or \"spawn\" (a fresh interpreter each run)")
+    return value
+
+
+def parse_preload(what: str, value: object) -> tuple:
+    """A list of module names to import into a zygote, e.g. ["numpy", "email.parser"]."""
+    if not isinstance(value, list) or len(value) > 64 or not all(
+            isinstance(name, str) and len(name) <= 200 and _MODULE_RE.fullmatch(name) for name in value):
+        raise SpecError(f"{what} = {show_value(value)} must be a list of at most 64 module names, "
+                        "like [\"numpy\", \"email.parser\"]")
+    return tuple(dict.fromkeys(value))
+
+
 def _typed(where: str, table: dict, key: str, kind: type, default):
     value = table.get(key, default)
     if value is default:
@@ -465,7 +501,7 @@ def _parse_common(where: str, job_type: JobType, table: dict) -> dict:
         "tags": _parse_tags(where, table.get("tags", [])),
         "enabled": _typed(where, table, "enabled", bool, True),
         "priority": _bounded_int(where, table, "priority", 0, -1000, 1000),
-        "env": _parse_env(where, table.get("env", {})),
+        "env": parse_env(where, table.get("env", {})),
         "cwd": _exec_path(where, table, "cwd"),
         "retries": _bounded_int(where, table, "retries", _DEFAULT_RETRIES.get(job_type, 0), 0, 1000),
         "adopt": _typed(where, table, "adopt", bool, True),
@@ -565,7 +601,7 @@ def _parse_tags(where: str, value: object) -> tuple:
     return tuple(value)
 
 
-def _parse_env(where: str, value: object) -> dict:
+def parse_env(where: str, value: object) -> dict:
     if not isinstance(value, dict) or not all(
             isinstance(k, str) and k and "=" not in k and isinstance(v, str) for k, v in value.items()):
         raise SpecError(f"{where}: env must be a table of string values, like {{ LANG = \"C.UTF-8\" }}")

@@ -18,7 +18,10 @@ table), `__main__` (the command line and the round loop), `profiling` (where AIO
 time and memory go: `python3 -m bench.profiling`, see PROFILE.md), `store` (the store's
 own figures: acknowledged triggers per second, pruning steps: `python3 -m bench.store`),
 `store_backends` (SQLite and PostgreSQL side by side: acknowledgements and claims per
-second, one client and three: `python3 -m bench.store_backends`).
+second, one client and three: `python3 -m bench.store_backends`), `python_jobs` (program
+jobs through the zygote against spawned ones: rows of the table), `bytecode` (a cold
+start with PYTHONDONTWRITEBYTECODE=1, with and without AIOS's bytecode cache:
+`python3 -m bench.bytecode`).
 """
 from pathlib import Path
 

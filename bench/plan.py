@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from . import aios_only, fleet, scenarios
+from . import aios_only, fleet, python_jobs, scenarios
 from .scenarios import Row, Scenario, Settings
 from .systems import sleepers
 
@@ -46,7 +46,7 @@ def _one(key: str, title: str, needs: str, rows: tuple[Row, ...], fn, s: Setting
 
 def plan(s: Settings) -> list[Scenario]:
     return [Scenario("floor", "floor", "Interpreter floor, empty program", "floor", FLOOR_ROWS, scenarios.floor)] \
-        + _manager_rows(s) + _aios_rows(s)
+        + _manager_rows(s) + _aios_rows(s) + _python_rows(s)
 
 
 def _manager_rows(s: Settings) -> list[Scenario]:
@@ -170,4 +170,30 @@ def fleet_plan(s: Settings) -> list[Scenario]:
                   Row("pg_ms", "PostgreSQL's utime+stime, every server process", "CPU ms"),
                   Row("connections", "connections the daemons hold", "conns")),
                  partial(fleet.idle, s=s)),
+    ]
+
+
+_PAIR = "zygote ÷ spawn, pair by pair"
+
+
+def _python_rows(s: Settings) -> list[Scenario]:
+    heavy = python_jobs.heavy_module()[0]
+    launch = (Row("zygote_ms", "kill -9 → the replacement's own code runs, through the zygote", "ms"),
+              Row("spawn_ms", 'kill -9 → the replacement\'s own code runs, start = "spawn"', "ms"),
+              Row("ratio", _PAIR, "×"),
+              Row("zygote_trigger_ms", "trigger sent → the run's own code runs, through the zygote", "ms"),
+              Row("spawn_trigger_ms", 'trigger sent → the run\'s own code runs, start = "spawn"', "ms"))
+    return [
+        _one("python_launch", f"Python program job, a run starts → its own code runs ({s.launches} of each per round)",
+             "aios", launch, python_jobs.python_launch, s),
+        _one("python_heavy", f"Python program job importing {heavy} (the zygote's job preloads it), a run starts → "
+             "its own code runs", "aios", launch, python_jobs.python_heavy, s),
+        _one("python_many", f"{s.python_jobs} always Python program jobs, launch → all running their own code",
+             "aios", (Row("zygote_ms", "through the zygote", "ms"), Row("spawn_ms", 'start = "spawn"', "ms"),
+                      Row("floor_ms", f"floor: {s.python_jobs} bare interpreters Popen'd at once", "ms"),
+                      Row("ratio", "zygote ÷ floor", "×")), python_jobs.python_many, s),
+        _one("python_pss", f"{s.python_pss} running Python program jobs, total PSS (smaps_rollup)", "aios",
+             (Row("zygote_mib", "through the zygote (the zygote counted)", "MiB"),
+              Row("spawn_mib", 'start = "spawn"', "MiB"), Row("ratio", "zygote ÷ spawn", "×")),
+             python_jobs.python_pss, s),
     ]

@@ -39,6 +39,9 @@ class Settings(NamedTuple):
     triggers: int = 1000           # triggers sent / rows inserted / runs dispatched per round
     pings: int = 1000              # control round trips per round
     log_lines: int = 100_000       # lines a job writes, with timestamps off and on
+    launches: int = 5              # triggered runs of each Python program job per round (zygote, spawn)
+    python_jobs: int = 200         # always program jobs of the "all running" row
+    python_pss: int = 100          # running program jobs whose memory is summed
     settle: float = 1.0            # seconds after start-up before memory or CPU is read
     timeout: float = 60.0          # liveness limit of any one wait
     scale_timeout: float = 300.0   # ... of the scale row's start-up
@@ -50,7 +53,7 @@ class Settings(NamedTuple):
 FULL = Settings()
 QUICK = Settings(quick=True, rounds=1, few=5, many=20, scale=50, cpu_window=2.0, lateness_window=4.0,
                  kills=1, repeats=1, triggers=50, pings=200, settle=0.2, log_lines=2000, remote=10,
-                 idle_devices=5)
+                 idle_devices=5, launches=2, python_jobs=10, python_pss=5)
 
 
 class Row(NamedTuple):

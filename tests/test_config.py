@@ -161,6 +161,12 @@ def test_job_names_equal_ignoring_case_collide(tmp_path):
     ('[device]\ntags = "gpu"\n',
      "aios.toml: [device] tags = 'gpu': use tag names (letters, digits, '_', '.', '-'), as a list "
      "like [\"gpu\", \"lab\"] or comma-separated in DEVICE_TAGS"),
+    ('[python]\npreload = "numpy"\n', "aios.toml: [python] preload = 'numpy' must be a list of at most 64 "
+     "module names, like [\"numpy\", \"email.parser\"]"),
+    ('[python]\nstart = "fork"\n', "aios.toml: [python] start = 'fork'; use \"zygote\" (forked from a preloaded "
+     "interpreter) or \"spawn\" (a fresh interpreter each run)"),
+    ('[python]\nenv = { A = 1 }\n', "aios.toml: [python]: env must be a table of string values, like "
+     "{ LANG = \"C.UTF-8\" }"),
     ('web = 1\n', "aios.toml: web must be a table [web], got web = 1"),
     ('jobs = 1\n', "aios.toml: jobs must be tables like [jobs.backup], got jobs = 1"),
 ])
@@ -268,13 +274,13 @@ def test_absolute_cwd_must_exist(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ('[webb]\nport = 1\n',
-     "aios.toml: unknown table [webb] (did you mean [web]?); use [device], [web], [logs], [retention], [store] or [jobs.NAME]"),
+     "aios.toml: unknown table [webb] (did you mean [web]?); use [device], [web], [logs], [retention], [store], [python] or [jobs.NAME]"),
     ('[job.x]\ntype = "always"\n',
-     "aios.toml: unknown table [job] (did you mean [jobs]?); use [device], [web], [logs], [retention], [store] or [jobs.NAME]"),
+     "aios.toml: unknown table [job] (did you mean [jobs]?); use [device], [web], [logs], [retention], [store], [python] or [jobs.NAME]"),
     ('[backup]\ntype = "always"\n',
      "aios.toml: unknown table [backup] (did you mean [jobs.backup]?); use [device], [web], [logs], "
-     "[retention], [store] or [jobs.NAME]"),
-    ('[zzz]\n', "aios.toml: unknown table [zzz]; use [device], [web], [logs], [retention], [store] or [jobs.NAME]"),
+     "[retention], [store], [python] or [jobs.NAME]"),
+    ('[zzz]\n', "aios.toml: unknown table [zzz]; use [device], [web], [logs], [retention], [store], [python] or [jobs.NAME]"),
     ('[web]\nprot = 80\n', "aios.toml: unknown key 'prot' in [web] (did you mean 'port'?); use host, port, token"),
 ])
 def test_unknown_tables_and_keys_are_reported_not_fatal(tmp_path, text, message):
@@ -351,6 +357,17 @@ def test_settings_defaults(tmp_path):
     assert s.device_id == socket.gethostname() and s.tags == frozenset()
     assert (s.web_host, s.web_port, s.web_token, s.log_max_bytes, s.log_keep) == (
         "127.0.0.1", 8787, None, 10 * 1024 ** 2, 3)
+    assert (s.python_preload, s.python_env, s.python_start) == ((), {}, "zygote")
+
+
+def test_python_settings_survive_the_cache(tmp_path):
+    text = ('[python]\npreload = ["json", "email.parser", "json"]\nenv = { OPENBLAS_NUM_THREADS = "1" }\n'
+            'start = "spawn"\n')
+    home = home_with(tmp_path, text)
+    for _ in range(2):      # parsed, then from .aios.toml.cache
+        s = load(home, cache=True).settings
+        assert (s.python_preload, s.python_env, s.python_start) == (
+            ("json", "email.parser"), {"OPENBLAS_NUM_THREADS": "1"}, "spawn")
 
 
 # ---------------------------------------------------------------- [store]

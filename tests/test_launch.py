@@ -137,6 +137,34 @@ def test_plan_gathers_what_spawn_needs():
     assert launch.plan(spec, None, 9, {}, HOME, SETTINGS).options == {"umask": 0o027, "unit": "p"}
 
 
+def test_program_jobs_go_through_their_zygote_with_the_preloads_of_both_levels():
+    settings = Settings(device_id="d", python_preload=("json", "decimal"), python_env={"OMP_NUM_THREADS": "1"})
+    program = parse_job("p", {"type": "trigger", "program": "p.py:main", "preload": ["email", "json"]})
+    plan = launch.plan(program, None, 1, {}, HOME, settings)
+    assert (plan.options["start"], plan.options["preload"]) == ("zygote", ("json", "decimal", "email"))
+    assert plan.env["OMP_NUM_THREADS"] == "1"
+    opted_out = parse_job("q", {"type": "trigger", "program": "p.py:main", "start": "spawn",
+                                "env": {"OMP_NUM_THREADS": "4"}})
+    plan = launch.plan(opted_out, None, 1, {}, HOME, settings)
+    assert plan.options["start"] == "spawn" and plan.env["OMP_NUM_THREADS"] == "4", "the job's env wins"
+    command = launch.plan(parse_job("c", {"type": "trigger", "command": ["true"]}), None, 1, {}, HOME, settings)
+    assert "start" not in command.options and "OMP_NUM_THREADS" not in command.env
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"command": ["true"], "start": "spawn"}, "job 'x': start applies to program jobs"),
+    ({"command": ["true"], "preload": ["json"]}, "job 'x': preload applies to program jobs"),
+    ({"program": "p.py:f", "preload": ["json", "../x"]}, "job 'x': preload = ['json', '../x'] must be a list"),
+    ({"program": "p.py:f", "start": "zygote "}, "job 'x': start = 'zygote '; use \"zygote\""),
+])
+def test_start_and_preload_are_checked(table, message):
+    from aios.spec import SpecError
+
+    with pytest.raises(SpecError) as caught:
+        parse_job("x", {"type": "trigger", **table})
+    assert str(caught.value).startswith(message)
+
+
 # ---------------------------------------------------------------- env_file
 
 

@@ -23,6 +23,12 @@ ALLOWED = {
     "logview": {"logformat", "logs", "fswatch",
                 "spec"},                 # job logs read back for `aios logs`; spec.parse_duration for --since
     "supervisor": {"spec"},     # spec.exec_text_problem words a spawn's bad input (error path only)
+    "zygote": {"supervisor",             # a zygote's run is started by supervisor.spawn(via=...), as a Proc
+               "zygote_server",          # the frames both sides speak
+               "zygote_run"},            # the variable that makes room for a run's environment
+    "zygote_server": {"runner",          # what a run's process calls, as `python3 runner.py` would
+                      "zygote_run"},     # a run's process before the job's code
+    "zygote_run": {"supervisor"},        # the child set-up a spawned run gets (forkexec)
     "schedule": {"spec", "cron", "wallclock"}, "cron": {"wallclock"}, "wallclock": set(),
     "lifecycle": {"spec", "schedule"},   # the table asks schedule when a restart or retry is due
     "states": {"spec", "lifecycle"},     # the status vocabulary, read off the lifecycle table
@@ -37,7 +43,8 @@ ALLOWED = {
     "engine": {"spec", "schedule", "lifecycle", "config", "store", "supervisor", "control", "logs",
                "fswatch", "home", "show", "launch", "jobset",
                "service",                        # daemon.py: sd_notify READY=1 under systemd (Type=notify)
-               "oplog"},                         # daemon.py: its log sink, orchestrator.log
+               "oplog",                          # daemon.py: its log sink, orchestrator.log
+               "zygote"},                        # processes.py: program jobs' runs forked from a zygote
     "cli": {"control", "config", "home", "show", "logs", "store", "engine", "spec", "states",
             "jobset",                            # a group of copies (instances) by its name, daemon down
             "logview", "logformat",              # `aios logs`: job logs read back, stamped lines parsed
@@ -115,13 +122,13 @@ def test_psycopg_loads_only_with_a_postgres_store():
 
 
 def test_only_store_touches_sqlite_and_only_supervisor_spawns():
-    """Job processes are spawned and signalled only by supervisor; the CLI may launch the
-    daemon itself (subprocess) and the daemon may re-exec itself (os.execv)."""
+    """Job processes are spawned and signalled only by supervisor and the zygote; the CLI
+    may launch the daemon itself (subprocess) and the daemon may re-exec itself (os.execv)."""
     for name, path in modules():
         source = path.read_text()
         if name != "store":
             assert "sqlite3" not in imported(path)[1], f"{path.name} imports sqlite3"
-        if name != "supervisor":
+        if name not in ("supervisor", "zygote", "zygote_server", "zygote_run"):
             for call in ("posix_spawn", "os.fork", "os.kill(", "killpg"):
                 assert call not in source, f"{path.name} uses {call}"
         if name != "cli":

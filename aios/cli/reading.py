@@ -76,7 +76,8 @@ def _status_row(job: dict, now: float, color: bool) -> list:
 
 
 def _why(job: dict, now: float) -> str:
-    """Why a job is not running, in a few words (and the last line it wrote to stderr)."""
+    """Why a job is not running, in a few words (and the last line it wrote to stderr);
+    how a running program job started."""
     status, why = job["status"], job.get("why") or ""
     tail = job.get("log_tail")
     if tail and tail["lines"]:
@@ -84,7 +85,7 @@ def _why(job: dict, now: float) -> str:
     if status == "backoff" and job.get("next_due"):
         return f"backoff {max(0.0, job['next_due'] - now):.1f} s: {why}"
     if status == "running":
-        return why
+        return "; ".join(part for part in (why, _started(job)) if part)
     return f"{status}: {why}" if why and status in ("failed", "stopped", "ineligible") else why
 
 
@@ -93,6 +94,13 @@ def _print_log_tail(home: str, job: dict) -> None:
     out(f"last {'stderr ' if tail['stream'] else ''}lines of {os.path.join(home, 'logs', job['name'] + '.log')}:")
     for line in tail["lines"]:
         out(f"  {line}")
+
+
+def _started(job: dict) -> str:
+    """"zygote", "spawn", or "spawn (why not the zygote)" for a program job's run."""
+    if not job.get("started"):
+        return ""
+    return job["started"] + (f" ({job['start_note']})" if job.get("start_note") else "")
 
 
 def _stored_status(home: str, name: str | None) -> list[dict]:

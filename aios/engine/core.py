@@ -40,13 +40,14 @@ class Job:
     """The engine's live view of one job: its spec, its persisted state, its life (as the
     lifecycle table sees it), its running processes by key, and its one wake-up timer."""
 
-    __slots__ = ("spec", "state", "life", "runs", "timer", "last_run", "problem")
+    __slots__ = ("spec", "state", "life", "runs", "timer", "last_run", "problem", "started")
 
     def __init__(self, spec: JobSpec, state: JobState, life: lc.Life, last_run: Run | None = None):
         self.spec, self.state, self.life, self.last_run = spec, state, life, last_run
         self.runs: dict = {}          # key (pid) -> runs.Active
         self.timer = None
         self.problem = ""             # a config error that left the job on its previous spec
+        self.started = None           # how its last run started: ("zygote" | "spawn", why not the zygote)
 
     @property
     def name(self) -> str:
@@ -297,6 +298,7 @@ class Engine:
             "attempts": state.attempts, "next_due": state.next_due, "tags": list(spec.tags),
             "enabled": life.is_enabled, "held": state.held, "queued": life.queued,
             "last_run": plain(job.last_run) if job.last_run else None, "problem": job.problem or None,
+            "started": job.started[0] if job.started else None, "start_note": job.started[1] if job.started else None,
         }
         if log_tail and state.status in (Status.FAILED, Status.BACKOFF):
             from ..logs import last_words

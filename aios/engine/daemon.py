@@ -157,7 +157,7 @@ class Daemon:
         if engine.control is not None:
             engine.control.close()
             _unlink(Path(engine.control.path))
-        engine.processes.finish()   # the jobs' last lines are in their logs
+        engine.processes.finish()   # the zygotes stop; the jobs' last lines are in their logs
         engine.event("daemon_stopped", None, "all jobs stopped")
         if engine.fleet is not None:
             engine.fleet.release_all()

@@ -1,9 +1,10 @@
 """The process layer the engine runs jobs through: `supervisor` (spawn, signal, reap,
-adopt) plus what belongs to a job's process but not to supervisor: its log file (opened,
-rotated, and watched so it stays bounded; with `[logs] timestamps` on, the job writes to
-pipes that the log writer stamps into it: logpipes.py) and its exit, registered in the
-loop as a pidfd reader. The engine calls only these methods; tests give it a fake with
-the same ones (tests/engine/fakes.py). Part of the engine.
+adopt) and the zygotes (program jobs' runs forked from a preloaded interpreter), plus
+what belongs to a job's process but not to supervisor: its log file (opened, rotated,
+and watched so it stays bounded; with `[logs] timestamps` on, the job writes to pipes
+that the log writer stamps into it: logpipes.py) and its exit, registered in the loop
+as a pidfd reader. The engine calls only these methods; tests give it a fake with the
+same ones (tests/engine/fakes.py). Part of the engine.
 """
 from __future__ import annotations
 
@@ -20,18 +21,25 @@ class SystemProcesses:
         self._exits: dict = {}       # pidfd -> (callback, args), to re-register after a spurious wake
         self.log_pipes = LogPipes(engine.home, engine.loop, lambda name, text: engine.event(name, None, text))
         self.log_pipes.find()        # the writer a dead daemon left, with the pipes of the jobs it left
+        self._how: dict = {}         # pid -> how it was started (`started`), until the engine asks
+        self.zygotes = None          # zygote.Zygotes, from the first run that may use one
 
-    def spawn(self, argv: list, env: dict, cwd: str, log_path: str, **options):
+    def spawn(self, argv: list, env: dict, cwd: str, log_path: str, *, start: str | None = None,
+              preload: tuple = (), **options):
         """Start a job process writing to `log_path`, with supervisor.spawn's options (its
-        user, umask, limits, mark); SpawnError (an OSError) if it cannot be."""
+        user, umask, limits, mark); SpawnError (an OSError) if it cannot be. A program
+        job's run (`start` given) goes through its zygote (preloading `preload`) when
+        start is "zygote" and the zygote can take it, else it is spawned."""
         settings = self.engine.settings
         logs.rotate_if_needed(log_path, settings.log_max_bytes, settings.log_keep)
         fds = self._outputs(log_path, settings.log_timestamps)
         try:
-            proc = supervisor.spawn(argv, env, cwd, fds if len(fds) == 2 else fds[0], **options)
+            proc, how = self._start(argv, env, cwd, fds if len(fds) == 2 else fds[0], start, preload, options)
         finally:
             for fd in fds:
                 os.close(fd)
+        if how is not None:
+            self._how[proc.pid] = how
         if self.log_guard is not None:
             self.log_guard.arm(log_path)
         return proc
@@ -66,9 +74,32 @@ class SystemProcesses:
         """The daemon re-executes itself: hand the log writer what it has not taken yet."""
         self.log_pipes.before_exec()
 
-    def finish(self) -> None:
-        """The daemon exits: let the log writer write the jobs' last lines, then let go."""
-        self.log_pipes.finish()
+    def _start(self, argv, env, cwd, fd, start, preload, options) -> tuple:
+        """(proc, how it started): through the zygote when start says so and it can, else spawned."""
+        if start != "zygote":
+            return supervisor.spawn(argv, env, cwd, fd, **options), None if start is None else ("spawn", None)
+        from ..zygote import Unavailable
+
+        try:
+            return self._zygotes().spawn(argv, env, cwd, fd, preload=preload, **options), ("zygote", None)
+        except Unavailable as exc:
+            return supervisor.spawn(argv, env, cwd, fd, **options), ("spawn", str(exc))
+
+    def _zygotes(self):
+        if self.zygotes is None:
+            from .. import launch
+            from ..zygote import Zygotes
+
+            engine = self.engine
+            self.zygotes = Zygotes(engine.loop, lambda name, message: engine.event(name, None, message),
+                                   launch.inherited(engine.base_env), lambda: tuple(engine.settings.python_env))
+        return self.zygotes
+
+    def started(self, proc) -> tuple | None:
+        """How proc was started, asked once right after spawn: ("zygote", None), or
+        ("spawn", why not the zygote, or None if the job asked for a spawn); None for
+        a command job."""
+        return self._how.pop(proc.pid, None)
 
     def watch(self, proc, callback, *args) -> None:
         """Call callback(*args) when proc may have exited (then `reap` tells)."""
@@ -111,7 +142,15 @@ class SystemProcesses:
         return supervisor.oom_killed(proc)
 
     def reap_orphans(self, tracked) -> list:
-        return supervisor.reap_orphans(tracked)
+        zygotes = self.zygotes.pids() if self.zygotes is not None else set()
+        return supervisor.reap_orphans(set(tracked) | zygotes)
+
+    def finish(self) -> None:
+        """The daemon exits: its zygotes stop (its jobs have), and the log writer writes
+        the jobs' last lines before it lets go."""
+        if self.zygotes is not None:
+            self.zygotes.close()
+        self.log_pipes.finish()
 
     def close(self, proc) -> None:
         supervisor.close(proc)

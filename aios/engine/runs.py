@@ -57,6 +57,7 @@ class Runs:
             proc = eng.processes.spawn(plan.argv, plan.env, plan.cwd, str(eng.log_path(spec.name)), **plan.options)
         except OSError as exc:     # SpawnError: every way a process cannot be started
             return self._spawn_failed(job, run, trigger, str(exc))
+        job.started = eng.processes.started(proc)
         active = Active(replace(run, pid=proc.pid, pid_start=proc.start_ticks), proc, trigger, eng.loop.boot)
         if run.id is None:
             eng.recorder.write(eng.recorder.insert_run, active)

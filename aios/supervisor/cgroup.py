@@ -24,8 +24,8 @@ import os
 from ..record import record
 from . import limits
 
-__all__ = ["Tree", "TREE", "setup", "teardown", "create", "enter", "leave", "kill", "pids", "remove", "sweep",
-           "of", "oom_kills"]
+__all__ = ["Tree", "TREE", "setup", "teardown", "create", "limit", "enter", "leave", "kill", "pids", "remove",
+           "sweep", "of", "oom_kills"]
 
 
 @record
@@ -117,13 +117,18 @@ def create(unit: str, limits: dict | None = None) -> str:
         except FileExistsError:
             continue
         try:
-            for name, value in (limits or {}).items():
-                _write(os.path.join(path, name), value)
+            limit(path, limits)
         except OSError:
             remove(path)
             raise
         return path
     raise OSError(errno.EEXIST, f"no free cgroup name for {unit!r} in {TREE.scope}")
+
+
+def limit(path: str, limits: dict | None) -> None:
+    """Write a run's limits (file name -> value) into its cgroup; OSError if one cannot be."""
+    for name, value in (limits or {}).items():
+        _write(os.path.join(path, name), value)
 
 
 def enter(path: str) -> None:

@@ -12,8 +12,12 @@ to its end (empty: the exec happened) and raises. All signals stay blocked in th
 from before the fork until the child has put every disposition back to its default, so
 no handler of the daemon ever runs in the child.
 
+The set-up itself (`Setup`, `steps`, `run_steps`) is shared with the zygote
+(aios/zygote_server.py), whose children take the same steps and then, instead of an
+exec, call the job's function.
+
 A fork copies the daemon's page tables: it costs more than posix_spawn (see spawn.py),
-so only jobs that need it come here. Imports limits.py.
+so only jobs that need it come here. Imports aios.record and limits.py.
 """
 from __future__ import annotations
 
@@ -22,9 +26,10 @@ import os
 import resource
 import signal
 
+from ..record import record
 from .limits import ioprio_setter
 
-__all__ = ["fork_exec", "Failed"]
+__all__ = ["fork_exec", "Failed", "Setup", "steps", "run_steps"]
 
 
 class Failed(Exception):
@@ -36,9 +41,23 @@ class Failed(Exception):
         self.step, self.err = step, err
 
 
-def fork_exec(argv: list[str], env: dict[str, str], cwd: str, log_fds: tuple[int, int], *, sigdef: tuple,
-              uid: int | None, gid: int | None, groups: tuple | None, umask: int | None,
-              rlimits: tuple = (), nice: int | None = None, ioprio: int | None = None) -> int:
+@record
+class Setup:
+    """What a child becomes before its job runs: signals put back to their defaults
+    (`sigdef`), ids, umask, limits ((resource, soft, hard) each), nice, I/O priority.
+    None: as the parent has it."""
+
+    sigdef: tuple
+    uid: int | None = None
+    gid: int | None = None
+    groups: tuple | None = None
+    umask: int | None = None
+    rlimits: tuple = ()
+    nice: int | None = None
+    ioprio: int | None = None
+
+
+def fork_exec(argv: list[str], env: dict[str, str], cwd: str, log_fds: tuple[int, int], setup: Setup) -> int:
     """The pid of argv started as described above; OSError if the fork itself fails,
     Failed if the child failed before its exec (the child is reaped)."""
     reader, writer = os.pipe2(os.O_CLOEXEC)
@@ -48,12 +67,12 @@ def fork_exec(argv: list[str], env: dict[str, str], cwd: str, log_fds: tuple[int
         os.close(reader)
         os.close(writer)
         raise
-    steps = _steps(devnull, log_fds, cwd, sigdef, uid, gid, groups, umask, rlimits, nice, ioprio)
+    prepared = steps(devnull, log_fds, cwd, setup)
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     try:
         pid = os.fork()
         if pid == 0:
-            _child(writer, steps, argv, env)
+            _child(writer, prepared, argv, env)
     finally:                        # only the parent gets here: the child exec'd or exited
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(writer)
@@ -69,44 +88,64 @@ def fork_exec(argv: list[str], env: dict[str, str], cwd: str, log_fds: tuple[int
     return pid
 
 
-def _steps(devnull, log_fds, cwd, sigdef, uid, gid, groups, umask, rlimits, nice, ioprio) -> list:
-    """What the child does before exec, in order, as (name, call, args), prepared by the
+def steps(devnull: int, log_fds: tuple[int, int], cwd: str, setup: Setup, *, before_drop: tuple = (),
+          after_drop: tuple = ()) -> list:
+    """What a child does before its job, in order, as (name, call, args), prepared by the
     parent so that the child runs as little Python as it can. Limits, nice and I/O class
-    come while the child may still raise them; chdir comes as the job's user."""
-    steps = [("signals", _default_signals, (sigdef,)), ("setpgid", os.setpgid, (0, 0)),
-             ("stdio", _stdio, (devnull, log_fds))]
-    steps += [("setrlimit", _setrlimit, limit) for limit in rlimits]
-    if nice is not None:
-        steps.append(("setpriority", os.setpriority, (os.PRIO_PROCESS, 0, nice)))
-    if ioprio is not None:
-        steps.append(("ioprio_set", ioprio_setter(), (ioprio,)))
-    if umask is not None:
-        steps.append(("umask", os.umask, (umask,)))
-    for name, call, value in (("setgroups", os.setgroups, groups), ("setgid", os.setresgid, gid),
-                              ("setuid", os.setresuid, uid)):
+    come while the child may still raise them, then `before_drop`; chdir comes as the
+    job's user, after `after_drop`."""
+    done = [("signals", _default_signals, (setup.sigdef,)), ("setpgid", os.setpgid, (0, 0)),
+            ("stdio", _stdio, (devnull, log_fds))]
+    done += [("setrlimit", _setrlimit, tuple(limit)) for limit in setup.rlimits]
+    if setup.nice is not None:
+        done.append(("setpriority", os.setpriority, (os.PRIO_PROCESS, 0, setup.nice)))
+    if setup.ioprio is not None:
+        done.append(("ioprio_set", ioprio_setter(), (setup.ioprio,)))
+    if setup.umask is not None:
+        done.append(("umask", os.umask, (setup.umask,)))
+    done += list(before_drop)
+    for name, call, value in (("setgroups", os.setgroups, setup.groups), ("setgid", os.setresgid, setup.gid),
+                              ("setuid", os.setresuid, setup.uid)):
         if value is not None:
-            steps.append((name, call, (value,) if name == "setgroups" else (value, value, value)))
-    steps.append(("cwd", os.chdir, (cwd,)))
-    return steps
+            done.append((name, call, (list(value),) if name == "setgroups" else (value, value, value)))
+    done += list(after_drop)
+    done.append(("cwd", os.chdir, (cwd,)))
+    return done
 
 
-def _child(writer: int, steps: list, argv: list[str], env: dict[str, str]) -> None:
+def run_steps(prepared: list) -> tuple[str, int] | None:
+    """Take each step; (step, errno) of the first that fails ("input", 0 for a value no
+    system call can take), or None once all are done."""
     step = "start"
     try:
-        for step, call, args in steps:
+        for step, call, args in prepared:
             call(*args)
-        step = "exec"
+    except OSError as exc:
+        return step, exc.errno or 0
+    except BaseException:           # ValueError, TypeError: input no system call can take
+        return "input", 0
+    return None
+
+
+def _child(writer: int, prepared: list, argv: list[str], env: dict[str, str]) -> None:
+    failed = run_steps(prepared)
+    if failed is None:
+        failed = _exec(argv, env)
+    try:
+        os.write(writer, f"{failed[0]}:{failed[1]}".encode())
+    finally:
+        os._exit(127)
+
+
+def _exec(argv: list[str], env: dict[str, str]) -> tuple[str, int]:
+    try:
         if "/" in argv[0]:
             os.execve(argv[0], argv, env)
         os.execvpe(argv[0], argv, env)      # searches env's PATH, as the job's user
     except OSError as exc:
-        report = f"{step}:{exc.errno or 0}"
+        return "exec", exc.errno or 0
     except BaseException:           # ValueError, TypeError: input exec cannot take
-        report = "input:0"
-    try:
-        os.write(writer, report.encode())
-    finally:
-        os._exit(127)
+        return "input", 0
 
 
 def _default_signals(sigdef: tuple) -> None:

@@ -46,7 +46,7 @@ def set_jobs_nofile(soft: int | None) -> None:
 
 def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int | tuple, *, uid: int | None = None,
           gid: int | None = None, groups: tuple[int, ...] | None = None, umask: int | None = None,
-          mark: str | None = None, unit: str = "run", limits: dict | None = None) -> procs.Proc:
+          mark: str | None = None, unit: str = "run", limits: dict | None = None, via=None) -> procs.Proc:
     """Start argv as the leader of a new process group; SpawnError if it cannot start.
 
     argv[0] without a slash is looked up in env["PATH"] (as a shell started with that
@@ -58,14 +58,24 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int | tuple, *
     must happen between fork and exec (ids, most limits) takes a fork (forkexec.py)
     instead of posix_spawn. log_fd is the job's stdout and stderr, or a pair (stdout fd,
     stderr fd).
+
+    via: another way to start it, called as via(argv, env, cwd, output_fds(log_fd), setup) and
+    returning (pid, cgroup) of a child of ours that took `setup` (forkexec.Setup) and
+    waits, in a cgroup of its own where there is cgroup containment, for the caller to
+    let it run: the zygote (aios/zygote.py). Its limits are written into that cgroup
+    here. It raises forkexec.Failed as a fork would, or anything else (not an OSError)
+    to say it cannot start this run, which is then passed on.
     """
     if not argv:
         raise SpawnError(f"cannot start an empty command (cwd {_shown(cwd)})")
     what = _shown(argv[0])
     how = limits_plan(limits)
+    drop = {"uid": uid, "gid": gid, "groups": groups, "umask": umask}
+    if via is not None:
+        return _spawn_via(via, argv, env, cwd, log_fd, what, how, drop, mark)
     place = _cgroup(what, unit, how.cgroup_files)
     try:
-        pid = _start_in(place, argv, env, cwd, log_fd, what, how, uid=uid, gid=gid, groups=groups, umask=umask)
+        pid = _start_in(place, argv, env, cwd, log_fd, what, how, drop)
         _limit_after(pid, what, how)
     except BaseException as exc:
         if place is not None:
@@ -89,7 +99,37 @@ def _cgroup(what: str, unit: str, files: dict) -> str | None:
         raise failure(what, e.errno, f"cgroup {_shown(cgroup.TREE.scope)}") from None
 
 
-def _start_in(place: str | None, argv, env, cwd, log_fd, what, how, *, uid, gid, groups, umask) -> int:
+def _setup(how: planner.Plan, drop: dict, later: bool = False) -> forkexec.Setup:
+    """What the child sets up before its job: `later` adds the limits a spawned job gets
+    right after its exec (none comes later in a zygote's child, which never execs)."""
+    rlimits = tuple(how.rlimits or _jobs_nofile()) + (tuple(how.later) if later else ())
+    return forkexec.Setup(sigdef=_SIGDEF, rlimits=rlimits, nice=how.nice, ioprio=how.ioprio, **drop)
+
+
+def _spawn_via(via, argv, env, cwd, log_fd, what: str, how: planner.Plan, drop: dict, mark) -> procs.Proc:
+    setup = _setup(how, drop, later=True)
+    try:
+        pid, place = via(argv, env, cwd, output_fds(log_fd), setup)
+    except forkexec.Failed as f:
+        raise _explained(f, what, argv, env, cwd, setup) from None
+    if place is not None:
+        try:
+            cgroup.limit(place, how.cgroup_files)
+        except OSError as e:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            cgroup.remove(place)
+            raise failure(what, e.errno, f"cgroup {_shown(place)}") from None
+    try:
+        _limit_after(pid, what, how)
+    except SpawnError:
+        if place is not None:
+            cgroup.remove(place)
+        raise
+    return procs.track(pid, what, place, None if mark is None else os.fsencode(mark))
+
+
+def _start_in(place: str | None, argv, env, cwd, log_fd, what, how, drop: dict) -> int:
     """Start the process, inside the cgroup `place` from its first instruction: the
     daemon moves there for the spawn and back (cgroup.py)."""
     if place is not None:
@@ -98,10 +138,9 @@ def _start_in(place: str | None, argv, env, cwd, log_fd, what, how, *, uid, gid,
         except OSError as e:
             raise failure(what, e.errno, f"cgroup {_shown(place)}") from None
     try:
-        if uid is None and gid is None and groups is None and not how.in_child:
-            return _start(argv, env, cwd, log_fd, what, umask)
-        return _fork_start(argv, env, cwd, log_fd, what, uid=uid, gid=gid, groups=groups, umask=umask,
-                           rlimits=how.rlimits or _jobs_nofile(), nice=how.nice, ioprio=how.ioprio)
+        if drop["uid"] is None and drop["gid"] is None and drop["groups"] is None and not how.in_child:
+            return _start(argv, env, cwd, log_fd, what, drop["umask"])
+        return _fork_start(argv, env, cwd, log_fd, what, _setup(how, drop))
     except (ValueError, TypeError) as exc:     # NUL byte, unencodable text, not a string
         raise SpawnError(f"cannot start {what}: {input_problem(argv, env, cwd) or exc}") from None
     except MemoryError:
@@ -162,18 +201,27 @@ def _jobs_nofile() -> tuple:
     return () if wanted == soft else ((resource.RLIMIT_NOFILE, wanted, hard),)
 
 
-def _fork_start(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, what: str, **drop) -> int:
+def _fork_start(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, what: str,
+                setup: forkexec.Setup) -> int:
     try:
-        return forkexec.fork_exec(argv, env, cwd, output_fds(log_fd), sigdef=_SIGDEF, **drop)
+        return forkexec.fork_exec(argv, env, cwd, output_fds(log_fd), setup)
     except OSError as e:            # the fork, or a descriptor for its pipe
         raise failure(what, e.errno, "fork") from None
     except forkexec.Failed as f:
         if f.step == "input":
             raise ValueError("input exec cannot take") from None
-        if f.step == "exec":
-            raise failure(what, f.err, hint=exec_hint(f.err, argv[0], env)) from None
-        where = f"cwd {_shown(cwd)}" if f.step == "cwd" else _DROP_STEPS.get(f.step, f.step).format(**drop)
-        raise failure(what, f.err, where) from None
+        raise _explained(f, what, argv, env, cwd, setup) from None
+
+
+def _explained(f: forkexec.Failed, what: str, argv, env, cwd, setup: forkexec.Setup) -> SpawnError:
+    """The SpawnError of a child that failed at step f.step, before its job ran."""
+    if f.step == "input":
+        return SpawnError(f"cannot start {what}: {input_problem(argv, env, cwd) or 'input exec cannot take'}")
+    if f.step == "exec":
+        return failure(what, f.err, hint=exec_hint(f.err, argv[0], env))
+    names = {name: getattr(setup, name) for name in ("uid", "gid", "groups", "nice", "ioprio")}
+    where = f"cwd {_shown(cwd)}" if f.step == "cwd" else _DROP_STEPS.get(f.step, f.step).format(**names)
+    return failure(what, f.err, where)
 
 
 _DROP_STEPS = {"setgroups": "setgroups({groups})", "setgid": "setgid({gid})", "setuid": "setuid({uid})",

@@ -125,7 +125,7 @@ CONFIG = [  # (id, kind, aios.toml lines, error)
      "aios.toml line 4: job 'TICK' is defined twice (first at line 1 as 'Tick'; job names must differ in more "
      "than letter case)"),
     ("section-misspelt", "job", '[job.a]\ntype = "always"\ncommand = ["true"]',
-     "aios.toml: unknown table [job] (did you mean [jobs]?); use [device], [web], [logs], [retention], [store] or [jobs.NAME]"),
+     "aios.toml: unknown table [job] (did you mean [jobs]?); use [device], [web], [logs], [retention], [store], [python] or [jobs.NAME]"),
     ("every-zero", "job", '[jobs.a]\ntype = "interval"\nevery = "0s"\ncommand = ["true"]',
      "job 'a': every = '0s' must be more than zero (at least 10ms) and at most a year"),
     ("shell-not-a-bool", "job", '[jobs.a]\ntype = "always"\nshell = "yes"\ncommand = ["true"]',

@@ -89,6 +89,9 @@ class FakeProcesses:
         callback, args, _ = self._watchers.pop(pid)
         self.loop.call_soon(callback, *args)
 
+    def started(self, proc):
+        return None
+
     def adopt(self, pid, ticks, uids, mark):
         return None
 

@@ -223,3 +223,19 @@ def test_status_shows_why_a_job_failed_in_its_own_words(home, daemon):
     down = aios(home, "status", "web")                        # the daemon down: read from the files
     assert down.returncode == 3
     assert "  OSError: [Errno 98] Address already in use" in down.stdout
+
+
+def test_a_run_from_the_zygote_has_its_streams_stamped_apart(home, daemon):
+    write_home(home, """
+        [logs]
+        timestamps = "utc"
+        [jobs.say]
+        type = "trigger"
+        program = "say.py:main"
+        """, {"say.py": "import sys\n\ndef main():\n    print('out', flush=True)\n    print('err', file=sys.stderr)\n"})
+    daemon.up()
+    assert aios(home, "trigger", "say", "--wait").returncode == 0
+    assert status(home)["say"]["started"] == "zygote"
+    daemon.down()
+    lines = records(home / "logs" / "say.log")
+    assert sorted((ln.stream, ln.text) for ln in lines) == [("stderr", b"err"), ("stdout", b"out")]
