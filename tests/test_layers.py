@@ -16,23 +16,31 @@ PACKAGE = Path(__file__).resolve().parents[1] / "aios"
 # posixtz turns a POSIX TZ rule into a tzinfo for config.local_zone; cron parses and
 # steps cron expressions (spec parses the field, schedule plans its slots).
 ALLOWED = {
-    "spec": {"cron"}, "logs": {"fswatch"}, "runner": set(), "fswatch": set(),
+    "spec": {"cron"}, "runner": set(), "fswatch": set(),
+    "homefs": set(),                     # opening files in the home without following links; who owns it
+    "logs": {"fswatch", "homefs"},       # logs and their rotation never go through a link
+    "scaffold": {"home", "homefs",       # a new home, its files made without following links
+                 "launch"},              # launch.dashboard_id: a root daemon's dashboard runs as a uid of its own
     "supervisor": {"spec"},     # spec.exec_text_problem words a spawn's bad input (error path only)
     "schedule": {"spec", "cron", "wallclock"}, "cron": {"wallclock"}, "wallclock": set(),
     "lifecycle": {"spec", "schedule"},   # the table asks schedule when a restart or retry is due
     "states": {"spec", "lifecycle"},     # the status vocabulary, read off the lifecycle table
     "config": {"spec", "home", "posixtz",
-               "launch"},                # launch.identity: a job's user and groups exist at load
-    "posixtz": set(), "store": {"spec"}, "control": {"spec"},
+               "launch",                 # launch.identity: a job's user and groups exist at load
+               "homefs", "scaffold"},    # aios.toml and its cache read and replaced without a link; a new home
+    "posixtz": set(), "control": {"spec"},
+    "store": {"spec", "homefs"},         # sqlite_file: the database and its side files are ours, never links
     "home": set(), "show": set(), "launch": {"spec", "dotenv"}, "dotenv": set(),
     "service": set(),                    # the systemd unit of a home; sd_notify readiness
     "oplog": {"logs"},                   # orchestrator.log, rotated like job logs
     "engine": {"spec", "schedule", "lifecycle", "config", "store", "supervisor", "control", "logs",
                "fswatch", "home", "show", "launch",
                "service",                        # daemon.py: sd_notify READY=1 under systemd (Type=notify)
-               "oplog"},                         # daemon.py: its log sink, orchestrator.log
+               "oplog",                          # daemon.py: its log sink, orchestrator.log
+               "homefs"},                        # daemon.py: the home must be ours (check_home)
     "cli": {"control", "config", "home", "show", "logs", "store", "engine", "spec", "states",
             "service",                           # `aios service`
+            "homefs",                            # the edit lock and orchestrator.log, never through a link
             "supervisor"},                       # status with the daemon down: is a recorded pid alive (/proc)
     "web": {"control", "config", "home", "errors", "logs",
             "fswatch",     # every live log tail of the web process shares its one inotify instance

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .. import config, launch, supervisor
+from ..homefs import check_home
 from ..oplog import open_oplog
 from ..spec import AiosError
 from ..store import open_store
@@ -241,6 +242,7 @@ def _lock(home: Path) -> tuple[int, bool]:
     import fcntl
 
     home.mkdir(parents=True, exist_ok=True, mode=0o750)
+    check_home(home)   # another user's, or others may write it: refused before anything is touched
     fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
