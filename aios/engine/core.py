@@ -22,7 +22,7 @@ import random
 import sys
 from pathlib import Path
 
-from .. import lifecycle as lc
+from .. import launch, lifecycle as lc
 from ..spec import Event, JobSpec, JobState, Run, Status, Trigger, plain, replace
 from .loop import Loop
 from .operations import Operations
@@ -285,6 +285,7 @@ class Engine:
             "attempts": state.attempts, "next_due": state.next_due, "tags": list(spec.tags),
             "enabled": life.is_enabled, "held": state.held, "queued": life.queued,
             "last_run": plain(job.last_run) if job.last_run else None, "problem": job.problem or None,
+            "root_warning": launch.root_warning(spec),
         }
 
     def log_path(self, name: str) -> Path:

@@ -46,7 +46,8 @@ def set_jobs_nofile(soft: int | None) -> None:
 
 def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, *, uid: int | None = None,
           gid: int | None = None, groups: tuple[int, ...] | None = None, umask: int | None = None,
-          mark: str | None = None, unit: str = "run", limits: dict | None = None) -> procs.Proc:
+          mark: str | None = None, unit: str = "run", limits: dict | None = None,
+          folder: str | None = None) -> procs.Proc:
     """Start argv as the leader of a new process group; SpawnError if it cannot start.
 
     argv[0] without a slash is looked up in env["PATH"] (as a shell started with that
@@ -54,17 +55,20 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, *, uid: i
     the process runs as; umask its umask; limits (memory_max, cpu_quota, cpu_weight,
     nice, nofile, ioclass: limits.py) are enforced through its cgroup or in the child.
     mark is the NAME=VALUE of env that marks this run's processes (its AIOS_RUN_TOKEN);
-    with cgroup containment the run gets a cgroup of its own, named after `unit`. What
-    must happen between fork and exec (ids, most limits) takes a fork (forkexec.py)
+    with cgroup containment the run gets a cgroup of its own, named after `unit`.
+    folder, opened here (as the daemon), is the process's descriptor 3. What must happen
+    between fork and exec (ids, most limits, the folder) takes a fork (forkexec.py)
     instead of posix_spawn.
     """
     if not argv:
         raise SpawnError(f"cannot start an empty command (cwd {_shown(cwd)})")
     what = _shown(argv[0])
     how = limits_plan(limits)
+    folder_fd = _open_folder(folder, what)
     place = _cgroup(what, unit, how.cgroup_files)
     try:
-        pid = _start_in(place, argv, env, cwd, log_fd, what, how, uid=uid, gid=gid, groups=groups, umask=umask)
+        pid = _start_in(place, argv, env, cwd, log_fd, what, how, uid=uid, gid=gid, groups=groups, umask=umask,
+                        folder_fd=folder_fd)
         _limit_after(pid, what, how)
     except BaseException as exc:
         if place is not None:
@@ -72,6 +76,9 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, *, uid: i
         if isinstance(exc, OSError) and not isinstance(exc, SpawnError):
             raise failure(what, exc.errno) from None    # whatever else failed on the way
         raise
+    finally:
+        if folder_fd is not None:
+            os.close(folder_fd)
     return procs.track(pid, what, place, None if mark is None else os.fsencode(mark))
 
 
@@ -88,7 +95,18 @@ def _cgroup(what: str, unit: str, files: dict) -> str | None:
         raise failure(what, e.errno, f"cgroup {_shown(cgroup.TREE.scope)}") from None
 
 
-def _start_in(place: str | None, argv, env, cwd, log_fd, what, how, *, uid, gid, groups, umask) -> int:
+def _open_folder(folder: str | None, what: str) -> int | None:
+    if folder is None:
+        return None
+    try:
+        return forkexec.above_3(os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+    except OSError as e:
+        raise failure(what, e.errno, f"folder {_shown(folder)}") from None
+    except ValueError:
+        raise SpawnError(f"cannot start {what}: the folder {_shown(folder)} holds a NUL byte") from None
+
+
+def _start_in(place: str | None, argv, env, cwd, log_fd, what, how, *, uid, gid, groups, umask, folder_fd) -> int:
     """Start the process, inside the cgroup `place` from its first instruction: the
     daemon moves there for the spawn and back (cgroup.py)."""
     if place is not None:
@@ -97,10 +115,11 @@ def _start_in(place: str | None, argv, env, cwd, log_fd, what, how, *, uid, gid,
         except OSError as e:
             raise failure(what, e.errno, f"cgroup {_shown(place)}") from None
     try:
-        if uid is None and gid is None and groups is None and not how.in_child:
+        if uid is None and gid is None and groups is None and not how.in_child and folder_fd is None:
             return _start(argv, env, cwd, log_fd, what, umask)
         return _fork_start(argv, env, cwd, log_fd, what, uid=uid, gid=gid, groups=groups, umask=umask,
-                           rlimits=how.rlimits or _jobs_nofile(), nice=how.nice, ioprio=how.ioprio)
+                           rlimits=how.rlimits or _jobs_nofile(), nice=how.nice, ioprio=how.ioprio,
+                           folder_fd=folder_fd)
     except (ValueError, TypeError) as exc:     # NUL byte, unencodable text, not a string
         raise SpawnError(f"cannot start {what}: {input_problem(argv, env, cwd) or exc}") from None
     except MemoryError:
