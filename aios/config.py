@@ -52,7 +52,7 @@ def load(home: Path, text: str | None = None, *, cache: bool = False) -> Config:
     program file by the last load are reused while the file is unchanged (the daemon
     starts without parsing Python), and the cache is refreshed."""
     home = Path(home).absolute()
-    source = _read(home) if text is None else text
+    source = _read(home) if text is None else _utf8_text(text)
     data = _parse_toml(source)
     errors = _unknown_sections(data)
     settings = _settings(data, errors)
@@ -151,6 +151,18 @@ def _read(home: Path) -> str:
         raise ConfigError(str(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} cannot be read: {exc}") from None
+
+
+def _utf8_text(text: str) -> str:
+    """`text` if it can be written as the UTF-8 file aios.toml is (a client's text may
+    hold a lone surrogate, which no file can)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        line = text.count("\n", 0, exc.start) + 1
+        raise ConfigError(f"{CONFIG_FILE} line {line}: {text[exc.start]!r} is a lone surrogate, not a character "
+                          "UTF-8 can hold; remove it") from None
+    return text
 
 
 def _parse_toml(text: str) -> dict:

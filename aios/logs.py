@@ -34,7 +34,21 @@ def open_log(path: str, base: str | None = None) -> int:
     No link is followed below `base` (by default the folder above the log's own, so
     a link planted at logs/ or at the log itself is refused with homefs.UnsafePath)."""
     base, relative = _below(path, base)
-    return homefs.open_below(base, relative, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        return homefs.open_below(base, relative, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    except homefs.UnsafePath:
+        raise
+    except OSError as exc:
+        raise _one_line(exc, "cannot open the log", path) from None
+
+
+def _one_line(exc: OSError, doing: str, path: str) -> OSError:
+    """No descriptor left, a full disk...: one line naming the log, as a failed spawn says it."""
+    import errno
+
+    from .errors import SpawnError
+
+    return SpawnError(f"{doing} {path}: {exc.strerror} ({errno.errorcode.get(exc.errno, exc.errno)})", exc.errno)
 
 
 def _below(path: str, base: str | None) -> tuple[str, str]:
@@ -65,16 +79,25 @@ def rotate_if_needed(path: str, max_bytes: int, keep: int, base: str | None = No
         folder = homefs.folder_below(base, where)
     except FileNotFoundError:
         return False
+    except homefs.UnsafePath:
+        raise
+    except OSError as exc:
+        raise _one_line(exc, "cannot rotate the log", path) from None
+    try:
+        return _rotate_in(folder, name, path, max_bytes, keep)
+    finally:
+        os.close(folder)
+
+
+def _rotate_in(folder: int, name: str, path: str, max_bytes: int, keep: int) -> bool:
     try:
         fd = homefs.open_in(folder, name, os.O_RDWR, shown=path)
     except FileNotFoundError:
-        os.close(folder)
         return False
     try:
         return _rotate(folder, name, fd, max_bytes, keep)
     finally:
         os.close(fd)
-        os.close(folder)
 
 
 def _rotate(folder: int, name: str, fd: int, max_bytes: int, keep: int) -> bool:
