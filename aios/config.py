@@ -417,9 +417,10 @@ def _plain_table(name: str, table: object) -> object:
 
 
 def _check_spec(home: Path, spec: JobSpec, programs: ProgramCache | None = None) -> JobSpec:
-    from .launch import identity
+    if spec.user is not None or spec.group is not None or spec.groups:
+        from .launch import identity
 
-    identity(spec)      # its user and groups exist, and this daemon may switch to them
+        identity(spec)      # its user and groups exist, and this daemon may switch to them
     if spec.program:
         _check_program(home, spec, programs)
     if spec.cwd is not None:
