@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from aios import config, control, launch, supervisor
+from aios.home import dashboard_token
 from tests.integration.conftest import LIVENESS, ROOT, DaemonProcess, processes_with_home, wait_until
 from tests.processes import NOBODY
 from tests.web.conftest import free_port
@@ -88,7 +89,7 @@ def test_a_first_start_as_root_runs_the_dashboard_as_a_uid_of_its_own(private_ho
                                and j["status"] == "running" and j["uptime"] and j["uptime"] > 0.5], what="dashboard")
     assert ids(jobs[0]["pid"]) == {"Uid": [str(dashboard)] * 4, "Gid": [str(dashboard)] * 4, "Groups": []}
 
-    token = (home / "dashboard.token").read_text().strip()
+    token = dashboard_token(home)        # as `aios dashboard` gets it for the link it prints
     wait_until(lambda: _answers(port, token), what="the dashboard answering")
     names = [job["name"] for job in json.load(get(port, "/api/status", token))["result"]]
     assert "web_server" in names and "backup" in names
