@@ -1,12 +1,14 @@
 """Configuration: where AIOS_HOME is, aios.toml -> job specs and device settings, the
-default aios.toml with the seven example jobs and their Programs/, a small TOML writer
-for job tables, and the local time zone.
+first start's files (aios.scaffold), a small TOML writer for job tables, and the local
+time zone.
 
 A bad job is reported in `Config.errors` and skipped; only a file that cannot be used
-at all (TOML syntax, a job name defined twice, a bad setting) raises `ConfigError`.
-User programs are checked with `ast`, never imported. Imports `aios.spec`, `aios.home`
-and `aios.posixtz` from aios, and `aios.launch` (a job's user and groups exist) when a
-job is checked; tomllib, ast, difflib, socket and zoneinfo load only when used.
+at all (TOML syntax, a job name defined twice, a bad setting, text no UTF-8 file can
+hold) raises `ConfigError`. User programs are checked with `ast`, never imported.
+aios.toml, its backup and the cache are read and replaced without following a link
+(aios.homefs). Imports `aios.spec`, `aios.home` and `aios.posixtz` from aios, and when
+used `aios.launch` (a job's user and groups exist), `aios.homefs` and `aios.scaffold`;
+tomllib, ast, difflib, socket and zoneinfo load only when used.
 """
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ database, which are root's). The dashboard then needs only what its group is giv
 home and Programs/ to reach and read its program (0750 with that gid), logs/ to tail the
 jobs' logs (2750: the logs made later take the folder's group). Everything else (the
 database, the token, the socket's owner check, aios.toml) stays root's; the dashboard
-asks the daemon for its token. Imports aios.homefs and aios.launch.
+asks the daemon for its token. Imports aios.home (the file's name), aios.homefs and,
+as root, aios.launch.
 """
 from __future__ import annotations
 
