@@ -8,7 +8,8 @@ owner's choosing), every component with O_NOFOLLOW; files are created with expli
 modes, whatever the umask.
 
 The home must belong to the daemon's user, and neither it nor a folder above it may be
-writable by anyone else (unless sticky, like /tmp): `check_home`. A file the daemon
+writable by anyone else (unless sticky, like /tmp; a group of the owner's alone, a
+user private group, is the owner): `check_home`. A file the daemon
 trusts (its database) must be a regular file of its own that no one else may write:
 `check_own_file`. Imports only aios.errors; os at import time.
 """
@@ -242,7 +243,7 @@ def check_home(home) -> None:
         raise UnsafeHome(f"AIOS home {home} belongs to {_user(st.st_uid)}, not to this daemon's user "
                          f"{_user(me)}: run the daemon as {_user(st.st_uid)} (aios service install as "
                          f"them), or chown {_user(me)} {home}")
-    if st.st_mode & 0o022:
+    if _others_may_write(st):
         raise UnsafeHome(f"AIOS home {home} has mode {stat.S_IMODE(st.st_mode):04o}: others may write "
                          f"into it (and replace aios.toml or plant links): chmod go-w {home}")
     _check_above(home, me)
@@ -259,7 +260,7 @@ def _check_above(home: str, me: int) -> None:
             raise UnsafeHome(f"AIOS home {home} is inside {folder}, which belongs to {_user(st.st_uid)}, "
                              f"who could move the home aside and put another in its place: choose a home "
                              f"in a folder of root or {_user(me)}")
-        if st.st_mode & 0o022 and not sticky:
+        if _others_may_write(st) and not sticky:
             raise UnsafeHome(f"AIOS home {home} is inside {folder} (mode {stat.S_IMODE(st.st_mode):04o}), "
                              f"where others may move the home aside and put another in its place: "
                              f"chmod go-w {folder}, or choose a home elsewhere")
@@ -287,9 +288,28 @@ def check_own_file(path: str, what: str) -> None:
     if st.st_uid != me:
         raise UnsafePath(f"{what} {path} belongs to {_user(st.st_uid)}, not to {_user(me)}, who runs AIOS "
                          f"here: chown {_user(me)} {path} if it is yours, or run AIOS as its owner")
-    if st.st_mode & 0o022:
+    if _others_may_write(st):
         raise UnsafePath(f"{what} {path} has mode {stat.S_IMODE(st.st_mode):04o}: others may write it: "
                          f"chmod go-w {path}")
+
+
+def _others_may_write(st: os.stat_result) -> bool:
+    """Others may write it, or a group with someone else in it: a group of the owner's
+    alone (a user private group, as umask 002 systems give every user) is the owner."""
+    if st.st_mode & 0o002:
+        return True
+    return bool(st.st_mode & 0o020) and not _private_group(st.st_gid, st.st_uid)
+
+
+def _private_group(gid: int, uid: int) -> bool:
+    try:
+        import grp
+        import pwd
+
+        owner, group = pwd.getpwuid(uid), grp.getgrgid(gid)
+    except (KeyError, ImportError):
+        return False
+    return owner.pw_gid == gid and set(group.gr_mem) <= {owner.pw_name}
 
 
 def _user(uid: int) -> str:

@@ -122,11 +122,24 @@ def test_a_home_others_may_write_is_refused(home):
         homefs.check_home(home)
     assert one_line(caught) == (f"AIOS home {home} has mode 0777: others may write into it (and replace aios.toml "
                                 f"or plant links): chmod go-w {home}")
-    os.chmod(home, 0o770)
-    with pytest.raises(UnsafeHome, match="has mode 0770"):
-        homefs.check_home(home)
     os.chmod(home, 0o755)
     homefs.check_home(home)
+
+
+def test_a_home_its_group_may_write_is_refused_unless_the_group_is_the_owners_alone(home):
+    """Where umask is 002 every user has a group of their own (a user private group):
+    its write bit gives no one else anything (as Debian's OpenSSH decides)."""
+    import grp
+    import pwd
+
+    me = pwd.getpwuid(os.geteuid())
+    os.chmod(home, 0o770)
+    if os.stat(home).st_gid == me.pw_gid and set(grp.getgrgid(me.pw_gid).gr_mem) <= {me.pw_name}:
+        homefs.check_home(home)            # our own group: fine
+    root_only()
+    os.chown(home, -1, NOBODY)             # a group that is not ours alone
+    with pytest.raises(UnsafeHome, match="has mode 0770: others may write"):
+        homefs.check_home(home)
 
 
 def test_a_home_inside_a_folder_others_may_write_is_refused_unless_sticky(tmp_path):
