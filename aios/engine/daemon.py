@@ -269,7 +269,7 @@ def _mark_running(home: Path) -> bool:
     """Write our pid into aios.pid (never through a link); True if the last daemon left
     its own there (it did not exit cleanly) or the file is gone (nothing proves it did)."""
     path = home / PID_FILE
-    unclean = bool(_read_pid(home)) or not path.exists()
+    unclean = bool(_read_pid(home)) or path.is_symlink() or not path.exists()   # a link is no mark of ours
     try:   # overwritten, never emptied first: a daemon killed right now still leaves the mark
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
