@@ -7,7 +7,8 @@ import json
 from .conftest import DaemonProcess, insert_trigger, wait_until, write_home
 
 
-def test_each_row_inserted_by_another_process_runs_without_any_later_write(home):
+def work_daemon(home) -> DaemonProcess:
+    """A daemon whose trigger job `work` appends its argument to out.txt."""
     write_home(home, """
 [jobs.work]
 type = "trigger"
@@ -15,6 +16,11 @@ command = ["sh", "-c", 'echo "$1" >> "$AIOS_HOME/out.txt"', "work"]
 """)
     daemon = DaemonProcess(home)
     daemon.wait_ready()
+    return daemon
+
+
+def test_each_row_inserted_by_another_process_runs_without_any_later_write(home):
+    daemon = work_daemon(home)
     out = home / "out.txt"
     for i in range(15):   # one at a time: the next row is inserted only once this one ran
         insert_trigger(home, "work", json.dumps([f"row{i}"]))
@@ -28,13 +34,7 @@ def test_a_row_right_after_another_write_runs_without_any_later_write(home):
     inotify event into the first's while it is unread, so the daemon's look may find only
     the first (13 rows of 40 were never run before the store was looked at again after
     every write)."""
-    write_home(home, """
-[jobs.work]
-type = "trigger"
-command = ["sh", "-c", 'echo "$1" >> "$AIOS_HOME/out.txt"', "work"]
-""")
-    daemon = DaemonProcess(home)
-    daemon.wait_ready()
+    daemon = work_daemon(home)
     out = home / "out.txt"
     for i in range(40):
         insert_trigger(home, f"no_such_job_{i}")     # waits for its job; the write is what matters
