@@ -1,13 +1,16 @@
 """Configuration: where AIOS_HOME is, aios.toml -> job specs and device settings, the
-default aios.toml with the seven example jobs and their Programs/, a small TOML writer
-for job tables, and the local time zone.
+first start's files (aios.scaffold), a small TOML writer for job tables, and the local
+time zone.
 
 A bad job is reported in `Config.errors` and skipped; only a file that cannot be used
-at all (TOML syntax, a job name defined twice, a bad setting) raises `ConfigError`.
-User programs are checked with `ast`, never imported. What ties jobs together (hooks,
-`after`, the copies of `instances`) is checked and expanded by `aios.jobset`. Imports
-`aios.spec`, `aios.home`, `aios.jobset` and `aios.posixtz` from aios, and `aios.launch` (a
-job's user and groups exist) when a job is checked; tomllib, ast, difflib, socket and zoneinfo load only when used.
+at all (TOML syntax, a job name defined twice, a bad setting, text no UTF-8 file can
+hold) raises `ConfigError`. User programs are checked with `ast`, never imported. What
+ties jobs together (hooks, `after`, the copies of `instances`) is checked and expanded
+by `aios.jobset`. aios.toml, its backup and the cache are read and replaced without
+following a link (aios.homefs). Imports `aios.spec`, `aios.home`, `aios.jobset` and
+`aios.posixtz` from aios, and when used `aios.launch` (a job's user and groups exist),
+`aios.homefs` and `aios.scaffold`; tomllib, ast, difflib, socket and zoneinfo load only
+when used.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import re
 from pathlib import Path
 
 from . import jobset
-from .spec import (NAME_RE, AiosError, JobSpec, Settings, SpecError, factory, fields, parse_duration, parse_job,
+from .spec import (NAME_RE, AiosError, JobSpec, Settings, SpecError, factory, parse_duration, parse_job,
                    record, replace, show_value)
 
 __all__ = ["ConfigError", "TimeZoneError", "Config", "load", "write_default", "write_config",
@@ -53,15 +56,11 @@ class Config:
 
 def load(home: Path, text: str | None = None, *, cache: bool = False) -> Config:
     """Read home/aios.toml (or `text`, as if it were that file) into a Config. Raises
-    ConfigError if the file is unusable. With `cache`, reuse the result of the last load
-    while aios.toml, the programs and cwds it names and the environment are unchanged
-    (the daemon starts without parsing TOML or Python), and refresh it otherwise."""
+    ConfigError if the file is unusable. With `cache`, the functions found in each
+    program file by the last load are reused while the file is unchanged (the daemon
+    starts without parsing Python), and the cache is refreshed."""
     home = Path(home).absolute()
-    if cache and text is None:
-        hit = _cached(home)
-        if hit is not None:
-            return hit
-    source = _read(home / CONFIG_FILE) if text is None else text
+    source = _read(home) if text is None else _utf8_text(text)
     data = _parse_toml(source)
     errors = _unknown_sections(data)
     settings = _settings(data, errors)
@@ -69,20 +68,22 @@ def load(home: Path, text: str | None = None, *, cache: bool = False) -> Config:
     if not isinstance(jobs, dict):
         raise ConfigError(f"{CONFIG_FILE}: jobs must be tables like [jobs.backup], got jobs = {show_value(jobs)}")
     invalid: dict[str, str] = {}
-    specs, tables = _load_jobs(home, jobs, _job_header_lines(source), errors, invalid)
+    programs = ProgramCache(home) if cache and text is None else None
+    specs, tables = _load_jobs(home, jobs, _job_header_lines(source), errors, invalid, programs)
+    if programs is not None:
+        programs.save()
     jobset.check(specs, tables, jobs, errors, invalid)
     checked = tables
     specs, tables = jobset.expand(specs, tables, errors, invalid)
-    cfg = Config(home=home, settings=settings, specs=specs, tables=tables, errors=errors, invalid=invalid,
-                 sources={name: table for name, table in checked.items() if name not in invalid})
-    if cache and text is None:
-        _save_cache(home, cfg, _dependencies(home, jobs))
-    return cfg
+    return Config(home=home, settings=settings, specs=specs, tables=tables, errors=errors, invalid=invalid,
+                  sources={name: table for name, table in checked.items() if name not in invalid})
 
 
-# ---------------------------------------------------------------- the cache of the last load
-# One JSON file beside aios.toml; its key is everything a load depends on. A stale or
-# unreadable cache is simply not used.
+# ---------------------------------------------------------------- the cache of program checks
+# What a load learns from parsing each program file (its top-level functions), kept in
+# one JSON file beside aios.toml and reused while the file's stat is the same. Jobs,
+# commands and settings always come from aios.toml itself: an edited cache can at most
+# claim a function a program lacks, which the runner then reports when the job starts.
 
 CACHE_FILE = ".aios.toml.cache"
 
@@ -95,77 +96,85 @@ def _stat(path) -> list | None:
     return [st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino]
 
 
-def _cache_key(home: Path) -> dict:
+class ProgramCache:
+    """The top-level functions of program files, by path and stat."""
+
+    def __init__(self, home: Path):
+        self.home, self.used, self.changed = home, {}, False
+        self.saved = self._read()
+
+    def functions(self, path: Path, where: str) -> list[str]:
+        key, stat = str(path), _stat(path)
+        hit = self.saved.get(key)
+        if stat is not None and isinstance(hit, list) and len(hit) == 2 and hit[0] == stat:
+            found = [name for name in hit[1] if isinstance(name, str)]
+        else:
+            found, self.changed = _top_level_functions(path, where), True
+        self.used[key] = [stat, found]
+        return found
+
+    def save(self) -> None:
+        if not self.changed and self.used.keys() == self.saved.keys():
+            return
+        import json
+
+        from .homefs import replace_file
+
+        data = json.dumps({"code": _code_key(), "programs": self.used}).encode()
+        try:
+            replace_file(self.home, CACHE_FILE, data, 0o600, sync=False, group_of_old=False)
+        except OSError:
+            pass  # a read-only home only loses the speed-up
+
+    def _read(self) -> dict:
+        import json
+
+        from .homefs import open_below
+
+        try:
+            fd = open_below(self.home, CACHE_FILE, os.O_RDONLY)
+        except OSError:
+            return {}
+        try:
+            with open(fd, encoding="utf-8") as f:
+                saved = json.load(f)
+            return saved["programs"] if saved["code"] == _code_key() and isinstance(saved["programs"], dict) else {}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+
+
+def _code_key() -> list:
     from . import __version__
 
-    here = os.path.dirname(os.path.abspath(__file__))
-    modules = ("spec.py", "cron.py", "config.py", "jobset.py")
-    code = [__version__] + [_stat(os.path.join(here, name)) for name in modules]
-    return {"code": code,
-            "toml": _stat(home / CONFIG_FILE),
-            "env": [os.environ.get(name) for name in ("DEVICE_ID", "DEVICE_TAGS") + STORE_ENV]
-            + [os.uname().nodename]}
+    return [__version__, _stat(__file__)]
 
 
-def _dependencies(home: Path, jobs: dict) -> dict:
-    """The files and folders the jobs' validity depends on, with their current stat."""
-    paths = set()
-    for table in jobs.values():
-        if isinstance(table, dict):
-            program, cwd = table.get("program"), table.get("cwd")
-            if isinstance(program, str):
-                paths.add(str(home / PROGRAMS_DIR / program.rpartition(":")[0]))
-            if isinstance(cwd, str):
-                paths.add(str(home / os.path.expanduser(cwd)))
-    return {path: _stat(path) for path in sorted(paths)}
+def _read(home: Path) -> str:
+    from .homefs import UnsafePath, open_below
 
-
-def _cached(home: Path) -> Config | None:
-    import json
-
+    path = home / CONFIG_FILE
     try:
-        with open(home / CACHE_FILE, encoding="utf-8") as f:
-            saved = json.load(f)
-        if saved["key"] != _cache_key(home) or any(_stat(p) != st for p, st in saved["deps"].items()):
-            return None
-        settings = Settings(**{**saved["settings"], "tags": frozenset(saved["settings"]["tags"]),
-                               "python_preload": tuple(saved["settings"]["python_preload"])})
-        sources = saved["sources"]
-        parsed = {name: _with_cwd(parse_job(name, table), saved["cwd"].get(name)) for name, table in sources.items()}
-    except (OSError, ValueError, KeyError, TypeError, SpecError):
-        return None
-    specs, tables = jobset.expand(parsed, sources, [], {})
-    return Config(home=home, settings=settings, specs=specs, tables=tables, errors=saved["errors"],
-                  invalid=saved["invalid"], sources=sources)
-
-
-def _with_cwd(spec: JobSpec, cwd: str | None) -> JobSpec:
-    return spec if cwd is None else replace(spec, cwd=cwd)
-
-
-def _save_cache(home: Path, cfg: Config, deps: dict) -> None:
-    import json
-
-    settings = {name: getattr(cfg.settings, name) for name in fields(Settings)}
-    saved = {"key": _cache_key(home), "deps": deps, "sources": cfg.sources, "errors": cfg.errors,
-             "invalid": cfg.invalid, "settings": {**settings, "tags": sorted(cfg.settings.tags)},
-             "cwd": {spec.instance_of or name: spec.cwd for name, spec in cfg.specs.items() if spec.cwd is not None}}
-    tmp = home / f"{CACHE_FILE}.{os.getpid()}"
-    try:
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
-            json.dump(saved, f)
-        os.replace(tmp, home / CACHE_FILE)
-    except OSError:
-        pass  # a read-only home only loses the speed-up
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
+        fd = open_below(home, CONFIG_FILE, os.O_RDONLY)
+        with open(fd, encoding="utf-8") as f:
+            return f.read()
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist; start AIOS once to write the default") from None
+    except UnsafePath as exc:
+        raise ConfigError(str(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} cannot be read: {exc}") from None
+
+
+def _utf8_text(text: str) -> str:
+    """`text` if it can be written as the UTF-8 file aios.toml is (a client's text may
+    hold a lone surrogate, which no file can)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        line = text.count("\n", 0, exc.start) + 1
+        raise ConfigError(f"{CONFIG_FILE} line {line}: {text[exc.start]!r} is a lone surrogate, not a character "
+                          "UTF-8 can hold; remove it") from None
+    return text
 
 
 def _parse_toml(text: str) -> dict:
@@ -407,7 +416,8 @@ def _size(logs: dict) -> int:
 
 # ---------------------------------------------------------------- jobs
 
-def _load_jobs(home: Path, jobs: dict, header_lines: dict, errors: list[str], invalid: dict):
+def _load_jobs(home: Path, jobs: dict, header_lines: dict, errors: list[str], invalid: dict,
+               programs: ProgramCache | None = None):
     specs: dict[str, JobSpec] = {}
     tables: dict[str, dict] = {}
     seen: dict[str, str] = {}  # lower-case name -> name as first written
@@ -415,7 +425,7 @@ def _load_jobs(home: Path, jobs: dict, header_lines: dict, errors: list[str], in
         try:
             _check_unique(name, seen, header_lines)
             table = _plain_table(name, table)
-            spec = _check_spec(home, parse_job(name, table))
+            spec = _check_spec(home, parse_job(name, table), programs)
         except SpecError as exc:
             errors.append(str(exc))
             if isinstance(name, str) and name not in specs:
@@ -476,18 +486,19 @@ def _plain_table(name: str, table: object) -> object:
     return {key: plain(key, value) for key, value in table.items()}
 
 
-def _check_spec(home: Path, spec: JobSpec) -> JobSpec:
-    from .launch import identity
+def _check_spec(home: Path, spec: JobSpec, programs: ProgramCache | None = None) -> JobSpec:
+    if spec.user is not None or spec.group is not None or spec.groups:
+        from .launch import identity
 
-    identity(spec)      # its user and groups exist, and this daemon may switch to them
+        identity(spec)      # its user and groups exist, and this daemon may switch to them
     if spec.program:
-        _check_program(home, spec)
+        _check_program(home, spec, programs)
     if spec.cwd is not None:
         spec = replace(spec, cwd=_check_cwd(home, spec))
     return spec
 
 
-def _check_program(home: Path, spec: JobSpec) -> None:
+def _check_program(home: Path, spec: JobSpec, cache: ProgramCache | None) -> None:
     file, func = spec.program.rsplit(":", 1)
     where, shown = f"job {spec.name!r}: program {spec.program!r}", f"{PROGRAMS_DIR}/{file}"
     programs = (home / PROGRAMS_DIR).resolve()
@@ -497,7 +508,7 @@ def _check_program(home: Path, spec: JobSpec) -> None:
                         f"put the program file itself inside {PROGRAMS_DIR}/")
     if not path.is_file():
         raise SpecError(f"{where}: {shown} does not exist")
-    found = _top_level_functions(path, f"{where}: {shown}")
+    found = (cache.functions if cache else _top_level_functions)(path, f"{where}: {shown}")
     if func not in found:
         raise SpecError(f"{where}: {shown} has no function {func!r} "
                         f"(found: {', '.join(found) or 'no functions'})")
@@ -527,27 +538,11 @@ def _check_cwd(home: Path, spec: JobSpec) -> str:
 # ---------------------------------------------------------------- writing
 
 def write_default(home: Path) -> None:
-    """First start: create home (0o750), aios.toml with the seven example jobs unless it
-    exists, and Programs/ with any example program not there yet (user edits are kept).
-    Modes are explicit (0o640 files), whatever the umask."""
-    home = Path(home)
-    home.mkdir(mode=0o750, parents=True, exist_ok=True)
-    package = Path(__file__).parent
-    _create(home / CONFIG_FILE, (package / "default.toml").read_bytes())
-    programs = home / PROGRAMS_DIR
-    programs.mkdir(mode=0o750, exist_ok=True)
-    for example in sorted((package / "programs").glob("*.py")):
-        _create(programs / example.name, example.read_bytes())
+    """First start: create home, aios.toml with the seven example jobs unless it exists,
+    and Programs/ with any example program not there yet (aios.scaffold)."""
+    from .scaffold import write_default as scaffold
 
-
-def _create(path: Path, data: bytes) -> None:
-    """Write a new file with mode 0o640; leave an existing one alone."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
-    except FileExistsError:
-        return
-    with open(fd, "wb") as out:
-        out.write(data)
+    scaffold(Path(home), PROGRAMS_DIR)
 
 
 def require_valid(cfg: Config) -> None:
@@ -561,26 +556,20 @@ BACKUP_FILE = CONFIG_FILE + ".prev"
 
 
 def write_config(home: Path, text: str, backup: bool = False) -> None:
-    """Replace home/aios.toml by `text` atomically (a crash leaves the old or the new file);
-    with `backup`, the file it replaces is kept as aios.toml.prev (unless it is the same)."""
-    path = Path(home) / CONFIG_FILE
+    """Replace home/aios.toml by `text` atomically (a crash leaves the old or the new file;
+    a link there is replaced, never written through; the new file keeps the old one's
+    group); with `backup`, the file it replaces is kept as aios.toml.prev (unless it is
+    the same)."""
+    from .homefs import replace_file
+
     if backup:
         try:
-            old = path.read_bytes()
-        except FileNotFoundError:
+            old = _read(Path(home).absolute())
+        except ConfigError:
             old = None
-        if old is not None and old != text.encode("utf-8"):
-            _write_atomically(path.with_name(BACKUP_FILE), old)
-    _write_atomically(path, text.encode("utf-8"))
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640), "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+        if old is not None and old != text:
+            replace_file(home, BACKUP_FILE, old.encode("utf-8"), 0o640)
+    replace_file(home, CONFIG_FILE, text.encode("utf-8"), 0o640)
 
 
 def dump_toml(tables: dict[str, dict]) -> str:

@@ -4,9 +4,10 @@ A request is one JSON object per line, `{"op": "...", ...}` (an optional "id" is
 back); the reply is one line, `{"ok": true, "result": ...}` or `{"ok": false, "error":
 "..."}`. `COMMANDS` is the protocol: each handler's docstring is its entry in
 docs/protocol.md. The server lives inside the daemon's selector loop (no threads),
-admits only the daemon's owner and root (SO_PEERCRED), and bounds what clients can make
-it hold (ControlServer); the client is small enough for the CLI's start-up budget.
-`raise_nofile_limit` is for the daemon's first moments. Imports only aios.errors; the engine is passed in (duck-typed).
+admits only the daemon's owner, root and the users of `control` jobs (SO_PEERCRED),
+and bounds what clients can make it hold (ControlServer); the client is small enough
+for the CLI's start-up budget. `raise_nofile_limit` is for the daemon's first moments.
+Imports only aios.errors; the engine is passed in (duck-typed).
 """
 from __future__ import annotations
 
@@ -169,6 +170,13 @@ def op_apply(engine, req):
     return engine.apply(_field(req, "text", str, None), _field(req, "check", bool, False))
 
 
+def op_dashboard_token(engine, req):
+    """dashboard_token -> the dashboard's token. For a dashboard that runs as a user of
+    its own (`control = true`) and may not read dashboard.token; any client the socket
+    admits could read that file anyway."""
+    return engine.dashboard_token()
+
+
 def op_reexec(engine, req):
     """reexec -> {"pid"}. Replace the daemon's code in place (same pid); jobs keep running."""
     return engine.request_reexec()
@@ -211,9 +219,8 @@ COMMANDS = {
     "ping": op_ping, "about": op_about, "status": op_status, "job": op_job, "start": op_start, "stop": op_stop,
     "restart": op_restart, "enable": op_enable, "disable": op_disable,
     "run": op_run, "history": op_history, "events": op_events, "apply": op_apply,
-    "reexec": op_reexec, "shutdown": op_shutdown, "triggers": op_triggers, "drop": op_drop, "signal": op_signal,
-    "fleet": op_fleet,
-    "reload": op_reload,
+    "reexec": op_reexec, "shutdown": op_shutdown, "dashboard_token": op_dashboard_token, "triggers": op_triggers,
+    "drop": op_drop, "signal": op_signal, "fleet": op_fleet, "reload": op_reload,
 }
 DEFERRED = {"wait": op_wait, "trigger": op_trigger, "route": op_route}   # reply later: reply(result), or reply(AiosError)
 STREAMING = {"watch": op_watch}    # reply, then keep sending lines
@@ -241,11 +248,12 @@ class ControlServer:
     saying why, if its socket has room). Out of descriptors, it stops accepting for
     ACCEPT_PAUSE at a time and says so once, through `report(line)`."""
 
-    def __init__(self, engine, path: str, listen_fd: int | None = None, report=None):
+    def __init__(self, engine, path: str, listen_fd: int | None = None, report=None, admits=None):
         self.engine, self.path, self.loop = engine, path, engine.loop
         self.owner = os.getuid()
+        self.admits = admits or (lambda uid: False)   # uids beside the owner and root: `control` jobs
         self.report = report or _report
-        self.sock = listen_private(path) if listen_fd is None else socket.socket(fileno=listen_fd)
+        self.sock = listen_private(path, shared=True) if listen_fd is None else socket.socket(fileno=listen_fd)
         self.sock.setblocking(False)
         self.limit = connection_limit()
         self.connections: dict[Connection, None] = {}   # least recently active first
@@ -272,7 +280,7 @@ class ControlServer:
     def _admit(self, conn: socket.socket) -> None:
         conn.setblocking(False)
         uid = peer_uid(conn)
-        if uid not in (self.owner, 0):
+        if uid not in (self.owner, 0) and not self.admits(uid):
             return _refuse(conn, f"permission denied: uid {uid} is not the daemon's owner ({self.owner}) or root")
         if not self._make_room(uid):
             return _refuse(conn, f"too many connections ({len(self.connections)}), none of them idle; "
@@ -569,9 +577,11 @@ def _decode(line: bytes) -> dict:
     return req
 
 
-def listen_private(path: str, kind: int = socket.SOCK_STREAM, backlog: int = BACKLOG) -> socket.socket:
+def listen_private(path: str, kind: int = socket.SOCK_STREAM, backlog: int = BACKLOG, *,
+                   shared: bool = False) -> socket.socket:
     """A Unix socket listening on path with mode 0600 (set through the umask, so it is
-    never wider), in place of a stale one (the daemon's lock proves no daemon runs)."""
+    never wider), in place of a stale one (the daemon's lock proves no daemon runs);
+    `shared`: 0660 for the home's group when that is not the daemon's own (`_share`)."""
     sock = socket.socket(socket.AF_UNIX, kind)
     try:
         os.unlink(path)
@@ -585,8 +595,24 @@ def listen_private(path: str, kind: int = socket.SOCK_STREAM, backlog: int = BAC
         raise
     finally:
         os.umask(old)
+    if shared:
+        _share(path)
     sock.listen(backlog)
     return sock
+
+
+def _share(path: str) -> None:
+    """Let the home's group reach the socket when it is not the daemon's own group (a root
+    daemon's dashboard, which runs with that group: aios.scaffold). Reaching it is not
+    being admitted: SO_PEERCRED still admits only the owner, root and `admits`."""
+    gid = os.stat(os.path.dirname(path) or ".").st_gid
+    if gid == os.getegid():
+        return
+    try:
+        os.chown(path, -1, gid, follow_symlinks=False)
+        os.chmod(path, 0o660)
+    except OSError:
+        pass        # a group we are not in: the socket stays 0600
 
 
 def peer_uid(conn: socket.socket) -> int:

@@ -284,6 +284,56 @@ def _refuse(where: str, key: str, value) -> None:
                     f"uid {os.geteuid()}); remove it or start the daemon as root")
 
 
+def control_uids(specs) -> frozenset[int]:
+    """The uids, other than root's, that jobs with `control = true` run as: the control
+    socket admits them beside the daemon's owner and root (each is trusted with
+    everything the owner may do; give such a job a user of its own)."""
+    uids = set()
+    for spec in specs:
+        if spec.control and spec.user is not None:
+            try:
+                who = identity(spec)
+            except SpecError:
+                continue
+            if who is not None and who.uid != 0:
+                uids.add(who.uid)
+    return frozenset(uids)
+
+
+def root_warning(spec: JobSpec) -> str | None:
+    """Why `spec` deserves a warning in status: a daemon running as root runs it as root
+    only because no `user` says otherwise (user = "root" says it is meant)."""
+    if os.geteuid() != 0 or spec.user is not None:
+        return None
+    return 'runs as root because no user is set: set user = "NAME" if it needs no root (user = "root" if it does)'
+
+
+DYNAMIC_IDS = range(61184, 65520)   # where systemd's DynamicUser= takes ids, never a login's
+
+
+def dashboard_id(home: Path) -> int:
+    """A uid (and the gid of the same number) for the dashboard of a root daemon's home,
+    as systemd's DynamicUser= does: one no user or group of this machine has, the same
+    each time for a home while it stays free."""
+    import grp
+    import pwd
+
+    start = int.from_bytes(_blake2b()(os.fsencode(str(home)), digest_size=4).digest(), "big")
+    for step in range(len(DYNAMIC_IDS)):
+        candidate = DYNAMIC_IDS[(start + step) % len(DYNAMIC_IDS)]
+        try:
+            pwd.getpwuid(candidate)
+            continue
+        except KeyError:
+            pass
+        try:
+            grp.getgrgid(candidate)
+        except KeyError:
+            return candidate
+    raise SpawnError(f"no free id in {DYNAMIC_IDS.start}-{DYNAMIC_IDS.stop - 1} for the dashboard; "
+                     'set user = "NAME" in [jobs.web_server] yourself')
+
+
 # ---------------------------------------------------------------- the whole of one run
 
 
@@ -301,7 +351,12 @@ class Plan:
 def plan(spec: JobSpec, trigger: Trigger | None, run_id: int | None, base: dict, home: Path,
          settings: Settings, token: str | None = None) -> Plan:
     """argv, environment, cwd and spawn options of one run; SpawnError if it cannot
-    start now (its user or group no longer exists, its env_file is missing or bad)."""
+    start now (its user or group no longer exists, its env_file is missing or bad).
+
+    A `control` job running as another user (the dashboard of a root daemon) gets the
+    home as its descriptor 3 (AIOS_HOME_FD=3) and reaches it as HOME_BY_FD (its cwd,
+    Programs/): its user may not be able to reach the home by name (/root is 0700), and
+    needs not; what it may do inside is what the home's group may."""
     try:
         who = identity(spec)
     except SpecError as exc:
@@ -314,12 +369,21 @@ def plan(spec: JobSpec, trigger: Trigger | None, run_id: int | None, base: dict,
     limits = {key: getattr(spec, key) for key in LIMITS if getattr(spec, key) is not None}
     if limits:
         options["limits"] = limits
-    if spec.program:    # through a zygote (zygote.py), unless it or [python] says spawn
-        options.update(start=spec.start or settings.python_start,
+    seen = home
+    if spec.control and who is not None and who.uid != os.geteuid():
+        options["folder"], seen = str(home), Path(HOME_BY_FD)
+    if spec.program:    # through a zygote (zygote.py), unless it or [python] says spawn (or it needs a folder)
+        options.update(start="spawn" if "folder" in options else spec.start or settings.python_start,
                        preload=tuple(dict.fromkeys(settings.python_preload + spec.preload)))
     trigger, from_trigger = unpack(trigger)
     env = {**environment(spec, run_id, base, home, settings, token, who, env_file(spec, home)), **from_trigger}
-    return Plan(argv=argv(spec, trigger, home), cwd=working_dir(spec, home), options=options, env=env)
+    if seen is not home:
+        env[HOME_FD_VAR] = HOME_BY_FD.rpartition("/")[2]
+    return Plan(argv=argv(spec, trigger, seen), cwd=working_dir(spec, seen), options=options, env=env)
+
+
+HOME_BY_FD = "/proc/self/fd/3"
+HOME_FD_VAR = "AIOS_HOME_FD"
 
 
 LIMITS = ("memory_max", "cpu_quota", "cpu_weight", "nice", "nofile", "ioclass")

@@ -11,11 +11,14 @@ appended by blocks, with memory bounded whatever the lines (a newline-free log t
 `follow` (the CLI's `logs -f`) waits on inotify for the file to change, or looks every
 100 ms where inotify is missing; the dashboard waits on its own shared inotify instance.
 `last_words` reads a failed job's last stderr lines (a bounded read of the log's end).
-Imports aios.fswatch, when following, and aios.logformat, to read stamped lines.
+Imports aios.homefs, aios.fswatch when following, and aios.logformat to read stamped lines.
 """
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+
+from . import homefs
 
 __all__ = ["open_log", "rotate_if_needed", "tail", "follow", "last_words"]
 
@@ -27,19 +30,38 @@ _FLOOD_SLACK = 1024 * 1024       # rotation copies a whole log unless it passed 
 _FLOOD_KEPT = 4 * 1024 * 1024     # what a flooded log keeps, at most, of what was dropped
 
 
-def open_log(path: str) -> int:
-    """An O_APPEND fd on path (mode 0o640), creating the file and its folders (0o750)."""
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, mode=0o750, exist_ok=True)
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-    return os.open(path, flags, 0o640)
+def open_log(path: str, base: str | None = None) -> int:
+    """An O_APPEND fd on path (mode 0o640), creating the file and its folder (0o750).
+    No link is followed below `base` (by default the folder above the log's own, so
+    a link planted at logs/ or at the log itself is refused with homefs.UnsafePath)."""
+    base, relative = _below(path, base)
+    try:
+        return homefs.open_below(base, relative, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    except homefs.UnsafePath:
+        raise
+    except OSError as exc:
+        raise _one_line(exc, "cannot open the log", path) from None
+
+
+def _one_line(exc: OSError, doing: str, path: str) -> OSError:
+    """No descriptor left, a full disk...: one line naming the log, as a failed spawn says it."""
+    import errno
+
+    from .errors import SpawnError
+
+    return SpawnError(f"{doing} {path}: {exc.strerror} ({errno.errorcode.get(exc.errno, exc.errno)})", exc.errno)
+
+
+def _below(path: str, base: str | None) -> tuple[str, str]:
+    path = os.path.abspath(path)
+    base = os.path.abspath(base) if base is not None else os.path.dirname(os.path.dirname(path))
+    return base, os.path.relpath(path, base)
 
 
 # ---------------------------------------------------------------- rotation
 
 
-def rotate_if_needed(path: str, max_bytes: int, keep: int) -> bool:
+def rotate_if_needed(path: str, max_bytes: int, keep: int, base: str | None = None) -> bool:
     """Copytruncate path once it is larger than max_bytes; True if it was rotated.
 
     Keeps at most `keep` copies (PATH.1 newest ... PATH.KEEP oldest); keep 0 truncates
@@ -47,62 +69,106 @@ def rotate_if_needed(path: str, max_bytes: int, keep: int) -> bool:
     1 MiB) is being flooded faster than rotation looks at it: it is truncated first and
     PATH.1 keeps only its last bytes (at most max_bytes, and 4 MiB), after a line saying
     how much was dropped, so that a flood costs one small copy and the disk stays bounded.
+
+    Everything happens inside the log's folder, opened as open_log does: no link below
+    `base` is followed; a copy is written under a new name and renamed into place, so a
+    link planted at PATH.N is replaced, never written through.
     """
+    base, relative = _below(path, base)
+    where, name = os.path.split(relative)
     try:
-        size = os.stat(path).st_size
+        folder = homefs.folder_below(base, where)
     except FileNotFoundError:
         return False
+    except homefs.UnsafePath:
+        raise
+    except OSError as exc:
+        raise _one_line(exc, "cannot rotate the log", path) from None
+    try:
+        return _rotate_in(folder, name, path, max_bytes, keep)
+    finally:
+        os.close(folder)
+
+
+def _rotate_in(folder: int, name: str, path: str, max_bytes: int, keep: int) -> bool:
+    try:
+        fd = homefs.open_in(folder, name, os.O_RDWR, shown=path)
+    except FileNotFoundError:
+        return False
+    try:
+        return _rotate(folder, name, fd, max_bytes, keep)
+    finally:
+        os.close(fd)
+
+
+def _rotate(folder: int, name: str, fd: int, max_bytes: int, keep: int) -> bool:
+    size = os.fstat(fd).st_size
     if size <= max_bytes:
         return False
     if size - max_bytes > max(max_bytes, _FLOOD_SLACK):
-        _rotate_flood(path, size, min(max_bytes, _FLOOD_KEPT), keep)
+        _rotate_flood(folder, name, fd, size, min(max_bytes, _FLOOD_KEPT), keep)
         return True
     if keep > 0:
-        _shift(path, keep)
-        _copy(path, f"{path}.1")
-    os.truncate(path, 0)
+        _shift(folder, name, keep)
+        _copy(fd, size, folder, f"{name}.1")
+    os.ftruncate(fd, 0)
     return True
 
 
-def _rotate_flood(path: str, size: int, kept: int, keep: int) -> None:
+def _rotate_flood(folder: int, name: str, fd: int, size: int, kept: int, keep: int) -> None:
     """Read the tail, truncate at once (the job goes on writing), then write the copy."""
-    with open(path, "rb") as f:
-        f.seek(size - kept)
-        tail = f.read(kept)
-    os.truncate(path, 0)
+    tail = os.pread(fd, kept, size - kept)
+    os.ftruncate(fd, 0)
     if keep == 0:
         return
     newline = tail.find(b"\n")
     tail = tail[newline + 1:] if 0 <= newline < len(tail) - 1 else tail
-    _shift(path, keep)
-    fd = os.open(f"{path}.1", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
-    with open(fd, "wb") as out:
-        out.write(b"[aios: %d bytes of output dropped: the job wrote faster than its log is rotated]\n"
-                  % (size - len(tail)))
-        out.write(tail)
+    _shift(folder, name, keep)
+    with _new_file(folder, f"{name}.1") as out:
+        os.write(out, b"[aios: %d bytes of output dropped: the job wrote faster than its log is rotated]\n"
+                 % (size - len(tail)))
+        homefs.write_all(out, tail)
 
 
-def _shift(path: str, keep: int) -> None:
-    """PATH.(keep-1) -> PATH.keep ... PATH.1 -> PATH.2, dropping the oldest."""
+def _shift(folder: int, name: str, keep: int) -> None:
+    """NAME.(keep-1) -> NAME.keep ... NAME.1 -> NAME.2, dropping the oldest (renames move
+    names, never what a link points to)."""
     for i in range(keep - 1, 0, -1):
         try:
-            os.replace(f"{path}.{i}", f"{path}.{i + 1}")
+            os.replace(f"{name}.{i}", f"{name}.{i + 1}", src_dir_fd=folder, dst_dir_fd=folder)
         except FileNotFoundError:
             pass
 
 
-def _copy(src: str, dst: str) -> None:
-    """Copy src to dst up to the end src has now, in the kernel where it can. Not up to
-    wherever its end moved meanwhile: a job writing faster than the copy goes would keep
-    it going (and the copy growing) for as long as it writes."""
-    with open(src, "rb") as fin:
-        size = os.fstat(fin.fileno()).st_size
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
-        with open(fd, "wb") as fout:
-            if hasattr(os, "sendfile"):
-                _sendfile_all(fin.fileno(), fd, size)
-            else:
-                _read_write_all(fin, fout, size)
+def _copy(src_fd: int, size: int, folder: int, dst: str) -> None:
+    """Copy the first `size` bytes of src_fd (the end it had when rotation began, not
+    wherever it moved meanwhile: a job writing faster than the copy goes would keep it
+    going for as long as it writes) to a new file named dst, in the kernel where it can."""
+    with _new_file(folder, dst) as out:
+        if hasattr(os, "sendfile"):
+            _sendfile_all(src_fd, out, size)
+        else:
+            _read_write_all(src_fd, out, size)
+
+
+@contextmanager
+def _new_file(folder: int, name: str):
+    """An fd on a new 0o640 file that becomes `name` in folder once written (a link or an
+    older copy at that name is replaced); removed if writing it fails."""
+    temporary = f".{name}.{os.getpid()}.tmp"
+    try:
+        os.unlink(temporary, dir_fd=folder)
+    except FileNotFoundError:
+        pass
+    fd = homefs.open_in(folder, temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        yield fd
+        os.rename(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        os.unlink(temporary, dir_fd=folder)
+        raise
+    finally:
+        os.close(fd)
 
 
 def _sendfile_all(src_fd: int, dst_fd: int, size: int) -> None:
@@ -114,13 +180,14 @@ def _sendfile_all(src_fd: int, dst_fd: int, size: int) -> None:
         offset += sent
 
 
-def _read_write_all(fin, fout, size: int) -> None:
-    while size > 0:
-        block = fin.read(min(_BLOCK, size))
+def _read_write_all(src_fd: int, dst_fd: int, size: int) -> None:
+    offset = 0
+    while offset < size:
+        block = os.pread(src_fd, min(_BLOCK, size - offset), offset)
         if not block:
             return
-        fout.write(block)
-        size -= len(block)
+        homefs.write_all(dst_fd, block)
+        offset += len(block)
 
 
 # ---------------------------------------------------------------- reading

@@ -4,7 +4,8 @@ message with its local time, written by the daemon however it was started.
 In the foreground (`python3 simple_orchestrator.py`, `aios up`, a systemd unit) each line
 also goes to stderr. Detached by `aios up -d`, stderr already is orchestrator.log (so
 that a crash before the daemon could log is kept there too): each line is written once.
-The file is rotated by size like job logs (copytruncate, `[logs] max_size` and `keep`).
+The file is rotated by size like job logs (copytruncate, `[logs] max_size` and `keep`);
+neither it nor its copies are opened through a link.
 Logging never raises: a full disk or a read-only home must not stop the daemon. Imports
 only aios.logs.
 """
@@ -25,7 +26,7 @@ def open_oplog(home, max_bytes: int, keep: int, stream=None):
     path = os.path.join(str(home), LOG_FILE)
     stream = sys.stderr if stream is None else stream
     try:
-        fd = logs.open_log(path)
+        fd = logs.open_log(path, base=str(home))
     except OSError:
         fd = None   # the home cannot hold it: stderr alone
     echo = fd is None or not _same_file(stream, fd)
@@ -38,7 +39,7 @@ def open_oplog(home, max_bytes: int, keep: int, stream=None):
             try:
                 os.write(fd, line.encode("utf-8", "replace"))
                 if os.fstat(fd).st_size > max_bytes:
-                    logs.rotate_if_needed(path, max_bytes, keep)
+                    logs.rotate_if_needed(path, max_bytes, keep, base=str(home))
             except OSError:
                 pass
 

@@ -28,16 +28,34 @@ class Refused(Exception):
 
 
 def resolve(programs: str, file: str) -> str:
-    """The real path of FILE inside PROGRAMS_DIR; Refused if it escapes or is missing."""
-    root = os.path.realpath(programs)
+    """FILE's path inside PROGRAMS_DIR (as PROGRAMS_DIR spells it); Refused if it escapes
+    or is missing. Where it leads is what the kernel says of the opened path, so a
+    folder the job's user reaches only through a descriptor (/proc/self/fd/3/Programs:
+    a dashboard that runs as a user of its own) resolves as well as any other."""
     if os.path.isabs(file):
         raise Refused(f"{file!r} must be a path relative to {programs}")
-    path = os.path.realpath(os.path.join(root, file))
+    root = _real(programs) or os.path.realpath(programs)
+    path = _real(os.path.join(programs, file)) or os.path.realpath(os.path.join(root, file))
     if os.path.commonpath([root, path]) != root or path == root:
         raise Refused(f"{file!r} is outside {programs}; programs must live in that folder")
-    if not os.path.isfile(path):
+    inside = os.path.join(programs, os.path.relpath(path, root))
+    if not os.path.isfile(inside):
         raise Refused(f"{file!r} not found in {programs}")
-    return path
+    return inside
+
+
+def _real(path: str) -> str | None:
+    """The kernel's name of what path leads to, every link followed (None if nothing)."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except (OSError, ValueError):
+        return None
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:              # no /proc
+        return os.path.realpath(path)
+    finally:
+        os.close(fd)
 
 
 def parse_payload(text: str) -> tuple[list, dict]:

@@ -106,6 +106,7 @@ class JobSpec:
     group: str | None = None                # and this group (default: the user's)
     groups: tuple[str, ...] = ()            # supplementary groups, beside the user's own
     umask: int | None = None
+    control: bool = False                   # its user may use the control socket (the dashboard)
     memory_max: int | None = None           # bytes
     cpu_quota: float | None = None          # CPUs (0.5: half of one)
     cpu_weight: int | None = None           # 1..10000, 100 as everyone else
@@ -279,7 +280,7 @@ _RESTART = ("always", "on-failure")
 _COMMON = {
     "type", "program", "command", "shell", "args", "kwargs", "tags", "enabled", "priority",
     "env", "cwd", "retries", "backoff", "backoff_factor", "backoff_max", "stop_signal",
-    "stop_timeout", "min_uptime", "adopt", "user", "group", "groups", "umask", "memory_max",
+    "stop_timeout", "min_uptime", "adopt", "user", "group", "groups", "umask", "control", "memory_max",
     "cpu_quota", "cpu_weight", "nice", "nofile", "ioclass", "env_file", "scope", "prefer", "local",
     "on_failure", "on_success", "reload_signal", "start", "preload",
 }
@@ -562,6 +563,7 @@ def _parse_privileges(where: str, table: dict) -> dict:
         if not isinstance(umask, str) or not _UMASK_RE.fullmatch(umask):
             raise SpecError(f"{where}: umask = {show_value(umask)} must be an octal string like \"027\"")
         out["umask"] = int(umask, 8)
+    out["control"] = _typed(where, table, "control", bool, False)
     return out
 
 

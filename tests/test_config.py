@@ -80,6 +80,26 @@ def test_a_home_without_the_timestamps_setting_keeps_raw_logs(tmp_path):
         assert load(home_with(tmp_path, text)).settings.log_timestamps == value
 
 
+def test_the_default_of_a_first_start_as_root_gives_the_dashboard_a_uid_of_its_own(tmp_path):
+    import tomllib
+
+    from aios import scaffold
+
+    assert scaffold.default_text() == (Path(config.__file__).parent / "default.toml").read_text()
+    text = scaffold.default_text(62001)
+    jobs = tomllib.loads(text)["jobs"]
+    assert list(jobs) == DEFAULT_JOBS
+    assert (jobs["web_server"]["user"], jobs["web_server"]["control"]) == ("62001", True)
+    assert {name: table.get("user") for name, table in jobs.items() if name != "web_server"} == dict.fromkeys(
+        DEFAULT_JOBS[1:], "root")
+    if os.geteuid() == 0:       # only root may run jobs as another user
+        from aios.launch import dashboard_id
+
+        write_default(tmp_path)
+        assert (tmp_path / "aios.toml").read_text() == scaffold.default_text(dashboard_id(tmp_path))
+        assert load(tmp_path, text).errors == []
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -17,11 +17,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "aios"
 # steps cron expressions (spec parses the field, schedule plans its slots).
 ALLOWED = {
     "spec": {"cron"}, "runner": set(), "fswatch": set(),
-    "logs": {"fswatch", "logformat"},    # last_words reads the stream of stamped lines
+    "homefs": set(),                     # opening files in the home without following links; who owns it
+    "logs": {"fswatch", "homefs",        # logs and their rotation never go through a link
+             "logformat"},               # last_words reads the stream of stamped lines
     "logformat": set(),                  # the stamped line: written by logwriter, read by logs, cli, web
     "logwriter": {"logformat", "logs"},  # the process that stamps job output into logs (logs.open_log)
     "logview": {"logformat", "logs", "fswatch",
                 "spec"},                 # job logs read back for `aios logs`; spec.parse_duration for --since
+    "scaffold": {"home", "homefs",       # a new home, its files made without following links
+                 "launch"},              # launch.dashboard_id: a root daemon's dashboard runs as a uid of its own
     "supervisor": {"spec"},     # spec.exec_text_problem words a spawn's bad input (error path only)
     "zygote": {"supervisor",             # a zygote's run is started by supervisor.spawn(via=...), as a Proc
                "zygote_server",          # the frames both sides speak
@@ -34,9 +38,11 @@ ALLOWED = {
     "states": {"spec", "lifecycle"},     # the status vocabulary, read off the lifecycle table
     "config": {"spec", "home", "posixtz",
                "launch",                 # launch.identity: a job's user and groups exist at load
-               "jobset"},                # hooks, after and instances: checks across jobs, copies
+               "jobset",                 # hooks, after and instances: checks across jobs, copies
+               "homefs", "scaffold"},    # aios.toml and its cache read and replaced without a link; a new home
     "jobset": {"spec"},                  # the jobs of a configuration as a whole (pure)
-    "posixtz": set(), "store": {"spec"}, "control": {"spec"},
+    "posixtz": set(), "control": {"spec"},
+    "store": {"spec", "homefs"},         # sqlite_file: the database and its side files are ours, never links
     "home": set(), "show": set(), "launch": {"spec", "dotenv"}, "dotenv": set(),
     "service": set(),                    # the systemd unit of a home; sd_notify readiness
     "oplog": {"logs"},                   # orchestrator.log, rotated like job logs
@@ -44,11 +50,13 @@ ALLOWED = {
                "fswatch", "home", "show", "launch", "jobset",
                "service",                        # daemon.py: sd_notify READY=1 under systemd (Type=notify)
                "oplog",                          # daemon.py: its log sink, orchestrator.log
-               "zygote"},                        # processes.py: program jobs' runs forked from a zygote
+               "zygote",                         # processes.py: program jobs' runs forked from a zygote
+               "homefs"},                        # daemon.py: the home must be ours (check_home)
     "cli": {"control", "config", "home", "show", "logs", "store", "engine", "spec", "states",
             "jobset",                            # a group of copies (instances) by its name, daemon down
             "logview", "logformat",              # `aios logs`: job logs read back, stamped lines parsed
             "service",                           # `aios service`
+            "homefs",                            # the edit lock and orchestrator.log, never through a link
             "supervisor"},                       # status with the daemon down: is a recorded pid alive (/proc)
     "web": {"control", "config", "home", "errors", "logs",
             "logformat",   # the live tail shows stamped lines with their local time and stream

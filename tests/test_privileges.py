@@ -194,3 +194,80 @@ def test_jobs_run_as_another_user_are_found_for_adoption_among_its_uid(procs, lo
     assert supervisor.leaders(marks, ("AIOS_RUN_TOKEN",), [os.getuid()]) == []
     assert supervisor.leaders(marks, ("AIOS_RUN_TOKEN",), [os.getuid(), NOBODY]) == [
         supervisor.Leader(pid=proc.pid, ticks=proc.start_ticks, uid=NOBODY, env={"AIOS_RUN_TOKEN": "t77"})]
+
+
+# ---------------------------------------------------------------- a control job of its own user
+
+
+def control_spec(**fields):
+    return parse_job("dash", {"type": "always", "program": "web_server.py:main", "user": "nobody",
+                              "control": True, **fields})
+
+
+def test_a_control_job_of_another_user_gets_the_home_as_descriptor_3():
+    plan = launch.plan(control_spec(), None, 1, {}, Path("/srv/aios"), SETTINGS)
+    assert plan.options["folder"] == "/srv/aios"
+    assert plan.env["AIOS_HOME_FD"] == "3" and plan.env["AIOS_HOME"] == "/srv/aios"
+    assert plan.cwd == launch.HOME_BY_FD and plan.argv[2] == f"{launch.HOME_BY_FD}/Programs"
+    for spec in (control_spec(control=False), control_spec(user="root"), spec_of()):
+        plan = launch.plan(spec, None, 1, {}, Path("/srv/aios"), SETTINGS)
+        assert "folder" not in plan.options and "AIOS_HOME_FD" not in plan.env
+
+
+def test_control_uids_are_the_users_of_control_jobs_only():
+    specs = [control_spec(), control_spec(user="root"), spec_of(user="nobody"),
+             control_spec(user="aios-no-such-user")]
+    assert launch.control_uids(specs) == {NOBODY}
+
+
+def test_a_root_daemon_warns_of_jobs_that_are_root_only_because_no_user_is_set():
+    assert launch.root_warning(spec_of()).startswith("runs as root because no user is set")
+    assert launch.root_warning(spec_of(group="4")).startswith("runs as root")
+    assert launch.root_warning(spec_of(user="root")) is None
+    assert launch.root_warning(spec_of(user="0")) is None
+    assert launch.root_warning(spec_of(user="nobody")) is None
+
+
+def test_the_dashboard_id_is_free_stable_and_per_home():
+    first = launch.dashboard_id(Path("/srv/a"))
+    assert first in launch.DYNAMIC_IDS and first == launch.dashboard_id(Path("/srv/a"))
+    for home in ("/srv/a", "/srv/b", "/root/.aios"):
+        uid = launch.dashboard_id(Path(home))
+        with pytest.raises(KeyError):
+            pwd.getpwuid(uid)
+        with pytest.raises(KeyError):
+            grp.getgrgid(uid)
+
+
+def test_a_folder_its_user_cannot_reach_by_name_is_reachable_as_descriptor_3(procs, log, tmp_path):
+    """The folder is behind a 0700 one (as a home in /root is); the child, as nobody, gets
+    it as fd 3, enters it by /proc/self/fd/3 and reads what the folder's group may."""
+    private = tmp_path / "private"
+    (private / "home" / "logs").mkdir(parents=True)
+    os.chmod(private, 0o700)
+    home = private / "home"
+    (home / "logs" / "job.log").write_text("job output\n")
+    for path, mode in ((home, 0o750), (home / "logs", 0o750), (home / "logs" / "job.log", 0o640)):
+        os.chown(path, 0, NOBODY)
+        os.chmod(path, mode)
+    script = 'cat logs/job.log; cat /proc/self/fd/3/logs/job.log; ls ' + str(home) + ' 2>&1 | head -1'
+    proc = start(procs, ["sh", "-c", script], log, cwd=launch.HOME_BY_FD, uid=NOBODY, gid=NOBODY, groups=(),
+                 folder=str(home))
+    wait_until(lambda: supervisor.reap(proc) is not None)
+    lines = log_text(log).splitlines()
+    assert lines[:2] == ["job output", "job output"] and "Permission denied" in lines[2]
+
+
+def test_the_runner_loads_a_program_through_descriptor_3(procs, log, tmp_path):
+    private = tmp_path / "private"
+    (private / "home" / "Programs").mkdir(parents=True)
+    os.chmod(private, 0o700)
+    home = private / "home"
+    (home / "Programs" / "show.py").write_text("import os\ndef main():\n    print('ran in', os.getcwd())\n")
+    for path in (home, home / "Programs", home / "Programs" / "show.py"):
+        os.chown(path, 0, NOBODY)
+        os.chmod(path, 0o750 if path.is_dir() else 0o640)
+    plan = launch.plan(control_spec(program="show.py:main"), None, 1, dict(os.environ), home, SETTINGS)
+    proc = start(procs, plan.argv, log, env=plan.env, cwd=plan.cwd, **plan.options)
+    wait_until(lambda: supervisor.reap(proc) is not None)
+    assert log_text(log) == f"ran in {home}\n"

@@ -207,7 +207,7 @@ def test_llm_processor_writes_a_result(home):
 def test_idle_task_prunes_old_rotated_logs(home):
     old = time.time() - 40 * DAY
     logs = home / "logs"
-    logs.mkdir(parents=True)
+    logs.mkdir(parents=True, exist_ok=True)   # a first start as root makes it
     for name in ("a.log", "a.log.1", "a.log.2", "b.log.1", "notes.txt"):
         (logs / name).write_text("x")
     for name in ("a.log", "a.log.1", "b.log.1", "notes.txt"):

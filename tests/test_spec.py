@@ -291,6 +291,7 @@ INVALID = [
     (job("always", umask=18), "job 'x': umask = 18 must be an octal string like \"027\""),
     (job("always", umask="0o22"), "job 'x': umask = '0o22' must be an octal string like \"027\""),
     (job("always", umask="888"), "job 'x': umask = '888' must be an octal string like \"027\""),
+    (job("always", control="yes"), "job 'x': control = 'yes' must be true or false"),
     (job("always", memory_max="lots"), f"job 'x': memory_max = 'lots' {MEMORY}"),
     (job("always", memory_max="512K"), f"job 'x': memory_max = '512K' {MEMORY}"),
     (job("always", memory_max=2 ** 60), f"job 'x': memory_max = 1152921504606846976 {MEMORY}"),

@@ -666,20 +666,16 @@ def test_external_kwargs_forms(sqlite_store, db_path, kwargs, expected):
 
 
 @pytest.mark.parametrize("bad", ["[1, 2]", '"text"', "5", "not json {"])
-def test_kwargs_not_an_object_is_rejected_and_the_next_is_claimed(sqlite_store, db_path, bad):
+def test_kwargs_not_an_object_are_claimed_as_none_for_the_engine_to_reject(sqlite_store, db_path, bad):
     rejected = insert(db_path, job="ext", args='["x"]', kwargs=bad)
     good = insert(db_path, job="ext", args='["y"]', kwargs='{"ok": true}')
+    trigger = sqlite_store.claim_trigger("ext", T0)
+    assert (trigger.id, trigger.args, trigger.kwargs) == (rejected, ("x",), None)
+    sqlite_store.finish_trigger(rejected, "rejected: kwargs is not a JSON object", T0)
     trigger = sqlite_store.claim_trigger("ext", T0)
     assert (trigger.id, trigger.args, trigger.kwargs) == (good, ("y",), {"ok": True})
     row = trigger_row(db_path, rejected)
     assert (row["done"], row["outcome"]) == (1, "rejected: kwargs is not a JSON object")
-    assert row["claimed"] is None
-
-
-def test_only_rejected_kwargs_left_gives_none(sqlite_store, db_path):
-    insert(db_path, job="ext", kwargs="[]")
-    assert sqlite_store.claim_trigger("ext", T0) is None
-    assert sqlite_store.pending_counts() == {}
 
 
 def test_trigger_rows_record_claim_and_finish(sqlite_store, db_path):

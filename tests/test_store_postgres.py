@@ -326,10 +326,13 @@ def test_unstorable_text_is_a_one_line_store_error(opened, job):
 
 
 @pytest.mark.parametrize("kwargs", ["[1, 2]", '"text"', "not json {"])
-def test_another_programs_bad_kwargs_are_rejected_and_the_next_claimed(opened, pg_url, kwargs):
+def test_another_programs_bad_kwargs_are_claimed_as_none_for_the_engine_to_reject(opened, pg_url, kwargs):
     store = opened()
     query(pg_url, "INSERT INTO triggers (job, args, kwargs) VALUES ('ext', '[\"x\"]', %s)", (kwargs,))
     query(pg_url, "INSERT INTO triggers (job, args) VALUES ('ext', 'plain words')")
+    bad = store.claim_trigger("ext", T0)
+    assert (bad.args, bad.kwargs) == (("x",), None)
+    store.finish_trigger(bad.id, "rejected: kwargs is not a JSON object", T0)
     trigger = store.claim_trigger("ext", T0)
     assert (trigger.args, trigger.kwargs) == (("plain words",), {})
     assert query(pg_url, "SELECT done, outcome FROM triggers ORDER BY id LIMIT 1") == [

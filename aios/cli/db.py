@@ -80,7 +80,7 @@ def _restore(args, home: str) -> int:
         return fail(f"a daemon (pid {pid}) is running for {home}: stop it with `aios down`, then restore")
     lock = _lock_home(home)
     if lock is None:
-        return fail(f"a daemon holds the lock of {home} (aios.pid): stop it with `aios down`, then restore")
+        return fail(f"a daemon holds the lock of {home}: stop it with `aios down`, then restore")
     try:
         aside = restore(source, path)
     finally:
@@ -91,12 +91,12 @@ def _restore(args, home: str) -> int:
 
 
 def _lock_home(home: str) -> int | None:
-    """The daemon's lock (flock on aios.pid), held while the database is replaced so that no
-    daemon starts meanwhile; None if a daemon holds it."""
+    """The daemon's lock (an flock on the home folder itself), held while the database is
+    replaced so that no daemon starts meanwhile; None if a daemon holds it."""
     import fcntl
 
     os.makedirs(home, mode=0o750, exist_ok=True)
-    fd = os.open(os.path.join(home, "aios.pid"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

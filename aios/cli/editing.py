@@ -26,9 +26,13 @@ def edit_lock(home: str):
     """Hold the home's edit lock (waiting, and saying so, while another edit holds it)."""
     import fcntl
 
+    from ..homefs import UnsafePath, open_below
+
     path = os.path.join(home, LOCK_FILE)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = open_below(home, LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    except UnsafePath as exc:
+        raise AiosError(f"cannot open the edit lock: {exc}") from None
     except OSError as exc:
         raise AiosError(f"cannot open the edit lock {path}: {exc.strerror}") from None
     try:

@@ -42,7 +42,9 @@ def _up_detached(home: str, options: list[str]) -> int:
     began = time.perf_counter()
     read_end, write_end = os.pipe()
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    log_fd = os.open(os.path.join(home, "orchestrator.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    from ..logs import open_log
+
+    log_fd = open_log(os.path.join(home, "orchestrator.log"), base=home)   # never through a link
     with open(log_fd, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "aios", "--home", home, "up", *options],

@@ -36,6 +36,9 @@ def cmd_status(args, home: str) -> int:
     else:
         color = show.use_color(sys.stdout)
         out(show.table(_STATUS_HEADERS, [_status_row(j, time.time(), color) for j in jobs], color))
+        warned = next((j["root_warning"] for j in jobs if j.get("root_warning")), None)
+        if warned and sys.stdout.isatty():     # for a person; a script has the mark (and --json the field)
+            out(show.paint(f"{ROOT_MARK.strip()} {warned}", "dim", color))
         if args.job and jobs and jobs[0].get("log_tail"):
             _print_log_tail(home, jobs[0])
     if down:
@@ -44,6 +47,7 @@ def cmd_status(args, home: str) -> int:
     return EXIT_JOB_FAILED if any(j["status"] in ("failed", "invalid") for j in jobs) else EXIT_OK
 
 
+ROOT_MARK = " !"     # after the name of a job a root daemon runs as root only because no user is set
 _STATUS_HEADERS = ["NAME", "TYPE", "STATUS", "PID", "UPTIME", "RESTARTS", "LAST RUN", "NEXT", "TAGS", "WHY"]
 
 
@@ -67,7 +71,7 @@ def _status_row(job: dict, now: float, color: bool) -> list:
     last_text = f"{last['outcome'] or 'running'} {show.ago(last['started'], now)}" if last else "-"
     pid = "-" if not job["pid"] else f"{job['pid']} gone" if job.get("pid_alive") is False else str(job["pid"])
     return [
-        (job["name"], "bold"), (job["type"], None), (job["status"], show.STATUS_COLORS.get(job["status"])),
+        (job["name"] + (ROOT_MARK if job.get("root_warning") else ""), "bold"), (job["type"], None), (job["status"], show.STATUS_COLORS.get(job["status"])),
         (pid, None), (show.duration(job.get("uptime")), None),
         (str(job.get("restarts", 0)), None), (last_text, show.OUTCOME_COLORS.get(last and last["outcome"])),
         (show.until(job.get("next_due"), now), None), (",".join(job.get("tags") or []) or "-", None),

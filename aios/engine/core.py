@@ -23,7 +23,7 @@ import random
 import sys
 from pathlib import Path
 
-from .. import lifecycle as lc
+from .. import launch, lifecycle as lc
 from ..spec import Event, JobSpec, JobState, Run, Status, Trigger, plain, replace
 from .loop import Loop
 from .fleet import Fleet
@@ -299,6 +299,7 @@ class Engine:
             "enabled": life.is_enabled, "held": state.held, "queued": life.queued,
             "last_run": plain(job.last_run) if job.last_run else None, "problem": job.problem or None,
             "started": job.started[0] if job.started else None, "start_note": job.started[1] if job.started else None,
+            "root_warning": launch.root_warning(spec),
         }
         if log_tail and state.status in (Status.FAILED, Status.BACKOFF):
             from ..logs import last_words

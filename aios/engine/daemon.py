@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .. import config, launch, supervisor
+from ..homefs import check_home
 from ..oplog import open_oplog
 from ..spec import AiosError
 from ..store import open_store
@@ -104,7 +105,8 @@ class Daemon:
 
         engine.recorder.flush()   # what a client reads once we answer is this daemon's, not the last one's
         engine.control = ControlServer(engine.ops, str(engine.home / SOCKET_NAME), self.listen_fd,
-                                       report=lambda line: engine.event("control_limit", None, line))
+                                       report=lambda line: engine.event("control_limit", None, line),
+                                       admits=lambda uid: uid in launch.control_uids(j.spec for j in engine.jobs.values()))
         watches.watch(engine)
         Housekeeping(engine).start()
         took = (time.monotonic() - began) * 1000
@@ -253,6 +255,7 @@ def _lock(home: Path) -> tuple[int, bool]:
     import fcntl
 
     home.mkdir(parents=True, exist_ok=True, mode=0o750)
+    check_home(home)   # another user's, or others may write it: refused before anything is touched
     fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -278,7 +281,7 @@ def _mark_running(home: Path) -> bool:
     """Write our pid into aios.pid (never through a link); True if the last daemon left
     its own there (it did not exit cleanly) or the file is gone (nothing proves it did)."""
     path = home / PID_FILE
-    unclean = bool(_read_pid(home)) or not path.exists()
+    unclean = bool(_read_pid(home)) or path.is_symlink() or not path.exists()   # a link is no mark of ours
     try:   # overwritten, never emptied first: a daemon killed right now still leaves the mark
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:

@@ -239,6 +239,12 @@ class Operations:
                 "rss_kib": _rss_kib(), "cpu_seconds": times.user + times.system,
                 "store": self.engine.recorder.failure or "ok", "containment": self.engine.containment}
 
+    def dashboard_token(self) -> str:
+        """The dashboard's token ([web] token, else HOME/dashboard.token, made on first use)."""
+        from ..home import dashboard_token
+
+        return dashboard_token(self.engine.home, self.engine.settings.web_token)
+
     def job_detail(self, name: str) -> dict:
         """A job's status, its aios.toml table, and its log file's path."""
         job = self.job(name)

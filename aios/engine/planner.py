@@ -104,7 +104,8 @@ class Planner:
                 break
             if trigger is None:
                 return eng.handle(job, lc.Claimed(found=False))
-            problem = refusal(job.spec, trigger.args, trigger.kwargs)
+            problem = ("kwargs is not a JSON object" if trigger.kwargs is None     # another program's row
+                       else refusal(job.spec, trigger.args, trigger.kwargs))
             if problem is None:
                 return eng.handle(job, lc.Claimed(found=True), ctx=Context(trigger=trigger))
             self.reject(job.name, trigger.id, problem)

@@ -93,8 +93,10 @@ class StoreWakeups:
 class StoreWatch:
     """Another process's commit is visible a moment after inotify reports its write to the
     WAL file: the commit ends by updating the WAL index through shared memory, which no
-    file event reports. So a write that shows no change yet is looked at again a few times
-    (STORE_SETTLE), or its rows would wait for the next write to be noticed."""
+    file event reports. And the kernel merges a second write's event into the first's
+    while it is unread, so what a look finds may be only the first commit. So after every
+    write the store is looked at again a few times (STORE_SETTLE; a look that finds no
+    change costs one PRAGMA), or a row could wait for the next write to be noticed."""
 
     def __init__(self, engine):
         self.engine, self.timer = engine, None
@@ -103,7 +105,8 @@ class StoreWatch:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.engine.planner.refresh_queue() is None and step < len(STORE_SETTLE) and not self.engine.shutting_down:
+        self.engine.planner.refresh_queue()
+        if step < len(STORE_SETTLE) and not self.engine.shutting_down:
             self.timer = self.engine.loop.call_later(STORE_SETTLE[step], self.touched, step + 1)
 
 

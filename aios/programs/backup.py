@@ -1,7 +1,8 @@
 """backup: an online backup of the AIOS state database.
 
 Copies $AIOS_HOME/orchestrator.db with SQLite's online backup API (consistent even while
-the daemon writes to it) into $AIOS_HOME/backups/orchestrator-YYYYmmdd-HHMMSS.db, then
+the daemon writes to it) into $AIOS_HOME/backups/orchestrator-YYYYmmdd-HHMMSS.db (the
+folder 0700, the copies 0600: they hold what the database holds), then
 deletes all but the newest `keep` backups. Prints what it did. On SIGTERM it removes the
 unfinished copy and exits with 143, as a shell reports SIGTERM. Standard library only.
 """
@@ -14,8 +15,12 @@ from pathlib import Path
 
 
 def copy_db(source, target):
-    """Back up `source` into `target` atomically (a partial copy never has the final name)."""
+    """Back up `source` into `target` atomically (a partial copy never has the final name),
+    only its owner may read it (it holds everything the database holds), and never
+    through a link planted at the partial copy's name."""
     partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
     src = sqlite3.connect(f"{source.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
     try:
         dst = sqlite3.connect(partial)
@@ -50,7 +55,9 @@ def main(keep=5):
         print(f"backup: {source} does not exist yet; nothing to back up")
         return
     folder = home / "backups"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    if folder.is_symlink() or not folder.is_dir():
+        raise SystemExit(f"backup: {folder} is a link or not a folder; remove it and a folder is made")
     target = folder / f"orchestrator-{time.strftime('%Y%m%d-%H%M%S')}.db"
     copy_db(source, target)
     print(f"backup: {source} -> {target} ({target.stat().st_size} bytes)")

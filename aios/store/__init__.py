@@ -165,7 +165,9 @@ class Store:
 
     def claim_trigger(self, job: str, now: float) -> Trigger | None:
         """Atomically claim the oldest unclaimed trigger of `job` for this device, or None.
-        A trigger is claimed by at most one caller, and one with a target only by it."""
+        A trigger is claimed by at most one caller, and one with a target only by it. Its
+        kwargs is None when another program's row holds kwargs that are not a JSON object:
+        the caller rejects it (finish_trigger), so that whoever waits for it hears why."""
         raise NotImplementedError
 
     def finish_trigger(self, trigger_id: int, outcome: str, now: float) -> bool:

@@ -22,7 +22,7 @@ except ImportError:
 
 from . import pg_link, pg_schema, pg_sql as sql
 from . import check_durable, check_run_id
-from .rows import REJECTED_KWARGS, filtered, outcome_text, parse_kwargs, run as run_of, trigger
+from .rows import filtered, outcome_text, parse_kwargs, run as run_of, trigger
 
 __all__ = ["PostgresStore"]
 
@@ -268,13 +268,12 @@ class PostgresStore(Store):
         """Each claim is one statement; a claimed row that must be rejected is then marked
         done by this device (no other can see it meanwhile)."""
         params, what = {"job": job, "now": now, "device": self.device}, f"claiming a trigger of {job!r}"
-        while (row := self._write(what, sql.CLAIM, params).fetchone()) is not None:
-            trigger_id, raw_args, raw_kwargs, created, target = row
-            if parse_kwargs(raw_kwargs) is not None:
-                return trigger(trigger_id, job, raw_args, raw_kwargs, created, claimed=now, device=self.device,
-                               target=target)
-            self._write(what, sql.FINISH_TRIGGER, (REJECTED_KWARGS, now, None, trigger_id))
-        return None
+        row = self._write(what, sql.CLAIM, params).fetchone()
+        if row is None:
+            return None
+        trigger_id, raw_args, raw_kwargs, created, target = row
+        return replace(trigger(trigger_id, job, raw_args, None, created, claimed=now, device=self.device,
+                               target=target), kwargs=parse_kwargs(raw_kwargs))
 
     def finish_trigger(self, trigger_id: int, outcome: str, now: float) -> bool:
         cursor = self._write(f"finishing trigger {trigger_id}", sql.FINISH_TRIGGER,

@@ -11,10 +11,9 @@ from datetime import datetime, timezone
 
 from ..spec import Outcome, Run, Trigger
 
-__all__ = ["REJECTED_KWARGS", "parse_args", "parse_kwargs", "parse_created", "outcome_text",
+__all__ = ["parse_args", "parse_kwargs", "parse_created", "outcome_text",
            "trigger", "run", "filtered", "stored_json"]
 
-REJECTED_KWARGS = "rejected: kwargs is not a JSON object"
 _NOT_JSON = object()
 
 
@@ -35,17 +34,19 @@ def stored_json(raw: object) -> object:
 
 def parse_args(raw: object) -> tuple:
     """A JSON list; a JSON scalar is one argument; NULL or empty text is none; text that
-    is not JSON is one argument, the raw text, never split."""
+    is not JSON is one argument, the raw text, never split (bytes that are not UTF-8, a
+    BLOB, as the file system would decode them: exec gets those very bytes)."""
     value = stored_json(raw)
     if value is _NOT_JSON:
-        return (raw,)
+        return (raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw,)
     if value is None:
         return ()
     return tuple(value) if isinstance(value, list) else (value,)
 
 
 def parse_kwargs(raw: object) -> dict | None:
-    """A JSON object, or {} for NULL or empty; None for anything else (rejected)."""
+    """A JSON object, or {} for NULL or empty; None for anything else (the engine rejects
+    the trigger: "kwargs is not a JSON object")."""
     value = stored_json(raw)
     if value is None:
         return {}

@@ -37,7 +37,7 @@ from contextlib import contextmanager, suppress
 from ..spec import Event, JobState, Run, Trigger, replace
 from . import BadDatabase, DamagedDatabase, Store, StoreError, check_durable, check_run_id, sqlite_file
 from .sqlite_file import guard
-from .rows import REJECTED_KWARGS, filtered, outcome_text, parse_args, parse_created, parse_kwargs
+from .rows import filtered, outcome_text, parse_args, parse_created, parse_kwargs
 from .sqlite_rows import EVENT_FIELDS, RUN_FIELDS, STATE_FIELDS, event_of, run_of, state_of, trigger_of
 from .sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -47,6 +47,12 @@ BUSY_TIMEOUT_MS = 200   # fail fast on another process's lock; the daemon retrie
 _PRAGMAS = (f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", "PRAGMA journal_mode = WAL",
             "PRAGMA synchronous = NORMAL", "PRAGMA foreign_keys = OFF")
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"   # epoch seconds, SQLite's clock
+
+
+def _text(data: bytes) -> str:
+    """TEXT as Python reads it: bytes that are not UTF-8 (another program's row) decode as
+    the file system would, never as an error that stops every read of the queue."""
+    return data.decode("utf-8", "surrogateescape")
 
 # ---------------------------------------------------------------- statements
 
@@ -72,9 +78,11 @@ _LAST_RUNS = f"""{_SELECT_RUNS} WHERE id IN (
 
 _ADD_TRIGGER = "INSERT INTO triggers (job, args, kwargs, created, target) VALUES (?, ?, ?, ?, ?)"
 _MINE = "(target IS NULL OR target = ?)"   # a trigger this device may claim
-_PENDING = (f"SELECT job, COUNT(*) FROM triggers WHERE done = 0 AND claimed IS NULL AND {_MINE} "
-            "GROUP BY job")
-_SELECT_TRIGGERS = ("SELECT id, job, args, kwargs, created, claimed, device, done, outcome, "
+# Another program's row may hold a BLOB or bytes that are not UTF-8 anywhere: job names
+# are read as text, and text is decoded as the file system would (_text).
+_PENDING = ("SELECT CAST(job AS TEXT), COUNT(*) FROM triggers WHERE done = 0 AND claimed IS NULL "
+            f"AND {_MINE} GROUP BY job")
+_SELECT_TRIGGERS = ("SELECT id, CAST(job AS TEXT), args, kwargs, created, claimed, device, done, outcome, "
                     "run_id, target FROM triggers")
 _GET_TRIGGER = f"{_SELECT_TRIGGERS} WHERE id = ?"
 # The queue's partial index holds only pending rows: never a scan of the done ones.
@@ -134,6 +142,7 @@ class SqliteStore(Store):
             raise
 
     def _setup(self) -> None:
+        self._db.text_factory = _text
         for pragma in _PRAGMAS:
             self._db.execute(pragma)
         version = self._pragma("user_version")
@@ -298,18 +307,13 @@ class SqliteStore(Store):
 
     def claim_trigger(self, job: str, now: float) -> Trigger | None:
         with self._transaction(f"claiming a trigger of {job!r}") as db:
-            while True:
-                row = db.execute(_OLDEST, (job, self.device)).fetchone()
-                if row is None:
-                    return None
-                trigger_id, raw_args, raw_kwargs, created, target = row
-                kwargs = parse_kwargs(raw_kwargs)
-                if kwargs is None:
-                    db.execute(_FINISH_TRIGGER, (REJECTED_KWARGS, now, None, trigger_id))
-                    continue
-                db.execute(_CLAIM, (now, self.device, trigger_id))
-                return Trigger(job=job, id=trigger_id, args=parse_args(raw_args), kwargs=kwargs,
-                               created=parse_created(created), claimed=now, device=self.device, target=target)
+            row = db.execute(_OLDEST, (job, self.device)).fetchone()
+            if row is None:
+                return None
+            trigger_id, raw_args, raw_kwargs, created, target = row
+            db.execute(_CLAIM, (now, self.device, trigger_id))
+        return Trigger(job=job, id=trigger_id, args=parse_args(raw_args), kwargs=parse_kwargs(raw_kwargs),
+                       created=parse_created(created), claimed=now, device=self.device, target=target)
 
     def finish_trigger(self, trigger_id: int, outcome: str, now: float) -> bool:
         with self._transaction(f"finishing trigger {trigger_id}") as db:

@@ -15,7 +15,9 @@ from a cold SD card). So the open runs it only on a file of at most CHECK_ON_OPE
 check` (or Store.check(), on a connection of its own), and its damage is found by the
 first read that meets it (the store then refuses to write: see sqlite.py). Measured: a
 store opens (and closes) a 0.1 MB database in 0.8 ms (0.35 ms without these checks), a
-7 MB one in 7 ms. Imports only the Store interface and the schema's tables.
+7 MB one in 7 ms. The database and its -wal, -shm and -journal files must be regular
+files of the store's user that no one else may write (never links). Imports the Store
+interface, the schema's tables and aios.homefs.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ def prepare(path: str) -> None:
     Raises a BadDatabase subclass for a file that must not be used as it is."""
     if path == ":memory:" or path.startswith("file:"):
         return
+    _check_own(path)
     if not os.path.lexists(path):
         _refuse_orphan_journal(path)
         _create(path)
@@ -63,6 +66,7 @@ def check_file(path: str, restorable: bool = False) -> list[str]:
     if not os.path.lexists(path):
         return [f"{path} does not exist"]
     try:
+        _check_own(path)
         with guard(f"reading {path}", path):
             _check_header(path)
         with _read_only(path) as db:
@@ -71,6 +75,8 @@ def check_file(path: str, restorable: bool = False) -> list[str]:
             problems = quick_check(db)
     except BadDatabase as exc:
         return [exc.reason]
+    except StoreError as exc:
+        return [str(exc)]
     if version > SCHEMA_VERSION:
         problems.append(f"its schema version {version} is newer than this AIOS knows "
                         f"({SCHEMA_VERSION}): upgrade AIOS")
@@ -88,6 +94,18 @@ def quick_check(db: sqlite3.Connection) -> list[str]:
 
 
 # ---------------------------------------------------------------- checks before opening
+
+def _check_own(path: str) -> None:
+    """The database and the files SQLite keeps beside it: regular files of this user
+    that no one else may write (SQLite would follow a link planted at any of them)."""
+    from ..homefs import UnsafePath, check_own_file
+
+    for suffix in ("",) + _SIDE_FILES:
+        try:
+            check_own_file(path + suffix, "state database" if not suffix else "state database file")
+        except UnsafePath as exc:
+            raise StoreError(str(exc)) from None
+
 
 def _check_header(path: str) -> bool:
     """Raise for a file that cannot be an SQLite database; True if it looks truncated."""

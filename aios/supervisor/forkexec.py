@@ -57,10 +57,15 @@ class Setup:
     ioprio: int | None = None
 
 
-def fork_exec(argv: list[str], env: dict[str, str], cwd: str, log_fds: tuple[int, int], setup: Setup) -> int:
+def fork_exec(argv: list[str], env: dict[str, str], cwd: str, log_fds: tuple[int, int], setup: Setup,
+              folder_fd: int | None = None) -> int:
     """The pid of argv started as described above; OSError if the fork itself fails,
-    Failed if the child failed before its exec (the child is reaped)."""
+    Failed if the child failed before its exec (the child is reaped). folder_fd, if
+    given, is the child's descriptor 3 (opened by the parent: a folder the job's user
+    could not reach by its path, such as a home inside /root)."""
     reader, writer = os.pipe2(os.O_CLOEXEC)
+    if folder_fd is not None:
+        writer = above_3(writer)
     try:
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -68,6 +73,8 @@ def fork_exec(argv: list[str], env: dict[str, str], cwd: str, log_fds: tuple[int
         os.close(writer)
         raise
     prepared = steps(devnull, log_fds, cwd, setup)
+    if folder_fd is not None:    # after stdio: 3 may have been the source of 0, 1 or 2
+        prepared.insert(3, ("folder", os.dup2, (folder_fd, 3)))
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     try:
         pid = os.fork()
@@ -146,6 +153,17 @@ def _exec(argv: list[str], env: dict[str, str]) -> tuple[str, int]:
         return "exec", exc.errno or 0
     except BaseException:           # ValueError, TypeError: input exec cannot take
         return "input", 0
+
+
+def above_3(fd: int) -> int:
+    """fd itself, or a close-on-exec copy above 3 (the child's dup2 to 3 must not hit it)."""
+    if fd > 3:
+        return fd
+    import fcntl
+
+    copy = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 4)
+    os.close(fd)
+    return copy
 
 
 def _default_signals(sigdef: tuple) -> None:

@@ -83,7 +83,10 @@ def track(pid: int, what: str, cgroup_path: str | None = None, mark: bytes | Non
         step = f"/proc/{pid}/stat"
         ticks = start_ticks(pid)
     except OSError as e:            # a child we could not watch must not run
-        _kill_group(pid, cgroup_path, None)
+        try:
+            _kill_group(pid, cgroup_path, None)
+        except OSError:             # no descriptor for cgroup.kill either: its group has its SIGKILL
+            pass
         os.waitpid(pid, 0)
         if pidfd is not None:
             os.close(pidfd)

@@ -46,7 +46,8 @@ def set_jobs_nofile(soft: int | None) -> None:
 
 def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int | tuple, *, uid: int | None = None,
           gid: int | None = None, groups: tuple[int, ...] | None = None, umask: int | None = None,
-          mark: str | None = None, unit: str = "run", limits: dict | None = None, via=None) -> procs.Proc:
+          mark: str | None = None, unit: str = "run", limits: dict | None = None, via=None,
+          folder: str | None = None) -> procs.Proc:
     """Start argv as the leader of a new process group; SpawnError if it cannot start.
 
     argv[0] without a slash is looked up in env["PATH"] (as a shell started with that
@@ -54,8 +55,9 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int | tuple, *
     the process runs as; umask its umask; limits (memory_max, cpu_quota, cpu_weight,
     nice, nofile, ioclass: limits.py) are enforced through its cgroup or in the child.
     mark is the NAME=VALUE of env that marks this run's processes (its AIOS_RUN_TOKEN);
-    with cgroup containment the run gets a cgroup of its own, named after `unit`. What
-    must happen between fork and exec (ids, most limits) takes a fork (forkexec.py)
+    with cgroup containment the run gets a cgroup of its own, named after `unit`.
+    folder, opened here (as the daemon), is the process's descriptor 3. What must happen
+    between fork and exec (ids, most limits, the folder) takes a fork (forkexec.py)
     instead of posix_spawn. log_fd is the job's stdout and stderr, or a pair (stdout fd,
     stderr fd).
 
@@ -64,7 +66,7 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int | tuple, *
     waits, in a cgroup of its own where there is cgroup containment, for the caller to
     let it run: the zygote (aios/zygote.py). Its limits are written into that cgroup
     here. It raises forkexec.Failed as a fork would, or anything else (not an OSError)
-    to say it cannot start this run, which is then passed on.
+    to say it cannot start this run, which is then passed on. No folder goes that way.
     """
     if not argv:
         raise SpawnError(f"cannot start an empty command (cwd {_shown(cwd)})")
@@ -73,9 +75,10 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int | tuple, *
     drop = {"uid": uid, "gid": gid, "groups": groups, "umask": umask}
     if via is not None:
         return _spawn_via(via, argv, env, cwd, log_fd, what, how, drop, mark)
+    folder_fd = _open_folder(folder, what)
     place = _cgroup(what, unit, how.cgroup_files)
     try:
-        pid = _start_in(place, argv, env, cwd, log_fd, what, how, drop)
+        pid = _start_in(place, argv, env, cwd, log_fd, what, how, drop, folder_fd)
         _limit_after(pid, what, how)
     except BaseException as exc:
         if place is not None:
@@ -83,6 +86,9 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str, log_fd: int | tuple, *
         if isinstance(exc, OSError) and not isinstance(exc, SpawnError):
             raise failure(what, exc.errno) from None    # whatever else failed on the way
         raise
+    finally:
+        if folder_fd is not None:
+            os.close(folder_fd)
     return procs.track(pid, what, place, None if mark is None else os.fsencode(mark))
 
 
@@ -129,7 +135,18 @@ def _spawn_via(via, argv, env, cwd, log_fd, what: str, how: planner.Plan, drop: 
     return procs.track(pid, what, place, None if mark is None else os.fsencode(mark))
 
 
-def _start_in(place: str | None, argv, env, cwd, log_fd, what, how, drop: dict) -> int:
+def _open_folder(folder: str | None, what: str) -> int | None:
+    if folder is None:
+        return None
+    try:
+        return forkexec.above_3(os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+    except OSError as e:
+        raise failure(what, e.errno, f"folder {_shown(folder)}") from None
+    except ValueError:
+        raise SpawnError(f"cannot start {what}: the folder {_shown(folder)} holds a NUL byte") from None
+
+
+def _start_in(place: str | None, argv, env, cwd, log_fd, what, how, drop: dict, folder_fd: int | None) -> int:
     """Start the process, inside the cgroup `place` from its first instruction: the
     daemon moves there for the spawn and back (cgroup.py)."""
     if place is not None:
@@ -138,9 +155,10 @@ def _start_in(place: str | None, argv, env, cwd, log_fd, what, how, drop: dict) 
         except OSError as e:
             raise failure(what, e.errno, f"cgroup {_shown(place)}") from None
     try:
-        if drop["uid"] is None and drop["gid"] is None and drop["groups"] is None and not how.in_child:
+        if drop["uid"] is None and drop["gid"] is None and drop["groups"] is None and not how.in_child \
+                and folder_fd is None:
             return _start(argv, env, cwd, log_fd, what, drop["umask"])
-        return _fork_start(argv, env, cwd, log_fd, what, _setup(how, drop))
+        return _fork_start(argv, env, cwd, log_fd, what, _setup(how, drop), folder_fd)
     except (ValueError, TypeError) as exc:     # NUL byte, unencodable text, not a string
         raise SpawnError(f"cannot start {what}: {input_problem(argv, env, cwd) or exc}") from None
     except MemoryError:
@@ -202,9 +220,9 @@ def _jobs_nofile() -> tuple:
 
 
 def _fork_start(argv: list[str], env: dict[str, str], cwd: str, log_fd: int, what: str,
-                setup: forkexec.Setup) -> int:
+                setup: forkexec.Setup, folder_fd: int | None = None) -> int:
     try:
-        return forkexec.fork_exec(argv, env, cwd, output_fds(log_fd), setup)
+        return forkexec.fork_exec(argv, env, cwd, output_fds(log_fd), setup, folder_fd)
     except OSError as e:            # the fork, or a descriptor for its pipe
         raise failure(what, e.errno, "fork") from None
     except forkexec.Failed as f:

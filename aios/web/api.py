@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from urllib.parse import parse_qs
 
 from ..control import DaemonNotRunning
@@ -96,4 +97,5 @@ async def log_request(daemon, query: str) -> tuple[str, int]:
     code, reply = await perform(daemon, "job", {"job": fields["job"]})
     if code != 200:
         raise Refused(code, reply["error"])
-    return reply["result"]["log"], max(0, min(fields.get("lines", LOG_LINES), LOG_LINES_MAX))
+    log = os.path.join(daemon.home, "logs", os.path.basename(reply["result"]["log"]))   # the home as we reach it
+    return log, max(0, min(fields.get("lines", LOG_LINES), LOG_LINES_MAX))

@@ -4,7 +4,8 @@
 `main()` serves the dashboard of AIOS_HOME on [web] host and port (AIOS_WEB_HOST and
 AIOS_WEB_PORT, which every job finds, win), guarded by the home's dashboard token
 (aios.home.dashboard_token: [web] token, else HOME/dashboard.token); it is what the
-default always job web_server and `python3 -m aios.web` run. Every response carries the
+default always job web_server and `python3 -m aios.web` run. Under a root daemon it
+runs as a user of its own and gets the home as a descriptor (`_settings`). Every response carries the
 security headers of aios.web.security; GET never changes anything.
 """
 from __future__ import annotations
@@ -150,18 +151,33 @@ def _unknown(op: str, method: str) -> str:
 def main() -> int:
     """Serve until SIGTERM or SIGINT (exit 0); a setting that cannot work prints one line, exit 2."""
     try:
-        home = find_home()
-        settings = config.load(Path(home)).settings
-        host = os.environ.get("AIOS_WEB_HOST") or settings.web_host
-        port = int(os.environ.get("AIOS_WEB_PORT") or settings.web_port)
-        token = dashboard_token(home, settings.web_token)
-    except (AiosError, ValueError) as exc:
+        home, host, port, token = _settings()
+    except (AiosError, OSError, ValueError) as exc:
         print(f"web_server: {exc}", file=sys.stderr, flush=True)
         return 2
     from ..control import raise_nofile_limit
 
     raise_nofile_limit()
     return asyncio.run(_serve(Dashboard(home, token), host, port))
+
+
+def _settings() -> tuple[str, str, int, str]:
+    """(home, host, port, token). Run by a root daemon as a user of its own (`control`
+    job: AIOS_HOME_FD), the dashboard reaches the home through that descriptor, takes
+    host and port from its environment and asks the daemon for the token (aios.toml and
+    dashboard.token are root's); otherwise it reads them itself."""
+    fd = os.environ.get("AIOS_HOME_FD")
+    if fd:
+        from .. import control
+
+        home = f"/proc/self/fd/{int(fd)}"
+        return home, os.environ["AIOS_WEB_HOST"], int(os.environ["AIOS_WEB_PORT"]), \
+            control.call(home, "dashboard_token")
+    home = find_home()
+    settings = config.load(Path(home)).settings
+    host = os.environ.get("AIOS_WEB_HOST") or settings.web_host
+    port = int(os.environ.get("AIOS_WEB_PORT") or settings.web_port)
+    return home, host, port, dashboard_token(home, settings.web_token)
 
 
 async def _serve(app: Dashboard, host: str, port: int) -> int:

@@ -142,7 +142,8 @@ class DaemonProcess:
 
     started: list = []
 
-    def __init__(self, home: Path, *args: str, env: dict | None = None, stderr_path: Path | None = None):
+    def __init__(self, home: Path, *args: str, env: dict | None = None, stderr_path: Path | None = None,
+                 nofile: int | None = None):
         DaemonProcess.started.append(self)
         self.home = home
         self.stderr_path = stderr_path or home / "daemon.stderr"
@@ -150,7 +151,8 @@ class DaemonProcess:
         full_env = {**os.environ, "AIOS_HOME": str(home), **(env or {})}
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen([sys.executable, str(ROOT / "simple_orchestrator.py"), *args],
-                                         env=full_env, stdout=subprocess.DEVNULL, stderr=err, cwd=home)
+                                         env=full_env, stdout=subprocess.DEVNULL, stderr=err, cwd=home,
+                                         preexec_fn=None if nofile is None else lambda: _limit_nofile(nofile))
 
     @property
     def pid(self) -> int:
@@ -174,6 +176,13 @@ class DaemonProcess:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait(LIVENESS)
+
+
+def _limit_nofile(limit: int) -> None:
+    """In the child before exec: soft and hard RLIMIT_NOFILE, so the daemon cannot raise it."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
 
 @pytest.fixture

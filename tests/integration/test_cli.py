@@ -96,7 +96,7 @@ def table_rows(text: str) -> dict[str, dict[str, str]]:
         cells = [line[a:b].strip() for a, b in zip(starts, starts[1:] + [None])]
         for start in starts[1:]:
             assert line[start - 2:start] == "  " or line[start - 2:].strip() == "", f"misaligned: {line!r}"
-        rows[cells[0]] = dict(zip(HEADERS, cells))
+        rows[cells[0].removesuffix(" !")] = dict(zip(HEADERS, cells))   # " !": run as root only for want of a user
     return rows
 
 

@@ -97,8 +97,8 @@ def test_backup_while_the_daemon_runs_then_restore_once_it_is_down(home, daemon)
 def test_restore_refuses_while_the_lock_is_held_and_a_bad_backup(home):
     write_home(home, TOML)
     copy = sound_database(home / "copy.db")
-    fd = os.open(home / "aios.pid", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)   # a daemon between taking its lock and answering
+    fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)   # the daemon's lock, as a daemon between taking it and answering holds it
     try:
         held = aios(home, "db", "restore", str(copy))
     finally:

@@ -14,7 +14,7 @@ import pytest
 from aios import control
 
 from .conftest import DaemonProcess, insert_trigger, pid_alive, wait_until, write_home
-from .test_cli import Daemons, aios, ok, popen_aios
+from .test_cli import Daemons, aios, ok, popen_aios, table_rows
 
 
 @pytest.fixture
@@ -28,10 +28,31 @@ def job_status(home, name: str) -> dict:
     return control.call(home, "status", job=name)[0]
 
 
+SPAWN_FAULTS = (("missing", "No such file or directory (ENOENT)"), ("no_run_bit", "Permission denied (EACCES)"),
+                ("not_a_program", "Exec format error (ENOEXEC)"), ("too_long", "Argument list too long (E2BIG)"),
+                ("vanished_cwd", "No such file or directory (ENOENT)"))
+
+
 def test_jobs_that_cannot_be_spawned_are_their_own_state_and_the_daemon_stays_up(home, daemons, tmp_path):
     (tmp_path / "not-executable").write_text("#!/bin/sh\necho hi\n")
+    (tmp_path / "garbage").write_bytes(b"\x7fELF\x00 not really a program\n")
+    (tmp_path / "garbage").chmod(0o755)
     (tmp_path / "gone").mkdir()
+    huge = ", ".join(['"' + "x" * 120_000 + '"'] * 24)    # each under 128 KiB, together over the kernel's 2 MiB
     write_home(home, f"""
+        [jobs.not_a_program]
+        type = "always"
+        command = ["{tmp_path / 'garbage'}"]
+        retries = 2
+        backoff = "50ms"
+
+        [jobs.too_long]
+        type = "always"
+        command = ["true"]
+        args = [{huge}]
+        retries = 2
+        backoff = "50ms"
+
         [jobs.missing]
         type = "always"
         command = ["/no/such/binary"]
@@ -57,17 +78,48 @@ def test_jobs_that_cannot_be_spawned_are_their_own_state_and_the_daemon_stays_up
     """)
     daemons.up()
     pid = wait_until(lambda: job_status(home, "vanished_cwd")["pid"], what="vanished_cwd running")
+    fine = wait_until(lambda: job_status(home, "fine")["pid"], what="fine running")
     (tmp_path / "gone").rmdir()   # its folder vanishes under it; it dies; it cannot be started again
     os.kill(pid, signal.SIGKILL)
-    for name, reason in (("missing", "No such file or directory"), ("no_run_bit", "Permission denied"),
-                         ("vanished_cwd", "No such file or directory")):
+    for name, reason in SPAWN_FAULTS:
         state = wait_until(lambda: job_status(home, name)["status"] == "failed" and job_status(home, name),
                            what=f"{name} failed")
         assert reason in state["why"] and "2 times in a row" in state["why"], state["why"]
-    assert job_status(home, "fine")["status"] == "running"
-    table = aios(home, "status")
-    assert "missing" in table.stdout and "failed" in table.stdout
+        assert "\n" not in state["why"]
+    assert job_status(home, "fine")["status"] == "running" and job_status(home, "fine")["pid"] == fine
+    rows = table_rows(aios(home, "status").stdout)
+    for name, reason in SPAWN_FAULTS:
+        assert rows[name]["STATUS"] == "failed" and reason in rows[name]["WHY"], rows[name]
     daemons.down()
+
+
+def test_a_daemon_out_of_descriptors_fails_the_jobs_it_cannot_start_and_keeps_the_others(home):
+    """EMFILE: the daemon is started with soft and hard RLIMIT_NOFILE at 40 (it cannot raise
+    them) and 30 always jobs; each running one holds a descriptor of the daemon."""
+    write_home(home, "".join(f'[jobs.s{i:02d}]\ntype = "always"\ncommand = ["sleep", "100000"]\nretries = 2\n'
+                             'backoff = "50ms"\n\n' for i in range(30)))
+    daemon = DaemonProcess(home, nofile=40)
+    daemon.wait_ready()
+    jobs = wait_until(lambda: _settled(home), what="every job running or failed")
+    failed = {name: job["why"] for name, job in jobs.items() if job["status"] == "failed"}
+    running = {name: job["pid"] for name, job in jobs.items() if job["status"] == "running"}
+    assert failed and running, jobs
+    for why in failed.values():
+        assert "Too many open files (EMFILE)" in why and "2 times in a row" in why and "\n" not in why, why
+    name = next(iter(running))
+    os.kill(running[name], signal.SIGKILL)    # supervision goes on: its exit is seen, it is started again
+    jobs = wait_until(lambda: (jobs := _settled(home)) and jobs[name]["pid"] != running[name] and jobs,
+                      what=f"{name} seen to exit")
+    assert jobs[name]["status"] == "running" or "Too many open files (EMFILE)" in jobs[name]["why"], jobs[name]
+    assert {n: j["pid"] for n, j in jobs.items() if n in running and n != name} == \
+        {n: pid for n, pid in running.items() if n != name}
+    assert daemon.terminate() == 0
+    assert "internal error" not in daemon.output()
+
+
+def _settled(home) -> dict | None:
+    jobs = {job["name"]: job for job in control.call(home, "status")}
+    return jobs if all(job["status"] in ("running", "failed") for job in jobs.values()) else None
 
 
 def test_a_second_daemon_is_refused_even_with_the_pid_file_deleted(home):

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from functools import partial
 
 import pytest
 
@@ -38,6 +39,21 @@ WEB_SERVER = (ROOT / "aios" / "programs" / "web_server.py").read_text()
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def control_sockets(pid: int, home) -> int:
+    """pid's sockets bound to home's control socket: the listener and the connections it
+    accepted (not the daemon's own to its log writer and zygotes)."""
+    path = str(home / control.SOCKET_NAME)
+    with open("/proc/net/unix") as f:
+        bound = {fields[6] for fields in (line.split() for line in list(f)[1:]) if fields[-1] == path}
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            held.add(os.readlink(f"/proc/{pid}/fd/{fd}").removeprefix("socket:[").rstrip("]"))
+        except OSError:
+            pass
+    return len(bound & held)
 
 
 def fds(pid: int, kind: str = "") -> int:
@@ -330,22 +346,23 @@ def test_five_hundred_aborted_long_polls(dashboard):
     daemon, web = dashboard
     watch = Watch(daemon=daemon.pid, dashboard=web.pid)
     trigger = control.call(web.home, "trigger", job="slow")         # runs until the test ends
-    daemon_base = 3     # its listening socket, and the dashboard's two connections to it
+    daemon_base = 3     # its control socket, and the dashboard's two connections to it
     web_base = 5        # its listening socket, its event loop's socket pair, its two to the daemon
-    wait_until(lambda: fds(daemon.pid, "socket:") == daemon_base, what="the daemon's own sockets")
+    held = partial(control_sockets, daemon.pid, web.home)
+    wait_until(lambda: held() == daemon_base, what="the daemon's own sockets")
     for _ in range(20):                      # 20 rounds of 25: each round's waits are open together
         polls = [web.open_stream(f"/api/wait?trigger={trigger}") for _ in range(25)]
-        wait_until(lambda: fds(daemon.pid, "socket:") >= daemon_base + 25, what="25 waits at the daemon")
+        wait_until(lambda: held() >= daemon_base + 25, what="25 waits at the daemon")
         for sock in polls:
             sock.close()                     # the browser tab goes away
-        wait_until(lambda: fds(daemon.pid, "socket:") <= daemon_base, what="the waits' daemon connections gone")
+        wait_until(lambda: held() <= daemon_base, what="the waits' daemon connections gone")
         watch.look()
     wait_until(lambda: fds(web.pid, "socket:") <= web_base, what="the dashboard's connections gone")
     code, body = web.get("/api/status")
     assert code == 200, body
     aios_status(web.home)
     kill_and_see_it_back(web.home)
-    watch.check("500 aborted long-polls", **{"daemon sockets after": fds(daemon.pid, "socket:") - daemon_base})
+    watch.check("500 aborted long-polls", **{"daemon sockets after": held() - daemon_base})
 
 
 def test_two_hundred_log_tails_share_one_inotify_instance(dashboard):
