@@ -188,23 +188,34 @@ class Fleet:
         for active in job.runs.values():
             self.watching(job, active)
 
+    def spawning(self, job, mark: str) -> None:
+        """A copy of a fleet job is about to be spawned with `mark` in its environment: the
+        fence kills whatever carries it at the lease's end (a daemon frozen right after the
+        spawn has no pid to give)."""
+        held = self.held.get(job.name)
+        if held is not None and job.spec.scope == "fleet":
+            self._arm(job, _key(job.name, mark.encode()), 0, 0, None, mark)
+
     def watching(self, job, active) -> None:
         """A copy of a fleet job runs (spawned or adopted): the fence kills it at the lease's
         end unless renewed first."""
-        held = self.held.get(job.name)
-        if held is None or active.proc is None:
-            return
-        deadline = held.sent + self.ttl * (1 - MARGIN)
+        proc = active.proc
+        if job.name in self.held and proc is not None:
+            mark = None if proc.mark is None else proc.mark.decode(errors="replace")
+            self._arm(job, _key(job.name, proc.mark, proc.pid), proc.pid, proc.start_ticks or 0, proc.cgroup, mark)
+
+    def _arm(self, job, key: str, pid: int, ticks: int, cgroup_path: str | None, mark: str | None) -> None:
+        deadline = self.held[job.name].sent + self.ttl * (1 - MARGIN)
         try:
-            self.fence().arm(_key(job, active), active.proc.pid, active.proc.start_ticks or 0,
-                             active.proc.cgroup, deadline)
+            self.fence().arm(key, pid, ticks, cgroup_path, deadline, mark)
         except OSError as exc:   # without its fence the copy still stops in time, as long as we run
             self.engine.event("fence_unreachable", job.name, str(exc))
 
-    def ended(self, job, active) -> None:
+    def ended(self, job, mark: bytes | None, pid: int | None = None) -> None:
+        """A copy ended (or was never spawned: pid None): nothing left for the fence."""
         if self._fence is not None and job.spec.scope == "fleet":
             try:
-                self._fence.disarm(_key(job, active))
+                self._fence.disarm(_key(job.name, mark, pid))
             except OSError:
                 pass
 
@@ -374,8 +385,9 @@ class Fleet:
         return "ok"
 
 
-def _key(job, active) -> str:
-    return f"{job.name}:{active.proc.pid}"
+def _key(name: str, mark: bytes | None, pid: int | None = None) -> str:
+    """The fence's name for one copy: by its run token, which is known before its pid."""
+    return f"{name}:{mark.partition(b'=')[2].partition(b'.')[0].decode()}" if mark else f"{name}:{pid}"
 
 
 def _version() -> str:

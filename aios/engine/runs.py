@@ -51,11 +51,15 @@ class Runs:
         epoch = eng.fleet.epoch(spec.name) if eng.fleet is not None else None
         run = eng.recorder.start_run(Run(job=spec.name, started=eng.loop.wall, device=eng.device, epoch=epoch,
                                          attempt=action.attempt, trigger_id=trigger.id if trigger else None, due=due))
+        token = launch.run_token(eng.secret, spec.name)
         try:
-            plan = launch.plan(spec, trigger, run.id, eng.base_env, eng.home, eng.settings,
-                               token=launch.run_token(eng.secret, spec.name))
+            plan = launch.plan(spec, trigger, run.id, eng.base_env, eng.home, eng.settings, token=token)
+            if eng.fleet is not None:
+                eng.fleet.spawning(job, plan.options["mark"])
             proc = eng.processes.spawn(plan.argv, plan.env, plan.cwd, str(eng.log_path(spec.name)), **plan.options)
         except OSError as exc:     # SpawnError: every way a process cannot be started
+            if eng.fleet is not None:
+                eng.fleet.ended(job, f"{launch.TOKEN_VAR}={token}".encode())
             return self._spawn_failed(job, run, trigger, str(exc))
         job.started = eng.processes.started(proc)
         active = Active(replace(run, pid=proc.pid, pid_start=proc.start_ticks), proc, trigger, eng.loop.boot)
@@ -123,7 +127,7 @@ class Runs:
         del job.runs[active.proc.pid]
         self.running -= 1
         if eng.fleet is not None:
-            eng.fleet.ended(job, active)
+            eng.fleet.ended(job, active.proc.mark, active.proc.pid)
         for timer in active.timers:
             timer.cancel()
         code, sig = status

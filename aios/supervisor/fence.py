@@ -7,11 +7,16 @@ swapped out) or dead (kill -9: its jobs keep running, by design) cannot; the fen
 It is started by the daemon, in a session of its own (it outlives the daemon), listens on
 a Unix socket of the home (mode 0600) and takes lines:
 
-    arm KEY PID TICKS CGROUP DEADLINE    SIGKILL the copy at DEADLINE (CLOCK_BOOTTIME s)
-    disarm KEY                           forget it (the copy ended, or was adopted anew)
+    arm KEY PID TICKS CGROUP DEADLINE MARK    SIGKILL the copy at DEADLINE (CLOCK_BOOTTIME s)
+    disarm KEY                                forget it (the copy ended, or was adopted anew)
 
 PID and TICKS name the copy's process-group leader as /proc shows it (so a reused pid is
-never signalled); CGROUP is its cgroup ("-" for none), killed whole where there is one.
+never signalled; 0 before it is spawned); CGROUP is its cgroup ("-" for none), killed
+whole where there is one; MARK is the NAME=VALUE in the environment of each of its
+processes (its AIOS_RUN_TOKEN; "-" for none), by which every process of the copy the
+fence may signal is killed too, also one that left the group. The daemon arms a copy by
+its mark before it spawns it, then again with its pid once it runs: a daemon frozen
+between the two leaves no copy unfenced.
 A new daemon reconnects to the same fence and re-arms what it adopted. With nothing
 armed and nobody connected for IDLE seconds, the fence exits. Server and client here;
 the server imports nothing from aios beyond this package's /proc and cgroup helpers.
@@ -38,7 +43,7 @@ def now() -> float:
 
 class Fence:
     def __init__(self, path: str):
-        self.armed: dict[str, tuple] = {}    # key -> (pid, ticks, cgroup, deadline)
+        self.armed: dict[str, tuple] = {}    # key -> (pid, ticks, cgroup, deadline, mark)
         self.clients: dict[socket.socket, bytearray] = {}
         self.quiet_since = now()
         self.selector = selectors.DefaultSelector()
@@ -86,36 +91,55 @@ class Fence:
 
     def command(self, words: list[str]) -> None:
         """One `arm` or `disarm` line; anything else is ignored."""
-        if len(words) == 6 and words[0] == "arm":
+        if len(words) == 7 and words[0] == "arm":
             try:
                 pid, ticks, deadline = int(words[2]), int(words[3]), float(words[5])
             except ValueError:
                 return
-            self.armed[words[1]] = (pid, ticks, None if words[4] == "-" else words[4], deadline)
+            self.armed[words[1]] = (pid, ticks, None if words[4] == "-" else words[4], deadline,
+                                    None if words[6] == "-" else words[6].encode())
         elif len(words) == 2 and words[0] == "disarm":
             self.armed.pop(words[1], None)
 
     def _fire(self) -> None:
         moment = now()
-        for key, (pid, ticks, cgroup_path, deadline) in list(self.armed.items()):
+        for key, (pid, ticks, cgroup_path, deadline, mark) in list(self.armed.items()):
             if deadline <= moment:
                 del self.armed[key]
-                kill_copy(pid, ticks, cgroup_path)
+                kill_copy(pid, ticks, cgroup_path, mark)
 
 
-def kill_copy(pid: int, ticks: int, cgroup_path: str | None) -> None:
-    """SIGKILL a copy: its cgroup whole, else its process group if pid still is it."""
+def kill_copy(pid: int, ticks: int, cgroup_path: str | None, mark: bytes | None = None) -> None:
+    """SIGKILL a copy: its cgroup whole, else its process group if pid still is it; and
+    every process carrying its mark."""
     from . import cgroup, procfs
 
     if cgroup_path is not None:
-        cgroup.kill(cgroup_path)
-        return
-    stat = procfs.stat(pid)
-    if stat is not None and stat.ticks == ticks:
         try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
+            cgroup.kill(cgroup_path)
+        except OSError:         # gone already
             pass
+    elif pid > 0 and (stat := procfs.stat(pid)) is not None and stat.ticks == ticks:
+        _kill(os.killpg, pid)
+    if mark is not None:
+        for marked in _carrying(mark):
+            _kill(os.kill, marked)
+
+
+def _carrying(mark: bytes) -> list[int]:
+    """The processes whose environment holds mark (those whose environment we may read)."""
+    from . import procfs
+
+    me = os.getpid()
+    return [int(name) for name in os.listdir("/proc") if name.isdigit() and int(name) != me
+            and mark in (procfs.environ(int(name)) or b"").split(b"\0")]
+
+
+def _kill(how, pid: int) -> None:
+    try:
+        how(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _listen(path: str) -> socket.socket:
@@ -152,8 +176,9 @@ class FenceClient:
         self.spawn = spawn            # spawn(argv) -> None: start the fence process
         self.sock: socket.socket | None = None
 
-    def arm(self, key: str, pid: int, ticks: int, cgroup_path: str | None, deadline: float) -> None:
-        self._send(f"arm {key} {pid} {ticks} {cgroup_path or '-'} {deadline:.3f}\n")
+    def arm(self, key: str, pid: int, ticks: int, cgroup_path: str | None, deadline: float,
+            mark: str | None) -> None:
+        self._send(f"arm {key} {pid} {ticks} {cgroup_path or '-'} {deadline:.3f} {mark or '-'}\n")
 
     def disarm(self, key: str) -> None:
         self._send(f"disarm {key}\n")
