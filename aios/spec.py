@@ -152,8 +152,6 @@ class JobState:
     draw_at: float | None = None        # random_daily: the drawn moment, epoch seconds
     enabled: bool | None = None         # runtime enable/disable; None follows the spec
     held: bool = False                  # stopped on request: not started again until asked
-    slot_boot: float | None = None      # scheduled jobs: boot time of the host when last_slot was run
-    boot_id: str | None = None          # the host's boot id (/proc/sys/kernel/random/boot_id) then
 
 
 @record
@@ -211,6 +209,7 @@ class Device:
     heartbeat: float | None = None      # epoch seconds of the last heartbeat
     age: float | None = None            # seconds since that heartbeat
     running: tuple[str, ...] = ()       # jobs with an open run on the device
+    claimed: int = 0                    # triggers it claimed and has not finished
 
 
 @record

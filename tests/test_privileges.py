@@ -268,6 +268,8 @@ def test_the_runner_loads_a_program_through_descriptor_3(procs, log, tmp_path):
         os.chown(path, 0, NOBODY)
         os.chmod(path, 0o750 if path.is_dir() else 0o640)
     plan = launch.plan(control_spec(program="show.py:main"), None, 1, dict(os.environ), home, SETTINGS)
-    proc = start(procs, plan.argv, log, env=plan.env, cwd=plan.cwd, **plan.options)
+    assert plan.options["start"] == "spawn", "a run given its home as descriptor 3 is never the zygote's"
+    options = {key: value for key, value in plan.options.items() if key not in ("start", "preload")}
+    proc = start(procs, plan.argv, log, env=plan.env, cwd=plan.cwd, **options)   # as processes.spawn passes them
     wait_until(lambda: supervisor.reap(proc) is not None)
     assert log_text(log) == f"ran in {home}\n"

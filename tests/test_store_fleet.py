@@ -89,6 +89,31 @@ def test_a_heartbeat_updates_the_row(fleet):
 
 # ---------------------------------------------------------------- published jobs
 
+def test_each_device_saves_and_loads_its_own_job_tables(fleet):
+    fleet("a").save_specs({"web": {"type": "always"}, "db": {"type": "always"}})
+    fleet("b").save_specs({"ping": {"type": "idle"}})
+    fleet("a").save_specs({"db": {"type": "always"}, "web": {"type": "always", "env": {"X": "1"}}})
+    assert list(fleet("a").load_specs().items()) == [("db", {"type": "always"}),
+                                                     ("web", {"type": "always", "env": {"X": "1"}})]
+    assert fleet("b").load_specs() == {"ping": {"type": "idle"}}, "another device's save replaced b's"
+
+
+def test_the_claims_of_a_silent_device_go_back_to_the_queue_and_no_others(fleet):
+    for device in ("dead", "alive"):
+        fleet(device).heartbeat(device, [], "1", 0.0)
+        fleet(device).add_trigger("work", now=T0)
+        assert fleet(device).claim_trigger("work", T0) is not None
+    fleet("dead").add_trigger("work", now=T0, target="dead")
+    assert fleet("dead").claim_trigger("work", T0).target == "dead"
+    assert {d.id: d.claimed for d in fleet("alive").devices()} == {"alive": 1, "dead": 2}
+    assert fleet("alive").reclaim_triggers("dead", 3600.0) == 0, "its heartbeat is recent"
+    eventually(lambda: fleet("alive").reclaim_triggers("dead", 0.05), "the dead device's claims reclaimed")
+    assert {d.id: d.claimed for d in fleet("alive").devices()} == {"alive": 1, "dead": 0}
+    assert fleet("alive").claim_trigger("work", T0) is not None, "a reclaimed trigger is claimed again"
+    assert fleet("alive").claim_trigger("work", T0) is None, "one aimed at the dead device waits for it"
+    assert fleet("dead").claim_trigger("work", T0).target == "dead"
+
+
 def test_published_jobs_are_versioned_and_keep_their_order(fleet):
     a, b = fleet("a"), fleet("b")
     assert b.fleet_jobs() == (0, {})
@@ -227,7 +252,7 @@ def test_two_daemons_of_one_device_take_each_command_once(fleet):
     ("fleet_jobs", ()), ("acquire_lease", ("j", "d", 10)), ("renew_lease", ("j", "d", 1, 10)),
     ("release_lease", ("j", "d", 1)), ("leases", ()), ("claim_slot", ("j", "s", "d")),
     ("send_command", ("d", "stop", {})), ("take_commands", ("d",)), ("finish_command", (1, "ok")),
-    ("get_command", (1,))])
+    ("get_command", (1,)), ("reclaim_triggers", ("d", 30.0))])
 def test_sqlite_refuses_fleet_verbs_naming_the_fix(tmp_path, verb, args):
     store = SqliteStore(str(tmp_path / "state.db"), "d")
     try:

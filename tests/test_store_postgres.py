@@ -96,6 +96,15 @@ def test_without_psycopg_the_error_says_what_to_install(pg_url):
     assert out.stdout == "fleet mode needs psycopg: pip install 'aios[fleet]'\n", out.stderr
 
 
+def test_a_fleet_daemons_store_waits_at_most_a_quarter_of_the_lease_ttl(pg_url):
+    stores = [open_store(pg_url, "dev1", lease_ttl=ttl) for ttl in (2.0, 60.0)]
+    try:
+        assert [store.timeout for store in stores] == [0.5, 5.0]
+    finally:
+        for store in stores:
+            store.close()
+
+
 def test_a_new_schema_gets_every_table_and_notify_trigger(opened, pg_url):
     opened()
     tables = {name for (name,) in query(pg_url, "SELECT tablename FROM pg_tables "
@@ -129,6 +138,21 @@ def test_daemons_opening_a_new_schema_together_migrate_it_once(pg_url):
     finally:
         for store in stores:
             store.close()
+
+
+def test_the_shared_job_tables_of_version_2_become_each_devices_own(opened, pg_url):
+    with psycopg.connect(pg_url, autocommit=True) as db:     # a store as AIOS left it before version 3
+        db.execute(pg_schema.CREATE_VERSION_TABLE)
+        for version, statements in enumerate(pg_schema.MIGRATIONS[:2], start=1):
+            for statement in statements:
+                db.execute(statement)
+            db.execute(pg_schema.RECORD_VERSION, (version,))
+        db.execute("INSERT INTO devices VALUES ('a', '{}', 'old', 0, now()), ('b', '{}', 'old', 0, now())")
+        db.execute("""INSERT INTO jobs VALUES ('web', 0, '{"type": "always"}', 1), ('ping', 1, '{"type": "idle"}', 2)""")
+    a, b = opened("a"), opened("b")
+    assert list(a.load_specs()) == list(b.load_specs()) == ["web", "ping"]
+    a.save_specs({"only_a": {"type": "trigger"}})
+    assert a.load_specs() == {"only_a": {"type": "trigger"}} and list(b.load_specs()) == ["web", "ping"]
 
 
 def test_a_newer_schema_is_refused(opened, pg_url):

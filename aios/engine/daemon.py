@@ -74,7 +74,8 @@ class Daemon:
             cfg = _load_config(home)
             config.local_zone()   # a TZ no libc reads: a one-line refusal now, not at the first schedule
             store = open_store(cfg.settings.store_url or str(home / "orchestrator.db"), cfg.settings.device_id,
-                               force_new=force_new_db, password_file=cfg.settings.store_password_file)
+                               force_new=force_new_db, password_file=cfg.settings.store_password_file,
+                               lease_ttl=cfg.settings.lease_ttl)
         except BaseException:
             os.close(lock_fd)
             raise

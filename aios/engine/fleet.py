@@ -7,6 +7,8 @@ the store is shared (`store.fleet`):
   true) and brought in line (reconcile);
 - the leases of the fleet-scope jobs it may run. A job with scope = "fleet" runs only on
   the device holding its lease; the others stand by (lifecycle: LeaseGranted, LeaseLost).
+  A new holder of a scheduled job takes the newest schedule memory any device stored
+  (last slot, the day's draw), and each slot runs once fleet-wide (store.claim_slot).
   Who tries first: the job's `prefer` devices in order, then the least loaded live
   device; the others try once the lease has stayed free a while (rank x ttl/3), so a dead
   holder's jobs move within the ttl. Leases carry an epoch (a fencing token) that every
@@ -21,7 +23,10 @@ the store is shared (`store.fleet`):
   lease's deadline unless this daemon moved the deadline on first: a daemon frozen
   (SIGSTOP) or killed cannot keep a copy running past its lease;
 - operations routed to it by other devices (`aios restart JOB --device ID`), carried out
-  as if asked on its own socket.
+  as if asked on its own socket;
+- the triggers a device claimed and did not finish go back to the queue once it has been
+  silent for RECLAIM_AFTER ttls (any live device does it; the database's clock decides):
+  a run that device still carries on, cut off from the database, may then run twice.
 
 Part of the engine.
 """
@@ -30,9 +35,12 @@ from __future__ import annotations
 import os
 
 from .. import lifecycle as lc
+from ..spec import JobType
 from ..store import StoreError
 
 MARGIN = 0.01            # the part of a ttl left for clock-rate differences
+RECLAIM_AFTER = 10       # ttls without a heartbeat after which a device's trigger claims go back
+_SCHEDULED = (JobType.DAILY, JobType.INTERVAL, JobType.RANDOM_DAILY)
 ROUTE_PATIENCE = 10.0    # seconds a routed operation waits for the other device's answer
 
 
@@ -78,12 +86,23 @@ class Fleet:
         try:
             eng.store.heartbeat(eng.device, sorted(eng.settings.tags), _version(), os.getloadavg()[0])
             self.devices = eng.store.devices()
+            self.reclaim()
         except StoreError as exc:
             eng.recorder.failed(exc)
         self.renew()
         if not eng.shutting_down:
             self.acquire()
         self._tick_timer = eng.loop.call_later(self.ttl / 3, self.tick)
+
+    def reclaim(self) -> None:
+        """Put back the trigger claims of devices silent for RECLAIM_AFTER ttls."""
+        eng, silent = self.engine, RECLAIM_AFTER * self.ttl
+        for device in self.devices:
+            if device.id != eng.device and device.claimed and device.age is not None and device.age > silent:
+                if count := eng.store.reclaim_triggers(device.id, silent):
+                    eng.event("triggers_reclaimed", None, f"{count} trigger(s) claimed by {device.id}, silent for "
+                              f"{device.age:.0f} s, are back in the queue")
+                    eng.planner.refresh_queue(anyway=True)   # our own change wakes the others, not us
 
     def fleet_jobs(self) -> list:
         return [job for job in self.engine.jobs.values() if job.spec.scope == "fleet"]
@@ -143,8 +162,28 @@ class Fleet:
         held = self.held[job.name] = Held(lease, sent)
         self.free_since.pop(job.name, None)
         self._arm_fence(job, held)
+        self._inherit_schedule(job)
         eng.event("lease_acquired", job.name, f"holds the lease (epoch {lease.epoch}) for {self.ttl:g} s at a time")
         eng.handle(job, lc.LeaseGranted())
+        return None
+
+    def _inherit_schedule(self, job) -> None:
+        """The job's schedule went on where the lease was: take the newest memory of it that
+        any device stored (its last slot, the day's random draw), so that a lease that moved
+        neither runs a slot again nor draws the day anew."""
+        eng = self.engine
+        if job.spec.type not in _SCHEDULED:
+            return None
+        try:
+            states = eng.store.fleet_states()
+        except StoreError as exc:
+            return eng.recorder.failed(exc)
+        theirs = [jobs[job.name] for device, jobs in states.items()
+                  if device != eng.device and job.name in jobs and jobs[job.name].last_slot is not None]
+        newest = max(theirs, key=lambda state: state.last_slot, default=None)
+        if newest is not None and newest.last_slot > (job.state.last_slot or float("-inf")):
+            eng.update_state(job, last_slot=newest.last_slot, slot_boot=None, boot_id=None,   # their boot clock
+                             draw_day=newest.draw_day, draw_at=newest.draw_at)
         return None
 
     def _my_turn(self, job) -> bool:

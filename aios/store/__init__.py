@@ -97,7 +97,8 @@ class Store:
 
     # ---- job specs: the validated [jobs.NAME] tables, for readers such as the CLI
     def save_specs(self, tables: dict[str, dict]) -> None:
-        """Replace the stored job tables (name -> TOML table as plain JSON data)."""
+        """Replace this device's stored job tables (name -> TOML table as plain JSON
+        data): what its daemon runs, to tell a changed job at its next start."""
         raise NotImplementedError
 
     def load_specs(self) -> dict[str, dict]:
@@ -245,7 +246,13 @@ class Store:
 
     def devices(self) -> list[Device]:
         """Every device that ever heartbeat, by id, with the age of its last heartbeat on
-        the database's clock and the jobs it has open runs of."""
+        the database's clock, the jobs it has open runs of and the triggers it claimed."""
+        raise FleetError(FleetError.__doc__)
+
+    def reclaim_triggers(self, device: str, silent_for: float) -> int:
+        """Return to the queue the triggers `device` claimed and has not finished, if its
+        last heartbeat is more than `silent_for` seconds old on the database's clock (it is
+        presumed dead: its claims would wait for it for ever). How many."""
         raise FleetError(FleetError.__doc__)
 
     def publish_jobs(self, tables: dict[str, dict], by_device: str) -> int:
@@ -331,11 +338,12 @@ def is_postgres_url(url: str) -> bool:
 
 
 def open_store(url: str, device: str, *, force_new: bool = False, password_file: str | None = None,
-               timeout: float | None = None) -> Store:
+               timeout: float | None = None, lease_ttl: float | None = None) -> Store:
     """Open the store at `url`: a file path or sqlite:///path, postgresql://... (the password
     from `password_file`, else AIOS_DB_PASSWORD, else libpq's own sources; every call
-    returns or raises within `timeout` seconds, 5 by default), or memory:NAME, the
-    in-memory database NAME of this process (memory: alone: a new one).
+    returns or raises within `timeout` seconds, 5 by default, and at most a quarter of the
+    fleet's `lease_ttl`, so that a lease holder whose renew hangs learns it in time), or
+    memory:NAME, the in-memory database NAME of this process (memory: alone: a new one).
 
     A missing database file is created. An empty, damaged, non-SQLite or foreign file raises
     a BadDatabase subclass and is left untouched, unless `force_new`: then it is moved aside
@@ -349,7 +357,8 @@ def open_store(url: str, device: str, *, force_new: bool = False, password_file:
     if is_postgres_url(url):
         from .postgres import TIMEOUT, PostgresStore
 
-        return PostgresStore(url, device, password_file=password_file, timeout=timeout or TIMEOUT)
+        limit = min(timeout or TIMEOUT, lease_ttl / 4 if lease_ttl else TIMEOUT)
+        return PostgresStore(url, device, password_file=password_file, timeout=limit)
     from .sqlite import SqliteStore
 
     path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url

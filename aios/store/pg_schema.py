@@ -91,8 +91,18 @@ def _v1() -> tuple[str, ...]:
 
 
 _V2 = ("ALTER TABLE triggers ADD COLUMN target text",)   # aios trigger JOB --device ID
+# Each device's own job tables (what its daemon ran, to tell a changed job at its next
+# start): one shared set was rewritten by whichever daemon saved last. The shared rows
+# become every known device's, which is what each of them read before.
+_V3 = ("ALTER TABLE jobs ADD COLUMN device text",
+       "ALTER TABLE jobs DROP CONSTRAINT jobs_pkey",
+       """INSERT INTO jobs (device, name, position, spec, updated)
+           SELECT d.id, j.name, j.position, j.spec, j.updated FROM jobs j CROSS JOIN devices d""",
+       "DELETE FROM jobs WHERE device IS NULL",
+       "ALTER TABLE jobs ALTER COLUMN device SET NOT NULL",
+       "ALTER TABLE jobs ADD PRIMARY KEY (device, name)")
 
-MIGRATIONS = (_v1(), _V2)   # MIGRATIONS[n] takes the schema from version n to n + 1
+MIGRATIONS = (_v1(), _V2, _V3)   # MIGRATIONS[n] takes the schema from version n to n + 1
 SCHEMA_VERSION = len(MIGRATIONS)
 
 HAS_VERSION_TABLE = "SELECT current_schema(), to_regclass('schema_version') IS NOT NULL"

@@ -27,9 +27,10 @@ def _epoch(column: str) -> str:
 
 
 # ---- job specs, job state, runs
-SAVE_SPEC = ("INSERT INTO jobs (name, position, spec, updated) "
-             "VALUES (%s, %s, %s::json, extract(epoch FROM now()))")
-LOAD_SPECS = "SELECT name, spec FROM jobs ORDER BY position"
+SAVE_SPEC = ("INSERT INTO jobs (device, name, position, spec, updated) "
+             "VALUES (%s, %s, %s, %s::json, extract(epoch FROM now()))")
+DELETE_SPECS = "DELETE FROM jobs WHERE device = %s"
+LOAD_SPECS = "SELECT name, spec FROM jobs WHERE device = %s ORDER BY position"
 
 SAVE_STATE = (f"INSERT INTO job_state (device, {_columns(STATE_FIELDS)}) "
               f"VALUES (%(device)s, {_values(STATE_FIELDS)}) ON CONFLICT (device, job) DO UPDATE SET "
@@ -99,8 +100,12 @@ HEARTBEAT = """INSERT INTO devices (id, tags, version, load, heartbeat) VALUES (
 DEVICES = f"""SELECT d.id, d.tags, d.version, d.load, {_epoch('d.heartbeat')},
     {_epoch('now() - d.heartbeat')},
     coalesce((SELECT array_agg(DISTINCT r.job ORDER BY r.job) FROM runs r
-              WHERE r.device = d.id AND r.ended IS NULL), '{{}}')
+              WHERE r.device = d.id AND r.ended IS NULL), '{{}}'),
+    (SELECT count(*) FROM triggers t WHERE t.device = d.id AND t.done = 0 AND t.claimed IS NOT NULL)
     FROM devices d ORDER BY d.id"""
+RECLAIM = """UPDATE triggers SET claimed = NULL, device = NULL
+    WHERE device = %(device)s AND done = 0 AND claimed IS NOT NULL
+    AND EXISTS (SELECT 1 FROM devices WHERE id = %(device)s AND heartbeat < now() - make_interval(secs => %(silent)s))"""
 PUBLISH_LOCK = "SELECT pg_advisory_xact_lock(1095323476, hashtext(current_schema()))"
 NEWEST_JOBS = "SELECT version, tables::text FROM fleet_jobs ORDER BY version DESC LIMIT 1"
 PUBLISH = ("INSERT INTO fleet_jobs (tables, by_device, published) VALUES (%s::json, %s, now()) "

@@ -176,14 +176,14 @@ class PostgresStore(Store):
 
     # ---- job specs
     def save_specs(self, tables: dict[str, dict]) -> None:
-        rows = [(name, position, json.dumps(table, default=str))
+        rows = [(self.device, name, position, json.dumps(table, default=str))
                 for position, (name, table) in enumerate(tables.items())]
         with self._transaction("saving job specs") as db:
-            db.execute("DELETE FROM jobs")
+            db.execute(sql.DELETE_SPECS, (self.device,))
             db.cursor().executemany(sql.SAVE_SPEC, rows)
 
     def load_specs(self) -> dict[str, dict]:
-        return dict(self._read("loading job specs", sql.LOAD_SPECS))
+        return dict(self._read("loading job specs", sql.LOAD_SPECS, (self.device,)))
 
     # ---- job state
     def load_states(self) -> dict[str, JobState]:
@@ -348,7 +348,12 @@ class PostgresStore(Store):
     def devices(self) -> list[Device]:
         rows = self._read("loading the fleet's devices", sql.DEVICES)
         return [Device(id=i, tags=tuple(tags), version=version, load=load, heartbeat=beat, age=age,
-                       running=tuple(running)) for i, tags, version, load, beat, age, running in rows]
+                       running=tuple(running), claimed=claimed)
+                for i, tags, version, load, beat, age, running, claimed in rows]
+
+    def reclaim_triggers(self, device: str, silent_for: float) -> int:
+        return self._write(f"reclaiming the triggers of {device}", sql.RECLAIM,
+                           {"device": device, "silent": silent_for}).rowcount
 
     def publish_jobs(self, tables: dict[str, dict], by_device: str) -> int:
         text = json.dumps(tables, default=str)

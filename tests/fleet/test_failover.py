@@ -151,3 +151,25 @@ def test_status_fleet_shows_every_devices_jobs(fleet):
     listing = subprocess.run([sys.executable, "-m", "aios", "--home", str(b.home), "fleet"],
                              capture_output=True, text=True, cwd=ROOT)
     assert listing.returncode == 0 and "solo#1" in listing.stdout and "b (this)" in listing.stdout
+
+
+def test_a_fleet_job_taking_the_lease_keeps_the_schedule_where_it_ran(fleet):
+    from aios.spec import JobState
+    from aios.store import open_store
+
+    fleet.publish("""
+        [jobs.hourly]
+        type = "interval"
+        every = "1h"
+        command = ["true"]
+        scope = "fleet"
+    """)
+    for device, ago in (("a", 1800), ("b", 5 * 3600)):     # a ran it half an hour ago; b, five hours ago
+        store = open_store(fleet.url, device)
+        store.save_state(JobState(job="hourly", last_slot=time.time() - ago))
+        store.close()
+    b = fleet.device("b")
+    status = wait_until(lambda: (s := control.call(b.home, "status", job="hourly")[0])["why"].startswith("next run")
+                        and s, what="b holding the lease and planning the next run")
+    assert control.call(b.home, "history", job="hourly") == [], "b caught up an hour a had run"
+    assert 1700 < status["next_due"] - time.time() <= 1800, "not a's next slot"

@@ -117,3 +117,25 @@ def test_a_postgresql_restart_during_a_burst_loses_no_acknowledged_trigger_and_d
         for daemon in fleet.daemons.values():
             if daemon.proc.poll() is None:
                 daemon.kill()
+
+
+@pytest.mark.chaos
+def test_a_trigger_claimed_by_a_device_that_died_runs_on_another(fleet):
+    from .conftest import TTL, processes_under
+
+    fleet.publish("""
+        [jobs.work]
+        type = "trigger"
+        command = ["sleep", "1000"]
+    """)
+    first = fleet.device("a")
+    trigger = control.call(first.home, "trigger", job="work")
+    wait_until(lambda: trigger in runs_per_trigger(fleet.url), what="the run on a")
+    first.kill()                                     # kill -9: the daemon, then what it left running
+    for pid in processes_under(first.home):
+        os.killpg(pid, 9)
+    fleet.device("b")
+    outcomes = wait_until(lambda: len(r := runs_per_trigger(fleet.url).get(trigger, [])) == 2 and r,
+                          timeout=60 + 10 * TTL, what="the trigger run again by b")
+    assert outcomes[0] is None, "a's run stays open (its end was never recorded)"
+    assert _devices_that_ran(fleet.url) == {"a", "b"}

@@ -17,7 +17,7 @@ import { jobs, on } from "./state.js";
 
 const NOT_A_FLEET = "Fleet mode needs PostgreSQL"; // how the fleet op begins its refusal
 const FLEET_EVENTS = new Set(["lease_acquired", "lease_lost", "fleet_converged", "fleet_published", "routed",
-  "job_started", "job_exited", "job_adopted", "run_lost", "config_applied"]);
+  "job_started", "job_exited", "job_adopted", "run_lost", "config_applied", "triggers_reclaimed"]);
 const OPS = ["start", "stop", "restart"];
 const SOON_MS = 150; // one read for a burst of events
 
