@@ -187,7 +187,8 @@ def _parse_toml(text: str) -> dict:
             import sys
 
             raise ConfigError(f"reading {CONFIG_FILE} on Python {sys.version.split()[0]} needs the tomli package: "
-                              f"{sys.executable} -m pip install tomli (Python 3.11 and later have it built in)") from None
+                              f"{sys.executable} -m pip install tomli (Python 3.11 and later have it built in)"
+                              ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -377,7 +378,8 @@ def _port(web: dict) -> int:
 def _keep(logs: dict) -> int:
     keep = _setting(logs, "logs", "keep", int, 3, "a number of rotated files from 0 to 100")
     if not 0 <= keep <= 100:
-        raise ConfigError(f"{CONFIG_FILE}: [logs] keep = {show_value(keep)}; use a number of rotated files from 0 to 100")
+        raise ConfigError(f"{CONFIG_FILE}: [logs] keep = {show_value(keep)}; "
+                          "use a number of rotated files from 0 to 100")
     return keep
 
 

@@ -222,7 +222,8 @@ COMMANDS = {
     "reexec": op_reexec, "shutdown": op_shutdown, "dashboard_token": op_dashboard_token, "triggers": op_triggers,
     "drop": op_drop, "signal": op_signal, "fleet": op_fleet, "reload": op_reload,
 }
-DEFERRED = {"wait": op_wait, "trigger": op_trigger, "route": op_route}   # reply later: reply(result), or reply(AiosError)
+# reply later: reply(result), or reply(AiosError)
+DEFERRED = {"wait": op_wait, "trigger": op_trigger, "route": op_route}
 STREAMING = {"watch": op_watch}    # reply, then keep sending lines
 
 

@@ -232,7 +232,8 @@ def identity(spec: JobSpec) -> Identity | None:
     if spec.user is None and spec.group is None and not spec.groups:
         return None
     where = f"job {spec.name!r}"
-    uid, gid, name, home = _user(where, spec.user) if spec.user is not None else (os.geteuid(), os.getegid(), None, None)
+    uid, gid, name, home = (_user(where, spec.user) if spec.user is not None
+                            else (os.geteuid(), os.getegid(), None, None))
     if spec.group is not None:
         gid = _group(where, "group", spec.group)
     groups = {_group(where, "groups", g) for g in spec.groups}

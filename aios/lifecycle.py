@@ -388,7 +388,8 @@ def _consider(spec: JobSpec, life: Life, moment: Moment, actions: tuple = ()) ->
     if (life.ineligible or not life.is_enabled or life.standby) and life.active:
         return Step(life=life, actions=actions)   # its processes are being stopped
     if life.ineligible:
-        return Step(life=_status(life, Status.INELIGIBLE, life.ineligible, next_due=None), actions=actions + (CancelWake(),))
+        return Step(life=_status(life, Status.INELIGIBLE, life.ineligible, next_due=None),
+                    actions=actions + (CancelWake(),))
     if not life.is_enabled:
         return Step(life=_status(life, Status.DISABLED, "disabled", next_due=None), actions=actions + (CancelWake(),))
     if life.standby:
@@ -459,13 +460,15 @@ def _on_shutdown(spec, life, event, moment) -> Step:
         return _stop_processes(life, Intent.SHUTDOWN, Outcome.STOPPED)
     if life.status in (Status.DISABLED, Status.INELIGIBLE, Status.FAILED):
         return Step(life=replace(life, waking=False), actions=(CancelWake(),))
-    return Step(life=_status(life, Status.STOPPED, "daemon stopped", next_due=None, waking=False), actions=(CancelWake(),))
+    return Step(life=_status(life, Status.STOPPED, "daemon stopped", next_due=None, waking=False),
+                actions=(CancelWake(),))
 
 
 def _on_remove(spec, life, event, moment) -> Step:
     if life.active:
         return _stop_processes(life, Intent.REMOVE, Outcome.STOPPED)
-    return Step(life=_status(life, Status.STOPPED, "removed from the configuration", next_due=None, waking=False), actions=(CancelWake(), Forget()))
+    return Step(life=_status(life, Status.STOPPED, "removed from the configuration", next_due=None, waking=False),
+                actions=(CancelWake(), Forget()))
 
 
 def _halt(life: Life, intent: Intent, status: Status, why: str) -> Step:
@@ -480,7 +483,8 @@ def _halt(life: Life, intent: Intent, status: Status, why: str) -> Step:
 
 
 def _stop_processes(life: Life, intent: Intent, outcome: Outcome) -> Step:
-    return Step(life=_status(life, Status.STOPPING, f"stopping ({intent.value})", intent=intent, waking=False), actions=(CancelWake(), StopRuns(outcome=outcome)))
+    return Step(life=_status(life, Status.STOPPING, f"stopping ({intent.value})", intent=intent, waking=False),
+                actions=(CancelWake(), StopRuns(outcome=outcome)))
 
 
 def _on_restart(spec, life, event, moment) -> Step:
@@ -549,7 +553,8 @@ def _on_woke(spec, life, event, moment) -> Step:
         return Step(life=life, actions=(Wake(boot=life.spawn_after),))
     life = replace(life, waking=False)
     if life.status is Status.FAILED and _runnable(life):
-        return _consider(spec, life, moment, (Announce(name="job_probe", message="cool-down over; starting the failed job again"),))
+        probe = Announce(name="job_probe", message="cool-down over; starting the failed job again")
+        return _consider(spec, life, moment, (probe,))
     return _consider(spec, life, moment)
 
 
@@ -694,7 +699,8 @@ def _after_other(spec, life: Life, event: Exited, moment: Moment) -> Step:
         if not life.active:
             life = _status(life, Status.BACKOFF, why, attempts=event.attempt, next_due=moment.wall_of(verdict.at))
         fate = (TriggerFate(fate="keep"),) if event.trigger else ()
-        return Step(life=life, actions=fate + (Announce(name="retry_scheduled", message=why), RetryLater(at=verdict.at, attempt=verdict.attempt)))
+        return Step(life=life, actions=fate + (Announce(name="retry_scheduled", message=why),
+                                               RetryLater(at=verdict.at, attempt=verdict.attempt)))
     actions = ((TriggerFate(fate="finish"),) if event.trigger else ()) + _final_hook(spec, event, verdict.why)
     if spec.type is JobType.IDLE and event.outcome is not Outcome.PREEMPTED:
         actions += (RememberRun(slot=event.due if event.due is not None else event.started),)
@@ -724,8 +730,8 @@ def _on_adopted(spec, life, event, moment) -> Step:
     if life.intent is not Intent.NONE:       # already stopping: this one stops too
         return Step(life=life, actions=(StopRuns(outcome=Outcome.STOPPED),))
     if second:                               # never two copies of an always job
-        return Step(life=life, actions=(Announce(name="duplicate_stopped", message="a second copy was left "
-                                                 "running; stopping it"), StopRun(run=event.run, outcome=Outcome.STOPPED)))
+        said = Announce(name="duplicate_stopped", message="a second copy was left running; stopping it")
+        return Step(life=life, actions=(said, StopRun(run=event.run, outcome=Outcome.STOPPED)))
     life = _status(life, Status.RUNNING, "" if event.reexec else "adopted after a daemon crash",
                    next_due=None if spec.type is JobType.ALWAYS else life.next_due)
     if not event.keep:

@@ -16,8 +16,9 @@ process between cgroups waits for an RCU grace period, milliseconds), forks the 
 and exits, so the spare is reparented to the daemon (a child subreaper) and is its child
 like a spawned process. Once the middle is reaped, the zygote offers the spare to the
 daemon (its pid, its cgroup and its socket, over SCM_RIGHTS), keeping SPARES offered
-or being made (several middles at once); the daemon says "took" for each it uses. The zygote is on no run's path: the daemon
-sends the run (argv, env, cwd, forkexec.Setup, the log, a gate and a report pipe)
+or being made (several middles at once); the daemon says "took" for each it uses. The
+zygote is on no run's path: the daemon sends the run (argv, env, cwd, forkexec.Setup,
+its stdout and stderr, a gate and a report pipe)
 straight to the spare, which sets itself up (aios/zygote_run.py) while the daemon reads
 the report, then writes the run's cgroup limits, watches the pid and opens the gate.
 

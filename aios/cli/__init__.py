@@ -127,8 +127,8 @@ def _parser():
     parser = argparse.ArgumentParser(
         prog="aios", description="Drive the AIOS daemon of a home (its aios.toml, jobs and state).",
         epilog=EXIT_CODES)
-    parser.add_argument("--version", action=_version_action(), nargs=0, help="show AIOS's version, the Python running it "
-                        "and where it is, and exit")
+    parser.add_argument("--version", action=_version_action(), nargs=0,
+                        help="show AIOS's version, the Python running it and where it is, and exit")
     parser.add_argument("--home", help="the AIOS home (default: $AIOS_HOME, else the nearest "
                         "folder upward with aios.toml, else ~/.aios)")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")

@@ -71,7 +71,8 @@ def _status_row(job: dict, now: float, color: bool) -> list:
     last_text = f"{last['outcome'] or 'running'} {show.ago(last['started'], now)}" if last else "-"
     pid = "-" if not job["pid"] else f"{job['pid']} gone" if job.get("pid_alive") is False else str(job["pid"])
     return [
-        (job["name"] + (ROOT_MARK if job.get("root_warning") else ""), "bold"), (job["type"], None), (job["status"], show.STATUS_COLORS.get(job["status"])),
+        (job["name"] + (ROOT_MARK if job.get("root_warning") else ""), "bold"), (job["type"], None),
+        (job["status"], show.STATUS_COLORS.get(job["status"])),
         (pid, None), (show.duration(job.get("uptime")), None),
         (str(job.get("restarts", 0)), None), (last_text, show.OUTCOME_COLORS.get(last and last["outcome"])),
         (show.until(job.get("next_due"), now), None), (",".join(job.get("tags") or []) or "-", None),

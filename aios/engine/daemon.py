@@ -107,7 +107,8 @@ class Daemon:
         engine.recorder.flush()   # what a client reads once we answer is this daemon's, not the last one's
         engine.control = ControlServer(engine.ops, str(engine.home / SOCKET_NAME), self.listen_fd,
                                        report=lambda line: engine.event("control_limit", None, line),
-                                       admits=lambda uid: uid in launch.control_uids(j.spec for j in engine.jobs.values()))
+                                       admits=lambda uid: uid in launch.control_uids(
+                                           j.spec for j in engine.jobs.values()))
         watches.watch(engine)
         Housekeeping(engine).start()
         took = (time.monotonic() - began) * 1000

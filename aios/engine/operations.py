@@ -295,7 +295,8 @@ class Operations:
         """This device, the fleet jobs' version it runs, every device and every lease."""
         eng, fleet = self.engine, self._fleet()
         return {"device": eng.device, "version": fleet.version, "ttl": fleet.ttl,
-                "devices": [plain(d) for d in eng.store.devices()], "leases": [plain(lease) for lease in eng.store.leases()]}
+                "devices": [plain(d) for d in eng.store.devices()],
+                "leases": [plain(lease) for lease in eng.store.leases()]}
 
     def fleet_status(self) -> list[dict]:
         """Every job of every device, as its device last stored it (status --fleet)."""

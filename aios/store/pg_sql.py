@@ -105,7 +105,8 @@ DEVICES = f"""SELECT d.id, d.tags, d.version, d.load, {_epoch('d.heartbeat')},
     FROM devices d ORDER BY d.id"""
 RECLAIM = """UPDATE triggers SET claimed = NULL, device = NULL
     WHERE device = %(device)s AND done = 0 AND claimed IS NOT NULL
-    AND EXISTS (SELECT 1 FROM devices WHERE id = %(device)s AND heartbeat < now() - make_interval(secs => %(silent)s))"""
+    AND EXISTS (SELECT 1 FROM devices
+                WHERE id = %(device)s AND heartbeat < now() - make_interval(secs => %(silent)s))"""
 PUBLISH_LOCK = "SELECT pg_advisory_xact_lock(1095323476, hashtext(current_schema()))"
 NEWEST_JOBS = "SELECT version, tables::text FROM fleet_jobs ORDER BY version DESC LIMIT 1"
 PUBLISH = ("INSERT INTO fleet_jobs (tables, by_device, published) VALUES (%s::json, %s, now()) "
