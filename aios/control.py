@@ -7,7 +7,7 @@ docs/protocol.md. The server lives inside the daemon's selector loop (no threads
 admits only the daemon's owner, root and the users of `control` jobs (SO_PEERCRED),
 and bounds what clients can make it hold (ControlServer); the client is small enough
 for the CLI's start-up budget. `raise_nofile_limit` is for the daemon's first moments.
-Imports only aios.errors; the engine is passed in (duck-typed).
+Imports only aios.errors and aios.unixsock; the engine is passed in (duck-typed).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import socket
 import sys
 
 from .errors import AiosError
+from .unixsock import listen_private, peer_uid
 
 SOCKET_NAME = "aios.sock"
 MAX_LINE = 1 << 20          # bytes; a longer request is refused and its connection closed
@@ -254,7 +255,8 @@ class ControlServer:
         self.owner = os.getuid()
         self.admits = admits or (lambda uid: False)   # uids beside the owner and root: `control` jobs
         self.report = report or _report
-        self.sock = listen_private(path, shared=True) if listen_fd is None else socket.socket(fileno=listen_fd)
+        self.sock = (listen_private(path, backlog=BACKLOG, shared=True) if listen_fd is None
+                     else socket.socket(fileno=listen_fd))
         self.sock.setblocking(False)
         self.limit = connection_limit()
         self.connections: dict[Connection, None] = {}   # least recently active first
@@ -576,51 +578,6 @@ def _decode(line: bytes) -> dict:
         known = ", ".join(sorted({*COMMANDS, *DEFERRED, *STREAMING}))
         raise RequestError(f"unknown op {op[:40]!r}; known ops: {known}")
     return req
-
-
-def listen_private(path: str, kind: int = socket.SOCK_STREAM, backlog: int = BACKLOG, *,
-                   shared: bool = False) -> socket.socket:
-    """A Unix socket listening on path with mode 0600 (set through the umask, so it is
-    never wider), in place of a stale one (the daemon's lock proves no daemon runs);
-    `shared`: 0660 for the home's group when that is not the daemon's own (`_share`)."""
-    sock = socket.socket(socket.AF_UNIX, kind)
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    old = os.umask(0o177)
-    try:
-        sock.bind(path)
-    except OSError:
-        sock.close()
-        raise
-    finally:
-        os.umask(old)
-    if shared:
-        _share(path)
-    sock.listen(backlog)
-    return sock
-
-
-def _share(path: str) -> None:
-    """Let the home's group reach the socket when it is not the daemon's own group (a root
-    daemon's dashboard, which runs with that group: aios.scaffold). Reaching it is not
-    being admitted: SO_PEERCRED still admits only the owner, root and `admits`."""
-    gid = os.stat(os.path.dirname(path) or ".").st_gid
-    if gid == os.getegid():
-        return
-    try:
-        os.chown(path, -1, gid, follow_symlinks=False)
-        os.chmod(path, 0o660)
-    except OSError:
-        pass        # a group we are not in: the socket stays 0600
-
-
-def peer_uid(conn: socket.socket) -> int:
-    import struct
-
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
 
 
 def _refuse(conn: socket.socket, why: str) -> None:

@@ -58,6 +58,7 @@ import sys
 import time
 
 from . import logformat, logs
+from .unixsock import peer_uid
 
 CHUNK = 64 * 1024            # bytes read from a pipe per turn
 GATHER = 0.001               # after a turn that read less than SMALL, let more gather before the next
@@ -164,7 +165,7 @@ class Writer:
             conn, _ = self.listener.accept()
         except OSError:
             return
-        if _peer_uid(conn) not in (os.getuid(), 0):
+        if peer_uid(conn) not in (os.getuid(), 0):
             conn.close()
             return
         if self.link is not None:
@@ -279,13 +280,6 @@ def _decode(data: bytes) -> dict | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return message if isinstance(message, dict) else None
-
-
-def _peer_uid(conn: socket.socket) -> int:
-    import struct
-
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
 
 
 def _complain(message: str) -> None:

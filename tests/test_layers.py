@@ -21,12 +21,15 @@ ALLOWED = {
     "logs": {"fswatch", "homefs",        # logs and their rotation never go through a link
              "logformat"},               # last_words reads the stream of stamped lines
     "logformat": set(),                  # the stamped line: written by logwriter, read by logs, cli, web
-    "logwriter": {"logformat", "logs"},  # the process that stamps job output into logs (logs.open_log)
+    "logwriter": {"logformat", "logs",   # the process that stamps job output into logs (logs.open_log)
+                  "unixsock"},           # who connected to it (SO_PEERCRED)
+    "unixsock": set(),                   # Unix sockets only their owner reaches: control, log writer, fence
     "logview": {"logformat", "logs", "fswatch",
                 "spec"},                 # job logs read back for `aios logs`; spec.parse_duration for --since
     "scaffold": {"home", "homefs",       # a new home, its files made without following links
                  "launch"},              # launch.dashboard_id: a root daemon's dashboard runs as a uid of its own
-    "supervisor": {"spec"},     # spec.exec_text_problem words a spawn's bad input (error path only)
+    "supervisor": {"spec",      # spec.exec_text_problem words a spawn's bad input (error path only)
+                   "unixsock"},  # the fence's socket
     "zygote": {"supervisor",             # a zygote's run is started by supervisor.spawn(via=...), as a Proc
                "zygote_server",          # the frames both sides speak
                "zygote_run"},            # the variable that makes room for a run's environment
@@ -41,7 +44,7 @@ ALLOWED = {
                "jobset",                 # hooks, after and instances: checks across jobs, copies
                "homefs", "scaffold"},    # aios.toml and its cache read and replaced without a link; a new home
     "jobset": {"spec"},                  # the jobs of a configuration as a whole (pure)
-    "posixtz": set(), "control": {"spec"},
+    "posixtz": set(), "control": {"spec", "unixsock"},
     "store": {"spec", "homefs"},         # sqlite_file: the database and its side files are ours, never links
     "home": set(), "show": set(), "launch": {"spec", "dotenv"}, "dotenv": set(),
     "service": set(),                    # the systemd unit of a home; sd_notify readiness
@@ -51,7 +54,8 @@ ALLOWED = {
                "service",                        # daemon.py: sd_notify READY=1 under systemd (Type=notify)
                "oplog",                          # daemon.py: its log sink, orchestrator.log
                "zygote",                         # processes.py: program jobs' runs forked from a zygote
-               "homefs"},                        # daemon.py: the home must be ours (check_home)
+               "homefs",                         # daemon.py: the home must be ours (check_home)
+               "unixsock"},                      # logpipes.py: the log writer's socket
     "cli": {"control", "config", "home", "show", "logs", "store", "engine", "spec", "states",
             "jobset",                            # a group of copies (instances) by its name, daemon down
             "logview", "logformat",              # `aios logs`: job logs read back, stamped lines parsed

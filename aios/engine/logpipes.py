@@ -25,7 +25,7 @@ from collections import deque
 from pathlib import Path
 
 from .. import logs, supervisor
-from ..control import listen_private, peer_uid
+from ..unixsock import listen_private, peer_uid
 
 SOCKET_NAME = "logwriter.sock"     # = logwriter.SOCKET_NAME (the writer is not imported here)
 RESTART_DELAYS = (0.0, 1.0, 5.0, 30.0)  # a writer that keeps dying is started again after these

@@ -19,7 +19,8 @@ its mark before it spawns it, then again with its pid once it runs: a daemon fro
 between the two leaves no copy unfenced.
 A new daemon reconnects to the same fence and re-arms what it adopted. With nothing
 armed and nobody connected for IDLE seconds, the fence exits. Server and client here;
-the server imports nothing from aios beyond this package's /proc and cgroup helpers.
+the server imports nothing from aios beyond this package's /proc and cgroup helpers
+and aios.unixsock.
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ import signal
 import socket
 import sys
 import time
+
+from ..unixsock import listen_private
 
 IDLE = 60.0
 SOCKET_NAME = "fence.sock"
@@ -47,7 +50,7 @@ class Fence:
         self.clients: dict[socket.socket, bytearray] = {}
         self.quiet_since = now()
         self.selector = selectors.DefaultSelector()
-        self.listener = _listen(path)
+        self.listener = listen_private(path)
         self.selector.register(self.listener, selectors.EVENT_READ)
 
     def serve(self) -> None:
@@ -140,21 +143,6 @@ def _kill(how, pid: int) -> None:
         how(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _listen(path: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    old = os.umask(0o177)
-    try:
-        sock.bind(path)
-    finally:
-        os.umask(old)
-    sock.listen(8)
-    return sock
 
 
 def main(argv: list[str]) -> int:
