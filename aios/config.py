@@ -19,8 +19,9 @@ import re
 from pathlib import Path
 
 from . import jobset
-from .spec import (NAME_RE, AiosError, JobSpec, Settings, SpecError, factory, parse_duration, parse_job,
-                   record, replace, show_value)
+from .jobtable import parse_job
+from .spec import (NAME_RE, AiosError, JobSpec, Settings, SpecError, factory, parse_duration, record, replace,
+                   show_value)
 
 __all__ = ["ConfigError", "TimeZoneError", "Config", "load", "write_default", "write_config",
            "require_valid", "with_fleet", "dump_toml", "local_zone", "CONFIG_FILE", "PROGRAMS_DIR"]
@@ -276,7 +277,7 @@ def _settings(data: dict, errors: list[str]) -> Settings:
 def _python(python: dict) -> dict:
     """[python]: what program jobs' zygotes preload, variables of every program job, and
     how program jobs start unless they say."""
-    from .spec import parse_env, parse_preload, parse_start
+    from .jobtable import parse_env, parse_preload, parse_start
 
     where = f"{CONFIG_FILE}: [python]"
     try:

@@ -13,7 +13,8 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from aios import config
 from aios.config import ConfigError, dump_toml, load, local_zone, write_default
-from aios.spec import JobType, parse_job
+from aios.jobtable import parse_job
+from aios.spec import JobType
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -10,7 +10,8 @@ import pytest
 
 from aios import launch, supervisor
 from aios.errors import SpawnError
-from aios.spec import Settings, Trigger, parse_job, replace
+from aios.jobtable import parse_job
+from aios.spec import Settings, Trigger, replace
 
 HOME = Path("/srv/aios")
 SETTINGS = Settings(device_id="lab-1", web_host="127.0.0.1", web_port=8787)
