@@ -137,9 +137,11 @@ def _parse_program(where: str, value: object) -> str:
     if not match:
         raise SpecError(f"{where}: program {show_value(value)} is not \"file.py:function\" (a file inside Programs/)")
     if any(part in ("", ".", "..") for part in match[1].split("/")):
-        raise SpecError(f"{where}: program {show_value(value)} must stay inside Programs/ (a relative path without '..')")
+        raise SpecError(f"{where}: program {show_value(value)} must stay inside Programs/ "
+                        "(a relative path without '..')")
     if not all(_PATH_PART_RE.fullmatch(part) for part in match[1].split("/")):
-        raise SpecError(f"{where}: program {show_value(value)}: use letters, digits, '_', '.', '-' and '/' in the file path")
+        raise SpecError(f"{where}: program {show_value(value)}: use letters, digits, '_', '.', '-' and '/' "
+                        "in the file path")
     return value
 
 
@@ -446,7 +448,8 @@ def _parse_interval(where: str, table: dict) -> dict:
     if "interval" in table:
         minutes = table["interval"]
         if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not -1e12 < minutes < 1e12:
-            raise SpecError(f"{where}: interval = {show_value(minutes)} must be a number of minutes (or use every = \"30s\")")
+            raise SpecError(f"{where}: interval = {show_value(minutes)} must be a number of minutes "
+                            "(or use every = \"30s\")")
         seconds = minutes * 60.0
         shown = f"interval = {show_value(minutes)}"
     else:

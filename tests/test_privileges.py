@@ -97,7 +97,8 @@ def test_a_program_only_root_may_run_is_a_spawn_error_and_leaves_no_zombie(log, 
     zombies = our_zombies()
     with pytest.raises(SpawnError) as info:
         supervisor.spawn([str(tool)], dict(os.environ), "/", log[1], uid=NOBODY, gid=NOBODY, groups=())
-    assert info.value.errno == 13 and str(info.value).startswith(f"cannot start {str(tool)!r}: Permission denied (EACCES)")
+    assert info.value.errno == 13
+    assert str(info.value).startswith(f"cannot start {str(tool)!r}: Permission denied (EACCES)")
     assert our_zombies() <= zombies
 
 
