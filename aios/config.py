@@ -7,10 +7,10 @@ at all (TOML syntax, a job name defined twice, a bad setting, text no UTF-8 file
 hold) raises `ConfigError`. User programs are checked with `ast`, never imported. What
 ties jobs together (hooks, `after`, the copies of `instances`) is checked and expanded
 by `aios.jobset`. aios.toml, its backup and the cache are read and replaced without
-following a link (aios.homefs). Imports `aios.spec`, `aios.home`, `aios.jobset` and
-`aios.posixtz` from aios, and when used `aios.launch` (a job's user and groups exist),
-`aios.homefs` and `aios.scaffold`; tomllib, ast, difflib, socket and zoneinfo load only
-when used.
+following a link (aios.homefs). Imports `aios.spec`, `aios.jobtable` (each job table),
+`aios.home`, `aios.jobset` and `aios.posixtz` from aios, and when used `aios.launch` (a
+job's user and groups exist), `aios.homefs` and `aios.scaffold`; tomllib, ast, difflib,
+socket and zoneinfo load only when used.
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ import re
 from pathlib import Path
 
 from . import jobset
-from .spec import (NAME_RE, AiosError, JobSpec, Settings, SpecError, factory, parse_duration, parse_job,
-                   record, replace, show_value)
+from .jobtable import parse_job
+from .spec import (NAME_RE, AiosError, JobSpec, Settings, SpecError, factory, parse_duration, record, replace,
+                   show_value)
 
 __all__ = ["ConfigError", "TimeZoneError", "Config", "load", "write_default", "write_config",
            "require_valid", "with_fleet", "dump_toml", "local_zone", "CONFIG_FILE", "PROGRAMS_DIR"]
@@ -277,7 +278,7 @@ def _settings(data: dict, errors: list[str]) -> Settings:
 def _python(python: dict) -> dict:
     """[python]: what program jobs' zygotes preload, variables of every program job, and
     how program jobs start unless they say."""
-    from .spec import parse_env, parse_preload, parse_start
+    from .jobtable import parse_env, parse_preload, parse_start
 
     where = f"{CONFIG_FILE}: [python]"
     try:

@@ -94,7 +94,8 @@ def main(argv: list[str]) -> int:
     return finish(data, args, settings)
 
 
-def make_systems(env: dict, scratch: Path, installs: dict[str, peers.Install], postgres: Postgres | None = None) -> list:
+def make_systems(env: dict, scratch: Path, installs: dict[str, peers.Install],
+                 postgres: Postgres | None = None) -> list:
     """The floors first, then AIOS (and AIOS on PostgreSQL, given a server for the fleet
     rows), then each peer (installed or not: an uninstallable peer stays in the table
     with its reason)."""

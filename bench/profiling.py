@@ -230,7 +230,8 @@ def echo_floor(n: int) -> str:
             client.call("ping")
     server.wait()
     shutil.rmtree(path.parent, ignore_errors=True)
-    return f"the same client against a minimal selectors+json echo server: {(time.perf_counter() - t0) / n * 1e6:.1f} µs/call"
+    return ("the same client against a minimal selectors+json echo server: "
+            f"{(time.perf_counter() - t0) / n * 1e6:.1f} µs/call")
 
 
 def triggers(n: int) -> None:

@@ -19,7 +19,8 @@ QUICK_SCENARIOS = {   # scenario -> the system it is measured on in quick mode (
     "cold_start_1": "aios", "cold_start_default": "aios", f"cold_start_{MANY}": "aios", "spawn_python": "aios",
     "cli": "aios", "restart": "aios", "crash_recovery": "aios", f"shutdown_{FEW}": "aios",
     f"shutdown_{MANY}": "aios", f"rss_{FEW}": "aios", f"rss_{MANY}": "aios", "idle_cpu": "aios", "scale": "aios",
-    "interval_lateness": "aios", "triggers_socket": "aios", "triggers_clients": "aios", "triggers_rows": "aios", "dispatch": "aios",
+    "interval_lateness": "aios", "triggers_socket": "aios", "triggers_clients": "aios", "triggers_rows": "aios",
+    "dispatch": "aios",
     "round_trip": "aios", "reexec": "aios", "logs": "aios", "adoption": "aios",
     "python_launch": "aios", "python_heavy": "aios", "python_many": "aios", "python_pss": "aios",
 }

@@ -30,7 +30,8 @@ def schemas(pg_dsn: str) -> set[str]:
 def quick_fleet_run(pg_dsn, tmp_path_factory):
     out, scratch = tmp_path_factory.mktemp("bench-fleet-results"), tmp_path_factory.mktemp("bench-fleet-tmp")
     before = schemas(pg_dsn)
-    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "fleet", "--pg", pg_dsn, "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "fleet", "--pg", pg_dsn,
+                           "--out", str(out)],
                           cwd=ROOT, env={**os.environ, "TMPDIR": str(scratch)}, capture_output=True, text=True,
                           timeout=400, check=False)
     return done, list(out.glob("*.json")), str(scratch), schemas(pg_dsn) - before

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_quick_store_bench_measures_every_row_on_both_backends(pg_dsn, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "bench.store_backends", "--quick", "--pg", pg_dsn, "--out", str(tmp_path)],
+    done = subprocess.run([sys.executable, "-m", "bench.store_backends", "--quick", "--pg", pg_dsn,
+                           "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     (result,) = tmp_path.glob("store-*.json")

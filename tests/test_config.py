@@ -13,7 +13,8 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from aios import config
 from aios.config import ConfigError, dump_toml, load, local_zone, write_default
-from aios.spec import JobType, parse_job
+from aios.jobtable import parse_job
+from aios.spec import JobType
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -294,13 +295,16 @@ def test_absolute_cwd_must_exist(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ('[webb]\nport = 1\n',
-     "aios.toml: unknown table [webb] (did you mean [web]?); use [device], [web], [logs], [retention], [store], [python] or [jobs.NAME]"),
+     "aios.toml: unknown table [webb] (did you mean [web]?); use [device], [web], [logs], [retention], [store], "
+     "[python] or [jobs.NAME]"),
     ('[job.x]\ntype = "always"\n',
-     "aios.toml: unknown table [job] (did you mean [jobs]?); use [device], [web], [logs], [retention], [store], [python] or [jobs.NAME]"),
+     "aios.toml: unknown table [job] (did you mean [jobs]?); use [device], [web], [logs], [retention], [store], "
+     "[python] or [jobs.NAME]"),
     ('[backup]\ntype = "always"\n',
      "aios.toml: unknown table [backup] (did you mean [jobs.backup]?); use [device], [web], [logs], "
      "[retention], [store], [python] or [jobs.NAME]"),
-    ('[zzz]\n', "aios.toml: unknown table [zzz]; use [device], [web], [logs], [retention], [store], [python] or [jobs.NAME]"),
+    ('[zzz]\n',
+     "aios.toml: unknown table [zzz]; use [device], [web], [logs], [retention], [store], [python] or [jobs.NAME]"),
     ('[web]\nprot = 80\n', "aios.toml: unknown key 'prot' in [web] (did you mean 'port'?); use host, port, token"),
 ])
 def test_unknown_tables_and_keys_are_reported_not_fatal(tmp_path, text, message):
@@ -436,7 +440,8 @@ def test_bad_store_settings(tmp_path, monkeypatch, text, message):
 
 def test_unknown_store_key_is_reported(tmp_path):
     assert job_errors(tmp_path, '[store]\npassword = "x"\n') == [
-        "aios.toml: unknown key 'password' in [store] (did you mean 'password_file'?); use url, password_file, lease_ttl"]
+        "aios.toml: unknown key 'password' in [store] (did you mean 'password_file'?); "
+        "use url, password_file, lease_ttl"]
 
 
 def test_environment_wins_over_the_file(tmp_path, monkeypatch):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from aios import jobset
-from aios.spec import Outcome, Run, parse_job
+from aios.jobtable import parse_job
+from aios.spec import Outcome, Run
 
 TRIGGER = {"type": "trigger", "command": ["true"]}
 ALWAYS = {"type": "always", "command": ["sleep", "9"]}

@@ -10,7 +10,8 @@ import pytest
 
 from aios import launch, supervisor
 from aios.errors import SpawnError
-from aios.spec import Settings, Trigger, parse_job, replace
+from aios.jobtable import parse_job
+from aios.spec import Settings, Trigger, replace
 
 HOME = Path("/srv/aios")
 SETTINGS = Settings(device_id="lab-1", web_host="127.0.0.1", web_port=8787)
@@ -56,7 +57,8 @@ EXEC_PROBLEMS = [
     ({"command": ["echo"]}, ("ok", "a\0b"), "argument 2 contains a NUL byte"),
     ({"command": ["echo"]}, ("\ud800",), "argument 1 cannot be encoded for exec: lone surrogate '\\ud800'"),
     ({"command": "echo \"$1\"", "shell": True}, ("x", 2, "\0"), "argument 3 contains a NUL byte"),
-    ({"command": ["echo"]}, ("x" * (128 * 1024),), "argument 1 is 131072 bytes; exec takes less than 128 KiB per string"),
+    ({"command": ["echo"]}, ("x" * (128 * 1024),),
+     "argument 1 is 131072 bytes; exec takes less than 128 KiB per string"),
     ({"command": ["echo"]}, ("caf\udce9", {"k": "\0\ud800"}, None, 3), None),   # escaped byte; JSON escapes the rest
     ({"command": ["echo"]}, ("x" * (128 * 1024 - 1),), None),
     ({"program": "p.py:main"}, ("\0", "\ud800"), None),                       # one JSON string: escaped

@@ -14,9 +14,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "aios"
 # processes, daemon) count as "engine". store/* counts as "store", cli/* as "cli".
 # wallclock is the DST arithmetic of calendar slots (where a zone's clock passes a time);
 # posixtz turns a POSIX TZ rule into a tzinfo for config.local_zone; cron parses and
-# steps cron expressions (spec parses the field, schedule plans its slots).
+# steps cron expressions (jobtable parses the field, schedule plans its slots).
 ALLOWED = {
-    "spec": {"cron"}, "runner": set(), "fswatch": set(),
+    "spec": {"cron"},                    # only for the type of JobSpec.cron (TYPE_CHECKING)
+    "jobtable": {"spec", "cron"},        # one [jobs.NAME] table -> a JobSpec; cron for its `cron` field
+    "runner": set(), "fswatch": set(),
     "homefs": set(),                     # opening files in the home without following links; who owns it
     "logs": {"fswatch", "homefs",        # logs and their rotation never go through a link
              "logformat"},               # last_words reads the stream of stamped lines
@@ -40,6 +42,7 @@ ALLOWED = {
     "lifecycle": {"spec", "schedule"},   # the table asks schedule when a restart or retry is due
     "states": {"spec", "lifecycle"},     # the status vocabulary, read off the lifecycle table
     "config": {"spec", "home", "posixtz",
+               "jobtable",               # each [jobs.NAME] table, and the [python] fields jobs share
                "launch",                 # launch.identity: a job's user and groups exist at load
                "jobset",                 # hooks, after and instances: checks across jobs, copies
                "homefs", "scaffold"},    # aios.toml and its cache read and replaced without a link; a new home
@@ -57,6 +60,7 @@ ALLOWED = {
                "homefs",                         # daemon.py: the home must be ours (check_home)
                "unixsock"},                      # logpipes.py: the log writer's socket
     "cli": {"control", "config", "home", "show", "logs", "store", "engine", "spec", "states",
+            "jobtable",                          # `aios add` checks the new job's table before writing it
             "jobset",                            # a group of copies (instances) by its name, daemon down
             "logview", "logformat",              # `aios logs`: job logs read back, stamped lines parsed
             "service",                           # `aios service`

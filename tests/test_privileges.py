@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from aios import config, launch, supervisor
-from aios.spec import Settings, SpecError, parse_job
+from aios.jobtable import parse_job
+from aios.spec import Settings, SpecError
 from aios.supervisor import SpawnError
 from tests.processes import (NOBODY, PY, REPO, log, log_text, our_zombies, procs, require_root, run_driver,
                              start, wait_until)
@@ -96,7 +97,8 @@ def test_a_program_only_root_may_run_is_a_spawn_error_and_leaves_no_zombie(log, 
     zombies = our_zombies()
     with pytest.raises(SpawnError) as info:
         supervisor.spawn([str(tool)], dict(os.environ), "/", log[1], uid=NOBODY, gid=NOBODY, groups=())
-    assert info.value.errno == 13 and str(info.value).startswith(f"cannot start {str(tool)!r}: Permission denied (EACCES)")
+    assert info.value.errno == 13
+    assert str(info.value).startswith(f"cannot start {str(tool)!r}: Permission denied (EACCES)")
     assert our_zombies() <= zombies
 
 
@@ -149,7 +151,8 @@ def test_identity_refuses_what_does_not_exist(fields, message):
 IDENTITY_AS_NOBODY = r"""
 import json
 from aios import launch
-from aios.spec import SpecError, parse_job
+from aios.jobtable import parse_job
+from aios.spec import SpecError
 out = []
 for fields in ({"user": "nobody"}, {"user": "root"}, {"group": "0"}, {"user": "nobody", "groups": ["0"]}):
     try:

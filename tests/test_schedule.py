@@ -11,7 +11,8 @@ from hypothesis import given, settings, strategies as st
 
 from aios import schedule, wallclock
 from aios.schedule import Done, GiveUp, Now, Restart, Retry, plan
-from aios.spec import JobState, Outcome, parse_job, replace
+from aios.jobtable import parse_job
+from aios.spec import JobState, Outcome, replace
 
 NY = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")

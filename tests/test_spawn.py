@@ -141,13 +141,16 @@ def files(tmp_path):
 
 
 EXEC_FAULTS = [
-    ("/nonexistent/aios-prog", errno.ENOENT, "cannot start '/nonexistent/aios-prog': No such file or directory (ENOENT)"),
+    ("/nonexistent/aios-prog", errno.ENOENT,
+     "cannot start '/nonexistent/aios-prog': No such file or directory (ENOENT)"),
     ("aios-no-such-program", errno.ENOENT, "cannot start 'aios-no-such-program': No such file or directory (ENOENT): "
                                            "not in the job's PATH '"),
-    ("norun", errno.EACCES, "Permission denied (EACCES): the file is not executable (chmod +x) or its file system is mounted noexec"),
+    ("norun", errno.EACCES,
+     "Permission denied (EACCES): the file is not executable (chmod +x) or its file system is mounted noexec"),
     ("folder", errno.EACCES, "Permission denied (EACCES): it is a directory"),
     ("text", errno.ENOEXEC, "Exec format error (ENOEXEC): not a binary this machine runs, and no '#!' line"),
-    ("badshebang", errno.ENOENT, "No such file or directory (ENOENT): its interpreter '#!/nonexistent/interp' was not found"),
+    ("badshebang", errno.ENOENT,
+     "No such file or directory (ENOENT): its interpreter '#!/nonexistent/interp' was not found"),
 ]
 
 
@@ -256,7 +259,8 @@ def test_no_descriptor_left_is_one_spawn_error_and_no_child_runs(free, step):
     /dev/null there): what fails is watching the child, which is then killed and reaped."""
     err, text, children = run_driver(LIMIT_DRIVER, "nofile", str(free))
     assert err == errno.EMFILE and children == []
-    assert re.fullmatch(f"cannot watch 'sleep': {step.replace('PID', '[0-9]+')}: Too many open files [(]EMFILE[)]", text)
+    pattern = f"cannot watch 'sleep': {step.replace('PID', '[0-9]+')}: Too many open files [(]EMFILE[)]"
+    assert re.fullmatch(pattern, text)
 
 
 def test_no_memory_left_is_one_spawn_error():

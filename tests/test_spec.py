@@ -1,4 +1,4 @@
-"""aios.spec.parse_job: one table of valid jobs of every type, one table of every
+"""aios.jobtable.parse_job: one table of valid jobs of every type, one table of every
 validation rule with its exact message, and a property: only SpecError ever escapes."""
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from aios.cron import parse as parse_cron
-from aios.spec import JobType, SpecError, check_name, parse_duration, parse_job
+from aios.jobtable import check_name, parse_job
+from aios.spec import JobType, SpecError, parse_duration
 
 CMD = {"command": ["true"]}
 TYPES = "use one of always, daily, interval, random_daily, trigger, idle"

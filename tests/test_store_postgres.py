@@ -148,7 +148,8 @@ def test_the_shared_job_tables_of_version_2_become_each_devices_own(opened, pg_u
                 db.execute(statement)
             db.execute(pg_schema.RECORD_VERSION, (version,))
         db.execute("INSERT INTO devices VALUES ('a', '{}', 'old', 0, now()), ('b', '{}', 'old', 0, now())")
-        db.execute("""INSERT INTO jobs VALUES ('web', 0, '{"type": "always"}', 1), ('ping', 1, '{"type": "idle"}', 2)""")
+        db.execute("""INSERT INTO jobs VALUES ('web', 0, '{"type": "always"}', 1), """
+                   """('ping', 1, '{"type": "idle"}', 2)""")
     a, b = opened("a"), opened("b")
     assert list(a.load_specs()) == list(b.load_specs()) == ["web", "ping"]
     a.save_specs({"only_a": {"type": "trigger"}})

@@ -155,7 +155,8 @@ def _add_arguments(cmd) -> None:
 def cmd_add(args, home: str) -> int:
     """Add a job to aios.toml and apply it."""
     from .. import config
-    from ..spec import SpecError, parse_job
+    from ..jobtable import parse_job
+    from ..spec import SpecError
 
     table = _job_table(args)
     try:

@@ -9,7 +9,8 @@ import sys
 from .. import measure
 
 PY_IDLE = "import os; os.write(1, b'.'); os.read(0, 1)"   # started, then blocked reading stdin
-NODE_IDLE = "process.stdout.write('.'); process.stdin.on('data', () => {}); process.stdin.on('end', () => process.exit(0))"
+NODE_IDLE = ("process.stdout.write('.'); process.stdin.on('data', () => {}); "
+             "process.stdin.on('end', () => process.exit(0))")
 
 
 class Interpreter:

@@ -33,7 +33,8 @@ class Pm2(Peer):
         self._daemon: measure.Ident | None = None
 
     def describe(self) -> str:
-        return f"pm2 {self.install.version}: {peers.node()} {peers.rel(peers.pm2_bin())} start ecosystem.config.js ({self.install.note})"
+        return (f"pm2 {self.install.version}: {peers.node()} {peers.rel(peers.pm2_bin())} "
+                f"start ecosystem.config.js ({self.install.note})")
 
     @property
     def pm2_home(self):

@@ -45,7 +45,8 @@ class Supervisord(Peer):
         head = [
             "[unix_http_server]", f"file={work}/supervisor.sock", "",
             "[supervisord]", f"logfile={work}/supervisord.log", f"pidfile={work}/supervisord.pid",
-            f"childlogdir={work}/logs", "nodaemon=true", f"minfds={fds}", f"minprocs={max(200, len(jobs or ()) + 100)}", "",
+            f"childlogdir={work}/logs", "nodaemon=true", f"minfds={fds}",
+            f"minprocs={max(200, len(jobs or ()) + 100)}", "",
             "[rpcinterface:supervisor]",
             "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface", "",
             "[supervisorctl]", f"serverurl=unix://{work}/supervisor.sock", "",

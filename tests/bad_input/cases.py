@@ -3,7 +3,8 @@
 CONFIG: an aios.toml (the case's lines, then the good jobs of conftest.BASE), applied to
 the live daemon with `{"op": "apply", "text": ...}`. "file" cases make the whole file
 unusable; "job" cases make one job invalid: a text with either is refused whole (nothing
-changes), and `{"op": "apply", "text": ..., "check": true}` lists a job case's error alone. `{home}` stands for the daemon's home.
+changes), and `{"op": "apply", "text": ..., "check": true}` lists a job case's error alone.
+`{home}` stands for the daemon's home.
 
 CLI: `aios --home HOME ARGS...` against the live daemon: exit code and exact stderr.
 
@@ -125,7 +126,8 @@ CONFIG = [  # (id, kind, aios.toml lines, error)
      "aios.toml line 4: job 'TICK' is defined twice (first at line 1 as 'Tick'; job names must differ in more "
      "than letter case)"),
     ("section-misspelt", "job", '[job.a]\ntype = "always"\ncommand = ["true"]',
-     "aios.toml: unknown table [job] (did you mean [jobs]?); use [device], [web], [logs], [retention], [store], [python] or [jobs.NAME]"),
+     "aios.toml: unknown table [job] (did you mean [jobs]?); use [device], [web], [logs], [retention], [store], "
+     "[python] or [jobs.NAME]"),
     ("every-zero", "job", '[jobs.a]\ntype = "interval"\nevery = "0s"\ncommand = ["true"]',
      "job 'a': every = '0s' must be more than zero (at least 10ms) and at most a year"),
     ("shell-not-a-bool", "job", '[jobs.a]\ntype = "always"\nshell = "yes"\ncommand = ["true"]',
@@ -138,7 +140,8 @@ CONFIG = [  # (id, kind, aios.toml lines, error)
 
 CLI = [  # (id, argv, exit code, stderr)
     ("unknown-command", ["frobnicate"], 2,
-     "usage: aios [-h] [--version] [--home HOME] COMMAND ...\naios: error: argument COMMAND: invalid choice: 'frobnicate' "
+     "usage: aios [-h] [--version] [--home HOME] COMMAND ...\n"
+     "aios: error: argument COMMAND: invalid choice: 'frobnicate' "
      f"(choose from {_command_choices()})\n"),
     ("trigger-unknown-job", ["trigger", "nosuch"], 1, f"aios: no job named 'nosuch' ({KNOWN})\n"),
     ("trigger-always-job", ["trigger", "svc"], 1,
@@ -148,7 +151,8 @@ CLI = [  # (id, argv, exit code, stderr)
      "aios: job 'work' runs a command, which takes positional arguments only; keyword arguments are for "
      "program jobs\n"),
     ("start-nothing", ["start"], 2,
-     "usage: aios [-h] [--version] [--home HOME] COMMAND ...\naios: error: start: name one or more jobs, or give --all\n"),
+     "usage: aios [-h] [--version] [--home HOME] COMMAND ...\n"
+     "aios: error: start: name one or more jobs, or give --all\n"),
     ("logs-path-traversal", ["logs", "../../etc/passwd"], 2, "aios: '../../etc/passwd' is not a job name\n"),
     ("history-n-not-a-number", ["history", "-n", "abc"], 2,
      "usage: aios history [-h] [-n N] [--json] [job]\naios history: error: argument -n: 'abc' is not a whole number\n"),

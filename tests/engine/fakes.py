@@ -10,7 +10,8 @@ import textwrap
 from aios.engine.core import Engine
 from aios.jobset import expand
 from aios.engine.loop import Loop
-from aios.spec import Settings, parse_job
+from aios.jobtable import parse_job
+from aios.spec import Settings
 from aios.store.memory import MemoryStore
 
 T0_WALL = 1_767_000_000.0      # 2025-12-29 UTC: a fixed wall clock

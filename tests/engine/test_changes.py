@@ -6,7 +6,8 @@ from pathlib import Path
 
 from aios.config import Config
 from aios.engine.reconcile import changes
-from aios.spec import Settings, parse_job
+from aios.jobtable import parse_job
+from aios.spec import Settings
 
 
 def config(tables: dict, invalid: dict | None = None) -> Config:

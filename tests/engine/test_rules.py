@@ -199,7 +199,7 @@ def test_a_trigger_for_a_missing_job_waits_and_runs_when_the_job_arrives():
         type = "trigger"
         command = ["later"]
     """)
-    from aios.spec import parse_job
+    from aios.jobtable import parse_job
 
     cfg = Config(home=h.engine.home, settings=h.engine.settings, specs={"later": parse_job("later", tables["later"])},
                  tables=tables, errors=[])

@@ -71,7 +71,8 @@ def processes_under(root: Path) -> list[int]:
                 cmdline = f.read()
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        if f"AIOS_HOME={root}".encode() in env or (b"aios.supervisor.fence" in cmdline and str(root).encode() in cmdline):
+        if (f"AIOS_HOME={root}".encode() in env
+                or (b"aios.supervisor.fence" in cmdline and str(root).encode() in cmdline)):
             found.append(int(entry))
     return found
 

@@ -285,8 +285,8 @@ def test_help_and_unknown_command(tmp_path):
     names = [n for pair in listed for n in pair if n]
     assert names[:3] == ["up", "down", "reexec"], "the daemon's own commands come first"
     assert set(names) >= {"up", "down", "reexec", "status", "ls", "history", "events", "logs", "start", "stop",
-                          "restart", "enable", "disable", "run", "trigger", "triggers", "apply", "add", "rm", "help", "db",
-                          "dashboard"}
+                          "restart", "enable", "disable", "run", "trigger", "triggers", "apply", "add", "rm", "help",
+                          "db", "dashboard"}
     assert len(names) == len(set(names))
     assert "Exit codes" in shown.stdout
     bad = aios(tmp_path, "frobnicate")

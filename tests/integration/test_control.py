@@ -139,7 +139,8 @@ def test_oversized_line_is_refused_and_the_daemon_stays_up(daemon, home):
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
-    assert json.loads(data.splitlines()[0]) == {"ok": False, "error": f"request too large: over {MAX_LINE} bytes in one line"}
+    assert json.loads(data.splitlines()[0]) == {
+        "ok": False, "error": f"request too large: over {MAX_LINE} bytes in one line"}
     assert control.call(home, "ping")["pid"] == daemon.pid
 
 

@@ -194,7 +194,8 @@ def test_triggers_of_a_job_with_a_config_typo_wait_and_run_when_it_is_fixed(home
         type = "trigger"
         command = ["sh", "-c", "echo $1 >> done.txt", "work"]
     """
-    write_home(home, good + "\n        [jobs.svc]\n        type = \"always\"\n        command = [\"sleep\", \"1000\"]\n")
+    write_home(home, good + "\n        [jobs.svc]\n        type = \"always\"\n"
+                            "        command = [\"sleep\", \"1000\"]\n")
     daemons.up()
     daemons.down()
     insert_trigger(home, "work", json.dumps(["one"]))

@@ -87,7 +87,8 @@ def test_a_daemon_its_cli_and_a_program_job_run_on_it(python, home):
     try:
         up = aios("up", "-d")
         assert up.returncode == 0 and READY.fullmatch(up.stdout.rstrip("\n")), up.stdout + up.stderr
-        assert up.stderr == ("aios: ready; 1 job skipped (`aios status` shows why):\n  invalid in aios.toml: job 'late': "
+        assert up.stderr == ("aios: ready; 1 job skipped (`aios status` shows why):\n"
+                             "  invalid in aios.toml: job 'late': "
                              "time: '25:00' is not a time of day; use \"HH:MM\" from 00:00 to 23:59\n")
         wait_until(lambda: {j["name"]: j["status"] for j in json.loads(aios("status", "--json").stdout)}
                    == {"svc": "running", "prog": "waiting", "late": "invalid"}, what="the jobs settled")

@@ -76,4 +76,5 @@ def test_a_job_invalid_in_aios_toml_shows_its_reason_with_the_daemon_up_and_down
     for args in (("status",), ("status", "bad")):
         shown = aios(home, *args)
         assert shown.returncode == 3
-        assert (table_rows(shown.stdout)["bad"]["STATUS"], table_rows(shown.stdout)["bad"]["WHY"]) == ("invalid", BAD_WHY)
+        bad = table_rows(shown.stdout)["bad"]
+        assert (bad["STATUS"], bad["WHY"]) == ("invalid", BAD_WHY)

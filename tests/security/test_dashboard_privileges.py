@@ -93,7 +93,8 @@ def test_a_first_start_as_root_runs_the_dashboard_as_a_uid_of_its_own(private_ho
     wait_until(lambda: _answers(port, token), what="the dashboard answering")
     names = [job["name"] for job in json.load(get(port, "/api/status", token))["result"]]
     assert "web_server" in names and "backup" in names
-    wait_until(lambda: (home / "logs" / "backup.log").exists() and "backup:" in (home / "logs" / "backup.log").read_text(),
+    backup_log = home / "logs" / "backup.log"
+    wait_until(lambda: backup_log.exists() and "backup:" in backup_log.read_text(),
                what="the backup example's first run")
     stream = get(port, "/api/log?job=backup&lines=5", token)
     first = b"".join(stream.readline() for _ in range(4)).decode()
@@ -138,7 +139,8 @@ def test_the_socket_admits_the_dashboards_uid_and_not_another_that_reaches_it(pr
     home, port = private_home, free_port()
     daemon = first_start_as_root(home, port)
     dashboard = launch.dashboard_id(home)
-    assert oct((home / "aios.sock").stat().st_mode & 0o777) == "0o660" and (home / "aios.sock").stat().st_gid == dashboard
+    sock = (home / "aios.sock").stat()
+    assert oct(sock.st_mode & 0o777) == "0o660" and sock.st_gid == dashboard
     ask = f"{sys.executable} -c \"import sys; sys.path.append('{ROOT}'); from aios import control; " \
           "print(control.call('/proc/self/fd/3', 'ping')['pid'])\" 2>&1 | tail -1"
     assert as_uid(home, dashboard, ask).strip() == str(daemon.pid)
@@ -154,7 +156,8 @@ def test_status_marks_jobs_a_root_daemon_runs_as_root_only_because_no_user_is_se
     home, port = private_home, free_port()
     daemon = first_start_as_root(home, port)
     new = home.parent / "new.toml"
-    new.write_text((home / "aios.toml").read_text() + '\n[jobs.plain]\ntype = "always"\ncommand = ["sleep", "100000"]\n')
+    new.write_text((home / "aios.toml").read_text()
+                   + '\n[jobs.plain]\ntype = "always"\ncommand = ["sleep", "100000"]\n')
     done = subprocess.run([sys.executable, "-m", "aios", "--home", str(home), "apply", str(new)],
                           capture_output=True, text=True, cwd=ROOT, timeout=LIVENESS)
     assert done.returncode == 0, done.stderr
@@ -166,5 +169,6 @@ def test_status_marks_jobs_a_root_daemon_runs_as_root_only_because_no_user_is_se
     marked = [line.split()[0] for line in shown.stdout.splitlines()[1:] if line.split()[1:2] == ["!"]]
     assert marked == ["plain"] and shown.stderr == ""
     assert on_a_terminal(home, "status").splitlines()[-1].endswith(
-        '! runs as root because no user is set: set user = "NAME" if it needs no root (user = "root" if it does)\x1b[0m')
+        '! runs as root because no user is set: set user = "NAME" if it needs no root '
+        '(user = "root" if it does)\x1b[0m')
     assert daemon.terminate() == 0
