@@ -97,9 +97,9 @@ def main(argv: list[str]) -> list | None:
     RUN.own_environ()
     before = _descriptors()
     problem = _preload(json.loads(argv[1])) or _thread_problem() or _descriptor_problem(before)
-    send(sock, {"ready": True, "pid": os.getpid(), "problem": problem, "room": RUN.ENV_AREA[1] - RUN.ENV_AREA[0],
-                "files": _files(set(sys.modules) - started_with)})
-    if problem:
+    ready = {"ready": True, "pid": os.getpid(), "problem": problem, "room": RUN.ENV_AREA[1] - RUN.ENV_AREA[0],
+             "files": _files(set(sys.modules) - started_with)}
+    if not _tell(sock, ready) or problem:    # the daemon died while we preloaded, or we must not serve
         return None
     import gc
 

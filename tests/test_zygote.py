@@ -386,3 +386,17 @@ def test_a_run_is_in_its_own_cgroup_from_the_start(home):
     assert out["proc_cgroup"] and out["proc_cgroup"].endswith(out["cgroup"])
     assert os.path.basename(out["cgroup"]).startswith("_py."), "made ahead by the zygote, named as no job's can be"
     assert out["left"] == [], "no cgroup of the zygote's is left behind"
+
+
+def test_a_zygote_whose_daemon_died_while_it_preloaded_exits_quietly():
+    import subprocess
+
+    from aios.zygote import SERVER
+
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen([sys.executable, SERVER, str(theirs.fileno()), json.dumps(["email.parser"]), ""],
+                            pass_fds=[theirs.fileno()], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    theirs.close()
+    ours.close()                # the daemon is gone before the zygote can say it is ready
+    _, err = proc.communicate(timeout=LIVENESS)
+    assert (proc.returncode, err) == (0, b""), err.decode()

@@ -148,7 +148,8 @@ def unix(path) -> socket.socket:
 def test_two_thousand_control_connections(home):
     daemon = start(home)
     watch = Watch(daemon=daemon.pid)
-    base = fds(daemon.pid, "socket:")
+    held_now = partial(control_sockets, daemon.pid, home)   # not its sockets to the log writer or zygotes
+    base = held_now()
     held = []
     try:
         for n in range(2000):
@@ -158,7 +159,7 @@ def test_two_thousand_control_connections(home):
             held.append(sock)
             if n % 250 == 0:
                 watch.look()
-        most = fds(daemon.pid, "socket:") - base
+        most = held_now() - base
         aios_status(home)
         kill_and_see_it_back(home)
         watch.check("2,000 control connections held open", **{"daemon sockets beyond its own": most})
@@ -166,7 +167,7 @@ def test_two_thousand_control_connections(home):
     finally:
         for sock in held:
             sock.close()
-    wait_until(lambda: fds(daemon.pid, "socket:") <= base, what="the daemon's sockets back to its own")
+    wait_until(lambda: held_now() <= base, what="the daemon's control connections gone")
     assert daemon.terminate() == 0
 
 
