@@ -82,6 +82,15 @@ def test_quick_run_leaves_no_process_behind(quick_run):
     assert survivors == []
 
 
+def test_compare_puts_two_runs_side_by_side(quick_run):
+    _, files, _, _ = quick_run
+    done = subprocess.run([sys.executable, "-m", "bench.compare", str(files[0]), str(files[0])], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=True)
+    rows = done.stdout.splitlines()[2:]
+    assert any(row.startswith("| Cold start, 1 always job: launch → first managed process running |") for row in rows)
+    assert rows and all(" | 1.00× | " in row for row in rows), done.stdout
+
+
 def test_report_keeps_failures_and_compares_peers():
     from bench import report
 
