@@ -7,8 +7,8 @@ a program job through its zygote, as supervisor.spawn(..., via=...) does: the ru
 process is the daemon's own child (the daemon becomes a child subreaper first), in its
 cgroup, with the Proc a spawned one has; failures of the run itself (its cwd, its user)
 are SpawnErrors as from spawn. Or it raises `Unavailable` with the reason, and the
-caller spawns the run: the zygote is starting (a run waits for it at most WAIT_READY,
-once per start), it died and waits out its backoff, it was refused (a preloaded module
+caller spawns the run: the zygote is starting (the loop never waits for it: it says
+it is ready through its socket, watched in the loop, and the runs after that use it), it died and waits out its backoff, it was refused (a preloaded module
 failed to import, started a thread, or left a descriptor open), or this run does not
 fit it (its environment is too large).
 
@@ -46,7 +46,7 @@ from .zygote_server import receive, send
 __all__ = ["Zygotes", "Unavailable", "Key", "startup_variables"]
 
 SERVER = str(Path(__file__).with_name("zygote_server.py"))
-WAIT_READY = 1.0        # seconds a run waits for a starting zygote, once, before it is spawned instead
+WARMING = 1.0           # seconds the daemon's first jobs wait (its loop turning) for a zygote to be ready
 REPLY_TIMEOUT = 2.0     # a zygote that takes longer to answer is broken: killed, started again later
 MAX_ZYGOTES = 4
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 60.0
@@ -101,13 +101,13 @@ class Zygote:
     """One key's zygote: its process and socket while it runs, and what is remembered
     across its restarts (deaths, when to try again, why it is not used)."""
 
-    __slots__ = ("key", "proc", "pid", "sock", "state", "files", "why", "born", "deaths", "retry_at", "waited",
+    __slots__ = ("key", "proc", "pid", "sock", "state", "files", "why", "born", "deaths", "retry_at",
                  "checked", "spares", "room")
 
     def __init__(self, key: Key):
         self.key, self.proc, self.pid, self.sock, self.state = key, None, None, None, "gone"
         self.files: list = []
-        self.why, self.born, self.deaths, self.retry_at, self.waited = "", 0.0, 0, 0.0, False
+        self.why, self.born, self.deaths, self.retry_at = "", 0.0, 0, 0.0
         self.checked = None     # the loop's boot time when its files were last looked at
         self.spares = collections.deque()    # Spare (or forkexec.Failed) offered and not yet taken
         self.room = 0           # bytes of environment its runs may have
@@ -127,6 +127,18 @@ class Zygotes:
         self.ending: set = set()          # Procs of zygotes stopped and not yet reaped
 
     # ================================================================ a run
+    def prepare(self, argv: list, env: dict, preload: tuple = ()) -> None:
+        """Start the zygote a run like this would fork from, if it is not there; never waits."""
+        try:
+            self._ready(Key(interpreter=argv[0], preload=tuple(preload),
+                            startup=startup_variables(env, self.names())))
+        except Unavailable:
+            pass
+
+    def starting(self) -> bool:
+        """A zygote started less than WARMING seconds ago has not said it is ready yet."""
+        return any(z.state == "starting" and self.loop.boot - z.born < WARMING for z in self.zygotes.values())
+
     def spawn(self, argv: list, env: dict, cwd: str, log_fd, *, preload: tuple = (), **options):
         """A run of a program job through its zygote (see the module); Unavailable if not."""
         zygote = self._ready(Key(interpreter=argv[0], preload=tuple(preload),
@@ -214,9 +226,6 @@ class Zygotes:
             self.report("zygote_restart", f"{zygote.describe()}: {changed} changed; starting a new one")
         if zygote.state in ("gone", "refused") and self.loop.boot >= zygote.retry_at:
             self._start(zygote)
-        if zygote.state == "starting" and not zygote.waited:
-            zygote.waited = True
-            self._await_ready(zygote, WAIT_READY)
         if zygote.state != "ready":
             raise Unavailable(self._why_not(zygote))
         return zygote
@@ -265,7 +274,7 @@ class Zygotes:
         finally:
             theirs.close()
         ours.settimeout(REPLY_TIMEOUT)
-        zygote.sock, zygote.state, zygote.born, zygote.waited = ours, "starting", self.loop.boot, False
+        zygote.sock, zygote.state, zygote.born = ours, "starting", self.loop.boot
         self.loop.add_reader(zygote.proc.pidfd, self._exited, zygote, zygote.proc)
         self.loop.add_reader(ours.fileno(), self._ready_arrived, zygote)
 
@@ -282,10 +291,6 @@ class Zygotes:
             oldest.state, oldest.why = "gone", f"{oldest.describe()} was stopped to make room for another"
         while len(self.zygotes) > 4 * MAX_ZYGOTES:
             del self.zygotes[next(iter(self.zygotes))]
-
-    def _await_ready(self, zygote: Zygote, timeout: float) -> None:
-        if select.select([zygote.sock], [], [], timeout)[0]:
-            self._ready_arrived(zygote)
 
     def _ready_arrived(self, zygote: Zygote) -> None:
         """Its first message: ready, or why it must not be used."""

@@ -107,12 +107,22 @@ class Daemon:
             if how == "spawn":
                 proc = supervisor.spawn(argv, env or self.env(), cwd or str(self.home), fd, **options)
             else:
-                proc = self.zygotes.spawn(argv, env or self.env(), cwd or str(self.home), fd, preload=preload,
-                                          **options)
+                proc = self._through_zygote(argv, env or self.env(), cwd or str(self.home), fd, preload, options)
         finally:
             os.close(fd)
         self.procs.append(proc)
         return proc
+
+    def _through_zygote(self, argv, env, cwd, fd, preload, options):
+        """As the daemon asks: a zygote still starting says so at once (the daemon would
+        spawn that run); its loop turns until the zygote says it is ready, and asks again."""
+        try:
+            return self.zygotes.spawn(argv, env, cwd, fd, preload=preload, **options)
+        except Unavailable as exc:
+            if "still starting" not in str(exc):
+                raise
+        self.turn_until(lambda: all(z.state != "starting" for z in self.zygotes.zygotes.values()))
+        return self.zygotes.spawn(argv, env, cwd, fd, preload=preload, **options)
 
     def run(self, how: str, target: str, *args, **kwargs) -> tuple:
         return wait_exit(self.start(how, target, *args, **kwargs))
@@ -300,7 +310,10 @@ def test_a_run_whose_environment_does_not_fit_is_spawned_and_the_zygote_kept(dae
 def test_a_request_the_daemon_gives_up_on_runs_nothing(daemon, home):
     """The run's process waits on the gate; closed without a word, it ends unrun."""
     marker = home / "ran"
-    zygote = daemon.zygotes._ready(next(iter(daemon.zygotes.zygotes)) if daemon.zygotes.zygotes else _key(daemon))
+    with pytest.raises(Unavailable, match="still starting"):
+        daemon.zygotes._ready(_key(daemon))
+    daemon.turn_until(lambda: daemon.zygotes.zygotes[_key(daemon)].state == "ready")
+    zygote = daemon.zygotes._ready(_key(daemon))
     gate, opener = os.pipe2(os.O_CLOEXEC)
     fd = os.open(home / "logs" / "job.log", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     argv = [sys.executable, launch.RUNNER, str(home / "Programs"), "probe.py:wait", json.dumps({"args": [str(marker)]})]

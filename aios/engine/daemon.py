@@ -9,6 +9,7 @@ the daemon's pid for people and marks an unclean exit (a clean one empties it).
 """
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -26,6 +27,7 @@ from .loop import Loop
 from .processes import SystemProcesses
 
 START_PER_TURN = 10      # jobs started per loop turn at start-up: the control socket answers in between
+WARM_POLL = 0.005        # seconds between start-up turns while the jobs next in line wait for their zygote
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _INHERIT_ENV = "AIOS_REEXEC_FDS"
 _READY_ENV = "AIOS_READY_FD"
@@ -65,6 +67,7 @@ class Daemon:
         """Take the home's lock, read its configuration and open its store."""
         from ..control import raise_nofile_limit
 
+        supervisor.probe_containment()     # the kernel's first cgroup move is slow: begun now, in parallel
         home = home.absolute()
         jobs_nofile = raise_nofile_limit()[0]   # connections, pidfds, logs; jobs keep the usual limit
         inherited = _inherited_fds()
@@ -72,7 +75,8 @@ class Daemon:
         lock_fd, unclean = (inherited[0], True) if inherited else _lock(home)
         try:
             cfg = _load_config(home)
-            config.local_zone()   # a TZ no libc reads: a one-line refusal now, not at the first schedule
+            if os.environ.get("TZ"):     # a TZ no libc reads: a one-line refusal now, not at the first schedule
+                config.local_zone()
             store = open_store(cfg.settings.store_url or str(home / "orchestrator.db"), cfg.settings.device_id,
                                force_new=force_new_db, password_file=cfg.settings.store_password_file,
                                lease_ttl=cfg.settings.lease_ttl)
@@ -102,6 +106,7 @@ class Daemon:
             engine.event("database_moved_aside", None, f"the bad database was moved to {engine.store.moved_aside}; "
                          "a new one was begun (--force-new-db)")
         recovery.adopt_leftovers(engine, previous, self.unclean)
+        _warm_zygotes(engine)
         from ..control import SOCKET_NAME, ControlServer
 
         engine.recorder.flush()   # what a client reads once we answer is this daemon's, not the last one's
@@ -192,13 +197,38 @@ class Daemon:
         os.execv(argv[0], argv)
 
 
+def _warm_zygotes(engine: Engine) -> None:
+    """Start now the zygotes that the program jobs fork their runs from: they preload while
+    the daemon answers and starts its other jobs (the loop never waits), and a trigger
+    soon after the start already finds its zygote ready."""
+    for job in engine.jobs.values():
+        life = job.life
+        if job.spec.program and life.is_enabled and not (life.held or life.ineligible or life.standby):
+            try:
+                plan = launch.plan(job.spec, None, None, engine.base_env, engine.home, engine.settings)
+            except OSError:
+                continue        # its run says why
+            engine.processes.prepare(plan.argv, plan.env, **plan.options)
+
+
+def _forks(engine: Engine, job) -> bool:
+    return bool(job.spec.program) and (job.spec.start or engine.settings.python_start) == "zygote"
+
+
 def _start_in_turns(engine: Engine, rest: list, counts: dict) -> None:
-    """START_PER_TURN jobs per loop turn; once all are started, act on the control rows
-    (RESTART_...) that waited in the store."""
-    engine.consider_all([job for job in rest[:START_PER_TURN]
-                         if engine.jobs.get(job.name) is job and not engine.shutting_down])
-    if rest[START_PER_TURN:]:
-        engine.loop.call_soon(_start_in_turns, engine, rest[START_PER_TURN:], counts)
+    """START_PER_TURN jobs per loop turn, in order, except that while a zygote starts
+    (`processes.warming`) a job that forks from one waits, and the jobs after it, a turn
+    later (WARM_POLL); once all are started, act on the control rows (RESTART_...) that
+    waited in the store."""
+    turn = rest[:START_PER_TURN]
+    if engine.processes.warming():
+        turn = list(itertools.takewhile(lambda job: not _forks(engine, job), turn))
+    engine.consider_all([job for job in turn if engine.jobs.get(job.name) is job and not engine.shutting_down])
+    if rest[len(turn):]:
+        if turn:
+            engine.loop.call_soon(_start_in_turns, engine, rest[len(turn):], counts)
+        else:
+            engine.loop.call_later(WARM_POLL, _start_in_turns, engine, rest, counts)
     else:
         engine.planner.control_rows(counts)
         if supervisor.become_subreaper():   # after the first jobs: ctypes is not on their path

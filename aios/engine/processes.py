@@ -44,6 +44,16 @@ class SystemProcesses:
             self.log_guard.arm(log_path)
         return proc
 
+    def prepare(self, argv: list, env: dict, *, start: str | None = None, preload: tuple = (), **options) -> None:
+        """Get ready for a run like this one, never waiting: a program job's zygote starts."""
+        if start == "zygote":
+            self._zygotes().prepare(argv, env, preload)
+
+    def warming(self) -> bool:
+        """A zygote that runs about to start would fork from is still starting (for
+        zygote.WARMING seconds at most)."""
+        return self.zygotes is not None and self.zygotes.starting()
+
     def start_helper(self, argv: list) -> None:
         """Start a helper process of the daemon's own (the fence): its own group, output to
         /dev/null, not a job (never adopted; reaped as an orphan when it ends)."""

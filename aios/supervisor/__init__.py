@@ -28,8 +28,14 @@ from .spawn import close_on_exec_all, set_jobs_nofile, spawn
 
 __all__ = ["SpawnError", "Proc", "HAS_PIDFD", "spawn", "close_on_exec_all", "set_jobs_nofile", "start_ticks",
            "signal_group", "reap", "adopt", "alive", "close", "leaders", "Leader", "find_leaders",
-           "setup_containment", "end_containment", "containment", "become_subreaper", "reap_orphans", "limit_notes",
+           "probe_containment", "setup_containment", "end_containment", "containment", "become_subreaper", "reap_orphans", "limit_notes",
            "oom_killed"]
+
+
+def probe_containment() -> None:
+    """Call as early as possible before setup_containment: it begins, in parallel, what
+    setup_containment would otherwise wait for (cgroup.probe)."""
+    cgroup.probe()
 
 
 def setup_containment(scope: str) -> str:

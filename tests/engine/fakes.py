@@ -59,6 +59,8 @@ class FakeProcesses:
         self.signals: list[tuple[int, int]] = []
         self._exits: dict[int, tuple] = {}        # pid -> (code, signal)
         self._watchers: dict[int, tuple] = {}
+        self.prepared: list[list] = []            # argv of runs it was told to get ready for
+        self.warm_until: float | None = None      # boot time until which warming() says yes
 
     def spawn(self, argv, env, cwd, log_path, **options):
         if argv[0] in self.fail:
@@ -67,6 +69,12 @@ class FakeProcesses:
         self.alive[self.next_pid] = {"argv": list(argv), "env": dict(env), "cwd": cwd}
         self.spawned.append(self.alive[self.next_pid])
         return FakeProc(self.next_pid)
+
+    def prepare(self, argv, env, **options) -> None:
+        self.prepared.append(list(argv))
+
+    def warming(self) -> bool:
+        return self.warm_until is not None and self.loop.boot < self.warm_until
 
     def watch(self, proc, callback, *args) -> None:
         self._watchers[proc.pid] = (callback, args, proc)
@@ -115,7 +123,8 @@ class FakeProcesses:
 class Harness:
     """An Engine on fake clocks, fake processes and an in-memory store."""
 
-    def __init__(self, toml_jobs: dict, tags=(), clock: FakeClock | None = None, zone=None, states=()):
+    def __init__(self, toml_jobs: dict, tags=(), clock: FakeClock | None = None, zone=None, states=(),
+                 start: bool = True):
         self.clock = clock or FakeClock()
         self.processes = FakeProcesses()
         self.loop = Loop(self.clock)
@@ -133,8 +142,9 @@ class Harness:
         for name, spec in specs.items():
             self.engine.add_job(spec, stored.get(name))
         self.engine.tables = tables
-        self.engine.consider_all()
-        self.settle()
+        if start:       # else the test starts them, as the daemon does (engine/daemon.py)
+            self.engine.consider_all()
+            self.settle()
 
     def settle(self) -> None:
         """Turn the loop until nothing is left to do at this moment."""

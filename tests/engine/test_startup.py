@@ -1,0 +1,75 @@
+"""The daemon's start-up turns (engine/daemon.py) on fake clocks and processes: the
+zygotes of program jobs are begun before the first turn, and while one is starting the
+jobs that fork from it wait, without holding up the jobs before them or the loop."""
+from __future__ import annotations
+
+from aios.engine import daemon
+
+from .fakes import Harness, jobs
+
+JOBS = """
+[jobs.first]
+type = "always"
+command = ["first"]
+priority = 3
+
+[jobs.py]
+type = "always"
+program = "serve.py:main"
+priority = 2
+
+[jobs.spawned]
+type = "always"
+program = "serve.py:main"
+start = "spawn"
+priority = 2
+
+[jobs.last]
+type = "always"
+command = ["last"]
+priority = 1
+
+[jobs.on_call]
+type = "trigger"
+program = "handle.py:main"
+
+[jobs.off]
+type = "trigger"
+program = "handle.py:main"
+enabled = false
+"""
+
+
+def started(h: Harness) -> list[str]:
+    return [s["env"]["AIOS_JOB"] for s in h.processes.spawned]
+
+
+def begin(h: Harness) -> None:
+    daemon._warm_zygotes(h.engine)
+    order = sorted(h.engine.jobs.values(), key=lambda j: -j.spec.priority)
+    daemon._start_in_turns(h.engine, order, {})
+    h.settle()
+
+
+def test_zygotes_are_begun_for_every_enabled_program_job_before_the_first_turn():
+    h = Harness(jobs(JOBS), start=False)
+    begin(h)
+    jobs_of = [argv[-2] for argv in h.processes.prepared]
+    assert sorted(jobs_of) == ["handle.py:main", "serve.py:main", "serve.py:main"]
+
+
+def test_while_a_zygote_starts_the_jobs_that_fork_from_it_wait_and_the_rest_go_first():
+    h = Harness(jobs(JOBS), start=False)
+    h.processes.warm_until = h.clock.boot() + 0.2
+    begin(h)
+    assert started(h) == ["first"]          # py forks: it waits, and "spawned" and "last" behind it
+    h.advance(0.1)
+    assert started(h) == ["first"]
+    h.advance(0.1 + daemon.WARM_POLL)
+    assert started(h) == ["first", "py", "spawned", "last"]
+
+
+def test_without_a_starting_zygote_every_job_starts_in_the_first_turns():
+    h = Harness(jobs(JOBS), start=False)
+    begin(h)
+    assert started(h) == ["first", "py", "spawned", "last"]
