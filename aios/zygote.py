@@ -7,15 +7,17 @@ a program job through its zygote, as supervisor.spawn(..., via=...) does: the ru
 process is the daemon's own child (the daemon becomes a child subreaper first), in its
 cgroup, with the Proc a spawned one has; failures of the run itself (its cwd, its user)
 are SpawnErrors as from spawn. Or it raises `Unavailable` with the reason, and the
-caller spawns the run: the zygote is starting (the loop never waits for it: it says
-it is ready through its socket, watched in the loop, and the runs after that use it), it died and waits out its backoff, it was refused (a preloaded module
-failed to import, started a thread, or left a descriptor open), or this run does not
-fit it (its environment is too large).
+caller spawns the run: the zygote is starting (the loop never waits for it: it says it
+is ready through its socket, watched in the loop, and the runs after that use it), it
+died and waits out its backoff, it was refused (a preloaded module failed to import,
+started a thread, or left a descriptor open), or this run does not fit it (its
+environment is too large).
 
 When a run is requested the source files of what the zygote loaded are checked (mtime
 and size; once per turn of the loop): a change starts a new zygote. A zygote that dies
-is seen through its pidfd and started again on demand after a backoff (BACKOFF_FIRST, doubling up to BACKOFF_MAX; a
-refused one after REFUSED_RETRY, or at once when one of its files changes). At most
+is seen through its pidfd and started again on demand after a backoff (BACKOFF_FIRST,
+doubling up to BACKOFF_MAX; a refused one after REFUSED_RETRY, or at once when one of
+its files changes). At most
 MAX_ZYGOTES run; the least recently used one makes room.
 
 Start-up variables are those the interpreter reads as it starts (PYTHON*, LANG,

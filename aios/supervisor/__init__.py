@@ -22,14 +22,14 @@ from __future__ import annotations
 from ..errors import SpawnError
 from . import cgroup, orphans
 from .orphans import become_subreaper, reap_orphans
-from .procs import (HAS_PIDFD, Leader, Proc, adopt, alive, close, find_leaders, leaders, oom_killed,
+from .procs import (HAS_PIDFD, Leader, Proc, adopt, alive, close, leaders, oom_killed,
                     reap, signal_group, start_ticks)
 from .spawn import close_on_exec_all, set_jobs_nofile, spawn
 
 __all__ = ["SpawnError", "Proc", "HAS_PIDFD", "spawn", "close_on_exec_all", "set_jobs_nofile", "start_ticks",
-           "signal_group", "reap", "adopt", "alive", "close", "leaders", "Leader", "find_leaders",
-           "probe_containment", "setup_containment", "end_containment", "containment", "become_subreaper", "reap_orphans", "limit_notes",
-           "oom_killed"]
+           "signal_group", "reap", "adopt", "alive", "close", "leaders", "Leader",
+           "probe_containment", "setup_containment", "end_containment", "containment", "become_subreaper",
+           "reap_orphans", "limit_notes", "oom_killed"]
 
 
 def probe_containment() -> None:

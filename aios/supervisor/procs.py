@@ -30,7 +30,7 @@ from . import cgroup, orphans, procfs
 from .procfs import start_ticks
 
 __all__ = ["Proc", "HAS_PIDFD", "Leader", "track", "signal_group", "reap", "adopt", "alive", "close",
-           "leaders", "find_leaders", "start_ticks", "oom_killed"]
+           "leaders", "start_ticks", "oom_killed"]
 
 
 class Proc:
@@ -325,12 +325,6 @@ def _leader(pid: int, wanted: list, keys: tuple, uids: set) -> Leader | None:
         if name in keys:
             values[name] = value.decode(errors="replace")
     return Leader(pid=pid, ticks=st.ticks, uid=uid, env=values)
-
-
-def find_leaders(marks: dict[str, str], keys: tuple[str, ...]) -> list[tuple[int, int, dict]]:
-    """What recovery.py calls today: `leaders` of the daemon's own uid, as (pid, ticks,
-    env) tuples. Remove once recovery calls leaders() with the jobs' uids."""
-    return [(l.pid, l.ticks, l.env) for l in leaders(marks, keys, (os.getuid(),))]
 
 
 def adopt(pid: int, ticks: int, *, uids=None, mark: str | None = None) -> Proc | None:
