@@ -234,8 +234,13 @@ def test_a_run_from_the_zygote_has_its_streams_stamped_apart(home, daemon):
         program = "say.py:main"
         """, {"say.py": "import sys\n\ndef main():\n    print('out', flush=True)\n    print('err', file=sys.stderr)\n"})
     daemon.up()
-    assert aios(home, "trigger", "say", "--wait").returncode == 0
-    assert status(home)["say"]["started"] == "zygote"
+
+    def forked_run() -> bool:   # a run asked for while the zygote still starts is spawned
+        assert aios(home, "trigger", "say", "--wait").returncode == 0
+        return status(home)["say"]["started"] == "zygote"
+
+    wait_until(forked_run, what="a run forked from the zygote")
     daemon.down()
-    lines = records(home / "logs" / "say.log")
-    assert sorted((ln.stream, ln.text) for ln in lines) == [("stderr", b"err"), ("stdout", b"out")]
+    lines = sorted((ln.stream, ln.text) for ln in records(home / "logs" / "say.log"))
+    runs = len(lines) // 2
+    assert runs >= 1 and lines == [("stderr", b"err")] * runs + [("stdout", b"out")] * runs
