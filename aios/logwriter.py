@@ -49,6 +49,7 @@ orchestrator.log). Imports logformat and logs (open_log).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import selectors
@@ -66,6 +67,7 @@ SMALL = 16 * 1024
 HOLD = 1.0                   # seconds an unfinished line waits for its end before it is written
 START_WAIT = 30.0            # seconds a new writer waits for its first daemon
 SEND_TIMEOUT = 5.0           # a daemon that does not read its messages this long is dropped
+ACCEPT_PAUSE = 0.5           # out of descriptors, a waiting connection is looked at again after this
 MESSAGE_MAX = 8192           # bytes of one message (a path of up to PATH_MAX, and the rest)
 SOCKET_NAME = "logwriter.sock"
 
@@ -137,12 +139,14 @@ class Writer:
         self.files = Files()
         self.stamps = {fmt: logformat.Timestamps(fmt) for fmt in ("local", "utc")}
         self.read_bytes = 0                              # read from the pipes this turn
+        self.accept_after: float | None = None           # out of descriptors: accept again then
 
     def run(self) -> None:
         started = time.monotonic()
         while self.link is not None or self.pipes or (
                 not self.linked_once and time.monotonic() - started < START_WAIT):
             self.read_bytes = 0
+            self._resume_accepting(time.monotonic())
             for key, _ in self.selector.select(self._timeout(started)):
                 key.data()
             self._write_held(time.monotonic())
@@ -157,13 +161,19 @@ class Writer:
         waits = [pipe.held_since + HOLD - now for pipe in self.holding]
         if not self.linked_once:
             waits.append(started + START_WAIT - now)
+        if self.accept_after is not None:
+            waits.append(self.accept_after - now)
         return max(0.0, min(waits)) if waits else None
 
     # ---------------------------------------------------------------- the daemon
     def _accept(self) -> None:
+        if self.accept_after is not None:
+            return
         try:
             conn, _ = self.listener.accept()
-        except OSError:
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                self._pause_accepting(time.monotonic())
             return
         if peer_uid(conn) not in (os.getuid(), 0):
             conn.close()
@@ -173,6 +183,18 @@ class Writer:
         conn.settimeout(SEND_TIMEOUT)
         self.link, self.linked_once = conn, True
         self.selector.register(conn, selectors.EVENT_READ, self._receive)
+
+    def _pause_accepting(self, now: float) -> None:
+        """Out of descriptors: the connection waits in the backlog and is taken ACCEPT_PAUSE
+        seconds later, rather than waking this loop at once, again and again."""
+        _complain(f"out of descriptors: a connection waits {ACCEPT_PAUSE:g} s")
+        self.selector.unregister(self.listener)
+        self.accept_after = now + ACCEPT_PAUSE
+
+    def _resume_accepting(self, now: float) -> None:
+        if self.accept_after is not None and now >= self.accept_after:
+            self.accept_after = None
+            self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
 
     def _drop_link(self) -> None:
         self.selector.unregister(self.link)

@@ -17,6 +17,7 @@ import pytest
 from aios import logformat
 from aios.engine.logpipes import SOCKET_NAME, LogPipes
 from aios.engine.loop import Loop
+from tests.processes import REPO
 
 LIVENESS = 30.0
 
@@ -329,3 +330,47 @@ def test_the_writer_refuses_what_is_not_a_pipe_for_a_log(tmp_path, started):
     grows(daemon, log)
     every_line_once(log, child)
     assert "refused a message" in (tmp_path / "orchestrator.log").read_text()
+
+
+# The writer out of descriptors with a daemon's connection waiting: it stops watching its
+# listener for ACCEPT_PAUSE (its loop no longer wakes at once, again and again), then
+# takes the connection once descriptors are free.
+OUT_OF_FDS = r"""
+import errno, os, resource, socket, sys, time
+sys.path.insert(0, sys.argv[1])
+from aios import logwriter
+path = sys.argv[2]
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+listener.bind(path)
+listener.listen(8)
+writer = logwriter.Writer(listener)
+client = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+client.connect(path)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+fillers = []
+while True:
+    try:
+        fillers.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError as exc:
+        assert exc.errno == errno.EMFILE
+        break
+for key, _ in writer.selector.select(0):
+    key.data()
+assert writer.link is None and writer.accept_after is not None
+assert writer.selector.select(0) == [], "the listener is not watched while it cannot be taken"
+assert 0 < writer._timeout(time.monotonic()) <= logwriter.ACCEPT_PAUSE
+for fd in fillers:
+    os.close(fd)
+writer._resume_accepting(writer.accept_after)
+for key, _ in writer.selector.select(5):
+    key.data()
+assert writer.link is not None and writer.accept_after is None
+print("taken")
+"""
+
+
+def test_out_of_descriptors_the_writer_waits_for_the_connection_instead_of_spinning(tmp_path):
+    result = subprocess.run([sys.executable, "-c", OUT_OF_FDS, str(REPO), str(tmp_path / "w.sock")],
+                            capture_output=True, text=True, timeout=LIVENESS)
+    assert (result.returncode, result.stdout) == (0, "taken\n"), result.stderr
+    assert "out of descriptors: a connection waits 0.5 s" in result.stderr
