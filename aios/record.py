@@ -34,9 +34,13 @@ def record(cls):
 
 def replace(item, **changes):
     """A copy of `item` with some fields changed."""
-    values = {name: getattr(item, name) for name in item._fields}
-    values.update(changes)
-    return type(item)(**values)
+    cls = type(item)
+    copy = object.__new__(cls)
+    for name in cls._fields:
+        object.__setattr__(copy, name, changes.pop(name) if name in changes else getattr(item, name))
+    if changes:
+        raise TypeError(f"{cls.__name__}() has no field {', '.join(map(repr, changes))}")
+    return copy
 
 
 def fields(item_or_class) -> tuple:
@@ -46,6 +50,10 @@ def fields(item_or_class) -> tuple:
 
 def _init(self, **values) -> None:
     cls = type(self)
+    if len(values) == len(cls._fields) and all(name in values for name in cls._fields):
+        for name in cls._fields:    # every field given: nothing to default or refuse
+            object.__setattr__(self, name, values[name])
+        return
     for name in cls._fields:
         if name in values:
             value = values.pop(name)

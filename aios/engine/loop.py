@@ -165,7 +165,12 @@ class Loop:
             data = os.read(self._signal_pipe[0], 512)
         except BlockingIOError:
             return
+        child = False
         for signum in data:
+            if signum == signal.SIGCHLD:    # says only that some child changed: once per batch
+                if child:
+                    continue
+                child = True
             fn(signum)
 
     def restore_signals(self) -> None:

@@ -223,7 +223,10 @@ def remove(path: str) -> bool:
 
 
 def oom_kills(path: str) -> int:
-    """How many processes of path the kernel killed for its memory.max."""
+    """How many processes of path the kernel killed for its memory.max (none without the
+    memory controller, which keeps that count)."""
+    if TREE is None or "memory" not in TREE.controllers:
+        return 0
     return limits.oom_kills(_read(os.path.join(path, "memory.events")))
 
 
@@ -266,11 +269,21 @@ def of(pid: int) -> str | None:
 
 
 def _read(path: str) -> str:
+    """A cgroup file's text ("" if it cannot be read): os-level, as it is read at every
+    reap (a text file object costs several times more)."""
     try:
-        with open(path, encoding="ascii") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return ""
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("ascii", "replace")
 
 
 def _write(path: str, value: str) -> None:

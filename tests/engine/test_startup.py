@@ -3,9 +3,20 @@ zygotes of program jobs are begun before the first turn, and while one is starti
 jobs that fork from it wait, without holding up the jobs before them or the loop."""
 from __future__ import annotations
 
+import pytest
+
+from aios import supervisor
 from aios.engine import daemon
 
 from .fakes import Harness, jobs
+
+
+@pytest.fixture(autouse=True)
+def not_a_subreaper_after():
+    """The last start-up turn makes the daemon a child subreaper: this process is one only
+    for the test (other tests expect an orphan not to become its child)."""
+    yield
+    supervisor.become_subreaper(False)
 
 JOBS = """
 [jobs.first]
