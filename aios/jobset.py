@@ -65,26 +65,29 @@ def _dangling(spec: JobSpec, defined: Mapping) -> str | None:
     return None
 
 
-def _edges(spec: JobSpec, specs: dict):
+def _edges(spec: JobSpec, specs: dict, followers: dict):
     """(job, link, the job whose table holds the link) for each job that the end of a run
-    of `spec` may trigger."""
+    of `spec` may trigger; followers: job name -> the jobs that name it in `after`."""
     for key in HOOKS:
         target = getattr(spec, key)
         if target in specs:
             yield target, f"{spec.name} {key} = {target}", spec.name
-    for other in specs.values():
-        if spec.name in other.after_jobs:
-            yield other.name, f"{other.name} after {spec.name}", other.name
+    for other in followers.get(spec.name, ()):
+        yield other, f"{other} after {spec.name}", other
 
 
 def _find_cycle(specs: dict) -> list[tuple[str, str, str]] | None:
     """One cycle as [(job, the link from it to the next, that link's holder), ...], or None."""
     state: dict[str, int] = {}          # 1: on the current path, 2: done
     path: list[tuple[str, str, str]] = []
+    followers: dict[str, list[str]] = {}
+    for spec in specs.values():
+        for name in spec.after_jobs:
+            followers.setdefault(name, []).append(spec.name)
 
     def visit(name: str) -> list | None:
         state[name] = 1
-        for target, link, owner in _edges(specs[name], specs):
+        for target, link, owner in _edges(specs[name], specs, followers):
             path.append((name, link, owner))
             if state.get(target) == 1:
                 return path[next(i for i, (n, _, _) in enumerate(path) if n == target):]

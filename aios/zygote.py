@@ -1,6 +1,7 @@
 """The daemon's side of the zygotes, the fork servers of aios/zygote_server.py: one per
-Python interpreter, preload list and start-up variables in use, started when the first
-run needs it, watched in the daemon's loop, stopped when the daemon ends.
+Python interpreter, preload list and start-up variables in use, started as the daemon
+starts (`prepare`, for its program jobs) or when a run first needs it, watched in the
+daemon's loop, stopped when the daemon ends.
 
 `Zygotes.spawn(argv, env, cwd, log_fd, preload=..., **spawn_options)` starts one run of
 a program job through its zygote, as supervisor.spawn(..., via=...) does: the run's
