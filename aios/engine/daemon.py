@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import config, launch, supervisor
 from ..homefs import check_home
 from ..oplog import open_oplog
-from ..spec import AiosError
+from ..spec import AiosError, JobType
 from ..store import open_store
 from . import recovery, watches
 from .core import Engine
@@ -106,7 +106,7 @@ class Daemon:
             engine.event("database_moved_aside", None, f"the bad database was moved to {engine.store.moved_aside}; "
                          "a new one was begun (--force-new-db)")
         recovery.adopt_leftovers(engine, previous, self.unclean)
-        _warm_zygotes(engine)
+        hold = _worth_waiting(_warm_zygotes(engine), os.cpu_count() or 1)
         from ..control import SOCKET_NAME, ControlServer
 
         engine.recorder.flush()   # what a client reads once we answer is this daemon's, not the last one's
@@ -126,7 +126,7 @@ class Daemon:
             notify_ready(f"ready in {took:.1f} ms; {len(engine.jobs)} jobs")
         order = sorted(engine.jobs.values(), key=lambda j: -j.spec.priority)
         counts = engine.planner.refresh_queue(anyway=True, control=False) or {}
-        _start_in_turns(engine, order, counts)
+        _start_in_turns(engine, order, counts, hold)
         if engine.fleet is not None:
             engine.loop.call_soon(engine.fleet.start)   # heartbeat and leases: after ready, beside the first jobs
 
@@ -197,10 +197,12 @@ class Daemon:
         os.execv(argv[0], argv)
 
 
-def _warm_zygotes(engine: Engine) -> None:
+def _warm_zygotes(engine: Engine) -> int:
     """Start now the zygotes that the program jobs fork their runs from: they preload while
     the daemon answers and starts its other jobs (the loop never waits), and a trigger
-    soon after the start already finds its zygote ready."""
+    soon after the start already finds its zygote ready. Returns how many always jobs
+    about to start fork from one."""
+    forking = 0
     for job in engine.jobs.values():
         life = job.life
         if job.spec.program and life.is_enabled and not (life.held or life.ineligible or life.standby):
@@ -209,26 +211,35 @@ def _warm_zygotes(engine: Engine) -> None:
             except OSError:
                 continue        # its run says why
             engine.processes.prepare(plan.argv, plan.env, **plan.options)
+            forking += job.spec.type is JobType.ALWAYS and not job.runs and _forks(engine, job)
+    return forking
+
+
+def _worth_waiting(forking: int, cores: int) -> bool:
+    """Whether the always jobs that fork should wait for their zygote: a starting zygote
+    costs about what one spawned interpreter does, and up to one interpreter per core
+    start side by side, so only more jobs than cores are started sooner by waiting."""
+    return forking > cores
 
 
 def _forks(engine: Engine, job) -> bool:
     return bool(job.spec.program) and (job.spec.start or engine.settings.python_start) == "zygote"
 
 
-def _start_in_turns(engine: Engine, rest: list, counts: dict) -> None:
-    """START_PER_TURN jobs per loop turn, in order, except that while a zygote starts
-    (`processes.warming`) a job that forks from one waits, and the jobs after it, a turn
-    later (WARM_POLL); once all are started, act on the control rows (RESTART_...) that
-    waited in the store."""
+def _start_in_turns(engine: Engine, rest: list, counts: dict, hold: bool = False) -> None:
+    """START_PER_TURN jobs per loop turn, in order, except that with `hold`, while a zygote
+    starts (`processes.warming`), a job that forks from one waits, and the jobs after it,
+    a turn later (WARM_POLL); once all are started, act on the control rows (RESTART_...)
+    that waited in the store."""
     turn = rest[:START_PER_TURN]
-    if engine.processes.warming():
+    if hold and engine.processes.warming():
         turn = list(itertools.takewhile(lambda job: not _forks(engine, job), turn))
     engine.consider_all([job for job in turn if engine.jobs.get(job.name) is job and not engine.shutting_down])
     if rest[len(turn):]:
         if turn:
-            engine.loop.call_soon(_start_in_turns, engine, rest[len(turn):], counts)
+            engine.loop.call_soon(_start_in_turns, engine, rest[len(turn):], counts, hold)
         else:
-            engine.loop.call_later(WARM_POLL, _start_in_turns, engine, rest, counts)
+            engine.loop.call_later(WARM_POLL, _start_in_turns, engine, rest, counts, hold)
     else:
         engine.planner.control_rows(counts)
         if supervisor.become_subreaper():   # after the first jobs: ctypes is not on their path
