@@ -591,7 +591,9 @@ def _on_claimed(spec, life, event, moment) -> Step:
             life = _status(life, Status.WAITING, "waiting for a trigger", next_due=None)
         return Step(life=life)
     life = replace(life, queued=max(0, life.queued - 1))
-    if not _runnable(life) or spec.type is JobType.ALWAYS or _holding(life, moment):
+    limit = spec.max_parallel if spec.type is JobType.TRIGGER else 1
+    full = life.active + life.retrying >= limit     # another claim in flight took the last slot
+    if not _runnable(life) or spec.type is JobType.ALWAYS or _holding(life, moment) or full:
         return Step(life=life, actions=(TriggerFate(fate="requeue"),))
     return Step(life=replace(life, waking=False), actions=(CancelWake(), Spawn(trigger=True)))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from hypothesis import given, settings, strategies as st
 
 from aios import lifecycle as lc, states
+from aios.record import replace
 from aios.spec import JobSpec, JobType, Outcome, Status
 
 T = lc.Moment(boot=1000.0, wall=1_700_000_000.0, u=0.3)
@@ -302,3 +303,14 @@ def test_a_fleet_job_runs_only_while_this_device_holds_its_lease():
     model.feed(lc.Restart(), T)
     model.feed(lc.Consider(), T)
     assert model.processes == 0, "no request starts a fleet job without its lease"
+
+
+def test_a_claim_that_finds_every_slot_taken_returns_its_trigger():
+    """Two claims in flight for one free slot (an exit's and a new trigger's, found by the
+    property test): the second trigger goes back to the queue, never beside max_parallel."""
+    spec = spec_of(JobType.TRIGGER, max_parallel=1)
+    life = lc.Life(status=Status.RUNNING, active=1, queued=1)
+    result = lc.step(spec, life, lc.Claimed(found=True), T)
+    assert result.actions == (lc.TriggerFate(fate="requeue"),) and result.life.active == 1
+    free = lc.step(spec, replace(life, active=0), lc.Claimed(found=True), T)
+    assert any(isinstance(a, lc.Spawn) for a in free.actions)
