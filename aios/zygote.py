@@ -18,8 +18,7 @@ When a run is requested the source files of what the zygote loaded are checked (
 and size; once per turn of the loop): a change starts a new zygote. A zygote that dies
 is seen through its pidfd and started again on demand after a backoff (BACKOFF_FIRST,
 doubling up to BACKOFF_MAX; a refused one after REFUSED_RETRY, or at once when one of
-its files changes). At most
-MAX_ZYGOTES run; the least recently used one makes room.
+its files changes). At most MAX_ZYGOTES run; the least recently used one makes room.
 
 Start-up variables are those the interpreter reads as it starts (PYTHON*, LANG,
 LANGUAGE, LC_*) and those of [python] env: a zygote starts with the daemon's
@@ -133,8 +132,7 @@ class Zygotes:
     def prepare(self, argv: list, env: dict, preload: tuple = ()) -> None:
         """Start the zygote a run like this would fork from, if it is not there; never waits."""
         try:
-            self._ready(Key(interpreter=argv[0], preload=tuple(preload),
-                            startup=startup_variables(env, self.names())))
+            self._ready(self._key(argv, env, preload))
         except Unavailable:
             pass
 
@@ -144,8 +142,7 @@ class Zygotes:
 
     def spawn(self, argv: list, env: dict, cwd: str, log_fd, *, preload: tuple = (), **options):
         """A run of a program job through its zygote (see the module); Unavailable if not."""
-        zygote = self._ready(Key(interpreter=argv[0], preload=tuple(preload),
-                                 startup=startup_variables(env, self.names())))
+        zygote = self._ready(self._key(argv, env, preload))
         gate, opener = os.pipe2(os.O_CLOEXEC)
         try:
             proc = supervisor.spawn(argv, env, cwd, log_fd, via=partial(self._fork, zygote, gate), **options)
@@ -157,6 +154,10 @@ class Zygotes:
         os.write(opener, b"g")      # watched: now it may run
         os.close(opener)
         return proc
+
+    def _key(self, argv: list, env: dict, preload) -> Key:
+        """The zygote a run of argv with env and preload forks from."""
+        return Key(interpreter=argv[0], preload=tuple(preload), startup=startup_variables(env, self.names()))
 
     def _fork(self, zygote: Zygote, gate: int, argv, env, cwd, log_fds: tuple, setup: forkexec.Setup) -> tuple:
         """(pid, cgroup) of the run's process: a spare of the zygote, given this run, set

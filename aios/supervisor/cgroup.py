@@ -15,10 +15,11 @@ child (which inherits it), and moves back, about 0.02 ms per spawn in a burst. A
 after a quiet spell costs more, as the kernel waits out an RCU grace period (8-16 ms
 measured on Linux 6.18, unless cgroup2 is mounted with favordynmods): so the trial move
 that tells setup we may move is made early, in a thread (`probe`, as the daemon opens),
-and that wait overlaps the daemon's own start instead of delaying its first job. Limits are written
-to the run's cgroup before it starts, for the controllers the subtree offers. A run's
-cgroup is removed once empty; one still busy when its leader is reaped is removed
-later (`sweep`). Imports aios.record and limits.py.
+and that wait overlaps the daemon's own start instead of delaying its first job.
+
+Limits are written to the run's cgroup before it starts, for the controllers the
+subtree offers. A run's cgroup is removed once empty; one still busy when its leader is
+reaped is removed later (`sweep`). Imports aios.record and limits.py.
 """
 from __future__ import annotations
 
@@ -88,9 +89,7 @@ def probe() -> None:
 
     def move() -> None:
         try:
-            _write(os.path.join(os.path.normpath(mount + own), "cgroup.procs"), "0")
-        except OSError as exc:
-            _PROBE["error"] = exc
+            _PROBE["error"] = _trial_move(os.path.normpath(mount + own))
         finally:
             done.release()
 
@@ -101,16 +100,21 @@ def _may_move(base: str) -> bool:
     """Whether we may move ourselves into base (our own cgroup): what `probe` found, else
     a move now."""
     done = _PROBE.get("done")
-    if done is not None:
-        done.acquire()
-        error = _PROBE["error"]
-        _PROBE.clear()
-        return error is None
+    if done is None:
+        return _trial_move(base) is None
+    done.acquire()
+    error = _PROBE["error"]
+    _PROBE.clear()
+    return error is None
+
+
+def _trial_move(base: str) -> OSError | None:
+    """Move ourselves into base, where we are (a no-op move): the error if we may not."""
     try:
         _write(os.path.join(base, "cgroup.procs"), "0")
-    except OSError:
-        return False
-    return True
+    except OSError as exc:
+        return exc
+    return None
 
 
 def _mount() -> str | None:
