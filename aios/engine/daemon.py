@@ -113,7 +113,6 @@ class Daemon:
             engine.event("database_moved_aside", None, f"the bad database was moved to {engine.store.moved_aside}; "
                          "a new one was begun (--force-new-db)")
         recovery.adopt_leftovers(engine, previous, self.unclean)
-        hold = _worth_waiting(_warm_zygotes(engine), os.cpu_count() or 1)
         from ..control import SOCKET_NAME, ControlServer
 
         engine.recorder.flush()   # what a client reads once we answer is this daemon's, not the last one's
@@ -131,6 +130,7 @@ class Daemon:
             from ..service import notify_ready
 
             notify_ready(f"ready in {took:.1f} ms; {len(engine.jobs)} jobs")
+        hold = _worth_waiting(_warm_zygotes(engine), os.cpu_count() or 1)   # after ready: a plan per job
         order = sorted(engine.jobs.values(), key=lambda j: -j.spec.priority)
         counts = engine.planner.refresh_queue(anyway=True, control=False) or {}
         _start_in_turns(engine, order, counts, hold)
